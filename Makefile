@@ -1,0 +1,34 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Everything lands in .venv; nothing outside this folder is touched.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench emulator clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/orders demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py
+
+bench: $(STAMP)
+	$(BIN)/orders bench $(ARGS)
+
+emulator: $(STAMP)
+	$(BIN)/orders emulator
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks of the order pipeline (`orders bench`)."""

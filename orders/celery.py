@@ -1,0 +1,59 @@
+"""The Celery application: `celery -A orders worker -Q payments`."""
+
+from __future__ import annotations
+
+import pkgutil
+from typing import Any
+
+from celery import Celery, signals
+
+import tasks
+
+from orders.config import celery_settings
+from orders.routing import time_limit_problems, unknown_queues
+from orders.settings import ConfigurationError, Settings, get_settings
+
+#: Every module of the `tasks` package: one per service, found rather than listed
+#: so that adding a service is adding a module.
+TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__))
+
+
+class OrdersCelery(Celery):
+    """Celery on SQS, configured from `orders.settings`."""
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Point this app at another environment (tests use one per test)."""
+        self.conf.update(celery_settings(settings))
+        self._pool = None  # the broker pool was built for the old transport options
+        if "amqp" in self.__dict__:
+            self.amqp.queues = self.amqp.Queues(self.conf.task_queues)
+
+
+app = OrdersCelery("orders", include=TASK_MODULES)
+app.config_from_object("celeryconfig")
+
+
+def configuration_problems(queues: list[str]) -> list[str]:
+    """What stops this process from working, in words an operator can act on."""
+    from orders import aws
+
+    problems = [f"-Q {name}: no such queue in the topology (orders/topology.py)"
+                for name in unknown_queues(queues)]
+    app.loader.import_default_modules()
+    problems += time_limit_problems(dict(app.tasks))
+    try:
+        aws.require_aws(get_settings())
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+@signals.celeryd_init.connect
+def check_configuration(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """Fail fast, with one readable message, on a configuration that cannot work."""
+    queues = (options or {}).get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    problems = configuration_problems(list(queues))
+    if problems:
+        raise SystemExit("orders: cannot start the worker:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,66 @@
+"""Celery's settings as a function of our Settings: celeryconfig.py and the tests both use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from orders.queue_urls import queue_urls
+from orders.routing import TimeLimitsFromTopology, route_task
+from orders.settings import Settings
+from orders.topology import QUEUES
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting the platform uses (lowercase names, as celeryconfig takes them)."""
+    return {
+        # An empty host: boto3 finds the endpoint itself (AWS_ENDPOINT_URL[_SQS]) or uses AWS's.
+        "broker_url": "sqs://",
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options(settings),
+        "task_queues": [Queue(q.name, routing_key=q.name) for q in QUEUES],
+        "task_default_queue": "orders",
+        "task_create_missing_queues": False,
+        "task_routes": (route_task,),
+        "task_annotations": (TimeLimitsFromTopology(),),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A message is deleted only after its task finished; a failing or lost
+        # task leaves it for SQS to redeliver and, after maxReceiveCount, to its DLQ.
+        "task_acks_late": True,
+        "task_acks_on_failure": False,
+        "task_acks_on_timeout": False,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # SQS has no fanout: remote control, gossip and mingle would only time out.
+        # The control plane (orders.control_plane) brings them back over Redis.
+        "worker_enable_remote_control": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu SQS transport options: predefined queues, long polling, no capped polling."""
+    return {
+        "region": settings.region,
+        # Predefined queues: kombu never lists or creates queues.
+        "predefined_queues": queue_urls(settings),
+        # Long polling: an idle worker makes one ReceiveMessage per 20 s per queue.
+        "wait_time_seconds": settings.wait_time_seconds,
+        # kombu's default of 1 s is slept whenever prefetch is full, which caps
+        # a busy worker near its prefetch count per second.
+        "polling_interval": settings.polling_interval,
+        "visibility_timeout": max(q.visibility_timeout for q in QUEUES),
+        "fetch_message_attributes": {
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        },
+    }

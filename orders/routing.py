@@ -1,0 +1,54 @@
+"""Task routing and per-queue time limits, both derived from the topology."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders.topology import QUEUES_BY_NAME, SERVICE_QUEUES, queue_for_task
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: dict[str, Any],
+               task: Any = None, **_: Any) -> dict[str, Any] | None:
+    """Celery router: a task runs on its service's queue unless the caller chose one."""
+    if options.get("queue"):
+        return None
+    service = name.split(".", 1)[0]
+    queue = SERVICE_QUEUES.get(service)
+    return {"queue": queue} if queue else None
+
+
+class TimeLimitsFromTopology:
+    """Celery task annotation: each task's time limits come from its queue's visibility timeout."""
+
+    def annotate(self, task: Any) -> dict[str, int] | None:
+        try:
+            spec = queue_for_task(task.name)
+        except KeyError:
+            return None
+        return {"time_limit": spec.task_time_limit,
+                "soft_time_limit": spec.task_time_limit - 10}
+
+
+def time_limit_problems(tasks: dict[str, Any]) -> list[str]:
+    """Every registered task whose time limit does not fit in its queue's visibility timeout."""
+    problems = []
+    for name, task in tasks.items():
+        if name.startswith("celery."):
+            continue
+        try:
+            spec = queue_for_task(name)
+        except KeyError:
+            problems.append(f"task {name!r} routes to no declared queue "
+                            f"(known services: {', '.join(sorted(SERVICE_QUEUES))})")
+            continue
+        limit = task.time_limit
+        if limit is None or limit >= spec.visibility_timeout:
+            problems.append(
+                f"task {name!r}: time limit {limit} s is not below the visibility timeout "
+                f"of {spec.name!r} ({spec.visibility_timeout} s); SQS would hand the message "
+                "to a second worker while the first still runs it")
+    return problems
+
+
+def unknown_queues(names: list[str]) -> list[str]:
+    return [n for n in names if n not in QUEUES_BY_NAME]

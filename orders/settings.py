@@ -1,0 +1,116 @@
+"""The one place that reads the environment: every setting of the platform, typed and frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+
+class ConfigurationError(RuntimeError):
+    """The configuration cannot work; the message says what to change."""
+
+
+NO_ENDPOINT_HELP = (
+    "No AWS endpoint and no AWS credentials are configured.\n"
+    "  - To run locally, start the embedded emulator in another terminal:\n"
+    "        orders emulator\n"
+    "    and export the variables it prints (AWS_ENDPOINT_URL, ...).\n"
+    "  - To run on AWS, set AWS_DEFAULT_REGION and credentials the usual way\n"
+    "    (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role)."
+)
+
+
+def _decimal(raw: str, name: str) -> Decimal:
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise ConfigurationError(f"{name}={raw!r} is not a decimal amount") from None
+
+
+def _float(raw: str, name: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name) or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once from the environment by `from_env`."""
+
+    env: str = "dev"
+    region: str | None = "us-east-1"
+    endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None
+    control_url: str | None = None
+    review_threshold: Decimal = Decimal("5000.00")
+    reservation_ttl_seconds: int = 900
+    alert_email: str | None = None
+    alert_sms: str | None = None
+    customer_email: str | None = None
+    lambda_arn: str | None = None
+    wait_time_seconds: int = 20
+    polling_interval: float = 0.05
+    prefetch_multiplier: int = 10
+    batch_acks: bool = True
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (documented in the README)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            env=env.get("ORDERS_ENV", "dev"),
+            region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
+            endpoint_url=_optional(env, "AWS_ENDPOINT_URL"),
+            sqs_endpoint_url=_optional(env, "AWS_ENDPOINT_URL_SQS"),
+            control_url=_optional(env, "ORDERS_CONTROL_URL"),
+            review_threshold=_decimal(
+                env.get("ORDERS_REVIEW_THRESHOLD", "5000.00"), "ORDERS_REVIEW_THRESHOLD"
+            ),
+            reservation_ttl_seconds=int(
+                _float(env.get("ORDERS_RESERVATION_TTL", "900"), "ORDERS_RESERVATION_TTL")
+            ),
+            alert_email=_optional(env, "ORDERS_ALERT_EMAIL"),
+            alert_sms=_optional(env, "ORDERS_ALERT_SMS"),
+            customer_email=_optional(env, "ORDERS_CUSTOMER_EMAIL"),
+            lambda_arn=_optional(env, "ORDERS_LAMBDA_ARN"),
+            wait_time_seconds=int(
+                _float(env.get("ORDERS_WAIT_TIME_SECONDS", "20"), "ORDERS_WAIT_TIME_SECONDS")
+            ),
+            polling_interval=_float(
+                env.get("ORDERS_POLLING_INTERVAL", "0.05"), "ORDERS_POLLING_INTERVAL"
+            ),
+            prefetch_multiplier=int(
+                _float(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"), "ORDERS_PREFETCH_MULTIPLIER")
+            ),
+            batch_acks=env.get("ORDERS_BATCH_ACKS", "1") not in ("0", "false", "no"),
+        )
+
+    @property
+    def prefix(self) -> str:
+        """What every AWS resource name of this environment starts with."""
+        return f"{self.env}-"
+
+    @property
+    def has_endpoint(self) -> bool:
+        return bool(self.endpoint_url or self.sqs_endpoint_url)
+
+    def require_region(self) -> None:
+        if not self.region:
+            raise ConfigurationError(
+                "No AWS region: set AWS_DEFAULT_REGION (for example us-east-1)."
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests build their own with `from_env`)."""
+    return Settings.from_env()

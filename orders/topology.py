@@ -1,0 +1,203 @@
+"""Every queue, dead-letter queue, topic and subscription, declared once as data.
+
+Provisioning, the Celery configuration, the drift check, the DLQ tools and the
+docs all read these declarations; nothing else names a queue's attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from orders.settings import Settings
+
+DAY = 86_400
+RETENTION_14_DAYS = 14 * DAY
+LONG_POLL_SECONDS = 20
+#: Task time limits sit this far below the queue's visibility timeout, so a
+#: task that is killed for running too long is never also redelivered to a
+#: second worker while the first still runs it.
+VISIBILITY_MARGIN_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One processing queue and the policy of its dead-letter queue."""
+
+    name: str  # the Celery name, what `-Q` takes
+    service: str
+    visibility_timeout: int
+    max_receive_count: int
+    fifo: bool = False
+    content_based_dedup: bool = False
+    high_throughput_fifo: bool = False
+    retention: int = RETENTION_14_DAYS
+    wait_time: int = LONG_POLL_SECONDS
+    purpose: str = ""
+
+    @property
+    def dlq_name(self) -> str:
+        if self.fifo:
+            return self.name.removesuffix(".fifo") + "-dlq.fifo"
+        return self.name + "-dlq"
+
+    @property
+    def task_time_limit(self) -> int:
+        """Hard limit for a task of this queue: always inside the visibility timeout."""
+        return max(self.visibility_timeout - VISIBILITY_MARGIN_SECONDS,
+                   self.visibility_timeout // 2)
+
+    def sqs_name(self, settings: Settings) -> str:
+        return settings.prefix + self.name
+
+    def dlq_sqs_name(self, settings: Settings) -> str:
+        return settings.prefix + self.dlq_name
+
+    def attributes(self, dlq_arn: str) -> dict[str, str]:
+        """SQS attributes of the queue itself, as CreateQueue/SetQueueAttributes take them."""
+        attrs = {
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "MessageRetentionPeriod": str(self.retention),
+            "ReceiveMessageWaitTimeSeconds": str(self.wait_time),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receive_count},
+                separators=(",", ":"),
+            ),
+        }
+        attrs.update(self._fifo_attributes())
+        return attrs
+
+    def dlq_attributes(self, source_arn: str) -> dict[str, str]:
+        """SQS attributes of the dead-letter queue: long retention, redrive only from its source."""
+        attrs = {
+            "MessageRetentionPeriod": str(RETENTION_14_DAYS),
+            "VisibilityTimeout": str(self.visibility_timeout),
+            "RedriveAllowPolicy": json.dumps(
+                {"redrivePermission": "byQueue", "sourceQueueArns": [source_arn]},
+                separators=(",", ":"),
+            ),
+        }
+        if self.fifo:
+            attrs["FifoQueue"] = "true"
+        return attrs
+
+    def _fifo_attributes(self) -> dict[str, str]:
+        if not self.fifo:
+            return {}
+        attrs = {
+            "FifoQueue": "true",
+            "ContentBasedDeduplication": "true" if self.content_based_dedup else "false",
+        }
+        if self.high_throughput_fifo:
+            attrs["DeduplicationScope"] = "messageGroup"
+            attrs["FifoThroughputLimit"] = "perMessageGroupId"
+        return attrs
+
+
+QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec("orders", "orders", visibility_timeout=300, max_receive_count=3,
+              purpose="regular orders: validation and routing into the chain"),
+    QueueSpec("orders-priority.fifo", "orders", visibility_timeout=120, max_receive_count=3,
+              fifo=True, content_based_dedup=True, high_throughput_fifo=True,
+              purpose="VIP orders: one message group per customer, dedup by order id"),
+    QueueSpec("payments", "payments", visibility_timeout=600, max_receive_count=5,
+              purpose="charges and refunds through the payment gateway"),
+    QueueSpec("inventory.fifo", "inventory", visibility_timeout=300, max_receive_count=3,
+              fifo=True, content_based_dedup=False, high_throughput_fifo=True,
+              purpose="stock reservations and restocks, one message group per product"),
+    QueueSpec("shipping", "shipping", visibility_timeout=300, max_receive_count=3,
+              purpose="shipment creation and tracking numbers"),
+    QueueSpec("notifications", "notifications", visibility_timeout=60, max_receive_count=2,
+              purpose="customer and internal notifications; SNS events land here"),
+)
+
+QUEUES_BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One SNS topic: which events it carries."""
+
+    name: str
+    purpose: str
+
+    def sns_name(self, settings: Settings) -> str:
+        return settings.prefix + self.name
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("order-status", "order lifecycle events: placed, shipped, cancelled, ..."),
+    TopicSpec("payment-notifications", "payment captured, declined, refunded"),
+    TopicSpec("inventory-alerts", "low stock, out of stock, restocked"),
+    TopicSpec("system-health", "alarms, dead-lettered messages, operational alerts"),
+)
+
+TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+
+#: The events customers are told about; the notifications queue subscribes to these only.
+CUSTOMER_EVENTS = (
+    "OrderPlaced", "OrderShipped", "OrderCompleted", "OrderCancelled", "OrderRejected",
+    "PaymentCaptured", "PaymentDeclined", "PaymentRefunded",
+)
+CRITICAL_SEVERITIES = ("critical",)
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """One subscription; `endpoint` is a queue name for protocol 'sqs', else the address."""
+
+    topic: str
+    protocol: str  # sqs | email | sms | lambda
+    endpoint: str
+    filter_policy: dict[str, list[str]] = field(default_factory=dict)
+    raw_delivery: bool = False
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.topic, self.protocol, self.endpoint)
+
+
+def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
+    """The subscriptions of this environment: the queue always, endpoints where configured."""
+    subs = [
+        SubscriptionSpec(topic, "sqs", "notifications",
+                         filter_policy={"event_type": list(CUSTOMER_EVENTS)}, raw_delivery=True)
+        for topic in ("order-status", "payment-notifications")
+    ]
+    if settings.customer_email:
+        subs.append(SubscriptionSpec("order-status", "email", settings.customer_email,
+                                     filter_policy={"event_type": list(CUSTOMER_EVENTS)}))
+    if settings.alert_email:
+        subs += [SubscriptionSpec(t, "email", settings.alert_email,
+                                  filter_policy={"severity": list(CRITICAL_SEVERITIES)})
+                 for t in ("system-health", "inventory-alerts")]
+    if settings.alert_sms:
+        subs += [SubscriptionSpec(t, "sms", settings.alert_sms,
+                                  filter_policy={"severity": list(CRITICAL_SEVERITIES)})
+                 for t in ("order-status", "system-health")]
+    if settings.lambda_arn:
+        subs.append(SubscriptionSpec("order-status", "lambda", settings.lambda_arn))
+    return tuple(subs)
+
+
+def tags(settings: Settings, service: str) -> dict[str, str]:
+    """The tags every resource carries."""
+    return {"environment": settings.env, "service": service, "app": "orders"}
+
+
+#: Where each service's tasks run, keyed by the first part of the task name
+#: (`payments.charge` runs on `payments`). The `orders.*` tasks of VIP
+#: customers are sent to `orders-priority.fifo` by the router at call time.
+SERVICE_QUEUES: dict[str, str] = {
+    "orders": "orders",
+    "inventory": "inventory.fifo",
+    "payments": "payments",
+    "shipping": "shipping",
+    "notifications": "notifications",
+    "events": "notifications",
+    "ops": "orders",
+}
+
+
+def queue_for_task(task_name: str) -> QueueSpec:
+    """The declared queue that a task name routes to (KeyError if none does)."""
+    return QUEUES_BY_NAME[SERVICE_QUEUES[task_name.split(".", 1)[0]]]

@@ -1,0 +1,53 @@
+"""Helpers for integration tests: real workers, in a thread or in their own process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery.contrib.testing.worker import start_worker
+
+
+@contextmanager
+def worker(queues: list[str], pool: str = "threads", concurrency: int = 4) -> Iterator[Any]:
+    """A real Celery worker consuming `queues`, on a thread of the test process."""
+    from orders.celery import app
+
+    with start_worker(app, queues=queues, pool=pool, concurrency=concurrency,
+                      perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING") as w:
+        yield w
+
+
+@contextmanager
+def worker_process(queues: list[str], extra_args: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """`celery -A orders worker -Q ...` as its own process, as production runs it."""
+    cmd = [sys.executable, "-m", "celery", "-A", "orders", "worker", "-Q", ",".join(queues),
+           "--loglevel", "INFO", "--without-heartbeat", *(extra_args or [])]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail with a clear message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout:.0f} s: {predicate}")
