@@ -1,0 +1,1 @@
+"""Subcommands of `orders`, one module per area; each exposes `commands`."""
