@@ -8,7 +8,6 @@ from typing import Any
 from celery import Celery, signals
 
 import tasks
-
 from orders.config import celery_settings
 from orders.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings

@@ -14,7 +14,7 @@ from typing import Any
 
 from orders import aws
 from orders.settings import Settings
-from orders.topology import QUEUES, TOPICS, QueueSpec, SubscriptionSpec, subscriptions, tags
+from orders.topology import QUEUES, TOPICS, SubscriptionSpec, subscriptions, tags
 
 #: Attributes an emulator may accept and not echo back (moto does not store
 #: RedriveAllowPolicy). Against such an endpoint their absence is reported as
