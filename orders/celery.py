@@ -5,12 +5,15 @@ from __future__ import annotations
 import pkgutil
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, signals
 
 import tasks
 from orders.config import celery_settings
+from orders.queue_urls import queue_urls
 from orders.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
+from orders.topology import QUEUES_BY_NAME, topology_problems
 
 #: Every module of the `tasks` package: one per service, found rather than listed
 #: so that adding a service is adding a module.
@@ -36,14 +39,22 @@ def configuration_problems(queues: list[str]) -> list[str]:
     """What stops this process from working, in words an operator can act on."""
     from orders import aws
 
-    problems = [f"-Q {name}: no such queue in the topology (orders/topology.py)"
+    problems = [f"-Q {name}: no such queue in the topology (declared: {', '.join(QUEUES_BY_NAME)})"
                 for name in unknown_queues(queues)]
+    problems += topology_problems()
     app.loader.import_default_modules()
     problems += time_limit_problems(dict(app.tasks))
     try:
-        aws.require_aws(get_settings())
+        settings = get_settings()
+        aws.require_aws(settings)
+        if not problems:
+            # Resolving the URLs now (kombu would on its first receive anyway) turns a
+            # missing queue or an unreachable endpoint into a message, not a retry loop.
+            queue_urls(settings).resolve()
     except ConfigurationError as exc:
         problems.append(str(exc))
+    except (BotoCoreError, ClientError) as exc:
+        problems.append(f"cannot look the SQS queues up: {exc}")
     return problems
 
 

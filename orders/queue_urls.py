@@ -25,6 +25,10 @@ class QueueUrls(Mapping[str, dict[str, str]]):
         self._urls: dict[str, dict[str, str]] | None = None
         self._lock = threading.Lock()
 
+    def resolve(self) -> None:
+        """Look every queue up now rather than on first use (start-up checks call this)."""
+        self._resolved()
+
     def _resolved(self) -> dict[str, dict[str, str]]:
         if self._urls is None:
             with self._lock:

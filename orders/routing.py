@@ -22,9 +22,12 @@ class TimeLimitsFromTopology:
 
     def annotate(self, task: Any) -> dict[str, int] | None:
         try:
-            spec = queue_for_task(task.name)
+            spec = QUEUES_BY_NAME[task.queue] if getattr(task, "queue", None) else queue_for_task(task.name)
         except KeyError:
             return None
+        own = getattr(task, "time_limit", None)
+        if own and own < spec.task_time_limit:
+            return None  # the task chose a tighter limit of its own
         return {"time_limit": spec.task_time_limit,
                 "soft_time_limit": spec.task_time_limit - 10}
 
@@ -35,11 +38,16 @@ def time_limit_problems(tasks: dict[str, Any]) -> list[str]:
     for name, task in tasks.items():
         if name.startswith("celery."):
             continue
+        explicit = getattr(task, "queue", None)
+        if explicit and explicit not in QUEUES_BY_NAME:
+            problems.append(f"task {name!r} names queue {explicit!r}, which is not declared")
+            continue
         try:
-            spec = queue_for_task(name)
+            spec = QUEUES_BY_NAME[explicit] if explicit else queue_for_task(name)
         except KeyError:
-            problems.append(f"task {name!r} routes to no declared queue "
-                            f"(known services: {', '.join(sorted(SERVICE_QUEUES))})")
+            # Celery would silently send it to the default queue with no time limit.
+            problems.append(f"task {name!r}: its name starts with no known service, so it routes "
+                            f"to no declared queue (services: {', '.join(sorted(SERVICE_QUEUES))})")
             continue
         limit = task.time_limit
         if limit is None or limit >= spec.visibility_timeout:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -37,6 +38,34 @@ def _float(raw: str, name: str) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
 
 
+def _int(raw: str, name: str, low: int = 0, high: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigurationError(f"{name}={raw!r} is outside {low}..{'' if high is None else high}")
+    return value
+
+
+def _flag(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a yes/no value (use 1 or 0)")
+
+
+def _environment_name(raw: str) -> str:
+    # It prefixes every SQS/SNS name: those allow letters, digits, '-' and '_', and the
+    # longest declared name ("orders-priority-dlq.fifo") plus the prefix must fit in 80.
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", raw):
+        raise ConfigurationError(
+            f"ORDERS_ENV={raw!r}: use 1 to 40 letters, digits, '-' or '_' (it prefixes AWS names)")
+    return raw
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name) or None
 
@@ -66,7 +95,7 @@ class Settings:
         """Build settings from environment variables (documented in the README)."""
         env = os.environ if environ is None else environ
         return cls(
-            env=env.get("ORDERS_ENV", "dev"),
+            env=_environment_name(env.get("ORDERS_ENV", "dev")),
             region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
             endpoint_url=_optional(env, "AWS_ENDPOINT_URL"),
             sqs_endpoint_url=_optional(env, "AWS_ENDPOINT_URL_SQS"),
@@ -74,23 +103,21 @@ class Settings:
             review_threshold=_decimal(
                 env.get("ORDERS_REVIEW_THRESHOLD", "5000.00"), "ORDERS_REVIEW_THRESHOLD"
             ),
-            reservation_ttl_seconds=int(
-                _float(env.get("ORDERS_RESERVATION_TTL", "900"), "ORDERS_RESERVATION_TTL")
-            ),
+            reservation_ttl_seconds=_int(env.get("ORDERS_RESERVATION_TTL", "900"),
+                                         "ORDERS_RESERVATION_TTL", low=1),
             alert_email=_optional(env, "ORDERS_ALERT_EMAIL"),
             alert_sms=_optional(env, "ORDERS_ALERT_SMS"),
             customer_email=_optional(env, "ORDERS_CUSTOMER_EMAIL"),
             lambda_arn=_optional(env, "ORDERS_LAMBDA_ARN"),
-            wait_time_seconds=int(
-                _float(env.get("ORDERS_WAIT_TIME_SECONDS", "20"), "ORDERS_WAIT_TIME_SECONDS")
-            ),
+            # SQS accepts long polls of 0 to 20 seconds.
+            wait_time_seconds=_int(env.get("ORDERS_WAIT_TIME_SECONDS", "20"),
+                                   "ORDERS_WAIT_TIME_SECONDS", high=20),
             polling_interval=_float(
                 env.get("ORDERS_POLLING_INTERVAL", "0.05"), "ORDERS_POLLING_INTERVAL"
             ),
-            prefetch_multiplier=int(
-                _float(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"), "ORDERS_PREFETCH_MULTIPLIER")
-            ),
-            batch_acks=env.get("ORDERS_BATCH_ACKS", "1") not in ("0", "false", "no"),
+            prefetch_multiplier=_int(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"),
+                                     "ORDERS_PREFETCH_MULTIPLIER", low=1),
+            batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
         )
 
     @property

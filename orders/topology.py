@@ -201,3 +201,25 @@ SERVICE_QUEUES: dict[str, str] = {
 def queue_for_task(task_name: str) -> QueueSpec:
     """The declared queue that a task name routes to (KeyError if none does)."""
     return QUEUES_BY_NAME[SERVICE_QUEUES[task_name.split(".", 1)[0]]]
+
+
+def topology_problems(queues: tuple[QueueSpec, ...] = QUEUES,
+                      service_queues: dict[str, str] | None = None) -> list[str]:
+    """Every declaration that cannot work on SQS; empty when the topology is sound."""
+    service_queues = SERVICE_QUEUES if service_queues is None else service_queues
+    problems = []
+    for spec in queues:
+        if spec.name.endswith(".fifo") != spec.fifo:
+            problems.append(f"queue {spec.name!r}: SQS requires a FIFO queue's name to end in "
+                            f"'.fifo' and only a FIFO queue's (fifo={spec.fifo})")
+        if not spec.fifo and (spec.content_based_dedup or spec.high_throughput_fifo):
+            problems.append(f"queue {spec.name!r}: deduplication settings on a standard queue")
+        if spec.task_time_limit >= spec.visibility_timeout:
+            problems.append(f"queue {spec.name!r}: task time limit {spec.task_time_limit} s "
+                            f"is not below the visibility timeout ({spec.visibility_timeout} s)")
+        if not 0 <= spec.wait_time <= 20:
+            problems.append(f"queue {spec.name!r}: long poll {spec.wait_time} s is outside 0-20 s")
+    declared = {spec.name for spec in queues}
+    problems += [f"service {service!r} routes to {queue!r}, which is not a declared queue"
+                 for service, queue in service_queues.items() if queue not in declared]
+    return problems
