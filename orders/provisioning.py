@@ -3,6 +3,7 @@
 One code path serves `up` and `check`: each resource is compared with its
 declaration, and the differences are either applied (`up`) or reported as
 drift (`check`). A second `up` therefore finds nothing to do and says so.
+Queues live here; topics and subscriptions in `orders.provisioning_sns`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from orders import aws
 from orders.settings import Settings
-from orders.topology import QUEUES, TOPICS, SubscriptionSpec, subscriptions, tags
+from orders.topology import QUEUES, TOPICS, QueueSpec, tags
 
 #: Attributes an emulator may accept and not echo back (moto does not store
 #: RedriveAllowPolicy). Against such an endpoint their absence is reported as
@@ -22,6 +23,8 @@ from orders.topology import QUEUES, TOPICS, SubscriptionSpec, subscriptions, tag
 MAY_NOT_ECHO = frozenset({"RedriveAllowPolicy", "FifoThroughputLimit", "DeduplicationScope"})
 #: Attributes whose JSON value is compared as data, not as text.
 JSON_ATTRIBUTES = frozenset({"RedrivePolicy", "RedriveAllowPolicy", "Policy"})
+#: Set once at creation; SQS refuses to change them afterwards.
+IMMUTABLE = frozenset({"FifoQueue"})
 
 
 @dataclass
@@ -33,6 +36,11 @@ class Report:
 
     def add(self, line: str) -> None:
         self.changes.append(line)
+
+    def note(self, line: str) -> None:
+        """Something this endpoint cannot show: neither drift nor a change."""
+        if line not in self.unverifiable:
+            self.unverifiable.append(line)
 
     @property
     def clean(self) -> bool:
@@ -54,131 +62,91 @@ class Converger:
         return self.settings.has_endpoint
 
     def run(self) -> Report:
+        from orders import provisioning_sns
+
         self.queues()
-        self.topics()
-        self.subscriptions()
+        provisioning_sns.converge_topics(self)
+        provisioning_sns.converge_subscriptions(self)
         for step in EXTRA_STEPS + self.extra_steps:
             step(self)
         return self.report
 
+    def drift(self, line: str) -> None:
+        """A difference from the declaration: fixed by `up`, reported by `check`."""
+        self.report.add(line + ("; fixed" if self.apply else ""))
+
     def queues(self) -> None:
         for spec in QUEUES:
-            dlq_name = spec.dlq_sqs_name(self.settings)
-            without_source = spec.dlq_attributes("")
-            without_source.pop("RedriveAllowPolicy")  # needs the source's ARN, known below
-            dlq_url = self.queue(dlq_name, spec.service, without_source)
-            dlq_arn = queue_arn(dlq_url, self.settings) if dlq_url else "(missing)"
-            src_url = self.queue(spec.sqs_name(self.settings), spec.service,
-                                 spec.attributes(dlq_arn))
-            src_arn = queue_arn(src_url, self.settings) if src_url else "(missing)"
-            if dlq_url:
-                self.queue_attributes(dlq_url, dlq_name, spec.dlq_attributes(src_arn),
-                                      quiet=dlq_name in self.created)
+            self.queue_pair(spec)
 
-    def queue(self, name: str, service: str, attributes: dict[str, str]) -> str | None:
-        """The queue's URL, created if missing (when applying); its attributes converged."""
+    def queue_pair(self, spec: QueueSpec) -> None:
+        """A queue and its DLQ: each needs the other's ARN, so the DLQ comes first."""
+        dlq_name, src_name = spec.dlq_sqs_name(self.settings), spec.sqs_name(self.settings)
+        dlq_initial = spec.dlq_attributes("")
+        dlq_initial.pop("RedriveAllowPolicy")  # needs the source's ARN, known below
+        dlq_url = self.find_or_create(dlq_name, spec.service, dlq_initial)
+        dlq_live = live_attributes(dlq_url, self.settings) if dlq_url else {}
+
+        src_wanted = spec.attributes(dlq_live.get("QueueArn", ""))
+        if not dlq_url:
+            src_wanted.pop("RedrivePolicy")  # the missing DLQ is the finding, not its ARN
+        src_url = self.find_or_create(src_name, spec.service, src_wanted)
+        if src_url:
+            src_live = live_attributes(src_url, self.settings)
+            self.converge(src_url, src_name, src_live, src_wanted)
+            self.converge_tags(src_url, src_name, spec.service)
+        if dlq_url:
+            dlq_wanted = spec.dlq_attributes(src_live["QueueArn"] if src_url else "")
+            if not src_url:
+                dlq_wanted.pop("RedriveAllowPolicy")
+            self.converge(dlq_url, dlq_name, dlq_live, dlq_wanted)
+            self.converge_tags(dlq_url, dlq_name, spec.service)
+
+    def find_or_create(self, name: str, service: str, attributes: dict[str, str]) -> str | None:
+        """The queue's URL; a missing queue is created (up) or reported (check)."""
         sqs = aws.client("sqs", self.settings)
         try:
-            url: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except sqs.exceptions.QueueDoesNotExist:
-            self.report.add(f"queue {name}: missing" if not self.apply else f"queue {name}: created")
+            self.report.add(f"queue {name}: {'created' if self.apply else 'missing'}")
             if not self.apply:
                 return None
-            self.created.add(name)
-            return str(sqs.create_queue(QueueName=name, Attributes=attributes,
-                                        tags=tags(self.settings, service))["QueueUrl"])
-        self.queue_attributes(url, name, attributes)
-        return url
+        self.created.add(name)
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes,
+                                    tags=tags(self.settings, service))["QueueUrl"])
 
-    def queue_attributes(self, url: str, name: str, wanted: dict[str, str],
-                         quiet: bool = False) -> None:
-        sqs = aws.client("sqs", self.settings)
-        live = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
+    def converge(self, url: str, name: str, live: dict[str, str], wanted: dict[str, str]) -> None:
+        """Compare a queue's attributes with the declared ones; set the stale ones (up)."""
+        just_created = name in self.created
         stale = {}
         for key, value in wanted.items():
             if same_value(key, live.get(key), value):
                 continue
-            if quiet:  # just created: set everything, report nothing more than the creation
-                stale[key] = value
-            elif key not in live and key in MAY_NOT_ECHO and self.on_emulator:
-                self.report.unverifiable.append(f"queue {name}: {key} (the endpoint does not echo it)")
-            else:
-                self.report.add(f"queue {name}: {key} is {live.get(key)!r}, declared {value!r}")
-                stale[key] = value
-        stale.pop("FifoQueue", None)  # cannot change after creation; reported above
-        if stale and self.apply:
-            sqs.set_queue_attributes(QueueUrl=url, Attributes=stale)
-
-    def topics(self) -> None:
-        sns = aws.client("sns", self.settings)
-        existing = set(topic_arns(self.settings).values())
-        for spec in TOPICS:
-            name = spec.sns_name(self.settings)
-            arn = topic_arn_for(self.settings, name)
-            if arn in existing:
+            if key not in live and key in MAY_NOT_ECHO and self.on_emulator:
+                self.report.note(f"queue {name}: {key} (the endpoint does not echo it)")
+                if just_created:
+                    stale[key] = value  # set it once; it cannot be compared afterwards
                 continue
-            self.report.add(f"topic {name}: {'created' if self.apply else 'missing'}")
-            if self.apply:
-                sns.create_topic(Name=name, Tags=[{"Key": k, "Value": v} for k, v in
-                                                  tags(self.settings, "events").items()])
+            if not just_created:  # a new queue is reported once, as created
+                self.drift(f"queue {name}: {key} is {live.get(key)!r}, declared {value!r}")
+            stale[key] = value
+        for key in IMMUTABLE & stale.keys():
+            del stale[key]
+            self.report.add(f"queue {name}: {key} cannot change; delete the queue and run up again")
+        if stale and self.apply:
+            aws.client("sqs", self.settings).set_queue_attributes(QueueUrl=url, Attributes=stale)
 
-    def subscriptions(self) -> None:
-        sns = aws.client("sns", self.settings)
-        arns = topic_arns(self.settings)
-        for spec in subscriptions(self.settings):
-            arn = arns.get(spec.topic)
-            if arn is None:
-                continue  # the topic itself is already reported missing
-            self.subscription(sns, arn, spec)
-
-    def subscription(self, sns: Any, topic_arn: str, spec: SubscriptionSpec) -> None:
-        endpoint = self.endpoint_for(spec)
-        live = {s["Endpoint"]: s["SubscriptionArn"]
-                for s in list_subscriptions(sns, topic_arn) if s["Protocol"] == spec.protocol}
-        label = f"subscription {spec.topic} -> {spec.protocol}:{spec.endpoint}"
-        attributes = subscription_attributes(spec)
-        if endpoint not in live:
-            self.report.add(f"{label}: {'created' if self.apply else 'missing'}")
-            if self.apply:
-                if spec.protocol == "sqs":
-                    self.allow_topic_to_send(endpoint, topic_arn)
-                sns.subscribe(TopicArn=topic_arn, Protocol=spec.protocol, Endpoint=endpoint,
-                              Attributes=attributes, ReturnSubscriptionArn=True)
-            return
-        sub_arn = live[endpoint]
-        if sub_arn in ("PendingConfirmation", "Deleted"):
-            return
-        have = sns.get_subscription_attributes(SubscriptionArn=sub_arn)["Attributes"]
-        for key, value in attributes.items():
-            if not same_value(key, have.get(key), value, as_json=key == "FilterPolicy"):
-                self.report.add(f"{label}: {key} is {have.get(key)!r}, declared {value!r}")
-                if self.apply:
-                    sns.set_subscription_attributes(SubscriptionArn=sub_arn,
-                                                    AttributeName=key, AttributeValue=value)
-
-    def endpoint_for(self, spec: SubscriptionSpec) -> str:
-        if spec.protocol != "sqs":
-            return spec.endpoint
+    def converge_tags(self, url: str, name: str, service: str) -> None:
+        """Declared tags present with their values (tags added by others are left alone)."""
+        if name in self.created:
+            return  # tagged at creation
         sqs = aws.client("sqs", self.settings)
-        url = sqs.get_queue_url(QueueName=self.settings.prefix + spec.endpoint)["QueueUrl"]
-        return queue_arn(url, self.settings)
-
-    def allow_topic_to_send(self, queue_arn_: str, topic_arn: str) -> None:
-        """A queue policy statement that lets this topic deliver to the queue."""
-        sqs = aws.client("sqs", self.settings)
-        url = sqs.get_queue_url(QueueName=queue_arn_.rsplit(":", 1)[1])["QueueUrl"]
-        live = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
-        policy = json.loads(live.get("Attributes", {}).get("Policy") or
-                            '{"Version": "2012-10-17", "Statement": []}')
-        sid = "sns-" + topic_arn.rsplit(":", 1)[1]
-        if any(s.get("Sid") == sid for s in policy["Statement"]):
-            return
-        policy["Statement"].append({
-            "Sid": sid, "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
-            "Action": "sqs:SendMessage", "Resource": queue_arn_,
-            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-        })
-        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+        live = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        stale = {k: v for k, v in tags(self.settings, service).items() if live.get(k) != v}
+        for key, value in stale.items():
+            self.drift(f"queue {name}: tag {key} is {live.get(key)!r}, declared {value!r}")
+        if stale and self.apply:
+            sqs.tag_queue(QueueUrl=url, Tags=stale)
 
 
 #: Further convergence steps registered by other modules (tables, alarms, dashboard),
@@ -196,16 +164,6 @@ def register(step: Callable[[Converger], None],
         TEARDOWN_STEPS.append(teardown)
 
 
-def subscription_attributes(spec: SubscriptionSpec) -> dict[str, str]:
-    attrs = {}
-    if spec.filter_policy:
-        attrs["FilterPolicy"] = json.dumps(spec.filter_policy, sort_keys=True)
-        attrs["FilterPolicyScope"] = "MessageAttributes"
-    if spec.protocol == "sqs":
-        attrs["RawMessageDelivery"] = "true" if spec.raw_delivery else "false"
-    return attrs
-
-
 def same_value(key: str, live: str | None, declared: str, as_json: bool = False) -> bool:
     if live is None:
         return False
@@ -215,6 +173,11 @@ def same_value(key: str, live: str | None, declared: str, as_json: bool = False)
         except (TypeError, ValueError):
             return False
     return live == declared
+
+
+def live_attributes(url: str, settings: Settings) -> dict[str, str]:
+    sqs = aws.client("sqs", settings)
+    return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {}))
 
 
 def queue_arn(url: str, settings: Settings) -> str:
@@ -238,11 +201,6 @@ def topic_arns(settings: Settings) -> dict[str, str]:
             for spec in TOPICS if spec.sns_name(settings) in by_sns_name}
 
 
-def topic_arn_for(settings: Settings, sns_name: str) -> str | None:
-    return next((arn for name, arn in topic_arns(settings).items()
-                 if arn.rsplit(":", 1)[1] == sns_name), None)
-
-
 def up(settings: Settings) -> Report:
     """Create or converge every declared resource."""
     return Converger(settings, apply=True).run()
@@ -255,16 +213,19 @@ def check(settings: Settings) -> Report:
 
 def down(settings: Settings) -> list[str]:
     """Delete every declared resource of this environment; returns what was deleted."""
-    sqs, sns = aws.client("sqs", settings), aws.client("sns", settings)
+    from orders.provisioning_sns import delete_topics
+
     deleted = []
     for teardown in TEARDOWN_STEPS:
         deleted += teardown(settings)
-    for arn in topic_arns(settings).values():
-        for sub in list_subscriptions(sns, arn):
-            if sub["SubscriptionArn"].startswith("arn:"):
-                sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
-        sns.delete_topic(TopicArn=arn)
-        deleted.append(f"topic {arn.rsplit(':', 1)[1]}")
+    deleted += delete_topics(settings)
+    deleted += delete_queues(settings)
+    return deleted
+
+
+def delete_queues(settings: Settings) -> list[str]:
+    sqs = aws.client("sqs", settings)
+    deleted = []
     for spec in QUEUES:
         for name in (spec.sqs_name(settings), spec.dlq_sqs_name(settings)):
             try:
@@ -274,4 +235,3 @@ def down(settings: Settings) -> list[str]:
             sqs.delete_queue(QueueUrl=url)
             deleted.append(f"queue {name}")
     return deleted
-
