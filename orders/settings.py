@@ -89,6 +89,10 @@ class Settings:
     polling_interval: float = 0.05
     prefetch_multiplier: int = 10
     batch_acks: bool = True
+    metrics_enabled: bool = True
+    metrics_flush_seconds: float = 10.0
+    dlq_watch_seconds: float = 60.0
+    dlq_max_redrives: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +122,13 @@ class Settings:
             prefetch_multiplier=_int(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"),
                                      "ORDERS_PREFETCH_MULTIPLIER", low=1),
             batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
+            metrics_enabled=_flag(env.get("ORDERS_METRICS", "1"), "ORDERS_METRICS"),
+            metrics_flush_seconds=_float(env.get("ORDERS_METRICS_FLUSH_SECONDS", "10"),
+                                         "ORDERS_METRICS_FLUSH_SECONDS"),
+            dlq_watch_seconds=_float(env.get("ORDERS_DLQ_WATCH_SECONDS", "60"),
+                                     "ORDERS_DLQ_WATCH_SECONDS"),
+            dlq_max_redrives=_int(env.get("ORDERS_DLQ_MAX_REDRIVES", "3"),
+                                  "ORDERS_DLQ_MAX_REDRIVES", low=0),
         )
 
     @property

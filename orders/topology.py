@@ -223,3 +223,35 @@ def topology_problems(queues: tuple[QueueSpec, ...] = QUEUES,
     problems += [f"service {service!r} routes to {queue!r}, which is not a declared queue"
                  for service, queue in service_queues.items() if queue not in declared]
     return problems
+
+
+@dataclass(frozen=True)
+class ServiceLevel:
+    """A queue's targets from the exercise: P95 latency of its stage and its peak rate."""
+
+    p95_seconds: float
+    peak_per_second: float
+
+    @property
+    def backlog_limit(self) -> int:
+        """The deepest backlog the queue drains within its latency target at its peak rate.
+
+        Little's law: a message that arrives behind N others waits about N / rate
+        seconds, so a backlog above rate x target means new messages miss the target.
+        """
+        return int(self.p95_seconds * self.peak_per_second)
+
+
+#: Per-queue targets, from the exercise's "Performance Targets". Shipping has no
+#: target of its own there; it inherits the order-processing one. The alarms and
+#: the dashboard (orders.alarms, orders.dashboard) derive their thresholds from these.
+SERVICE_LEVELS: dict[str, ServiceLevel] = {
+    "orders": ServiceLevel(p95_seconds=5, peak_per_second=100),
+    "orders-priority.fifo": ServiceLevel(p95_seconds=5, peak_per_second=100),
+    "payments": ServiceLevel(p95_seconds=10, peak_per_second=50),
+    "inventory.fifo": ServiceLevel(p95_seconds=2, peak_per_second=200),
+    "shipping": ServiceLevel(p95_seconds=5, peak_per_second=100),
+    "notifications": ServiceLevel(p95_seconds=1, peak_per_second=500),
+}
+#: The exercise's reliability target: 99.9% of messages delivered successfully.
+SUCCESS_RATE_TARGET = 0.999
