@@ -1,0 +1,62 @@
+"""The demo: a realistic mix of orders through the whole platform, and what became of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orders.observe import EventTap, dlq_depths
+from orders.order_mix import OrderMix
+from orders.progress import ProgressPrinter
+from orders.report import Summary, summarize
+from orders.runner import RunResult, run_orders, seed_catalogue
+from orders.stack import Stack
+
+#: How long the pipeline may stay quiet before the event count is taken as complete.
+EVENTS_SETTLE_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo's knobs (the command's flags)."""
+
+    orders: int = 300
+    rate: float = 20.0
+    timeout: float = 120.0
+    seed: int = 1
+
+
+def run_demo(stack: Stack, options: DemoOptions, printer: ProgressPrinter,
+             say: Callable[[str], None]) -> tuple[Summary, RunResult]:
+    """Seed the catalogue, place the mix at the given rate, follow it, and summarise."""
+    settings = stack.settings
+    mix = OrderMix(seed=options.seed, run_id="ord-" + stack.namespace.rsplit("-", 1)[-1],
+                   review_threshold=settings.review_threshold)
+    planned = mix.orders(options.orders)
+    stock = mix.stock(options.orders)
+    seed_catalogue(settings, stock)
+    say(f"Catalogue seeded: {len(stock)} products (scarce one: {min(stock.values())} in stock). "
+        f"Placing {len(planned)} orders at {options.rate:g}/s ...")
+    tap = EventTap(settings).start()
+    try:
+        stack.reset_calls()
+        result = run_orders(settings, planned, options.rate, options.timeout, progress=printer)
+        printer.finish()
+        events = settle_events(tap)
+    finally:
+        tap.stop()
+    summary = summarize(result.outcomes, events=events, dlq_depths=dlq_depths(settings),
+                        aws_calls=stack.calls())
+    return summary, result
+
+
+def settle_events(tap: EventTap) -> dict[str, dict[str, int]]:
+    """Drain the tap until no event arrived for EVENTS_SETTLE_SECONDS (the last ones trail)."""
+    counts, quiet_since = tap.drain(), time.monotonic()
+    while time.monotonic() - quiet_since < EVENTS_SETTLE_SECONDS:
+        time.sleep(0.25)
+        now = tap.drain()
+        if now != counts:
+            counts, quiet_since = now, time.monotonic()
+    return counts

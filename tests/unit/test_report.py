@@ -1,0 +1,110 @@
+"""Percentiles, stage latencies and the run summary: pure code over constructed outcomes."""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from orders.report import (
+    REFUSED,
+    format_summary,
+    parse_time,
+    percentile,
+    stage_durations,
+    summarize,
+)
+
+
+@dataclass
+class Out:
+    order_id: str
+    kind: str = "regular"
+    placed_at: float | None = 100.0
+    refused: list[str] | None = None
+    record: dict[str, Any] | None = None
+    send_error: str | None = None
+
+
+def record(status, *steps, reason=None):
+    return {"orderId": "x", "status": status, "reason": reason,
+            "history": [{"status": s, "at": at} for s, at in steps]}
+
+
+def test_percentile_interpolates_between_ranks():
+    values = list(range(1, 11))
+    assert percentile(values, 50) == pytest.approx(5.5)
+    assert percentile(values, 95) == pytest.approx(9.55)
+    assert percentile(values, 0) == 1 and percentile(values, 100) == 10
+    assert percentile([7.0], 95) == 7.0
+    assert math.isnan(percentile([], 50))
+    assert percentile([3, 1, 2], 50) == 2
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2024-01-01T00:00:01Z", 1704067201.0),
+    ("2024-01-01T01:00:01+01:00", 1704067201.0),
+    (1704067201.5, 1704067201.5),
+    (1704067201500, 1704067201.5),
+    ("1704067201.25", 1704067201.25),
+])
+def test_parse_time_takes_iso_and_epoch(value, expected):
+    assert parse_time(value) == pytest.approx(expected)
+
+
+def test_stages_run_from_placing_through_each_state_change():
+    out = Out("a", placed_at=100.0, record=record(
+        "completed", ("received", 100.2), ("reserved", 100.5), ("received", 100.2),
+        ("completed", 101.0)))
+    assert [(n, round(s, 3)) for n, s in stage_durations(out)] == [
+        ("placed → received", 0.2), ("received → reserved", 0.3), ("reserved → completed", 0.5)]
+
+
+def _outcomes():
+    return [
+        Out("a", record=record("completed", ("received", 100.1), ("completed", 101.0))),
+        Out("b", record=record("completed", ("received", 100.3), ("completed", 102.0))),
+        Out("c", kind="declined", record=record("cancelled", ("received", 100.1),
+                                                ("cancelled", 100.5), reason="payment-declined")),
+        Out("d", kind="invalid", refused=["currency 'XXX' is unknown", "quantity must be > 0"]),
+        Out("e", record=None),
+        Out("f", record=record("charging", ("received", 100.2))),
+        Out("g", placed_at=None),
+    ]
+
+
+def test_summary_counts_every_order_once():
+    summary = summarize(_outcomes(), dlq_depths={"orders-dlq": 0})
+    assert summary.placed == 6 and summary.refused == 1
+    assert summary.by_state == {"completed": 2, "cancelled": 1, REFUSED: 1, "lost": 1, "charging": 1,
+                                "not placed": 1}
+    assert summary.by_reason == {"cancelled": {"payment-declined": 1}}
+    assert summary.lost == ["e"] and summary.unfinished == ["f", "g"]
+    assert summary.by_kind["declined"] == {"cancelled": 1}
+    assert summary.refused_examples == {"d": ["currency 'XXX' is unknown", "quantity must be > 0"]}
+    assert not summary.ok
+
+
+def test_summary_latencies_and_throughput():
+    summary = summarize(_outcomes())
+    stages = {s.name: s for s in summary.stages}
+    assert list(stages)[0] == "placed → received"
+    assert stages["placed → received"].count == 4
+    assert stages["received → completed"].p50 == pytest.approx(1.3)
+    assert summary.end_to_end.count == 3
+    assert summary.end_to_end.p50 == pytest.approx(1.0)
+    assert summary.duration == pytest.approx(2.0)
+    assert summary.throughput == pytest.approx(1.5)
+
+
+def test_a_clean_run_is_ok_and_reads_well():
+    outs = [o for o in _outcomes() if o.order_id in "abcd"]
+    summary = summarize(outs, events={"order-status": {"OrderPlaced": 3}}, dlq_depths={"orders-dlq": 0},
+                        aws_calls={"sqs:SendMessage": 9, "sns:Publish": 3})
+    assert summary.ok
+    text = format_summary(summary)
+    assert "completed        2" in text and "payment-declined 1" in text
+    assert "e.g. d: currency 'XXX' is unknown; quantity must be > 0" in text
+    assert "order-status" in text and "OrderPlaced 3" in text and "orders-dlq 0" in text
+    assert "placed → final state" in text and text.endswith("reached a final state.")
+    assert summary.as_dict()["ok"] is True
