@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
 from typing import Any
 
@@ -10,6 +11,7 @@ from celery import Celery, signals
 
 import tasks
 from orders.config import celery_settings
+from orders.control_plane import ControlPlaneApp
 from orders.queue_urls import queue_urls
 from orders.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
@@ -20,8 +22,8 @@ from orders.topology import QUEUES_BY_NAME, topology_problems
 TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__))
 
 
-class OrdersCelery(Celery):
-    """Celery on SQS, configured from `orders.settings`."""
+class OrdersCelery(ControlPlaneApp, Celery):
+    """Celery on SQS, configured from `orders.settings`; monitoring over the control plane."""
 
     def reconfigure(self, settings: Settings) -> None:
         """Point this app at another environment (tests use one per test)."""
@@ -35,7 +37,7 @@ app = OrdersCelery("orders", include=TASK_MODULES)
 app.config_from_object("celeryconfig")
 
 
-def configuration_problems(queues: list[str]) -> list[str]:
+def configuration_problems(queues: list[str], include: list[str] | None = None) -> list[str]:
     """What stops this process from working, in words an operator can act on."""
     from orders import aws
 
@@ -43,6 +45,8 @@ def configuration_problems(queues: list[str]) -> list[str]:
                 for name in unknown_queues(queues)]
     problems += topology_problems()
     app.loader.import_default_modules()
+    for module in include or []:  # `-I` modules: the worker would import them a moment later
+        importlib.import_module(module)
     problems += time_limit_problems(dict(app.tasks))
     try:
         settings = get_settings()
@@ -61,9 +65,13 @@ def configuration_problems(queues: list[str]) -> list[str]:
 @signals.celeryd_init.connect
 def check_configuration(options: dict[str, Any] | None = None, **_: Any) -> None:
     """Fail fast, with one readable message, on a configuration that cannot work."""
-    queues = (options or {}).get("queues") or []
-    if isinstance(queues, str):
-        queues = queues.split(",")
-    problems = configuration_problems(list(queues))
+    options = options or {}
+    problems = configuration_problems(_as_list(options.get("queues")), _as_list(options.get("include")))
     if problems:
         raise SystemExit("orders: cannot start the worker:\n  - " + "\n  - ".join(problems))
+
+
+def _as_list(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [v for item in value or () for v in _as_list(item)]

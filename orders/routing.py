@@ -25,9 +25,8 @@ class TimeLimitsFromTopology:
             spec = QUEUES_BY_NAME[task.queue] if getattr(task, "queue", None) else queue_for_task(task.name)
         except KeyError:
             return None
-        own = getattr(task, "time_limit", None)
-        if own and own < spec.task_time_limit:
-            return None  # the task chose a tighter limit of its own
+        if getattr(task, "time_limit", None):
+            return None  # the task's own limit stands; the start-up check holds it to the queue
         return {"time_limit": spec.task_time_limit,
                 "soft_time_limit": spec.task_time_limit - 10}
 

@@ -217,6 +217,9 @@ def topology_problems(queues: tuple[QueueSpec, ...] = QUEUES,
         if spec.task_time_limit >= spec.visibility_timeout:
             problems.append(f"queue {spec.name!r}: task time limit {spec.task_time_limit} s "
                             f"is not below the visibility timeout ({spec.visibility_timeout} s)")
+        elif spec.task_time_limit <= 10:  # the soft limit comes 10 s before the hard one
+            problems.append(f"queue {spec.name!r}: a visibility timeout of {spec.visibility_timeout} s "
+                            "leaves tasks no usable time limit (give it 22 s or more)")
         if not 0 <= spec.wait_time <= 20:
             problems.append(f"queue {spec.name!r}: long poll {spec.wait_time} s is outside 0-20 s")
     declared = {spec.name for spec in queues}
