@@ -11,7 +11,6 @@ from celery import Celery, signals
 
 import tasks
 from orders.config import celery_settings
-from orders.control_plane import ControlPlaneApp
 from orders.queue_urls import queue_urls
 from orders.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
@@ -22,8 +21,8 @@ from orders.topology import QUEUES_BY_NAME, topology_problems
 TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__))
 
 
-class OrdersCelery(ControlPlaneApp, Celery):
-    """Celery on SQS, configured from `orders.settings`; monitoring over the control plane."""
+class OrdersCelery(Celery):
+    """Celery on SQS, configured from `orders.settings`."""
 
     def reconfigure(self, settings: Settings) -> None:
         """Point this app at another environment (tests use one per test)."""
