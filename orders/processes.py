@@ -67,6 +67,10 @@ class ChildProcess:
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join("    " + line for line in self.log_text().splitlines()[-lines:])
 
+    def rss(self) -> int:
+        """Resident memory of the whole group in bytes (a worker and its pool), for benchmarks."""
+        return rss_bytes(group_pids(self.proc.pid)) if self.running and self.proc else 0
+
     def signal_group(self, sig: int) -> None:
         """Send `sig` to every process of the group (the leader and whatever it started)."""
         if self.proc is None:
@@ -75,6 +79,34 @@ class ChildProcess:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass  # the whole group is gone already
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live (not zombie) process of a process group (Linux /proc; empty elsewhere)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces; fields after its ')' are fixed.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    """Resident memory of `pids` together, from /proc/<pid>/status (0 for vanished ones)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 def wait_ready(children: Iterable[ChildProcess], timeout: float) -> None:

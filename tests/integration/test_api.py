@@ -1,0 +1,91 @@
+"""The order-submission API over a provisioned namespace, with a real worker on every queue."""
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orders.emulator import free_port
+from orders.order_mix import OrderMix
+from orders.topology import QUEUES
+from tests.helpers import wait_for, worker
+
+FINAL = {"completed", "cancelled", "rejected", "failed"}
+
+
+@pytest.fixture
+def client(infra):
+    from orders.api import create_app
+    from orders.runner import seed_catalogue
+
+    seed_catalogue(infra, OrderMix().stock(10))
+    return create_app(infra).test_client()
+
+
+def _order(order_id):
+    return OrderMix(run_id=order_id).order(order_id, "cust-0001", [], ("card", "tok_visa")) | {
+        "items": [{"sku": "SKU-1001", "quantity": 2, "unitPrice": "24.90"}], "totalAmount": "49.80"}
+
+
+def test_a_valid_order_is_accepted_and_followed_to_completion(client):
+    with worker([q.name for q in QUEUES]):
+        response = client.post("/orders", json=_order("api-ok-1"))
+        assert response.status_code == 202, response.json
+        assert response.json["orderId"] == "api-ok-1"
+        assert response.headers["Location"] == "/orders/api-ok-1"
+
+        def final():
+            got = client.get("/orders/api-ok-1")
+            return got.json if got.status_code == 200 and got.json["status"] in FINAL else None
+
+        record = wait_for(final, timeout=60)
+    assert record["status"] == "completed", record
+    assert record["orderId"] == "api-ok-1"
+    assert [h["status"] for h in record["history"]][-1] == "completed"
+
+
+def test_an_invalid_order_is_refused_with_every_problem(client):
+    order = _order("api-bad-1")
+    order["currency"] = "XXX"
+    order["items"][0]["quantity"] = 0
+    del order["customerId"]
+    response = client.post("/orders", json=order)
+    assert response.status_code == 400
+    problems = " ".join(response.json["problems"])
+    assert len(response.json["problems"]) >= 3
+    assert "currency" in problems and "quantity" in problems and "customerId" in problems
+    assert client.get("/orders/api-bad-1").status_code == 404
+
+
+def test_a_body_that_is_not_an_object_is_refused(client):
+    response = client.post("/orders", data="not json", content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON object" in response.json["problems"][0]
+
+
+def test_health_and_unknown_orders(client):
+    assert client.get("/health").json["status"] == "ok"
+    deep = client.get("/health?deep=1")
+    assert deep.status_code == 200 and set(deep.json["queues"]) == {q.name for q in QUEUES}
+    assert client.get("/orders/no-such-order").status_code == 404
+
+
+def test_orders_api_serves_http(infra):
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("orders")), "api", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def health():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    return json.loads(r.read())
+            except OSError:
+                return None
+
+        assert wait_for(health, timeout=30)["env"] == infra.env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,86 @@
+"""`orders demo` end to end, as `make demo` runs it: its own emulator, worker processes, a summary."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ORDERS = str(Path(sys.executable).with_name("orders"))
+
+
+def _clean_env():
+    """The caller's environment without any AWS or ORDERS_ setting (a fresh machine)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ORDERS_"))}
+
+
+def _processes_of(namespace):
+    """PIDs of live processes whose environment names this run's namespace."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"ORDERS_ENV={namespace}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _listening(endpoint):
+    host, port = endpoint.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _run_facts(output):
+    namespace = re.search(r"namespace (\S+),", output).group(1)
+    endpoint = re.search(r"AWS at (http://\S+),", output).group(1)
+    return namespace, endpoint
+
+
+def test_demo_places_a_mix_and_accounts_for_every_order():
+    proc = subprocess.run([ORDERS, "demo", "--orders", "30", "--rate", "15", "--timeout", "90"],
+                          env=_clean_env(), capture_output=True, text=True, timeout=170)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    placed, refused = map(int, re.search(r"Orders: (\d+) placed, (\d+) refused at the door", out).groups())
+    states = {s: int(n) for s, n in re.findall(
+        r"^  (completed|cancelled|rejected|failed|lost|not final)\s+(\d+)", out, re.M)}
+    assert placed == 30 and refused >= 1
+    assert states["lost"] == 0 and states["not final"] == 0
+    assert sum(states[s] for s in ("completed", "cancelled", "rejected", "failed")) + refused == 30
+    assert states["completed"] > 0 and states["cancelled"] > 0
+    assert re.search(r"^  placed → final state\s+\d+", out, re.M)
+    assert re.search(r"^  order-status\s+\d+", out, re.M)
+    assert "Dead-letter queues" in out and "OK: no order lost" in out
+    namespace, endpoint = _run_facts(out)
+    assert _processes_of(namespace) == [] and not _listening(endpoint)
+
+
+def test_ctrl_c_stops_every_process_of_the_run():
+    proc = subprocess.Popen([ORDERS, "demo", "--orders", "2000", "--rate", "10"], env=_clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "placed" in line and "in flight" in line:
+            break
+    else:
+        pytest.fail("the demo ended before placing orders:\n" + "".join(lines))
+    namespace, endpoint = _run_facts("".join(lines))
+    assert _processes_of(namespace)  # the workers run ...
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + rest
+    deadline = time.monotonic() + 5  # the emulator's own children exit just after it
+    while (_processes_of(namespace) or _listening(endpoint)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of(namespace) == [] and not _listening(endpoint)
