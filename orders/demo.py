@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orders.observe import EventTap, dlq_depths
-from orders.order_mix import OrderMix
+from orders.order_mix import EXPECTED, OrderMix
 from orders.progress import ProgressPrinter
 from orders.report import Summary, summarize
 from orders.runner import RunResult, run_orders, seed_catalogue
@@ -47,7 +47,7 @@ def run_demo(stack: Stack, options: DemoOptions, printer: ProgressPrinter,
     finally:
         tap.stop()
     summary = summarize(result.outcomes, events=events, dlq_depths=dlq_depths(settings),
-                        aws_calls=stack.calls())
+                        aws_calls=stack.calls(), expected=EXPECTED)
     return summary, result
 
 

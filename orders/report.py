@@ -1,14 +1,15 @@
 """What a run of orders amounts to: final states, latencies, throughput; plain code, no AWS.
 
-`summarize` turns a `RunResult` (orders.runner) into a `Summary`; `format_summary`
-prints it for people and `Summary.as_dict` for machines (`--json`).
+`summarize` turns a run's outcomes (orders.runner) into a `Summary`;
+`orders.report_text.format_summary` prints it for people and `Summary.as_dict`
+for machines (`--json`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -120,6 +121,7 @@ class Summary:
     unfinished: list[str] = field(default_factory=list)
     send_failed: list[str] = field(default_factory=list)
     refused_examples: dict[str, list[str]] = field(default_factory=dict)
+    unexpected: dict[str, dict[str, int]] = field(default_factory=dict)
     stages: list[Latency] = field(default_factory=list)
     end_to_end: Latency | None = None
     duration: float = 0.0
@@ -140,14 +142,19 @@ class Summary:
 
 
 def summarize(outcomes: Sequence[Outcome], events: dict[str, dict[str, int]] | None = None,
-              dlq_depths: dict[str, int] | None = None,
-              aws_calls: dict[str, int] | None = None) -> Summary:
-    """The summary of a run from its per-order outcomes and what was observed around it."""
+              dlq_depths: dict[str, int] | None = None, aws_calls: dict[str, int] | None = None,
+              expected: Mapping[str, Sequence[str]] | None = None) -> Summary:
+    """The summary of a run from its per-order outcomes and what was observed around it.
+
+    `expected` maps a kind of order to the states it should end in; others are counted
+    as unexpected (orders.order_mix.EXPECTED).
+    """
     summary = Summary(events=events, dlq_depths=dlq_depths, aws_calls=aws_calls)
     summary.placed = sum(1 for o in outcomes if o.placed_at is not None)
     summary.refused = sum(1 for o in outcomes if o.refused is not None)
     summary.refused_examples = dict([(o.order_id, o.refused) for o in outcomes if o.refused][:2])
     _count_states(summary, outcomes)
+    summary.unexpected = unexpected(summary.by_kind, expected or {})
     summary.stages = stage_latencies(outcomes)
     finals = [(o, t) for o in outcomes if (t := final_time(o)) is not None]
     e2e = [t - o.placed_at for o, t in finals if o.placed_at is not None]
@@ -178,6 +185,20 @@ def _count_states(summary: Summary, outcomes: Iterable[Outcome]) -> None:
     summary.by_kind = {k: dict(c) for k, c in sorted(by_kind.items())}
 
 
+def unexpected(by_kind: dict[str, dict[str, int]],
+               expected: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Per kind, the final states it should not have ended in (unfinished ones are failures anyway)."""
+    found = {}
+    for kind, states in by_kind.items():
+        if kind not in expected:
+            continue
+        wrong = {s: n for s, n in states.items()
+                 if s not in expected[kind] and (s in FINAL_STATES or s == REFUSED)}
+        if wrong:
+            found[kind] = wrong
+    return found
+
+
 def stage_latencies(outcomes: Iterable[Outcome]) -> list[Latency]:
     """P50/P95 per stage, stages in the order orders usually go through them."""
     durations: dict[str, list[float]] = defaultdict(list)
@@ -200,91 +221,3 @@ def throughput(outcomes: Iterable[Outcome], finals: Sequence[float]) -> tuple[fl
     duration = max(finals) - min(placed)
     return duration, (len(finals) / duration if duration > 0 else 0.0)
 
-
-def format_summary(summary: Summary) -> str:
-    """The summary as people read it (the demo's last screen)."""
-    parts = [_format_states(summary), _format_kinds(summary), _format_latency(summary)]
-    if summary.events is not None:
-        parts.append(_format_events(summary.events))
-    if summary.dlq_depths is not None:
-        parts.append("Dead-letter queues (messages)\n  " + ", ".join(
-            f"{name} {depth}" for name, depth in summary.dlq_depths.items()))
-    if summary.aws_calls:
-        parts.append(_format_calls(summary.aws_calls))
-    parts.append(_verdict(summary))
-    return "\n\n".join(parts)
-
-
-def _format_states(summary: Summary) -> str:
-    lines = [f"Orders: {summary.placed} placed, {summary.refused} {REFUSED} (invalid)"]
-    lines += [f"  e.g. {order_id}: " + "; ".join(problems)
-              for order_id, problems in summary.refused_examples.items()]
-    lines.append("Final states")
-    for state in FINAL_STATES:
-        reasons = summary.by_reason.get(state, {})
-        detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda rn: -rn[1]))
-        lines.append(f"  {state:<12}{summary.by_state.get(state, 0):>6}   {detail}".rstrip())
-    lines.append(f"  {'lost':<12}{len(summary.lost):>6}")
-    lines.append(f"  {'not final':<12}{len(summary.unfinished):>6}")
-    if summary.send_failed:
-        lines.append(f"  {SEND_FAILED:<12}{len(summary.send_failed):>6}")
-    return "\n".join(lines)
-
-
-def _format_kinds(summary: Summary) -> str:
-    columns = [*FINAL_STATES, REFUSED, "other"]
-    heads = [*FINAL_STATES, "refused", "not final"]
-    lines = ["By kind of order   " + "".join(f"{h:>10}" for h in heads)]
-    for kind, states in summary.by_kind.items():
-        other = sum(n for s, n in states.items() if s not in columns)
-        counts = [states.get(c, 0) for c in columns[:-1]] + [other]
-        lines.append(f"  {kind:<16}" + "".join(f"{n:>10}" for n in counts))
-    return "\n".join(lines)
-
-
-def _ms(seconds: float) -> str:
-    return "-" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
-
-
-def _format_latency(summary: Summary) -> str:
-    rows = list(summary.stages) + ([summary.end_to_end] if summary.end_to_end else [])
-    width = max([len(r.name) for r in rows] + [20]) + 2
-    lines = [f"Latency{'':<{width - 5}}{'orders':>7}{'P50':>11}{'P95':>11}"]
-    for row in rows:
-        if row is summary.end_to_end:
-            lines.append("  " + "-" * (width + 27))
-        lines.append(f"  {row.name:<{width}}{row.count:>7}{_ms(row.p50):>11}{_ms(row.p95):>11}")
-    lines.append(f"Throughput: {summary.throughput:.1f} orders/s reached a final state "
-                 f"({sum(summary.by_state.get(s, 0) for s in FINAL_STATES)} orders "
-                 f"in {summary.duration:.1f} s from the first placed)")
-    return "\n".join(lines)
-
-
-def _format_events(events: dict[str, dict[str, int]]) -> str:
-    lines = ["Events published, per topic (as delivered to a queue subscribed to every topic)"]
-    for topic, types in events.items():
-        detail = ", ".join(f"{t} {n}" for t, n in sorted(types.items(), key=lambda tn: -tn[1]))
-        lines.append(f"  {topic:<22}{sum(types.values()):>6}   {detail}")
-    if not events:
-        lines.append("  (none)")
-    return "\n".join(lines)
-
-
-def _format_calls(calls: dict[str, int]) -> str:
-    by_service: dict[str, Counter[str]] = defaultdict(Counter)
-    for key, n in calls.items():
-        service, _, action = key.partition(":")
-        by_service[service][action] += n
-    lines = ["AWS calls during the run (counted at the emulator)"]
-    for service, actions in sorted(by_service.items()):
-        top = ", ".join(f"{a} {n}" for a, n in actions.most_common(4))
-        lines.append(f"  {service:<12}{sum(actions.values()):>7}   {top}")
-    return "\n".join(lines)
-
-
-def _verdict(summary: Summary) -> str:
-    if summary.ok:
-        return "OK: no order lost, every accepted order reached a final state."
-    shown = (summary.lost + summary.unfinished + summary.send_failed)[:10]
-    return (f"FAILED: {len(summary.lost)} lost, {len(summary.unfinished)} not in a final state, "
-            f"{len(summary.send_failed)} not sent (e.g. {', '.join(shown)}).")

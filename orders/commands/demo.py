@@ -13,7 +13,7 @@ import click
 from orders.demo import DemoOptions, run_demo
 from orders.processes import StartupError
 from orders.progress import ProgressPrinter
-from orders.report import format_summary
+from orders.report_text import format_summary
 from orders.stack import Stack
 
 

@@ -8,12 +8,12 @@ import pytest
 
 from orders.report import (
     REFUSED,
-    format_summary,
     parse_time,
     percentile,
     stage_durations,
     summarize,
 )
+from orders.report_text import format_summary
 
 
 @dataclass
@@ -108,3 +108,14 @@ def test_a_clean_run_is_ok_and_reads_well():
     assert "order-status" in text and "OrderPlaced 3" in text and "orders-dlq 0" in text
     assert "placed → final state" in text and text.endswith("reached a final state.")
     assert summary.as_dict()["ok"] is True
+
+
+def test_outcomes_a_kind_should_not_have_are_called_out():
+    outs = [Out("a", kind="declined", record=record("completed", ("completed", 101.0))),
+            Out("b", kind="declined", record=record("cancelled", ("cancelled", 101.0))),
+            Out("c", kind="invalid", refused=["bad"]),
+            Out("d", kind="regular", record=record("charging", ("charging", 101.0)))]
+    expected = {"declined": ("cancelled",), "invalid": (REFUSED, "rejected"), "regular": ("completed",)}
+    summary = summarize(outs, expected=expected)
+    assert summary.unexpected == {"declined": {"completed": 1}}
+    assert "unexpected: declined ended completed 1" in format_summary(summary)
