@@ -16,7 +16,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     """Every Celery setting the platform uses (lowercase names, as celeryconfig takes them)."""
     return {
         # An empty host: boto3 finds the endpoint itself (AWS_ENDPOINT_URL[_SQS]) or uses AWS's.
-        "broker_url": "sqs://",
+        "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport_options(settings),
         "task_queues": [Queue(q.name, routing_key=q.name) for q in QUEUES],
@@ -46,6 +46,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def broker_url(settings: Settings) -> str:
+    """Our batching SQS transport (orders.transport) or, with ORDERS_BATCH_ACKS=0, kombu's stock one."""
+    if settings.batch_acks:
+        from orders.transport import SCHEME  # importing it registers the scheme with kombu
+
+        return f"{SCHEME}://"
+    return "sqs://"
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,214 @@
+"""Our SQS transport: kombu's, with acks and sends batched and receives kept full.
+
+Selected by `ORDERS_BATCH_ACKS=1` (the default) through the broker URL
+`orders-sqs://`; `ORDERS_BATCH_ACKS=0` runs kombu's stock SQS transport. What
+changes, and why it keeps at-least-once delivery:
+
+- Acks. Celery acks on the worker's event-loop thread, and kombu's ack is a
+  blocking DeleteMessage there, so with AWS round trips the loop, not the pool,
+  caps a worker. Here `basic_ack` only queues the receipt handle and frees the
+  prefetch slot; a background thread sends DeleteMessageBatch (10 handles, or
+  after `ack_linger` seconds). A failed entry is retried while the fault is
+  SQS's, else logged and counted and the message is left for SQS to redeliver
+  (tasks are idempotent). Pending acks are flushed when the channel closes
+  (warm shutdown), before kombu restores the unacked messages. A SIGKILL loses
+  at most `ack_linger` seconds of acks: those messages run again after their
+  visibility timeout.
+- Sends. A publish joins a SendMessageBatch with the other publishes of the
+  process that go to the same queue within `send_linger` seconds (chain
+  hand-offs of tasks that ran together), and the publishing thread waits until
+  its own entry is confirmed: an entry that fails for good raises in the
+  publisher, as a failed SendMessage would. Since a task's chain hand-off runs
+  in the pool thread before the task returns, and Celery acks (acks_late) only
+  after it returns, a message is never deleted before the hand-off it caused
+  is stored in SQS. `batched_sends()` lets one thread publish many messages
+  without waiting for each (fan-out, bulk placing).
+- Receives. A ReceiveMessage that came back with fewer messages than asked for
+  is followed, `receive_batch_wait` seconds later, by the next one, so a queue
+  under moderate load is read ten messages at a time; a full answer is
+  followed at once; an empty queue is long-polled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kombu.transport
+from kombu.transport import virtual
+from kombu.transport.SQS import SQS_MAX_MESSAGES
+from kombu.transport.SQS import Channel as SQSChannel
+from kombu.transport.SQS import Transport as SQSTransport
+
+from orders import aws
+from orders.batching import Batcher, delete_message_batch, message_size, send_message_batch
+from orders.settings import get_settings
+
+#: The broker URL scheme of this transport (`orders-sqs://`), registered with kombu below.
+SCHEME = "orders-sqs"
+#: How long a publisher waits for its batch at most; the batcher itself gives up
+#: far sooner (its retry window), so this only guards against a stuck thread.
+SEND_TIMEOUT = 120.0
+
+_local = threading.local()
+_send_batchers: dict[int, Batcher] = {}
+_ack_batchers: list[Batcher] = []
+_retired_acks: Counter[str] = Counter()  # the stats of closed channels' batchers
+_send_lock = threading.Lock()
+
+
+def stats() -> dict[str, Counter[str]]:
+    """Entries acked and sent by this process's batchers (ok, failed, retried, calls, ...)."""
+    acks: Counter[str] = Counter(_retired_acks)
+    for batcher in list(_ack_batchers):
+        acks.update(batcher.stats)
+    sends = _send_batchers.get(os.getpid())
+    return {"acks": acks, "sends": Counter(sends.stats if sends else {})}
+
+
+def send_batcher(linger: float) -> Batcher:
+    """The process's SendMessageBatch batcher (one per process: forked children get their own)."""
+    pid = os.getpid()
+    with _send_lock:
+        if pid not in _send_batchers:
+            _send_batchers[pid] = Batcher("sqs-sends", send_message_batch, linger=linger)
+        return _send_batchers[pid]
+
+
+@contextmanager
+def batched_sends() -> Iterator[None]:
+    """Publishes from this thread inside the block are held, and sent in full batches on exit.
+
+    The exit waits for every entry and raises the first failure once all are
+    settled. With the stock transport, publishes inside the block go one by one.
+    """
+    outer = getattr(_local, "held", None)
+    held: list[tuple[Batcher, Any, str, dict[str, Any]]] = []
+    _local.held = held
+    try:
+        yield
+    finally:
+        _local.held = outer
+        futures = [batcher.submit(client, url, entry, message_size(entry))
+                   for batcher, client, url, entry in held]
+        errors = [f.exception(SEND_TIMEOUT) for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+
+class _BatchedSendClient:
+    """Stands in for the SQS client inside kombu's `_put`: send_message joins a batch."""
+
+    def __init__(self, client: Any, batcher: Batcher):
+        self._client = client
+        self._batcher = batcher
+
+    def send_message(self, QueueUrl: str, **entry: Any) -> Any:  # noqa: N803 (boto3's name)
+        held = getattr(_local, "held", None)
+        if held is not None:
+            held.append((self._batcher, self._client, QueueUrl, entry))
+            return None
+        return self._batcher.submit(self._client, QueueUrl, entry, message_size(entry)).result(SEND_TIMEOUT)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class Channel(SQSChannel):
+    """kombu's SQS channel with batched acks and sends, and receives that wait to fill up."""
+
+    _acks: Batcher | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._requested: dict[str, int] = {}
+
+    @property
+    def acks(self) -> Batcher:
+        """This channel's DeleteMessageBatch batcher, made on the first ack."""
+        if self._acks is None:
+            self._acks = Batcher("sqs-acks", delete_message_batch,
+                                 linger=self.transport_options.get("ack_linger", 0.05))
+            with _send_lock:
+                _ack_batchers.append(self._acks)
+        return self._acks
+
+    def new_sqs_client(self, region: Any, access_key_id: Any, secret_access_key: Any,
+                       session_token: Any = None) -> Any:
+        """The process's shared client (orders.aws) unless the broker URL carries credentials."""
+        if access_key_id or secret_access_key:
+            return super().new_sqs_client(region, access_key_id, secret_access_key, session_token)
+        return aws.client("sqs", get_settings())
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            handle = info["sqs_message"]["ReceiptHandle"]
+            queue_url = info["sqs_queue"]
+        except KeyError:
+            return virtual.Channel.basic_ack(self, delivery_tag)
+        if self._acks is not None and self._acks.closed:
+            return super().basic_ack(delivery_tag)  # late ack after close: the stock, blocking way
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        self.acks.submit(self.sqs(queue=queue), queue_url, {"ReceiptHandle": handle})
+        # Frees the prefetch slot now: the delete is the batcher's business from here.
+        virtual.Channel.basic_ack(self, delivery_tag)
+
+    def flush_acks(self, timeout: float = 10.0) -> bool:
+        """Send every pending ack now; True once all are settled."""
+        return self._acks.flush(timeout) if self._acks is not None else True
+
+    def close(self) -> None:
+        # Before kombu's close, which restores (makes visible again) what is unacked.
+        if self._acks is not None and not self._acks.closed:
+            self._acks.close(self.transport_options.get("ack_close_timeout", 10.0))
+            with _send_lock:
+                _ack_batchers.remove(self._acks)
+                _retired_acks.update(self._acks.stats)
+        super().close()
+
+    @property
+    def sends(self) -> Batcher:
+        return send_batcher(self.transport_options.get("send_linger", 0.02))
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if message.get("redelivered") or not self.transport_options.get("batch_sends", True):
+            return super()._put(queue, message, **kwargs)  # a restore: visibility change, not a send
+        _local.batching = True
+        try:
+            super()._put(queue, message, **kwargs)
+        finally:
+            _local.batching = False
+
+    def sqs(self, queue: str | None = None) -> Any:
+        client = super().sqs(queue=queue)
+        if getattr(_local, "batching", False):
+            return _BatchedSendClient(client, self.sends)
+        return client
+
+    def _get_bulk_async(self, queue: str, callback: Any = None) -> Any:
+        self._requested[queue] = self._get_message_estimate()  # type: ignore[attr-defined]
+        return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
+
+    def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
+        wait = self.transport_options.get("receive_batch_wait", 0.25)
+        wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
+        if messages_fetched and messages_fetched < wanted and wait:
+            # Fewer than asked for: the queue is drained, so let it fill up for a moment.
+            self.hub.call_later(wait, self._schedule_queue, queue)  # type: ignore[attr-defined]
+            return
+        super()._loop1(queue, messages_fetched)  # type: ignore[misc]
+
+
+class Transport(SQSTransport):
+    """kombu's SQS transport with our Channel; still `driver_type` 'sqs'."""
+
+    Channel = Channel
+
+
+kombu.transport.TRANSPORT_ALIASES.setdefault(SCHEME, "orders.transport:Transport")

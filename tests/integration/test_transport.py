@@ -1,0 +1,204 @@
+"""The fast paths of orders.transport keep at-least-once delivery (correctness, never speed).
+
+Calls are counted by the emulator itself (kombu's receive path bypasses boto3's
+hooks); entry outcomes by the batchers' own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from orders import aws, transport
+from orders.batching import BatchEntryError, Batcher, delete_message_batch, send_message_batch
+from orders.celery import app
+from orders.queue_urls import queue_url
+from tests.helpers import wait_for, worker
+
+pytestmark = pytest.mark.integration
+
+deliveries: Counter[int] = Counter()
+lock = threading.Lock()
+
+
+@app.task(name="ops.transport_probe")
+def transport_probe(n: int) -> None:
+    with lock:
+        deliveries[n] += 1
+
+
+@app.task(name="notifications.transport_always_fails")
+def always_fails() -> None:
+    raise ValueError("poison")
+
+
+def calls(endpoint: str, reset: bool = False) -> Counter[str]:
+    """The emulator's count of AWS calls by 'service:Action' (reset: zero it)."""
+    req = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return Counter(json.loads(resp.read()))
+
+
+def depth(settings: Any, name: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a declared queue."""
+    attrs = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=queue_url(settings, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.fixture(autouse=True)
+def fresh_producers(settings: Any) -> None:
+    """Publish to this test's namespace: Celery keeps its producer pool across reconfigure()."""
+    app.amqp._producer_pool = None
+
+
+def use_transport_options(**options: Any) -> None:
+    """Change this test's transport options (the settings fixture resets them for the next test)."""
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **options}
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def test_every_message_runs_once_and_is_deleted_once(infra, emulator):
+    deliveries.clear()
+    before = transport.stats()["acks"]
+    calls(emulator.endpoint, reset=True)
+    with transport.batched_sends():
+        for n in range(300):
+            transport_probe.delay(n)
+    sent = calls(emulator.endpoint)
+    with worker(["orders"], concurrency=8):
+        wait_for(lambda: len(deliveries) == 300, timeout=60)
+    acks = transport.stats()["acks"] - before
+    counted = calls(emulator.endpoint)
+
+    assert sorted(deliveries) == list(range(300))
+    assert set(deliveries.values()) == {1}, "a message ran twice"
+    assert acks["ok"] == 300 and acks["failed"] == 0
+    assert depth(infra, "orders") == (0, 0), "a message was left undeleted"
+    assert sent["sqs:SendMessage"] == 0 and sent["sqs:SendMessageBatch"] == 30
+    assert counted["sqs:DeleteMessage"] == 0
+    assert 30 <= counted["sqs:DeleteMessageBatch"] < 300
+
+
+def test_a_failed_delete_entry_leaves_its_message_for_redelivery(infra):
+    sqs = aws.client("sqs", infra)
+    url = queue_url(infra, "orders")
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": i, "MessageBody": i} for i in ("a", "b")])
+    with Connection(f"{transport.SCHEME}://", transport_options=app.conf.broker_transport_options) as conn:
+        channel = conn.default_channel
+        got = [channel.basic_get("orders") for _ in range(2)]
+        assert all(got), "both messages should be received"
+        stale = got[1].delivery_info["sqs_message"]["ReceiptHandle"]
+        # A handle SQS no longer accepts, as a stale one is on AWS.
+        got[1].delivery_info["sqs_message"]["ReceiptHandle"] = "bogus-" + stale
+        for message in got:
+            message.ack()
+        assert channel.flush_acks()
+        assert channel.acks.stats["ok"] == 1 and channel.acks.stats["failed"] == 1
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=stale, VisibilityTimeout=0)
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in again] == [got[1].body.decode() if isinstance(got[1].body, bytes)
+                                          else got[1].body]
+
+
+def test_warm_shutdown_flushes_pending_acks(infra, emulator):
+    deliveries.clear()
+    # Fewer acks than a full batch and a linger of an hour: only the shutdown flush sends them.
+    use_transport_options(ack_linger=3600)
+    for n in range(9):
+        transport_probe.delay(n)
+    before = transport.stats()["acks"]["submitted"]
+    calls(emulator.endpoint, reset=True)
+    with worker(["orders"], concurrency=4):
+        wait_for(lambda: transport.stats()["acks"]["submitted"] - before == 9)
+        assert calls(emulator.endpoint)["sqs:DeleteMessageBatch"] == 0
+        assert depth(infra, "orders") == (0, 9)
+    assert calls(emulator.endpoint)["sqs:DeleteMessageBatch"] == 1
+    assert depth(infra, "orders") == (0, 0)
+
+
+def test_a_failing_task_reaches_its_dead_letter_queue(infra):
+    sqs = aws.client("sqs", infra)
+    url, dlq = queue_url(infra, "notifications"), sqs.get_queue_url(
+        QueueName=infra.prefix + "notifications-dlq")["QueueUrl"]
+    # One-second visibility so SQS redelivers within the test (maxReceiveCount is 2).
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "1"})
+    always_fails.delay()
+    with worker(["notifications"], concurrency=2):
+        wait_for(lambda: int(sqs.get_queue_attributes(
+            QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]) == 1, timeout=30)
+    assert depth(infra, "notifications") == (0, 0)
+
+
+def test_a_batched_send_whose_entry_fails_raises_and_the_others_go(infra):
+    sqs = aws.client("sqs", infra)
+    url = queue_url(infra, "shipping")
+    batcher = Batcher("test-sends", send_message_batch, linger=0.2)
+    good = batcher.submit(sqs, url, {"MessageBody": "good"})
+    bad = batcher.submit(sqs, url, {"MessageBody": "bad", "DelaySeconds": 901})  # over SQS's 900
+    assert batcher.flush()
+    assert good.result()["MessageId"]
+    with pytest.raises(BatchEntryError) as failure:
+        bad.result()
+    assert failure.value.sender_fault and batcher.stats["calls"] == 1
+    assert batcher.stats["failed"] == 1 and batcher.stats["retried"] == 0
+    assert depth(infra, "shipping") == (1, 0)
+
+
+def test_a_publish_whose_batch_fails_raises_in_the_publisher(infra):
+    too_big = "x" * (1024 * 1024 + 1)  # over SQS's message size limit
+    with pytest.raises(Exception, match="TooLong"):
+        with transport.batched_sends():
+            transport_probe.delay(1)
+            transport_probe.apply_async((too_big,), queue="orders")
+    with pytest.raises(Exception, match="TooLong"):
+        transport_probe.delay(too_big)
+
+
+def test_fifo_group_and_dedup_ids_survive_batching(infra, emulator):
+    calls(emulator.endpoint, reset=True)
+    with transport.batched_sends():
+        for n, (group, dedup) in enumerate([("sku-1", "d1"), ("sku-2", "d2"), ("sku-1", "d3"),
+                                            ("sku-1", "d1")]):  # the last one repeats d1
+            transport_probe.apply_async((n,), queue="inventory.fifo",
+                                        MessageGroupId=group, MessageDeduplicationId=dedup)
+    assert calls(emulator.endpoint)["sqs:SendMessageBatch"] == 1
+    got = aws.client("sqs", infra).receive_message(
+        QueueUrl=queue_url(infra, "inventory.fifo"), MaxNumberOfMessages=10, WaitTimeSeconds=1,
+        MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"])["Messages"]
+    seen = sorted((m["Attributes"]["MessageGroupId"], m["Attributes"]["MessageDeduplicationId"])
+                  for m in got)
+    assert seen == [("sku-1", "d1"), ("sku-1", "d3"), ("sku-2", "d2")]
+
+
+def test_a_delete_batch_is_retried_when_sqs_is_at_fault(infra):
+    """A whole-call failure that SQS would call transient is retried, not dropped."""
+    sqs = aws.client("sqs", infra)
+    url = queue_url(infra, "orders")
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    handle = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"][0]["ReceiptHandle"]
+    attempts = []
+
+    def flaky(client: Any, target: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        attempts.append(len(entries))
+        if len(attempts) == 1:
+            return {"Successful": [], "Failed": [{"Id": e["Id"], "SenderFault": False,
+                                                  "Code": "InternalError", "Message": "x"}
+                                                 for e in entries]}
+        return delete_message_batch(client, target, entries)
+
+    batcher = Batcher("test-acks", flaky, linger=0.01)
+    future = batcher.submit(sqs, url, {"ReceiptHandle": handle})
+    assert future.result(timeout=10) and attempts == [1, 1]
+    assert batcher.stats["retried"] == 1 and batcher.stats["ok"] == 1
+    assert depth(infra, "orders") == (0, 0)
