@@ -85,11 +85,16 @@ def _single(name: str, queue_name: str) -> dict[str, Any]:
             "Dimensions": [{"Name": "QueueName", "Value": queue_name}]}
 
 
+def error_rate_threshold() -> float:
+    """Percent of failing tasks that fires the error-rate alarm (1% for 99.9% and 10x)."""
+    return round(100 * (1 - SUCCESS_RATE_TARGET) * ERROR_BUDGET_BURN, 6)
+
+
 def queue_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
     """The five alarms of one processing queue."""
     level = SERVICE_LEVELS[spec.name]
     src, dlq = spec.sqs_name(settings), spec.dlq_sqs_name(settings)
-    error_pct = 100 * (1 - SUCCESS_RATE_TARGET) * ERROR_BUDGET_BURN
+    error_pct = error_rate_threshold()
     return [
         AlarmSpec(spec.name, "depth", "warning",
                   f"{spec.name}: more than {level.backlog_limit} messages waiting for 3 minutes, "

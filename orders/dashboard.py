@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 from orders import aws, provisioning
-from orders.alarms import ERROR_BUDGET_BURN, alarm_specs
+from orders.alarms import alarm_specs, error_rate_threshold
 from orders.metrics import NAMESPACE
 from orders.provisioning import Converger
 from orders.settings import Settings
-from orders.topology import QUEUES, SERVICE_LEVELS, SUCCESS_RATE_TARGET
+from orders.topology import QUEUES, SERVICE_LEVELS
 
 PERIOD = 60
 WIDTH = 8  # three graphs per row of the 24-column grid
@@ -76,7 +76,7 @@ def _health(settings: Settings, account: str, partition: str) -> dict[str, Any]:
 def widgets(settings: Settings, account: str, partition: str = "aws") -> list[dict[str, Any]]:
     """Every widget, in reading order (CloudWatch lays them out left to right)."""
     targets = sorted({level.p95_seconds for level in SERVICE_LEVELS.values()})
-    error_line = 100 * (1 - SUCCESS_RATE_TARGET) * ERROR_BUDGET_BURN
+    error_line = error_rate_threshold()
     return [
         {"type": "text", "width": 24, "height": 2, "properties": {"markdown": (
             f"# Orders: {settings.env}\nQueues, services and business figures. What to do when "
