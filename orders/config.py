@@ -45,6 +45,16 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Periodic tasks run by `celery -A orders beat` (one beat per environment)."""
+    return {
+        # DLQ triage: archive, alert and count each new dead-lettered message (tasks/ops.py).
+        "watch-dlqs": {"task": "ops.watch_dlqs", "schedule": settings.dlq_watch_seconds},
+        "sample-queues": {"task": "ops.sample_queues", "schedule": settings.dlq_watch_seconds},
     }
 
 
