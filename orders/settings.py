@@ -93,6 +93,9 @@ class Settings:
     metrics_flush_seconds: float = 10.0
     dlq_watch_seconds: float = 60.0
     dlq_max_redrives: int = 3
+    retry_backoff_max: int = 60
+    low_stock_threshold: int = 5
+    reservation_sweep_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +132,15 @@ class Settings:
                                      "ORDERS_DLQ_WATCH_SECONDS"),
             dlq_max_redrives=_int(env.get("ORDERS_DLQ_MAX_REDRIVES", "3"),
                                   "ORDERS_DLQ_MAX_REDRIVES", low=0),
+            # The pipeline (orders.workflow): the longest pause between two retries of a
+            # task, the stock level that raises a StockLow alert, how often beat sweeps
+            # expired reservations.
+            retry_backoff_max=_int(env.get("ORDERS_RETRY_BACKOFF_MAX", "60"),
+                                   "ORDERS_RETRY_BACKOFF_MAX", low=1),
+            low_stock_threshold=_int(env.get("ORDERS_LOW_STOCK_THRESHOLD", "5"),
+                                     "ORDERS_LOW_STOCK_THRESHOLD", low=0),
+            reservation_sweep_seconds=_float(env.get("ORDERS_RESERVATION_SWEEP_SECONDS", "60"),
+                                             "ORDERS_RESERVATION_SWEEP_SECONDS"),
         )
 
     @property

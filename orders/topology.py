@@ -258,3 +258,36 @@ SERVICE_LEVELS: dict[str, ServiceLevel] = {
 }
 #: The exercise's reliability target: 99.9% of messages delivered successfully.
 SUCCESS_RATE_TARGET = 0.999
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One DynamoDB table of the pipeline (on-demand capacity): its keys and secondary indexes.
+
+    `keys` and each index are (hash key, range key or None); every key attribute is a
+    string except those listed in `numeric`.
+    """
+
+    name: str
+    service: str
+    keys: tuple[str, str | None]
+    indexes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    numeric: tuple[str, ...] = ()
+    purpose: str = ""
+
+    def table_name(self, settings: Settings) -> str:
+        return settings.prefix + self.name
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("orders", "orders", keys=("pk", "sk"),
+              indexes={"active-holds": ("holdState", "expiresAt")}, numeric=("expiresAt",),
+              purpose="order state and history, idempotency records (order id + step), "
+                      "stock reservations (the sparse index finds expired holds)"),
+    TableSpec("stock", "inventory", keys=("sku", None),
+              purpose="available and reserved quantity per product"),
+    TableSpec("gateway", "payments", keys=("key", None),
+              purpose="the simulated payment gateway's captures, refunds and attempt counts"),
+)
+
+TABLES_BY_NAME: dict[str, TableSpec] = {t.name: t for t in TABLES}

@@ -1,0 +1,220 @@
+"""Domain events and the one SNS publishing path every service uses.
+
+An event is a structured envelope (type in the past tense, schema version,
+event id, time, order id, correlation id, data) published to its topic with
+message attributes that subscriptions filter on (`event_type`, `severity`, ...).
+Events produced together go out together: one PublishBatch per topic, split
+at SNS's limits (10 entries, 256 KiB a request). Entries SNS fails for a
+transient reason are retried a bounded number of times with full jitter;
+then the caller gets a RetryableError (its task retries with backoff).
+
+Event ids are derived from (order id, event type, key), so a step that runs
+twice publishes the same ids and subscribers can drop the duplicate.
+
+Customer events reach the notifications queue through its SNS subscription.
+They are published with MessageStructure=json: SQS subscribers get a Celery
+task message for `notifications.notify` (kombu's JSON envelope) carrying the
+event, so a stock Celery worker consumes the fan-out with no extra hop; email,
+SMS and every other protocol get the plain event (or a one-line summary).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orders import aws
+from orders.errors import PermanentError, RetryableError, classify_aws_error
+from orders.settings import Settings
+from orders.store import aws_errors, now_iso
+from orders.topology import CUSTOMER_EVENTS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+EVENT_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-4c5e-9a7f-0d1e2f3a4b5c")
+#: Each event type's topic. Inventory events go to inventory-alerts.
+EVENT_TOPICS: dict[str, str] = {
+    **{t: "order-status" for t in ("OrderPlaced", "OrderReviewed", "OrderShipped", "OrderCompleted",
+                                   "OrderCancelled", "OrderRejected", "OrderFailed")},
+    **{t: "payment-notifications" for t in ("PaymentCaptured", "PaymentDeclined", "PaymentRefunded")},
+    **{t: "inventory-alerts" for t in ("StockReserved", "StockReleased", "StockLow", "OutOfStock",
+                                       "StockRestocked")},
+}
+#: Severity by event type (default "info"); "critical" reaches the SMS/email alert subscriptions.
+SEVERITIES: dict[str, str] = {
+    "PaymentDeclined": "warning", "OrderCancelled": "warning", "OrderRejected": "warning",
+    "StockLow": "warning", "PaymentRefunded": "warning",
+    "OutOfStock": "critical", "OrderFailed": "critical",
+}
+#: SNS PublishBatch limits.
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 256 * 1024
+PUBLISH_ATTEMPTS = 4
+JITTER_BASE_SECONDS = 0.05
+NOTIFY_TASK = "notifications.notify"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One domain event about one order (or one product, for stock alerts)."""
+
+    type: str
+    order_id: str
+    correlation_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    occurred_at: str = field(default_factory=now_iso)
+    tier: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return EVENT_TOPICS[self.type]
+
+    @property
+    def severity(self) -> str:
+        return SEVERITIES.get(self.type, "info")
+
+    @property
+    def event_id(self) -> str:
+        return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.order_id}|{self.type}|{self.key}"))
+
+    def envelope(self) -> dict[str, Any]:
+        return {"eventType": self.type, "schemaVersion": SCHEMA_VERSION, "eventId": self.event_id,
+                "occurredAt": self.occurred_at, "orderId": self.order_id,
+                "correlationId": self.correlation_id, "severity": self.severity, "data": self.data}
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        """SNS message attributes (subscription filter policies match on these)."""
+        attrs = {"event_type": self.type, "severity": self.severity, "order_id": self.order_id,
+                 "correlation_id": self.correlation_id, "customer_tier": self.tier}
+        out = {k: {"DataType": "String", "StringValue": v} for k, v in attrs.items() if v}
+        out["schema_version"] = {"DataType": "Number", "StringValue": str(SCHEMA_VERSION)}
+        return out
+
+    def summary(self) -> str:
+        detail = self.data.get("reason") or self.data.get("trackingNumber") or ""
+        return f"Order {self.order_id}: {self.type}" + (f" ({detail})" if detail else "")
+
+
+def event(type_: str, record: dict[str, Any], data: dict[str, Any] | None = None, key: str = "") -> Event:
+    """An event about the order in `record` (a store record)."""
+    return Event(type_, record["orderId"], record.get("correlationId") or record["orderId"],
+                 data or {}, key, tier=record.get("customerTier"))
+
+
+def sns_entry(ev: Event) -> dict[str, Any]:
+    """One PublishBatch entry for an event."""
+    body = json.dumps(ev.envelope(), default=str, separators=(",", ":"))
+    entry: dict[str, Any] = {"Id": ev.event_id.replace("-", "")[:80], "Message": body,
+                             "MessageAttributes": ev.attributes()}
+    if ev.type in CUSTOMER_EVENTS:
+        entry["MessageStructure"] = "json"
+        entry["Message"] = json.dumps({"default": body, "sqs": celery_message(ev), "sms": ev.summary(),
+                                       "email": ev.summary() + "\n\n" + body})
+    return entry
+
+
+def celery_message(ev: Event) -> str:
+    """A Celery task message (kombu's JSON envelope) for notifications.notify(event)."""
+    from kombu.serialization import dumps
+
+    from orders.celery import app
+
+    msg = app.amqp.as_task_v2(ev.event_id, NOTIFY_TASK, args=(ev.envelope(),), kwargs={},
+                              root_id=ev.correlation_id)
+    content_type, encoding, body = dumps(msg.body, serializer="json")
+    body_bytes = body if isinstance(body, bytes) else body.encode(encoding)
+    return json.dumps({
+        "body": base64.b64encode(body_bytes).decode(), "content-encoding": encoding,
+        "content-type": content_type, "headers": msg.headers,
+        "properties": {**msg.properties, "body_encoding": "base64", "priority": 0,
+                       "delivery_tag": ev.event_id,
+                       "delivery_info": {"exchange": "", "routing_key": "notifications"}},
+    }, default=str)
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    attrs = sum(len(k) + len(v["DataType"]) + len(v["StringValue"])
+                for k, v in entry["MessageAttributes"].items())
+    return len(entry["Message"].encode()) + attrs
+
+
+def batches(entries: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Entries split into PublishBatch requests within the entry-count and size limits."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        n = entry_size(entry)
+        if n > MAX_BATCH_BYTES:
+            raise PermanentError(f"event {entry['Id']} is {n} bytes, above SNS's {MAX_BATCH_BYTES}")
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or size + n > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += n
+    if batch:
+        yield batch
+
+
+_topic_arns: dict[tuple[Any, ...], dict[str, str]] = {}
+
+
+def topic_arn(settings: Settings, topic: str) -> str:
+    """A declared topic's ARN, discovered once per process and environment (never built by hand)."""
+    from orders.provisioning import topic_arns
+
+    key = (settings.env, settings.region, settings.endpoint_url)
+    if topic not in _topic_arns.get(key, {}):
+        with aws_errors():
+            _topic_arns[key] = topic_arns(settings)
+    try:
+        return _topic_arns[key][topic]
+    except KeyError:
+        raise PermanentError(f"SNS topic {settings.prefix}{topic} does not exist: run `orders infra up`") \
+            from None
+
+
+def publish(settings: Settings, events: Sequence[Event]) -> None:
+    """Publish events: one PublishBatch per topic and batch, retrying transient failures."""
+    by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ev in events:
+        by_topic[ev.topic].append(sns_entry(ev))
+    for topic, entries in by_topic.items():
+        arn = topic_arn(settings, topic)
+        for batch in batches(entries):
+            _publish_batch(settings, arn, batch)
+
+
+def _publish_batch(settings: Settings, arn: str, entries: list[dict[str, Any]]) -> None:
+    sns = aws.client("sns", settings)
+    pending = entries
+    for attempt in range(PUBLISH_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, JITTER_BASE_SECONDS * 2 ** attempt))
+        try:
+            response = sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=pending)
+        except (ClientError, BotoCoreError) as exc:
+            error = classify_aws_error(exc)
+            if not isinstance(error, RetryableError):
+                raise error from exc
+            log.warning("PublishBatch to %s failed (attempt %d): %s", arn, attempt + 1, exc)
+            continue
+        failed = response.get("Failed", [])
+        if any(f.get("SenderFault") for f in failed):
+            raise PermanentError(f"SNS refused events: {failed}")
+        if not failed:
+            return
+        failed_ids = {f["Id"] for f in failed}
+        pending = [e for e in pending if e["Id"] in failed_ids]
+    raise RetryableError(f"{len(pending)} event(s) not published to {arn} after {PUBLISH_ATTEMPTS} attempts")

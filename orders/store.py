@@ -1,0 +1,370 @@
+"""The order store on DynamoDB: each order's state machine, its history and its idempotency records.
+
+Every state change is one conditional write on the order's `version`
+(optimistic locking): a writer that read version 3 can only write version 4,
+so two workers racing on one order never both win. Times are ISO-8601 UTC
+strings with microseconds (`2026-01-31T12:00:00.123456Z`) everywhere.
+
+One table (`<env>-orders`, keys pk/sk) holds, per order id:
+  sk "order"         the order, its status, reason, history and version
+  sk "step#<name>"   the idempotency record of one step (its recorded result)
+  sk "reservation"   the stock hold (orders.inventory), found by the sparse
+                     index `active-holds` while it is active
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orders import aws, provisioning
+from orders.domain import Order
+from orders.errors import ConcurrentUpdate, classify_aws_error
+from orders.settings import Settings
+from orders.topology import TABLES, TABLES_BY_NAME, tags
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("completed", "cancelled", "rejected", "failed")
+#: The stages an order passes through, in order (history entries carry these names).
+STAGES = ("placed", "validated", "reviewed", "reserved", "paid", "shipped", "completed")
+_SERIALIZER, _DESERIALIZER = TypeSerializer(), TypeDeserializer()
+
+
+def now_iso() -> str:
+    """The current time as the store writes it."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item from plain values (None dropped; floats refused by boto3's serializer)."""
+    return {k: _SERIALIZER.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: DynamoDB numbers become ints (only counters are stored as numbers)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def table_name(settings: Settings, name: str) -> str:
+    return TABLES_BY_NAME[name].table_name(settings)
+
+
+@contextmanager
+def aws_errors() -> Iterator[None]:
+    """Turn botocore errors into our hierarchy: retryable (throttling, 5xx) or permanent."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise classify_aws_error(exc) from exc
+
+
+def cancellation_codes(exc: ClientError) -> list[str]:
+    """Per-item reasons of a cancelled transaction ('None', 'ConditionalCheckFailed', ...)."""
+    return [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+
+
+def transact(settings: Settings, items: Sequence[dict[str, Any]]) -> list[str] | None:
+    """Run a transaction; None when it committed, else the per-item cancellation codes.
+
+    A conflict with another transaction in flight is retryable; anything else
+    that is not a condition is classified as usual.
+    """
+    ddb = aws.client("dynamodb", settings)
+    with aws_errors():
+        try:
+            ddb.transact_write_items(TransactItems=list(items))
+            return None
+        except ddb.exceptions.TransactionCanceledException as exc:
+            codes = cancellation_codes(exc)
+    if "TransactionConflict" in codes or "ThrottlingError" in codes:
+        raise ConcurrentUpdate(f"transaction conflict: {codes}")
+    return codes
+
+
+class OrderStore:
+    """Orders, their states and idempotency records in `<env>-orders`."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.table = table_name(settings, "orders")
+
+    @property
+    def ddb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    def key(self, order_id: str, sk: str = "order") -> dict[str, Any]:
+        return to_item({"pk": order_id, "sk": sk})
+
+    def load(self, order_id: str) -> dict[str, Any] | None:
+        """The raw record (Decimals and all), as the pipeline steps use it."""
+        with aws_errors():
+            item = self.ddb.get_item(TableName=self.table, Key=self.key(order_id),
+                                     ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def get(self, order_id: str) -> dict[str, Any] | None:
+        """The order's public view: orderId, status, reason, history [{status, at, ...}], ..."""
+        record = self.load(order_id)
+        return public_view(record) if record else None
+
+    def create(self, order: Order, placed_at: str, correlation_id: str,
+               review: bool) -> tuple[dict[str, Any], bool]:
+        """Record a validated order (placed, then validated); (record, False) if it already existed."""
+        at = now_iso()
+        record = {
+            "pk": order.order_id, "sk": "order", "orderId": order.order_id,
+            "status": "validated", "version": 1, "reason": None,
+            "customerId": order.customer_id, "customerTier": order.tier,
+            "totalAmount": order.total, "currency": order.currency, "order": order.to_json(),
+            "fingerprint": order.fingerprint(), "needsReview": review,
+            "correlationId": correlation_id, "placedAt": placed_at, "updatedAt": at,
+            "history": [{"status": "placed", "at": placed_at, "step": "place"},
+                        {"status": "validated", "at": at, "step": "place"}],
+            "notifications": {},
+        }
+        return self._put_new(record)
+
+    def reject(self, order_id: str, problems: list[str], placed_at: str,
+               correlation_id: str) -> tuple[dict[str, Any], bool]:
+        """Record an order refused by validation, with every problem; (record, created)."""
+        at = now_iso()
+        record = {
+            "pk": order_id, "sk": "order", "orderId": order_id, "status": "rejected",
+            "version": 1, "reason": "invalid-order", "problems": problems,
+            "correlationId": correlation_id, "placedAt": placed_at, "updatedAt": at,
+            "history": [{"status": "placed", "at": placed_at, "step": "place"},
+                        {"status": "rejected", "at": at, "step": "place",
+                         "reason": "invalid-order"}],
+            "notifications": {},
+        }
+        return self._put_new(record)
+
+    def _put_new(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        try:
+            with aws_errors():
+                self.ddb.put_item(TableName=self.table, Item=to_item(record),
+                                  ConditionExpression="attribute_not_exists(pk)")
+            return record, True
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise
+        existing = self.load(record["pk"])
+        assert existing is not None
+        return existing, False
+
+    def transition_op(self, record: dict[str, Any], status: str, step: str,
+                      reason: str | None = None, fields: dict[str, Any] | None = None,
+                      via: Sequence[str] = ()) -> dict[str, Any]:
+        """The conditional update that moves `record` to `status` (through `via` first).
+
+        It is returned rather than run so that inventory can put it in the same
+        transaction as the stock it changes.
+        """
+        at = now_iso()
+        entries = [{"status": s, "at": at, "step": step} for s in (*via, status)]
+        if reason:
+            entries[-1]["reason"] = reason
+        values: dict[str, Any] = {":status": status, ":one": 1, ":entries": entries,
+                                  ":now": at, ":version": record["version"]}
+        sets = ["#status = :status", "version = version + :one",
+                "history = list_append(history, :entries)", "updatedAt = :now"]
+        names = {"#status": "status"}
+        for n, (name, value) in enumerate({"reason": reason, **(fields or {})}.items()):
+            if value is not None:
+                names[f"#f{n}"] = name
+                values[f":f{n}"] = value
+                sets.append(f"#f{n} = :f{n}")
+        return {"TableName": self.table, "Key": self.key(record["orderId"]),
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": "version = :version",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item(values)}
+
+    def transition(self, record: dict[str, Any], status: str, step: str,
+                   reason: str | None = None, fields: dict[str, Any] | None = None,
+                   via: Sequence[str] = ()) -> dict[str, Any]:
+        """Move the order to `status`; ConcurrentUpdate (retryable) if someone wrote it meanwhile."""
+        op = self.transition_op(record, status, step, reason, fields, via)
+        try:
+            with aws_errors():
+                new = self.ddb.update_item(**op, ReturnValues="ALL_NEW")["Attributes"]
+        except Exception as exc:
+            if _condition_failed(exc):
+                raise ConcurrentUpdate(f"order {record['orderId']} changed while {step} ran") from exc
+            raise
+        return from_item(new)
+
+    def mark_failed(self, order_id: str, reason: str) -> bool:
+        """Mark an order `failed` (its message is in a DLQ); False if already final or failed.
+
+        The status it failed from is kept (`failedFrom`), so a redriven message can
+        resume the order where it stopped. An order never recorded gets a record.
+        """
+        for _ in range(5):
+            record = self.load(order_id)
+            if record is None:
+                at = now_iso()
+                _, created = self._put_new({
+                    "pk": order_id, "sk": "order", "orderId": order_id, "status": "failed",
+                    "version": 1, "reason": reason, "failedFrom": "placed", "updatedAt": at,
+                    "history": [{"status": "failed", "at": at, "step": "dlq", "reason": reason}],
+                    "notifications": {}})
+                if created:
+                    return True
+                continue
+            if record["status"] in FINAL_STATES:
+                return False
+            try:
+                self.transition(record, "failed", "dlq", reason, {"failedFrom": record["status"]})
+                return True
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"order {order_id} kept changing while being marked failed")
+
+    def remember(self, order_id: str, step: str, result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The idempotency record of (order id, step): store `result` unless one exists.
+
+        Returns (the recorded result, whether this call recorded it).
+        """
+        item = {"pk": order_id, "sk": f"step#{step}", "result": result, "at": now_iso()}
+        try:
+            with aws_errors():
+                self.ddb.put_item(TableName=self.table, Item=to_item(item),
+                                  ConditionExpression="attribute_not_exists(pk)")
+            return result, True
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise
+        existing = self.recall(order_id, step)
+        return existing or result, False
+
+    def recall(self, order_id: str, step: str) -> dict[str, Any] | None:
+        with aws_errors():
+            item = self.ddb.get_item(TableName=self.table, Key=self.key(order_id, f"step#{step}"),
+                                     ConsistentRead=True).get("Item")
+        return from_item(item)["result"] if item else None
+
+    def note_notification(self, order_id: str, event_type: str) -> None:
+        """Record when the customer was told about `event_type` (informational, no version bump)."""
+        with aws_errors():
+            try:
+                self.ddb.update_item(
+                    TableName=self.table, Key=self.key(order_id),
+                    UpdateExpression="SET notifications.#e = :at",
+                    ConditionExpression="attribute_exists(notifications)",
+                    ExpressionAttributeNames={"#e": event_type},
+                    ExpressionAttributeValues=to_item({":at": now_iso()}))
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                log.info("order %s has no record to note %s on", order_id, event_type)
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return isinstance(cause, ClientError) and \
+        cause.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def public_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What `orders status --json` and the API show of an order record."""
+    view = {
+        "orderId": record["orderId"], "status": record["status"], "reason": record.get("reason"),
+        "problems": record.get("problems") or [],
+        "history": [plain(entry) for entry in record.get("history", [])],
+        "customerId": record.get("customerId"), "customerTier": record.get("customerTier"),
+        "totalAmount": str(record["totalAmount"]) if "totalAmount" in record else None,
+        "currency": record.get("currency"), "correlationId": record.get("correlationId"),
+        "placedAt": record.get("placedAt"), "updatedAt": record.get("updatedAt"),
+        "version": plain(record.get("version")),
+        "payment": plain(record.get("payment")), "shipment": plain(record.get("shipment")),
+        "notifications": plain(record.get("notifications") or {}),
+    }
+    if record.get("failedFrom"):
+        view["failedFrom"] = record["failedFrom"]
+    return view
+
+
+def converge_tables(converger: provisioning.Converger) -> None:
+    """Provisioning step: every declared table exists with its keys and indexes."""
+    ddb = aws.client("dynamodb", converger.settings)
+    for spec in TABLES:
+        name = spec.table_name(converger.settings)
+        try:
+            live = ddb.describe_table(TableName=name)["Table"]
+        except ddb.exceptions.ResourceNotFoundException:
+            converger.report.add(f"table {name}: {'created' if converger.apply else 'missing'}")
+            if converger.apply:
+                ddb.create_table(**_table_definition(spec, name),
+                                 Tags=[{"Key": k, "Value": v}
+                                       for k, v in tags(converger.settings, spec.service).items()])
+            continue
+        declared = _key_schema(spec.keys)
+        if live["KeySchema"] != declared:
+            converger.report.add(f"table {name}: keys are {live['KeySchema']}, declared {declared} "
+                                 "(a table's keys cannot change: recreate it)")
+        live_indexes = {i["IndexName"] for i in live.get("GlobalSecondaryIndexes", [])}
+        for index in sorted(set(spec.indexes) - live_indexes):
+            converger.report.add(f"table {name}: index {index} missing"
+                                 + (" (created)" if converger.apply else ""))
+            if converger.apply:
+                definition = _table_definition(spec, name)
+                ddb.update_table(TableName=name,
+                                 AttributeDefinitions=definition["AttributeDefinitions"],
+                                 GlobalSecondaryIndexUpdates=[{"Create": gsi} for gsi in
+                                                              definition["GlobalSecondaryIndexes"]
+                                                              if gsi["IndexName"] == index])
+
+
+def _key_schema(keys: tuple[str, str | None]) -> list[dict[str, str]]:
+    schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
+    if keys[1]:
+        schema.append({"AttributeName": keys[1], "KeyType": "RANGE"})
+    return schema
+
+
+def _table_definition(spec: Any, name: str) -> dict[str, Any]:
+    attributes = {a for a in spec.keys if a}
+    for keys in spec.indexes.values():
+        attributes |= {a for a in keys if a}
+    definition: dict[str, Any] = {
+        "TableName": name, "BillingMode": "PAY_PER_REQUEST", "KeySchema": _key_schema(spec.keys),
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "N" if a in spec.numeric else "S"}
+                                 for a in sorted(attributes)],
+    }
+    if spec.indexes:
+        definition["GlobalSecondaryIndexes"] = [
+            {"IndexName": index, "KeySchema": _key_schema(keys), "Projection": {"ProjectionType": "ALL"}}
+            for index, keys in spec.indexes.items()]
+    return definition
+
+
+def delete_tables(settings: Settings) -> list[str]:
+    """Teardown step: delete this environment's tables."""
+    ddb, deleted = aws.client("dynamodb", settings), []
+    for spec in TABLES:
+        try:
+            ddb.delete_table(TableName=spec.table_name(settings))
+            deleted.append(f"table {spec.table_name(settings)}")
+        except ddb.exceptions.ResourceNotFoundException:
+            continue
+    return deleted
+
+
+provisioning.register(converge_tables, delete_tables)

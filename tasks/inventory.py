@@ -1,0 +1,101 @@
+"""The inventory service (inventory.fifo): reservations, the expiry sweep and restocks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orders import inventory
+from orders.celery import app
+from orders.domain import validate
+from orders.errors import OutOfStock
+from orders.events import Event, event, publish
+from orders.settings import Settings, get_settings
+from orders.store import OrderStore, transact
+from orders.workflow import StepTask, run_step
+
+log = logging.getLogger(__name__)
+
+
+@app.task(base=StepTask, bind=True, name="inventory.reserve")
+def reserve_stock(self: StepTask, order_id: Any = None) -> dict[str, Any]:
+    """Reserve every line of the order at once (all or nothing), or cancel it as out of stock."""
+    return reserve(get_settings(), order_id)
+
+
+def reserve(settings: Settings, order_id: Any) -> dict[str, Any]:
+    def expected(record: dict[str, Any]) -> tuple[str, ...]:
+        return ("reviewed",) if record.get("needsReview") else ("validated",)
+
+    def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
+        order = validate(record["order"])
+        try:
+            inventory.reserve(settings, store, record, order)
+        except OutOfStock as exc:
+            shortages = getattr(exc, "shortages", [])
+            cancelled = store.transition(record, "cancelled", "reserve", "out-of-stock",
+                                         {"shortages": shortages})
+            return cancelled, [event("OutOfStock", cancelled, s, key=s["sku"]) for s in shortages]
+        reserved = store.load(order.order_id) or record
+        levels = inventory.stock_levels(settings, order.skus)
+        return reserved, [event("StockLow", reserved, level, key=sku) for sku, level in levels.items()
+                          if level["available"] <= settings.low_stock_threshold]
+
+    def announce(record: dict[str, Any]) -> tuple[list[Event], str | None]:
+        if record["status"] == "reserved":
+            items = [{"sku": i["sku"], "quantity": i["quantity"]} for i in record["order"]["items"]]
+            return [event("StockReserved", record, {"items": items,
+                                                    "expiresAt": record.get("reservationExpiresAt")})], \
+                "charge"
+        return [event("OrderCancelled", record, {"reason": record.get("reason"),
+                                                 "shortages": record.get("shortages") or []})], None
+
+    return run_step(settings, order_id, "reserve", expected, act, announce)
+
+
+@app.task(base=StepTask, bind=True, name="inventory.release_expired")
+def release_expired(self: StepTask) -> dict[str, Any]:
+    """Periodic (beat): give back every expired hold and cancel the orders still waiting on one."""
+    return sweep(get_settings())
+
+
+def sweep(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    released = [order_id for order_id in inventory.expired_holds(settings, now)
+                if expire(settings, order_id, now)]
+    if released:
+        log.info("released %d expired reservation(s)", len(released))
+    return {"released": released}
+
+
+def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
+    """Release one expired hold; an order still waiting for payment is cancelled with it."""
+    store = OrderStore(settings)
+    hold, record = inventory.load_hold(settings, order_id), store.load(order_id)
+    if hold is None or not hold.expired(now):
+        return False
+    ops = inventory.release_ops(settings, hold, "expired")
+    waiting = record is not None and record["status"] == "reserved"
+    if waiting:
+        assert record is not None
+        ops.append({"Update": store.transition_op(record, "cancelled", "expire", "reservation-expired")})
+    if transact(settings, ops) is not None:
+        log.info("hold of %s changed during the sweep; the next sweep looks again", order_id)
+        return False
+    record = store.load(order_id) or {"orderId": order_id}
+    events = [event("StockReleased", record, {"items": hold.as_data(), "reason": "reservation-expired"})]
+    if waiting:
+        events.append(event("OrderCancelled", record, {"reason": "reservation-expired"}))
+    publish(settings, events)
+    return True
+
+
+@app.task(base=StepTask, bind=True, name="inventory.restock")
+def restock(self: StepTask, sku: str, quantity: int, restock_id: str) -> dict[str, Any]:
+    """Add stock once per restock id (`orders inventory restock` sends these)."""
+    settings = get_settings()
+    added = inventory.restock(settings, sku, int(quantity), restock_id)
+    level = inventory.get_stock(settings, sku)
+    if added:
+        publish(settings, [Event("StockRestocked", "", restock_id, {**(level or {}), "added": quantity},
+                                 key=restock_id)])
+    return {"sku": sku, "added": added, "stock": level}

@@ -1,0 +1,50 @@
+"""The notification service (notifications): tell the customer about each customer event, once.
+
+Customer events reach this queue from SNS (the queue's subscription, filtered
+on `event_type`) as `notifications.notify` task messages. Delivery is
+SIMULATED: the rendered message is recorded as the idempotency record of
+(order id, "notify:<event type>") and logged, so a duplicate event notifies
+nobody twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orders.celery import app
+from orders.settings import get_settings
+from orders.store import OrderStore
+from orders.workflow import StepTask
+
+log = logging.getLogger(__name__)
+
+SMS_EVENTS = ("OrderShipped", "OrderCancelled", "PaymentDeclined")
+
+
+@app.task(base=StepTask, bind=True, name="notifications.notify")
+def notify(self: StepTask, event: Any = None) -> dict[str, Any]:
+    """Send the customer notification for one event (once per order and event type)."""
+    if not isinstance(event, dict) or not event.get("orderId") or not event.get("eventType"):
+        log.warning("notify: not an order event, dropped: %r", event)
+        return {"sent": False, "skipped": True}
+    store = OrderStore(get_settings())
+    order_id, kind = str(event["orderId"]), str(event["eventType"])
+    record = store.load(order_id)
+    message, first = store.remember(order_id, f"notify:{kind}", render(event, record))
+    if first:
+        log.info("notify %s: %s via %s", order_id, message["text"], ", ".join(message["channels"]) or "none")
+        store.note_notification(order_id, kind)
+    return {"orderId": order_id, "event": kind, "sent": first}
+
+
+def render(event: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """The customer's message for an event, and where it goes (email always, SMS for a few)."""
+    contact = ((record or {}).get("order") or {}).get("contact") or {}
+    channels = [f"email:{contact['email']}"] if contact.get("email") else []
+    if contact.get("phone") and event["eventType"] in SMS_EVENTS:
+        channels.append(f"sms:{contact['phone']}")
+    data = event.get("data") or {}
+    detail = data.get("trackingNumber") or data.get("reason") or ""
+    text = f"Your order {event['orderId']}: {event['eventType']}" + (f" ({detail})" if detail else "")
+    return {"eventId": event.get("eventId"), "text": text, "channels": channels}

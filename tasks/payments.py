@@ -1,0 +1,106 @@
+"""The payment service (payments): charge through the simulated gateway, refund after a late failure."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from orders import inventory
+from orders.celery import app
+from orders.domain import validate
+from orders.errors import ConcurrentUpdate, PaymentDeclined
+from orders.events import Event, event
+from orders.gateway import Gateway
+from orders.settings import Settings, get_settings
+from orders.store import OrderStore, transact
+from orders.workflow import StepTask, run_step
+
+
+@app.task(base=StepTask, bind=True, name="payments.charge")
+def charge(self: StepTask, order_id: Any = None) -> dict[str, Any]:
+    """Capture the order's total once; a decline releases the stock and cancels the order."""
+    return charge_order(get_settings(), order_id)
+
+
+def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
+    def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
+        order = validate(record["order"])
+        hold = inventory.load_hold(settings, order.order_id)
+        if hold is None or hold.state != "active" or hold.expired():
+            return expired(settings, store, record, hold)
+        try:
+            capture = Gateway(settings).charge(order.order_id, order.total, order.currency,
+                                               order.payment_token)
+        except PaymentDeclined as exc:
+            payment = {"status": "declined", "reason": str(exc)}
+            _commit(settings, inventory.release_ops(settings, hold) + [
+                {"Update": store.transition_op(record, "cancelled", "charge", "payment-declined",
+                                               {"payment": payment})}])
+            return store.load(order.order_id) or record, [released(record, hold, "payment-declined")]
+        payment = {**capture.as_data(), "status": "captured"}
+        codes = transact(settings, inventory.commit_ops(settings, hold) + [
+            {"Update": store.transition_op(record, "paid", "charge", fields={"payment": payment})}])
+        if codes is None:
+            return store.load(order.order_id) or record, []
+        if codes[-2] == "ConditionalCheckFailed":  # the hold expired between the check and now
+            return store.transition(record, "refunding", "charge", "reservation-expired",
+                                    {"payment": payment}), []
+        raise ConcurrentUpdate(f"order {order.order_id} changed while being charged: {codes}")
+
+    def announce(record: dict[str, Any]) -> tuple[list[Event], str | None]:
+        payment = record.get("payment") or {}
+        if record["status"] in ("paid", "refunding"):
+            return [event("PaymentCaptured", record, payment)], \
+                "ship" if record["status"] == "paid" else "refund"
+        cancelled = event("OrderCancelled", record, {"reason": record.get("reason")})
+        if payment.get("status") == "declined":
+            return [event("PaymentDeclined", record, payment), cancelled], None
+        return [cancelled], None
+
+    return run_step(settings, order_id, "charge", ("reserved",), act, announce)
+
+
+def expired(settings: Settings, store: OrderStore, record: dict[str, Any],
+            hold: inventory.Hold | None) -> tuple[dict[str, Any], list[Event]]:
+    """The hold is gone or out of time: cancel without charging (releasing it if still held)."""
+    ops = inventory.release_ops(settings, hold, "expired") if hold and hold.state == "active" else []
+    ops.append({"Update": store.transition_op(record, "cancelled", "charge", "reservation-expired")})
+    _commit(settings, ops)
+    extra = [released(record, hold, "reservation-expired")] if len(ops) > 1 and hold else []
+    return store.load(record["orderId"]) or record, extra
+
+
+def released(record: dict[str, Any], hold: inventory.Hold, reason: str) -> Event:
+    return event("StockReleased", record, {"items": hold.as_data(), "reason": reason})
+
+
+def _commit(settings: Settings, ops: list[dict[str, Any]]) -> None:
+    codes = transact(settings, ops)
+    if codes is not None:
+        raise ConcurrentUpdate(f"transaction cancelled: {codes}")
+
+
+@app.task(base=StepTask, bind=True, name="payments.refund")
+def refund(self: StepTask, order_id: Any = None) -> dict[str, Any]:
+    """Refund a captured payment after a later step failed, put sold units back, cancel the order."""
+    return refund_order(get_settings(), order_id)
+
+
+def refund_order(settings: Settings, order_id: Any) -> dict[str, Any]:
+    def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
+        payment = record["payment"]
+        refunded = Gateway(settings).refund(record["orderId"], payment["paymentId"],
+                                            Decimal(payment["amount"]), payment["currency"])
+        hold = inventory.load_hold(settings, record["orderId"])
+        ops = inventory.return_ops(settings, hold) if hold and hold.state == "committed" else []
+        ops.append({"Update": store.transition_op(record, "cancelled", "refund", record.get("reason"),
+                                                  {"refund": refunded})})
+        _commit(settings, ops)
+        extra = [released(record, hold, "refunded")] if len(ops) > 1 and hold else []
+        return store.load(record["orderId"]) or record, extra
+
+    def announce(record: dict[str, Any]) -> tuple[list[Event], str | None]:
+        return [event("PaymentRefunded", record, record.get("refund") or {}),
+                event("OrderCancelled", record, {"reason": record.get("reason")})], None
+
+    return run_step(settings, order_id, "refund", ("refunding",), act, announce)

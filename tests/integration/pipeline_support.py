@@ -1,0 +1,58 @@
+"""Shared pieces of the pipeline's integration tests: orders, stock, workers, waiting."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+from orders.settings import Settings
+from orders.store import FINAL_STATES, OrderStore
+from tests.helpers import wait_for, worker
+
+ALL_QUEUES = ["orders", "orders-priority.fifo", "inventory.fifo", "payments", "shipping",
+              "notifications"]
+
+
+def make_order(sku: str = "SKU-1", quantity: int = 1, price: str = "10.00", tier: str = "standard",
+               token: str = "tok_visa", **overrides: Any) -> dict[str, Any]:
+    """A valid order for one product (its total is right), with `overrides` on top."""
+    order = {
+        "orderId": f"ord-{uuid.uuid4().hex[:12]}",
+        "customerId": f"cust-{uuid.uuid4().hex[:6]}",
+        "customerTier": tier,
+        "items": [{"sku": sku, "quantity": quantity, "unitPrice": price}],
+        "totalAmount": str(Decimal(price) * quantity),
+        "currency": "USD",
+        "payment": {"method": "wallet" if token.startswith("wallet_") else "card", "token": token},
+        "shippingAddress": {"line1": "1 Main St", "city": "Springfield", "postalCode": "12345",
+                            "country": "US"},
+        "contact": {"email": "pat@example.com", "phone": "+15555550100"},
+    }
+    order.update(overrides)
+    return order
+
+
+@contextmanager
+def pipeline(queues: list[str] | None = None, concurrency: int = 8) -> Iterator[Any]:
+    """One real in-thread worker consuming every pipeline queue (or `queues`)."""
+    with worker(queues or ALL_QUEUES, concurrency=concurrency) as w:
+        yield w
+
+
+def wait_final(settings: Settings, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The order's public view once it reached a final state."""
+    store = OrderStore(settings)
+
+    def final() -> dict[str, Any] | None:
+        record = store.get(order_id)
+        return record if record and record["status"] in FINAL_STATES else None
+
+    result: dict[str, Any] = wait_for(final, timeout=timeout, interval=0.1)
+    return result
+
+
+def statuses(record: dict[str, Any]) -> list[str]:
+    return [entry["status"] for entry in record["history"]]
