@@ -55,6 +55,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         # DLQ triage: archive, alert and count each new dead-lettered message (tasks/ops.py).
         "watch-dlqs": {"task": "ops.watch_dlqs", "schedule": settings.dlq_watch_seconds},
         "sample-queues": {"task": "ops.sample_queues", "schedule": settings.dlq_watch_seconds},
+        # Stock held by reservations that expired is given back (tasks/inventory.py); its
+        # own FIFO group keeps the sweep from waiting behind any product's messages.
+        "release-expired-holds": {"task": "inventory.release_expired",
+                                  "schedule": settings.reservation_sweep_seconds,
+                                  "options": {"MessageGroupId": "inventory-sweep"}},
     }
 
 
