@@ -29,6 +29,9 @@ class OrdersCelery(Celery):
         self.conf.update(celery_settings(settings))
         self._pool = None  # the broker pool was built for the old transport options
         if "amqp" in self.__dict__:
+            # So was the producer pool: kept, it would send to the old environment's queues.
+            self.amqp._producer_pool = None
+        if "amqp" in self.__dict__:
             self.amqp.queues = self.amqp.Queues(self.conf.task_queues)
 
 
