@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from orders import aws
-from orders.settings import Settings, get_settings
+from orders.settings import ConfigurationError, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,16 @@ def _fresh_buffer_after_fork() -> None:
     _buffer = MetricsBuffer()
 
 
+def _at_exit() -> None:
+    try:
+        aws.require_aws(get_settings())
+    except ConfigurationError:
+        return  # nowhere to send them (a test process whose emulator is gone)
+    _buffer.close()
+
+
 os.register_at_fork(after_in_child=_fresh_buffer_after_fork)
-atexit.register(lambda: _buffer.close())
+atexit.register(_at_exit)
 
 
 def buffer() -> MetricsBuffer:

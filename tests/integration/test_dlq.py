@@ -1,0 +1,181 @@
+"""Poisoned messages: to the DLQ by the RedrivePolicy, shown with their error, archived, alerted on
+`system-health`, redriven once fixed, and never looping: all with a real worker and a real beat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+import tasks.ops  # noqa: F401  (worker hooks: failure records, metrics)
+from orders import aws, dlq, dlq_archive, provisioning
+from orders.celery import app
+from orders.cli import cli
+from orders.queue_urls import queue_url
+from orders.settings import Settings, get_settings
+from orders.store import OrderStore  # (registers the order tables with provisioning)
+from orders.topology import QUEUES_BY_NAME
+from tests.helpers import wait_for, worker
+
+ORDERS = QUEUES_BY_NAME["orders"]
+fixed = threading.Event()
+runs: list[str] = []
+
+
+@app.task(name="ops.test_flaky_step")
+def flaky_step(order_id: str) -> None:
+    """Fails until the test 'deploys the fix'."""
+    if not fixed.is_set():
+        raise RuntimeError(f"boom on {order_id}")
+    runs.append(order_id)
+
+
+@app.task(name="ops.test_buggy_step")
+def buggy_step(order_id: str) -> None:
+    """A bug no redrive fixes."""
+    raise ZeroDivisionError(f"division by zero for {order_id}")
+
+
+def invoke(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def attrs(settings: Settings, url: str) -> dict[str, int]:
+    got = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    return {k: int(v) for k, v in got["Attributes"].items()}
+
+
+def in_dlq(settings: Settings) -> int:
+    return sum(dlq.depth(settings, ORDERS))
+
+
+def alerts_queue(settings: Settings) -> str:
+    """A queue subscribed to system-health with the same filter as the SMS and email alerts."""
+    sqs, sns = aws.client("sqs", settings), aws.client("sns", settings)
+    url = sqs.create_queue(QueueName=f"{settings.prefix}test-alerts")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=provisioning.topic_arns(settings)["system-health"], Protocol="sqs", Endpoint=arn,
+                  Attributes={"RawMessageDelivery": "true", "FilterPolicy": '{"severity": ["critical"]}'},
+                  ReturnSubscriptionArn=True)
+    return str(url)
+
+
+def read_alerts(settings: Settings, url: str, want: int) -> list[dict]:
+    got: list[dict] = []
+
+    def more() -> bool:
+        answer = aws.client("sqs", settings).receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"])
+        for m in answer.get("Messages", []):
+            assert m["MessageAttributes"]["severity"]["StringValue"] == "critical"
+            got.append(json.loads(m["Body"]))
+        return len(got) >= want
+
+    wait_for(more, timeout=60)
+    return got
+
+
+@pytest.fixture
+def poison_ready(infra: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The namespace with one redrive allowed, and a 2 s visibility timeout on `orders`, so that
+    a message failing every time reaches the DLQ (maxReceiveCount 3) in seconds, not 15 minutes."""
+    monkeypatch.setenv("ORDERS_DLQ_MAX_REDRIVES", "1")
+    get_settings.cache_clear()
+    settings = get_settings()
+    aws.client("sqs", settings).set_queue_attributes(
+        QueueUrl=queue_url(settings, "orders"), Attributes={"VisibilityTimeout": "2"})
+    fixed.clear()
+    runs.clear()
+    yield settings
+
+
+@pytest.fixture
+def beat(poison_ready: Settings, tmp_path) -> Iterator[subprocess.Popen[str]]:
+    """`celery -A orders beat`, sending ops.watch_dlqs every second."""
+    env = {**os.environ, "ORDERS_DLQ_WATCH_SECONDS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "orders", "beat", "--loglevel", "WARNING",
+                             "-s", str(tmp_path / "beat-schedule")], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(poison_ready, beat):
+    settings = poison_ready
+    alerts_url = alerts_queue(settings)
+    dlq_url = dlq.dlq_url(settings, ORDERS)
+    with worker(["orders"]):
+        flaky_step.delay("ord-flaky")
+        buggy_step.delay("ord-bug")
+        wait_for(lambda: in_dlq(settings) == 2, timeout=60)
+
+        # Beat runs the watcher: one critical alert per dead-lettered message.
+        alerts = {a["order_id"]: a for a in read_alerts(settings, alerts_url, want=2)}
+        beat.terminate()
+        beat.wait(timeout=30)
+        assert alerts["ord-flaky"]["classification"] == "bug"
+        assert alerts["ord-flaky"]["error"] == "RuntimeError: boom on ord-flaky"
+        assert alerts["ord-bug"]["task"] == "ops.test_buggy_step" and alerts["ord-bug"]["queue"] == "orders"
+
+        code, output = invoke("dlq", "show", "orders", "--json")
+        assert code == 0, output
+        shown = {d["order_id"]: d for d in map(json.loads, output.splitlines())}
+        flaky = shown["ord-flaky"]
+        assert flaky["task"] == "ops.test_flaky_step" and flaky["args"] == ["ord-flaky"]
+        assert flaky["error"] == "RuntimeError: boom on ord-flaky" and flaky["failures"] == 3
+        assert flaky["receive_count"] >= 3 and flaky["first_failure"] < flaky["last_failure"]
+        assert flaky["archived_at"] and flaky["redrives"] == 0
+        assert "ZeroDivisionError: division by zero for ord-bug" in invoke("dlq", "show", "orders")[1]
+
+        # The archive holds the exact message, and the order is marked failed.
+        copies = [i for i in dlq_archive.history(settings, flaky["id"]) if i["item"].startswith("arrival#")]
+        kept = {"MessageId": "-", "ReceiptHandle": "-", "Body": dlq_archive.archived_body(copies[0])}
+        assert len(copies) == 1 and dlq.decode(ORDERS, kept).task_id == flaky["id"]
+        assert OrderStore(settings).get("ord-flaky")["status"] == "failed"
+
+        # Fixed and redriven: it runs exactly once and leaves both queues. The bug fails again.
+        fixed.set()
+        code, output = invoke("dlq", "redrive", "orders", "--all")
+        assert code == 0, output
+        wait_for(lambda: runs == ["ord-flaky"] and in_dlq(settings) == 1, timeout=60)
+        assert attrs(settings, queue_url(settings, "orders")) == {
+            "ApproximateNumberOfMessages": 0, "ApproximateNumberOfMessagesNotVisible": 0}
+        assert runs == ["ord-flaky"]
+
+        # Back in the DLQ, it is archived and alerted on again, then refused a second redrive.
+        tasks.ops.watch_dlqs.delay()
+        again = read_alerts(settings, alerts_url, want=1)
+        assert [a["order_id"] for a in again] == ["ord-bug"]
+    code, output = invoke("dlq", "redrive", "orders", "--all")
+    assert code == 1 and "refused" in output and "redriven 1 time(s) already" in output
+    assert attrs(settings, dlq_url)["ApproximateNumberOfMessages"] == 1
+
+    # Purge asks first, and deletes only archived messages.
+    assert invoke("dlq", "purge", "orders", stdin="n\n")[0] == 1
+    assert attrs(settings, dlq_url)["ApproximateNumberOfMessages"] == 1
+    code, output = invoke("dlq", "purge", "orders", "--yes")
+    assert code == 0 and "Deleted 1 archived message(s)" in output
+    assert in_dlq(settings) == 0
+    statuses = {i["status"] for i in dlq_archive.history(settings, shown["ord-bug"]["id"]) if "status" in i}
+    assert statuses == {"redriven", "purged"}
+
+
+def test_undecodable_message_is_classified_as_invalid_input(infra):
+    sqs = aws.client("sqs", infra)
+    sqs.send_message(QueueUrl=dlq.dlq_url(infra, ORDERS), MessageBody="<order>not json</order>")
+    code, output = invoke("dlq", "show", "orders-dlq")
+    assert code == 0 and "classification: invalid-input" in output and "not a Celery message" in output
+    code, output = invoke("dlq", "list", "--json")
+    rows = {r["queue"]: r for r in map(json.loads, output.splitlines())}
+    assert rows["orders"]["visible"] == 1 and rows["orders"]["oldest_age_seconds"] is not None
+    assert rows["payments"]["visible"] == 0
