@@ -72,7 +72,7 @@ class Gateway:
         attempts = int(state["attempts"])
         if attempts <= TRANSIENT.get(token, 0):
             raise GatewayUnavailable(f"processing error (attempt {attempts}); try again")
-        if token not in APPROVE:
+        if token not in APPROVE and token not in TRANSIENT:
             reason = DECLINE.get(token, "unknown token")
             self._settle(f"{order_id}:charge", {"status": "declined", "declineReason": reason})
             raise PaymentDeclined(reason)

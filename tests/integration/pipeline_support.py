@@ -56,3 +56,40 @@ def wait_final(settings: Settings, order_id: str, timeout: float = 30.0) -> dict
 
 def statuses(record: dict[str, Any]) -> list[str]:
     return [entry["status"] for entry in record["history"]]
+
+
+def subscribe_probe(settings: Settings) -> str:
+    """A queue of the test's namespace subscribed (raw) to every topic: what was published."""
+    from orders import aws
+    from orders.provisioning import queue_arn, topic_arns
+
+    sqs, sns = aws.client("sqs", settings), aws.client("sns", settings)
+    url = sqs.create_queue(QueueName=settings.prefix + "probe")["QueueUrl"]
+    arn = queue_arn(url, settings)
+    for topic in topic_arns(settings).values():
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
+                      Attributes={"RawMessageDelivery": "true"})
+    return str(url)
+
+
+def drain_events(settings: Settings, url: str) -> list[dict[str, Any]]:
+    """Every event in the probe queue so far, with its message attributes (as `_attributes`)."""
+    import base64
+    import json
+
+    from orders import aws
+
+    sqs, found = aws.client("sqs", settings), []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                       MessageAttributeNames=["All"]).get("Messages", [])
+        if not messages:
+            return found
+        for message in messages:
+            body = json.loads(message["Body"])
+            if "headers" in body:  # a customer event: the Celery message for notifications.notify
+                body = json.loads(base64.b64decode(body["body"]))[0][0]
+            body["_attributes"] = {k: v["StringValue"] for k, v in
+                                   message.get("MessageAttributes", {}).items()}
+            found.append(body)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])

@@ -1,0 +1,61 @@
+"""Event envelopes, SNS attributes and PublishBatch splitting (no AWS needed)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from orders.errors import PermanentError
+from orders.events import MAX_BATCH_BYTES, Event, batches, event, sns_entry
+
+
+def record(**extra):
+    return {"orderId": "ord-1", "correlationId": "corr-1", "customerTier": "vip", **extra}
+
+
+def test_envelope_and_filterable_attributes():
+    ev = event("PaymentDeclined", record(), {"reason": "card declined"})
+    body = ev.envelope()
+    assert body["eventType"] == "PaymentDeclined" and body["schemaVersion"] == 1
+    assert body["orderId"] == "ord-1" and body["correlationId"] == "corr-1"
+    assert body["occurredAt"].endswith("Z") and body["data"] == {"reason": "card declined"}
+    attrs = ev.attributes()
+    assert attrs["event_type"] == {"DataType": "String", "StringValue": "PaymentDeclined"}
+    assert attrs["severity"]["StringValue"] == "warning"
+    assert attrs["customer_tier"]["StringValue"] == "vip"
+    assert ev.topic == "payment-notifications"
+
+
+def test_event_ids_are_stable_so_duplicates_can_be_dropped():
+    first, again = event("OrderPlaced", record()), event("OrderPlaced", record())
+    assert first.event_id == again.event_id
+    assert first.event_id != event("OrderShipped", record()).event_id
+    assert event("StockLow", record(), key="A").event_id != event("StockLow", record(), key="B").event_id
+
+
+def test_customer_events_carry_a_celery_message_for_sqs_subscribers():
+    entry = sns_entry(event("OrderShipped", record(), {"trackingNumber": "1ZABC"}))
+    assert entry["MessageStructure"] == "json"
+    per_protocol = json.loads(entry["Message"])
+    assert json.loads(per_protocol["default"])["eventType"] == "OrderShipped"
+    assert "1ZABC" in per_protocol["sms"]
+    celery = json.loads(per_protocol["sqs"])
+    assert celery["headers"]["task"] == "notifications.notify"
+    assert celery["headers"]["root_id"] == "corr-1"
+    args, kwargs, _ = json.loads(base64.b64decode(celery["body"]))
+    assert args[0]["eventType"] == "OrderShipped" and kwargs == {}
+    internal = sns_entry(event("StockReserved", record()))
+    assert "MessageStructure" not in internal and json.loads(internal["Message"])["orderId"] == "ord-1"
+
+
+def test_batches_respect_entry_count_and_size():
+    small = [sns_entry(Event("StockLow", f"o{n}", "c")) for n in range(23)]
+    assert [len(b) for b in batches(small)] == [10, 10, 3]
+    big = [sns_entry(Event("StockLow", f"o{n}", "c", {"pad": "x" * 100_000})) for n in range(5)]
+    sizes = [len(b) for b in batches(big)]
+    assert sizes == [2, 2, 1]
+    huge = sns_entry(Event("StockLow", "o", "c", {"pad": "x" * MAX_BATCH_BYTES}))
+    with pytest.raises(PermanentError):
+        list(batches([huge]))
