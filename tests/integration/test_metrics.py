@@ -1,0 +1,88 @@
+"""Custom metrics reach CloudWatch from a real worker, in a few batched PutMetricData calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import tasks.ops  # noqa: F401  (connects the task metrics)
+from orders import aws, metrics
+from orders.celery import app
+from orders.settings import Settings, get_settings
+from tests.helpers import wait_for, worker
+
+TASKS = 100
+done: list[int] = []
+lock = threading.Lock()
+
+
+@app.task(name="ops.test_metered")
+def metered(i: int) -> None:
+    """Half the orders complete (10.50 USD, placed 1.5 s ago), half are cancelled."""
+    if i % 2 == 0:
+        metrics.order_completed(Decimal("10.50"), "USD", placed_at=time.time() - 1.5)
+    else:
+        metrics.order_cancelled("payment-declined")
+    with lock:
+        done.append(i)
+
+
+def calls(endpoint: str, reset: bool = False) -> dict[str, int]:
+    request = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
+    with urllib.request.urlopen(request) as answer:
+        return dict(json.load(answer))
+
+
+def stat(settings: Settings, name: str, statistic: str, **dims: str) -> float:
+    """One statistic of a metric over the last minutes, summed over its datapoints."""
+    now = datetime.now(UTC)
+    answer = aws.client("cloudwatch", settings).get_metric_statistics(
+        Namespace=metrics.NAMESPACE, MetricName=name, StartTime=now - timedelta(minutes=10),
+        EndTime=now + timedelta(minutes=5), Period=60, Statistics=[statistic],
+        Dimensions=[{"Name": k, "Value": v} for k, v in {"Environment": settings.env, **dims}.items()])
+    points = answer["Datapoints"]
+    if statistic in ("Minimum", "Maximum"):
+        pick = min if statistic == "Minimum" else max
+        return float(pick(p[statistic] for p in points)) if points else float("nan")
+    return float(sum(p[statistic] for p in points))
+
+
+def test_task_and_business_metrics_arrive_in_a_few_batched_calls(infra, emulator, monkeypatch):
+    monkeypatch.setenv("ORDERS_METRICS_FLUSH_SECONDS", "2")
+    get_settings.cache_clear()
+    settings = get_settings()
+    metrics.buffer().close()  # a flusher started by an earlier test sleeps its own interval
+    done.clear()
+    calls(emulator.endpoint, reset=True)
+    with worker(["orders"]):
+        for i in range(TASKS):
+            metered.delay(i)
+        wait_for(lambda: len(done) == TASKS, timeout=60)
+        wait_for(lambda: stat(settings, "TaskSuccess", "SampleCount", Queue="orders") == TASKS, timeout=30)
+    puts = sum(n for call, n in calls(emulator.endpoint).items() if call.endswith(":PutMetricData"))
+    print(f"\n{puts} PutMetricData call(s) for {TASKS} tasks ({puts / TASKS:.3f} per task)")
+    assert 0 < puts <= TASKS / 10
+
+    assert stat(settings, "TaskSuccess", "Sum", Queue="orders") == TASKS
+    assert stat(settings, "TaskDuration", "SampleCount", Task="ops.test_metered") == TASKS
+    assert stat(settings, "OrdersCompleted", "Sum") == TASKS / 2
+    assert stat(settings, "Revenue", "Sum", Currency="USD") == 10.5 * TASKS / 2
+    assert stat(settings, "OrdersCancelled", "Sum", Reason="payment-declined") == TASKS / 2
+    assert stat(settings, "EndToEndLatency", "SampleCount") == TASKS / 2
+    assert stat(settings, "EndToEndLatency", "Minimum") >= 1.5
+
+
+def test_queue_utilisation_is_sampled_by_the_ops_task(infra):
+    from orders.queue_urls import queue_url
+
+    sqs = aws.client("sqs", infra)
+    sqs.send_message_batch(QueueUrl=queue_url(infra, "payments"),
+                           Entries=[{"Id": str(i), "MessageBody": "waiting"} for i in range(5)])
+    with worker(["orders"]):
+        tasks.ops.sample_queues.delay()
+        # 5 waiting of the 500 that payments drains within its 10 s target at 50/s: 1%.
+        wait_for(lambda: stat(infra, "QueueUtilisation", "Maximum", Queue="payments") == 1.0, timeout=30)
