@@ -1,0 +1,98 @@
+"""Decoding and classifying dead-lettered messages (pure code: no AWS)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from orders.dlq import (
+    BUG,
+    INVALID_INPUT,
+    PERMANENT,
+    TRANSIENT,
+    classify,
+    classify_exception,
+    decode,
+    find_order_id,
+    queue_spec,
+)
+from orders.dlq_watch import exception_kinds
+from orders.errors import GatewayUnavailable, InvalidOrder, PaymentDeclined
+from orders.topology import QUEUES_BY_NAME
+
+PAYMENTS = QUEUES_BY_NAME["payments"]
+
+
+def b64(value: object) -> str:
+    return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def kombu_message(body: str, message_id: str = "m-1") -> dict:
+    return {"MessageId": message_id, "ReceiptHandle": "r", "Body": body, "MD5OfBody": "abc",
+            "Attributes": {"ApproximateReceiveCount": "6", "SentTimestamp": "1700000000000"}}
+
+
+def celery_body(task: str, args: list, kwargs: dict, base64_outer: bool = True) -> str:
+    envelope = {"body": b64([args, kwargs, {"callbacks": None}]), "content-type": "application/json",
+                "headers": {"task": task, "id": "task-42", "retries": 0},
+                "properties": {"body_encoding": "base64"}}
+    return b64(envelope) if base64_outer else json.dumps(envelope)
+
+
+@pytest.mark.parametrize("outer", [True, False])
+def test_decodes_a_celery_protocol_2_message(outer):
+    body = celery_body("payments.charge", [{"orderId": "ord-7", "items": []}], {"attempt": 2}, outer)
+    letter = decode(PAYMENTS, kombu_message(body))
+    assert (letter.task, letter.task_id, letter.order_id) == ("payments.charge", "task-42", "ord-7")
+    assert letter.kwargs == {"attempt": 2} and letter.key == "task-42"
+    assert letter.receive_count == 6 and letter.sent_at == 1_700_000_000
+    assert letter.decode_error is None
+
+
+def test_an_undecodable_body_is_kept_and_keyed_by_its_digest():
+    letter = decode(PAYMENTS, kombu_message("<xml/>"))
+    assert letter.decode_error and letter.body == "<xml/>" and letter.key == "md5-abc"
+    assert classify(letter, None)[0] == INVALID_INPUT
+
+
+def test_json_that_is_not_a_celery_message_is_invalid_input():
+    letter = decode(PAYMENTS, kombu_message(json.dumps({"hello": "world"})))
+    assert letter.decode_error and letter.task is None
+
+
+@pytest.mark.parametrize("args, kwargs, expected", [
+    ([], {"order_id": "ord-1"}, "ord-1"),
+    ([{"orderId": "ord-2"}], {}, "ord-2"),
+    ([{"order": {"orderId": "ord-3"}}], {}, "ord-3"),
+    (["ord-4", 10], {}, "ord-4"),
+    ([10], {}, None),
+])
+def test_finds_the_order_id(args, kwargs, expected):
+    assert find_order_id(args, kwargs) == expected
+
+
+@pytest.mark.parametrize("exc, category", [
+    (InvalidOrder(["total is negative"]), INVALID_INPUT),
+    (PaymentDeclined("card declined"), PERMANENT),
+    (GatewayUnavailable("timeout"), TRANSIENT),
+    (TimeoutError("read timed out"), TRANSIENT),
+    (ZeroDivisionError("oops"), BUG),
+    (KeyError("sku"), BUG),
+])
+def test_classifies_failures_by_exception_class(exc, category):
+    assert classify_exception(exception_kinds(exc)) == category
+
+
+def test_a_message_that_never_failed_visibly_is_transient():
+    letter = decode(PAYMENTS, kombu_message(celery_body("payments.charge", ["ord-1"], {})))
+    assert classify(letter, None)[0] == TRANSIENT
+    recorded = {"category": BUG, "error": "ZeroDivisionError: x"}
+    assert classify(letter, recorded) == (BUG, "ZeroDivisionError: x")
+
+
+def test_queue_names_and_dlq_names_both_resolve():
+    assert queue_spec("inventory-dlq.fifo") is queue_spec("inventory.fifo")
+    with pytest.raises(KeyError, match="no queue or DLQ"):
+        queue_spec("nope")
