@@ -123,7 +123,8 @@ def find_order_id(args: list[Any], kwargs: dict[str, Any]) -> str | None:
             return str(kwargs[name])
     for value in [*args, *kwargs.values()]:
         if isinstance(value, dict):
-            nested = value.get("order") if isinstance(value.get("order"), dict) else value
+            inner = value.get("order")
+            nested: dict[str, Any] = inner if isinstance(inner, dict) else value
             for name in ("orderId", "order_id"):
                 if isinstance(nested.get(name), str):
                     return str(nested[name])

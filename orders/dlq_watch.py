@@ -142,6 +142,9 @@ def _entry(entry_id: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:
     """The order shows `failed` (with the classification) while its message awaits triage."""
+    order_id = arrival.letter.order_id
+    if order_id is None:
+        return False
     try:
         from orders.store import OrderStore
     except ImportError:
@@ -149,7 +152,7 @@ def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:
         return False
     reason = f"dead-lettered on {arrival.letter.queue.name} ({arrival.category}): {arrival.why}"[:500]
     try:
-        OrderStore(settings).mark_failed(arrival.letter.order_id, reason)
+        OrderStore(settings).mark_failed(order_id, reason)
     except Exception as exc:  # an unknown order id (a hand-crafted message) must not stop the watcher
         log.warning("could not mark order %s failed: %s", arrival.letter.order_id, exc)
         return False

@@ -313,5 +313,5 @@ def connect_task_signals() -> None:
 
     signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="orders.metrics.prerun")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="orders.metrics.postrun")
-    for signal in (signals.worker_process_shutdown, signals.worker_shutdown):
-        signal.connect(_on_shutdown, weak=False, dispatch_uid=f"orders.metrics.{signal.name}")
+    for name, signal in (("process", signals.worker_process_shutdown), ("worker", signals.worker_shutdown)):
+        signal.connect(_on_shutdown, weak=False, dispatch_uid=f"orders.metrics.{name}_shutdown")

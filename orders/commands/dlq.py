@@ -82,8 +82,8 @@ def list_cmd(as_json: bool) -> None:
         return
     click.echo(f"{'QUEUE':22} {'DLQ':36} {'DEPTH':>6} {'IN FLIGHT':>9}  OLDEST (sampled)")
     for r in rows:
-        age = "-" if r["oldest_age_seconds"] is None else f"{r['oldest_age_seconds']} s"
-        click.echo(f"{r['queue']:22} {r['dlq']:36} {r['visible']:>6} {r['in_flight']:>9}  {age}")
+        oldest = "-" if r["oldest_age_seconds"] is None else f"{r['oldest_age_seconds']} s"
+        click.echo(f"{r['queue']:22} {r['dlq']:36} {r['visible']:>6} {r['in_flight']:>9}  {oldest}")
 
 
 def _described(settings: Settings, letters: list[DeadLetter]) -> list[dict[str, Any]]:
