@@ -11,6 +11,7 @@ from celery import Celery, signals
 
 import tasks
 from orders.config import celery_settings
+from orders.control_plane import ControlPlaneApp
 from orders.queue_urls import queue_urls
 from orders.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
@@ -21,8 +22,8 @@ from orders.topology import QUEUES_BY_NAME, topology_problems
 TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__))
 
 
-class OrdersCelery(Celery):
-    """Celery on SQS, configured from `orders.settings`."""
+class OrdersCelery(ControlPlaneApp, Celery):
+    """Celery on SQS, configured from `orders.settings`; monitoring over the control plane."""
 
     def reconfigure(self, settings: Settings) -> None:
         """Point this app at another environment (tests use one per test)."""
@@ -31,6 +32,7 @@ class OrdersCelery(Celery):
         if "amqp" in self.__dict__:
             # So was the producer pool: kept, it would send to the old environment's queues.
             self.amqp._producer_pool = None
+        self.forget_control_plane()
         if "amqp" in self.__dict__:
             self.amqp.queues = self.amqp.Queues(self.conf.task_queues)
 

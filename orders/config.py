@@ -38,10 +38,13 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": settings.prefetch_multiplier,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # SQS has no fanout: remote control, gossip and mingle would only time out.
-        # The control plane (orders.control_plane) brings them back over Redis.
+        # The control plane (orders.control_plane) brings events and remote
+        # control back over Redis (ORDERS_CONTROL_URL), never adding an SQS call.
         "worker_enable_remote_control": False,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        "orders_control_url": settings.control_url,
+        "worker_consumer": "orders.control_plane_worker:Consumer",
+        "worker_send_task_events": bool(settings.control_url),
+        "task_send_sent_event": bool(settings.control_url),
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,

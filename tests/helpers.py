@@ -51,3 +51,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout:.0f} s: {predicate}")
+
+
+@contextmanager
+def logged_process(cmd: list[str], log_path: Any,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A long-running command (a worker with heartbeats, Flower) whose output goes to `log_path`."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, text=True,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

@@ -1,0 +1,205 @@
+"""Remote control and events over the control plane, for workers that consume SQS.
+
+The session emulator provides a real redis-server as ORDERS_CONTROL_URL; the
+resilience test runs a private one so it can stop it. SQS calls are counted by
+the emulator itself, Redis commands by redis-server's own statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from orders import aws
+from orders.celery import app
+from orders.control_plane import MonitoringNotConfigured
+from orders.emulator import EmbeddedRedis
+from orders.queue_urls import queue_url
+from orders.settings import Settings, get_settings
+from tests.helpers import logged_process, wait_for, worker
+from tests.monitoring_tasks import monitoring_add
+
+pytestmark = pytest.mark.integration
+
+done: Counter[str] = Counter()
+lock = threading.Lock()
+
+
+@app.task(name="ops.control_plane_probe")
+def probe(tag: str) -> None:
+    with lock:
+        done[tag] += 1
+
+
+def ran(tag: str, count: int) -> bool:
+    with lock:
+        return done[tag] >= count
+
+
+def use(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> Settings:
+    """Re-read the settings with these variables changed (None: unset) and point the app at them."""
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    app.reconfigure(settings)
+    app.amqp._producer_pool = None  # Celery keeps its producer pool across reconfigure()
+    return settings
+
+
+def sqs_calls(endpoint: str, reset: bool = False) -> Counter[str]:
+    req = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return Counter(json.loads(resp.read()))
+
+
+def redis_commands(url: str) -> Counter[str]:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
+
+
+def celery_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "orders", *args], text=True,
+                          capture_output=True, timeout=60, env=env or dict(os.environ))
+
+
+def ping(hostname: str, timeout: float = 1.0) -> Any:
+    return app.control.inspect(timeout=timeout, destination=[hostname]).ping()
+
+
+@pytest.fixture
+def infra_app(infra: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A provisioned namespace with a fresh producer pool (and the app re-pointed afterwards)."""
+    app.amqp._producer_pool = None
+    yield infra
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    app.reconfigure(get_settings())
+
+
+def test_inspect_ping_and_active_queues_reach_a_worker_on_sqs(infra_app: Settings) -> None:
+    with worker(["orders"]) as w:
+        assert wait_for(lambda: ping(w.hostname)) == {w.hostname: {"ok": "pong"}}
+        queues = app.control.inspect(timeout=1, destination=[w.hostname]).active_queues()
+        assert [q["name"] for q in queues[w.hostname]] == ["orders"]
+        cli = celery_cli("inspect", "ping", "-d", w.hostname)
+        assert cli.returncode == 0, cli.stderr
+        assert f"{w.hostname}: OK" in cli.stdout and "pong" in cli.stdout
+
+
+def test_celery_events_shows_the_tasks_a_worker_ran(infra_app: Settings, tmp_path: Any) -> None:
+    out = (tmp_path / "events.txt").open("w+")
+    dump = subprocess.Popen([sys.executable, "-m", "celery", "-A", "orders", "events", "--dump"],
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        with worker(["orders"]) as w:
+            # The dump listens once it prints the worker's heartbeats.
+            wait_for(lambda: f"{w.hostname} [" in (tmp_path / "events.txt").read_text())
+            task_id = probe.delay("events").id
+            wait_for(lambda: f"task succeeded: ops.control_plane_probe({task_id})"
+                     in (tmp_path / "events.txt").read_text())
+        text = (tmp_path / "events.txt").read_text()
+        for kind in ("task sent", "task received", "task started"):
+            assert f"{kind}: ops.control_plane_probe({task_id})" in text
+    finally:
+        dump.terminate()
+        dump.wait(15)
+        out.close()
+
+
+def run_tasks_and_count(settings: Settings, queue: str, n: int) -> Counter[str]:
+    """SQS calls, by action, for n tasks sent to `queue` and run by a worker started for them.
+
+    Each run has a queue of its own: a stopped worker's last long poll may still
+    take a message from its queue, which then waits out its visibility timeout.
+    """
+    queue_url(settings, queue)  # look the URLs up first: both runs share the cache
+    endpoint = settings.endpoint_url or ""
+    sqs_calls(endpoint, reset=True)
+    for _ in range(n):
+        probe.apply_async((queue,), queue=queue)
+    with worker([queue]):
+        wait_for(lambda: ran(queue, n))
+    return sqs_calls(endpoint)
+
+
+def test_monitoring_adds_no_sqs_call_per_task(infra_app: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 20
+    control_url = os.environ["ORDERS_CONTROL_URL"]
+    # kombu's stock SQS transport: one SendMessage and one DeleteMessage per task, no timed batches.
+    off = run_tasks_and_count(use(monkeypatch, ORDERS_CONTROL_URL=None, ORDERS_BATCH_ACKS="0"), "orders", n)
+    before = redis_commands(control_url)
+    on = run_tasks_and_count(use(monkeypatch, ORDERS_CONTROL_URL=control_url), "shipping", n)
+    redis_ops = redis_commands(control_url) - before
+    # ReceiveMessage is long polling: how many depends on time, not on the tasks or on monitoring.
+    on_data, off_data = (Counter({k: v for k, v in c.items() if k != "sqs:ReceiveMessage"})
+                         for c in (on, off))
+    print(f"\nSQS calls for {n} tasks, monitoring off: {dict(off)}"
+          f"\n                    monitoring on:  {dict(on)}"
+          f"\nRedis commands with monitoring on: {dict(redis_ops)}")
+    assert on_data == off_data
+    assert off_data["sqs:SendMessage"] == n and off_data["sqs:DeleteMessage"] == n
+    assert set(on) == set(off)  # no other SQS action appears
+    assert redis_ops["publish"] >= n  # the events really went to the control plane
+
+
+def queue_is_empty(settings: Settings, name: str) -> bool:
+    """No message waiting or in flight: every task sent to it ran and was acked."""
+    attrs = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=queue_url(settings, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return attrs["ApproximateNumberOfMessages"] == attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_tasks_keep_flowing_while_the_control_plane_is_down(
+        infra_app: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    plane = EmbeddedRedis().start()
+    name = f"outage-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    log = tmp_path / "worker.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "orders", "worker", "-Q", "orders", "-n", name,
+           "-c", "2", "-I", "tests.monitoring_tasks", "--loglevel", "INFO"]
+    try:
+        settings = use(monkeypatch, ORDERS_CONTROL_URL=plane.url)
+        with logged_process(cmd, log):
+            wait_for(lambda: ping(name))
+            plane.stop()
+            for i in range(6):
+                monitoring_add.delay(i, i)
+            wait_for(lambda: queue_is_empty(settings, "orders"))
+            assert log.read_text().count("succeeded in") == 6
+            assert log.read_text().count("monitoring degraded") == 1, log.read_text()
+
+            plane = EmbeddedRedis(port=plane.port).start()
+            wait_for(lambda: ping(name, timeout=0.5), timeout=40)
+            wait_for(lambda: "monitoring restored" in log.read_text())
+    finally:
+        plane.stop()
+
+
+def test_without_a_control_plane_monitoring_commands_say_what_to_set(
+        infra_app: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    use(monkeypatch, ORDERS_CONTROL_URL=None)
+    with pytest.raises(MonitoringNotConfigured, match="ORDERS_CONTROL_URL"):
+        app.control.inspect(timeout=0.5).ping()
+    cli = celery_cli("inspect", "ping")
+    assert cli.returncode != 0
+    assert "ORDERS_CONTROL_URL" in cli.stderr, cli.stderr
+    with worker(["orders"]):  # and tasks run as on stock Celery
+        probe.delay("stock")
+        wait_for(lambda: ran("stock", 1))
