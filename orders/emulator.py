@@ -255,6 +255,10 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
         as_json: bool = False, host: str = "127.0.0.1") -> None:
     """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    stop = threading.Event()
+    # Before anything starts or is printed: a SIGTERM right after the printout (a test or
+    # a supervisor stopping it) must still stop redis-server rather than orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms).start()
     redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
     env = client_environment(aws.endpoint, redis.url if redis else None)
@@ -267,8 +271,6 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
             print(f"Control plane (redis-server {redis.port}) on {redis.url}")
         print("In other terminals, use it with:\n")
         print("".join(f"  export {k}={v}\n" for k, v in env.items()), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
