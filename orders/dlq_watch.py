@@ -141,19 +141,15 @@ def _entry(entry_id: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 
 def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:
-    """The order shows `failed` (with the classification) while its message awaits triage."""
+    """The order shows `failed` (and OrderFailed is published) while its message awaits triage."""
+    from orders.workflow import fail_order  # the pipeline's own path: store + OrderFailed event
+
     order_id = arrival.letter.order_id
     if order_id is None:
         return False
-    try:
-        from orders.store import OrderStore
-    except ImportError:
-        log.info("no order store in this build: order %s not marked failed", arrival.letter.order_id)
-        return False
     reason = f"dead-lettered on {arrival.letter.queue.name} ({arrival.category}): {arrival.why}"[:500]
     try:
-        OrderStore(settings).mark_failed(order_id, reason)
-    except Exception as exc:  # an unknown order id (a hand-crafted message) must not stop the watcher
-        log.warning("could not mark order %s failed: %s", arrival.letter.order_id, exc)
+        return fail_order(settings, order_id, reason)
+    except Exception as exc:  # a store or SNS hiccup must not stop the watcher; the alert still goes out
+        log.warning("could not mark order %s failed: %s", order_id, exc)
         return False
-    return True

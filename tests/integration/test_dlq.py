@@ -141,7 +141,8 @@ def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(pois
         copies = [i for i in dlq_archive.history(settings, flaky["id"]) if i["item"].startswith("arrival#")]
         kept = {"MessageId": "-", "ReceiptHandle": "-", "Body": dlq_archive.archived_body(copies[0])}
         assert len(copies) == 1 and dlq.decode(ORDERS, kept).task_id == flaky["id"]
-        assert OrderStore(settings).get("ord-flaky")["status"] == "failed"
+        order = OrderStore(settings).get("ord-flaky")
+        assert order["status"] == "failed" and order["reason"].startswith("dead-lettered on orders (bug)")
 
         # Fixed and redriven: it runs exactly once and leaves both queues. The bug fails again.
         fixed.set()
