@@ -1,0 +1,25 @@
+"""The docs stay true to the code: generated tables and the configuration reference."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from orders import topology_doc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", topology_doc.TABLES)
+def test_architecture_tables_match_the_topology(name):
+    documented = topology_doc.documented(topology_doc.DOC.read_text(), name)
+    assert documented is not None, f"docs/architecture.md lost its generated:{name} markers"
+    assert documented == topology_doc.TABLES[name](), (
+        "docs/architecture.md is out of date: run `python -m orders.topology_doc --write`")
+
+
+def test_readme_documents_every_environment_variable_the_settings_read():
+    read = set(re.findall(r'"((?:ORDERS|AWS)_[A-Z0-9_]+)"', (ROOT / "orders" / "settings.py").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    undocumented = sorted(v for v in read if f"`{v}`" not in readme)
+    assert read and not undocumented, f"README.md's configuration table lacks {undocumented}"
