@@ -56,11 +56,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Periodic tasks run by `celery -A orders beat` (one beat per environment)."""
     return {
         # DLQ triage: archive, alert and count each new dead-lettered message (tasks/ops.py).
-        # A run not started within one interval is dropped: the next one does the same work.
+        # A run not started within an interval (30 s at least) is dropped: the next one does its work.
         "watch-dlqs": {"task": "ops.watch_dlqs", "schedule": settings.dlq_watch_seconds,
-                       "options": {"expires": settings.dlq_watch_seconds}},
+                       "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
         "sample-queues": {"task": "ops.sample_queues", "schedule": settings.dlq_watch_seconds,
-                          "options": {"expires": settings.dlq_watch_seconds}},
+                          "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
         # Stock held by reservations that expired is given back (tasks/inventory.py); its
         # own FIFO group keeps the sweep from waiting behind any product's messages.
         "release-expired-holds": {"task": "inventory.release_expired",
