@@ -42,6 +42,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # control back over Redis (ORDERS_CONTROL_URL), never adding an SQS call.
         "worker_enable_remote_control": False,
         "orders_control_url": settings.control_url,
+        "orders_control_prefix": settings.prefix,  # environments sharing one Redis stay apart
         "worker_consumer": "orders.control_plane_worker:Consumer",
         "worker_send_task_events": bool(settings.control_url),
         "task_send_sent_event": bool(settings.control_url),

@@ -72,8 +72,11 @@ def control_connection(app: Any, connect_timeout: float | None = None) -> Connec
     url = control_url(app)
     if not url:
         raise MonitoringNotConfigured()
+    # Every key and channel is prefixed with the environment: `celery control shutdown`
+    # in one environment never reaches the workers of another sharing the same Redis.
+    prefix = f"orders:{app.conf.get('orders_control_prefix') or ''}"
     return Connection(url, connect_timeout=connect_timeout or CONNECT_TIMEOUT,
-                      transport_options=dict(TRANSPORT_OPTIONS))
+                      transport_options={**TRANSPORT_OPTIONS, "global_keyprefix": prefix})
 
 
 def fanout_capable(conn_or_channel: Any) -> bool:
