@@ -132,7 +132,15 @@ class Batcher:
             self._cond.notify_all()
         if not done:
             logger.error("%s batcher closed with %d entries unsent", self.name, self.pending())
+        logger.info("%s", self.summary())
         return done
+
+    def summary(self) -> str:
+        """One line for the log: entries per call, failures, retries."""
+        s = self.stats
+        per_call = s["ok"] / s["calls"] if s["calls"] else 0.0
+        return (f"{self.name}: {s['ok']} entries in {s['calls']} calls ({per_call:.1f} per call), "
+                f"{s['failed']} failed, {s['retried']} retried")
 
     def _unresolved(self) -> bool:
         return any(t.entries or t.in_flight for t in self._targets.values())

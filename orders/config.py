@@ -94,4 +94,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "fetch_message_attributes": {
             "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
         },
+        # orders.transport only (kombu's stock transport ignores them).
+        "ack_linger": settings.ack_linger,
+        "send_linger": settings.send_linger,
+        "receive_batch_wait": settings.receive_batch_wait,
     }

@@ -89,6 +89,9 @@ class Settings:
     polling_interval: float = 0.05
     prefetch_multiplier: int = 10
     batch_acks: bool = True
+    ack_linger: float = 0.2
+    send_linger: float = 0.05
+    receive_batch_wait: float = 0.25
     metrics_enabled: bool = True
     metrics_flush_seconds: float = 10.0
     dlq_watch_seconds: float = 60.0
@@ -125,6 +128,12 @@ class Settings:
             prefetch_multiplier=_int(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"),
                                      "ORDERS_PREFETCH_MULTIPLIER", low=1),
             batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
+            # orders.transport: how long an ack or a send waits for nine others to share
+            # its batch call, and how long a queue that answered short is left to fill up.
+            ack_linger=_float(env.get("ORDERS_ACK_LINGER", "0.2"), "ORDERS_ACK_LINGER"),
+            send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
+            receive_batch_wait=_float(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
+                                      "ORDERS_RECEIVE_BATCH_WAIT"),
             metrics_enabled=_flag(env.get("ORDERS_METRICS", "1"), "ORDERS_METRICS"),
             metrics_flush_seconds=_float(env.get("ORDERS_METRICS_FLUSH_SECONDS", "10"),
                                          "ORDERS_METRICS_FLUSH_SECONDS"),

@@ -31,6 +31,8 @@ changes, and why it keeps at-least-once delivery:
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 from collections import Counter
@@ -39,6 +41,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import kombu.transport
+from amqp.protocol import queue_declare_ok_t
 from kombu.transport import virtual
 from kombu.transport.SQS import SQS_MAX_MESSAGES
 from kombu.transport.SQS import Channel as SQSChannel
@@ -47,6 +50,8 @@ from kombu.transport.SQS import Transport as SQSTransport
 from orders import aws
 from orders.batching import Batcher, delete_message_batch, message_size, send_message_batch
 from orders.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 #: The broker URL scheme of this transport (`orders-sqs://`), registered with kombu below.
 SCHEME = "orders-sqs"
@@ -76,7 +81,13 @@ def send_batcher(linger: float) -> Batcher:
     with _send_lock:
         if pid not in _send_batchers:
             _send_batchers[pid] = Batcher("sqs-sends", send_message_batch, linger=linger)
+            atexit.register(_log_sends, pid)
         return _send_batchers[pid]
+
+
+def _log_sends(pid: int) -> None:
+    if pid == os.getpid():
+        logger.info("%s", _send_batchers[pid].summary())
 
 
 @contextmanager
@@ -127,6 +138,7 @@ class Channel(SQSChannel):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._requested: dict[str, int] = {}
+        self.receives: Counter[str] = Counter()
 
     @property
     def acks(self) -> Batcher:
@@ -165,6 +177,8 @@ class Channel(SQSChannel):
 
     def close(self) -> None:
         # Before kombu's close, which restores (makes visible again) what is unacked.
+        if self.receives["calls"]:
+            logger.info("sqs-receives: %(messages)d messages in %(calls)d calls", self.receives)
         if self._acks is not None and not self._acks.closed:
             self._acks.close(self.transport_options.get("ack_close_timeout", 10.0))
             with _send_lock:
@@ -191,6 +205,15 @@ class Channel(SQSChannel):
             return _BatchedSendClient(client, self.sends)
         return client
 
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if passive or not queue:
+            return super().queue_declare(queue, passive=passive, **kwargs)
+        # Celery declares a queue on every new connection that publishes to it or
+        # consumes it, and kombu answers with the queue's depth: a GetQueueAttributes
+        # nobody reads. The queue exists (predefined); only a passive declare asks.
+        self._new_queue(queue, **kwargs)
+        return queue_declare_ok_t(queue, 0, 0)
+
     def _get_bulk_async(self, queue: str, callback: Any = None) -> Any:
         self._requested[queue] = self._get_message_estimate()  # type: ignore[attr-defined]
         return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
@@ -198,6 +221,8 @@ class Channel(SQSChannel):
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         wait = self.transport_options.get("receive_batch_wait", 0.25)
         wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
+        self.receives["calls"] += 1
+        self.receives["messages"] += messages_fetched or 0
         if messages_fetched and messages_fetched < wanted and wait:
             # Fewer than asked for: the queue is drained, so let it fill up for a moment.
             self.hub.call_later(wait, self._schedule_queue, queue)  # type: ignore[attr-defined]
