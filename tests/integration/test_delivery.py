@@ -6,8 +6,6 @@ import json
 import threading
 import uuid
 
-import pytest
-
 from orders import aws, provisioning
 from orders.celery import app
 from orders.queue_urls import queue_url
@@ -43,20 +41,21 @@ def receive(settings, url, visibility=None, wait=0):
         MessageSystemAttributeNames=["ApproximateReceiveCount"], **extra).get("Messages", [])
 
 
-@pytest.mark.parametrize("spec", QUEUES, ids=lambda q: q.name)
-def test_a_message_received_more_than_max_receive_count_times_lands_in_its_dlq(infra, spec):
-    sqs, url = aws.client("sqs", infra), queue_url(infra, spec.name)
-    fifo = {"MessageGroupId": "g", "MessageDeduplicationId": "d"} if spec.fifo else {}
-    sqs.send_message(QueueUrl=url, MessageBody="poison", **fifo)
-    counts = []
-    for _ in range(spec.max_receive_count):
-        # VisibilityTimeout=0: the message is back at once, as after a crashed worker.
-        (message,) = receive(infra, url, visibility=0)
-        counts.append(int(message["Attributes"]["ApproximateReceiveCount"]))
-    assert counts == list(range(1, spec.max_receive_count + 1))
-    assert receive(infra, url, visibility=0) == []  # one receive too many: moved, not delivered
-    (dead,) = receive(infra, dlq_url(infra, spec))
-    assert dead["Body"] == "poison"
+def test_a_message_received_more_than_max_receive_count_times_lands_in_its_dlq(infra):
+    sqs = aws.client("sqs", infra)
+    for spec in QUEUES:
+        url = queue_url(infra, spec.name)
+        fifo = {"MessageGroupId": "g", "MessageDeduplicationId": "d"} if spec.fifo else {}
+        sqs.send_message(QueueUrl=url, MessageBody=f"poison for {spec.name}", **fifo)
+        counts = []
+        for _ in range(spec.max_receive_count):
+            # VisibilityTimeout=0: the message is back at once, as after a crashed worker.
+            (message,) = receive(infra, url, visibility=0)
+            counts.append(int(message["Attributes"]["ApproximateReceiveCount"]))
+        assert counts == list(range(1, spec.max_receive_count + 1)), spec.name
+        assert receive(infra, url, visibility=0) == [], spec.name  # one receive too many: moved
+        (dead,) = receive(infra, dlq_url(infra, spec))
+        assert dead["Body"] == f"poison for {spec.name}"
 
 
 def test_a_task_that_always_fails_reaches_the_dlq_through_a_real_worker(infra):

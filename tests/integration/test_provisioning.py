@@ -3,8 +3,6 @@
 import json
 import os
 
-import pytest
-
 from orders import aws, provisioning
 from orders.settings import Settings
 
@@ -41,24 +39,23 @@ def queue(settings: Settings, name: str) -> tuple[str, dict[str, str], dict[str,
     return url, attrs, sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
 
 
-@pytest.mark.parametrize("name", EXPECTED)
-def test_up_creates_each_queue_and_dlq_with_the_issues_attributes(infra, name):
-    visibility, max_receives, fifo = EXPECTED[name]
-    _, attrs, tags = queue(infra, name)
-    _, dlq_attrs, dlq_tags = queue(infra, dlq_of(name))
-    assert attrs["VisibilityTimeout"] == visibility
-    assert attrs["MessageRetentionPeriod"] == DAYS_14
-    assert attrs["ReceiveMessageWaitTimeSeconds"] == "20"
-    assert json.loads(attrs["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_attrs["QueueArn"],
-                                                  "maxReceiveCount": max_receives}
-    assert dlq_attrs["MessageRetentionPeriod"] == DAYS_14
-    if fifo is None:
-        assert "FifoQueue" not in attrs and "FifoQueue" not in dlq_attrs
-    else:
-        assert attrs["FifoQueue"] == dlq_attrs["FifoQueue"] == "true"
-        assert {k: attrs[k] for k in fifo} == fifo
-    expected_tags = {"environment": infra.env, "service": SERVICE[name], "app": "orders"}
-    assert tags == dlq_tags == expected_tags
+def test_up_creates_each_queue_and_dlq_with_the_issues_attributes(infra):
+    for name, (visibility, max_receives, fifo) in EXPECTED.items():
+        _, attrs, tags = queue(infra, name)
+        _, dlq_attrs, dlq_tags = queue(infra, dlq_of(name))
+        assert attrs["VisibilityTimeout"] == visibility, name
+        assert attrs["MessageRetentionPeriod"] == DAYS_14, name
+        assert attrs["ReceiveMessageWaitTimeSeconds"] == "20", name
+        assert json.loads(attrs["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_attrs["QueueArn"],
+                                                      "maxReceiveCount": max_receives}, name
+        assert dlq_attrs["MessageRetentionPeriod"] == DAYS_14, name
+        if fifo is None:
+            assert "FifoQueue" not in attrs and "FifoQueue" not in dlq_attrs, name
+        else:
+            assert attrs["FifoQueue"] == dlq_attrs["FifoQueue"] == "true", name
+            assert {k: attrs[k] for k in fifo} == fifo, name
+        expected_tags = {"environment": infra.env, "service": SERVICE[name], "app": "orders"}
+        assert tags == dlq_tags == expected_tags, name
 
 
 def test_up_creates_the_topics_and_the_notifications_subscriptions(infra):
