@@ -30,7 +30,7 @@ from typing import Any
 from celery import Task
 
 from orders import events as events_module
-from orders.domain import Order, needs_review, validate
+from orders.domain import ID_PATTERN, Order, needs_review, validate
 from orders.errors import InvalidOrder, RetryableError
 from orders.events import Event
 from orders.inventory import unknown_skus
@@ -49,11 +49,29 @@ def admit(settings: Settings, raw: Any) -> tuple[Order, dict[str, Any]]:
 
     Raises InvalidOrder listing every problem; nothing has been sent then.
     """
-    order = validate(raw)
-    unknown = unknown_skus(settings, order.skus)
-    if unknown:
-        raise InvalidOrder([f"items: unknown sku {sku}" for sku in unknown])
+    order = check(settings, raw)
     return order, entry_options(order)
+
+
+def check(settings: Settings, raw: Any) -> Order:
+    """The validated order, or InvalidOrder with every problem, unknown SKUs included.
+
+    The SKUs are looked up with one BatchGetItem, even when the order has other
+    problems, so that the caller hears about everything at once.
+    """
+    problems: list[str] = []
+    order = None
+    try:
+        order = validate(raw)
+    except InvalidOrder as exc:
+        problems = exc.problems
+    items = raw.get("items") if isinstance(raw, dict) else None
+    skus = [i["sku"] for i in items or [] if isinstance(i, dict) and isinstance(i.get("sku"), str)
+            and ID_PATTERN.match(i["sku"])] if isinstance(items, list) else []
+    problems += [f"items: unknown sku {sku}" for sku in unknown_skus(settings, skus)] if skus else []
+    if problems or order is None:
+        raise InvalidOrder(problems)
+    return order
 
 
 def entry_options(order: Order) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from orders.celery import app
 from orders.domain import ID_PATTERN, Order, review_concerns, validate
 from orders.errors import InvalidOrder
 from orders.events import Event, event
-from orders.inventory import unknown_skus
 from orders.settings import Settings, get_settings
 from orders.store import OrderStore, now_iso
 from orders.workflow import (
     StepTask,
     admit,
+    check,
     done_by,
     finish,
     is_large,
@@ -46,20 +46,22 @@ class PlaceOrderTask(StepTask):
 def place_order(self: StepTask, order: Any = None, *extra: Any, placed_at: Any = None,
                 **unexpected: Any) -> dict[str, Any]:
     """Record a placed order and start its chain; a malformed message ends `rejected`, never crashes."""
-    if extra or unexpected:
-        order = {"_malformed": {"order": order, "extra": extra, "unexpected": unexpected}}
     placed = placed_at if isinstance(placed_at, str) else now_iso()
-    return place(get_settings(), order, placed, self.request.root_id or self.request.id)
+    correlation_id = self.request.root_id or self.request.id
+    if extra or unexpected:
+        settings = get_settings()
+        problem = (f"message: orders.place takes one order, got {1 + len(extra)} argument(s)"
+                   + (f" and {', '.join(sorted(unexpected))}" if unexpected else ""))
+        raw = {"args": [order, *extra], "kwargs": unexpected}
+        return reject(settings, OrderStore(settings), raw, [problem], placed, correlation_id)
+    return place(get_settings(), order, placed, correlation_id)
 
 
 def place(settings: Settings, raw: Any, placed_at: str, correlation_id: str) -> dict[str, Any]:
     """Validate again (messages can be hand-made), record, announce, hand off."""
     store = OrderStore(settings)
     try:
-        order = validate(raw)
-        unknown = unknown_skus(settings, order.skus)
-        if unknown:
-            raise InvalidOrder([f"items: unknown sku {sku}" for sku in unknown])
+        order = check(settings, raw)
     except InvalidOrder as exc:
         return reject(settings, store, raw, exc.problems, placed_at, correlation_id)
     record, created = store.create(order, placed_at, correlation_id, is_large(settings, order))

@@ -1,0 +1,150 @@
+"""The pipeline when things go wrong: invalid input, duplicates, poison messages, FIFO retries."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from orders import aws, place_order
+from orders.celery import app
+from orders.errors import InvalidOrder, RetryableError
+from orders.gateway import Gateway
+from orders.inventory import get_stock, set_stock
+from orders.queue_urls import queue_url
+from orders.store import OrderStore, to_item
+from orders.workflow import StepTask, fail_order
+from tests.helpers import wait_for
+from tests.integration.pipeline_support import (
+    drain_events,
+    make_order,
+    pipeline,
+    statuses,
+    subscribe_probe,
+    wait_final,
+)
+
+
+def depth(settings, name):
+    attrs = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=queue_url(settings, name) if not name.endswith("dlq") and "-dlq" not in name
+        else aws.client("sqs", settings).get_queue_url(QueueName=settings.prefix + name)["QueueUrl"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    return sum(int(v) for v in attrs["Attributes"].values())
+
+
+def test_invalid_order_is_refused_at_the_door_with_every_problem(infra):
+    set_stock(infra, "SKU-1", 5)
+    bad = make_order(quantity=0, currency="ZZZ", customerId=None,
+                     items=[{"sku": "SKU-1", "quantity": 0, "unitPrice": "1.00"},
+                            {"sku": "NOPE", "quantity": 1, "unitPrice": "1.00"}])
+    with pytest.raises(InvalidOrder) as info:
+        place_order.delay(bad)
+    assert info.value.problems == [
+        "currency: unknown currency 'ZZZ' (known: AUD, CAD, CHF, EUR, GBP, JPY, USD)",
+        "customerId: required",
+        "items[0].quantity: must be between 1 and 1000, got 0",
+        "totalAmount: must be positive, got 0.00",
+        "items: unknown sku NOPE",
+    ]
+    assert depth(infra, "orders") == 0 and OrderStore(infra).get(bad["orderId"]) is None
+
+
+def test_malformed_messages_reaching_a_worker_end_rejected(infra):
+    set_stock(infra, "SKU-1", 5)
+    probe = subscribe_probe(infra)
+    wrong_total = make_order(totalAmount="999.00")
+    place_order.apply_async((wrong_total,))  # bypasses the door, as a hand-made message would
+    app.send_task("orders.place", args=("not", "an", "order"))
+    with pipeline(["orders"]):
+        record = wait_final(infra, wrong_total["orderId"])
+        events = wait_for(lambda: [e for e in drain_events(infra, probe)
+                                   if e["eventType"] == "OrderRejected"] or None, timeout=10)
+        while len(events) < 2:
+            events += [e for e in drain_events(infra, probe) if e["eventType"] == "OrderRejected"]
+    assert (record["status"], record["reason"]) == ("rejected", "invalid-order")
+    assert record["problems"] == ["totalAmount: 999.00 does not equal the sum of the items (10.00)"]
+    assert statuses(record) == ["placed", "rejected"]
+    other = next(e for e in events if e["orderId"] != wrong_total["orderId"])
+    assert other["orderId"].startswith("invalid-")
+    assert other["data"]["problems"] == ["message: orders.place takes one order, got 3 argument(s)"]
+    assert OrderStore(infra).get(other["orderId"])["status"] == "rejected"
+
+
+def test_duplicated_messages_and_orders_charge_once(infra):
+    set_stock(infra, "SKU-2", 10)
+    order = make_order(sku="SKU-2", quantity=3)
+    place_order.delay(order)
+    place_order.delay(order)  # the same order placed twice (two messages on a standard queue)
+    args, kwargs = (order,), {"placed_at": "2026-01-01T00:00:00.000000Z"}
+    place_order.apply_async(args, kwargs, task_id="dup-1")  # one message delivered twice
+    place_order.apply_async(args, kwargs, task_id="dup-1")
+    with pipeline():
+        record = wait_final(infra, order["orderId"])
+        for _ in range(3):  # late duplicates of every step's message
+            for task in ("inventory.reserve", "payments.charge", "shipping.create_shipment"):
+                options = {"MessageGroupId": "SKU-2", "MessageDeduplicationId": f"x{_}"} \
+                    if task.startswith("inventory") else {}
+                app.send_task(task, args=(order["orderId"],), **options)
+        wait_for(lambda: all(depth(infra, q) == 0 for q in ("orders", "inventory.fifo", "payments",
+                                                              "shipping", "notifications")))
+    final = OrderStore(infra).get(order["orderId"])
+    assert final["status"] == "completed" and final["version"] == record["version"]
+    assert statuses(final) == ["placed", "validated", "reserved", "paid", "shipped", "completed"]
+    assert Gateway(infra).lookup(f"{order['orderId']}:charge")["captures"] == 1
+    assert get_stock(infra, "SKU-2") == {"sku": "SKU-2", "available": 7, "reserved": 0}
+    sent = aws.client("dynamodb", infra).query(
+        TableName=OrderStore(infra).table, KeyConditionExpression="pk = :o AND begins_with(sk, :n)",
+        ExpressionAttributeValues=to_item({":o": order["orderId"], ":n": "step#notify:"}))["Items"]
+    assert sorted(i["sk"]["S"] for i in sent) == [
+        "step#notify:OrderCompleted", "step#notify:OrderPlaced", "step#notify:OrderShipped",
+        "step#notify:PaymentCaptured"]
+
+
+def test_poison_messages_land_in_the_dlq_and_the_order_shows_failed(infra):
+    sqs = aws.client("sqs", infra)
+    shipping = queue_url(infra, "shipping")
+    # Redeliver after 1 s instead of 300 s, so three receives take seconds (this namespace only).
+    sqs.set_queue_attributes(QueueUrl=shipping, Attributes={"VisibilityTimeout": "1"})
+    store = OrderStore(infra)
+    store.ddb.put_item(TableName=store.table, Item=to_item({
+        "pk": "ord-poison", "sk": "order", "orderId": "ord-poison", "status": "paid", "version": 1,
+        "order": {"broken": True}, "history": [{"status": "paid", "at": "2026-01-01T00:00:00Z",
+                                                 "step": "charge"}], "notifications": {}}))
+    app.send_task("shipping.create_shipment", args=("ord-poison",))
+    sqs.send_message(QueueUrl=shipping, MessageBody="this is not JSON")
+    with pipeline(["shipping"]):
+        wait_for(lambda: depth(infra, "shipping-dlq") == 2, timeout=40)
+    dead = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName=infra.prefix + "shipping-dlq")
+                               ["QueueUrl"], MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    bodies = sorted(m["Body"] for m in dead)
+    assert bodies[1] == "this is not JSON"
+    celery_message = json.loads(base64.b64decode(bodies[0]))  # kombu base64-encodes bodies on SQS
+    assert celery_message["headers"]["task"] == "shipping.create_shipment"
+    assert celery_message["headers"]["argsrepr"] == "('ord-poison',)"
+    assert fail_order(infra, "ord-poison", "dead-lettered from shipping")
+    record = store.get("ord-poison")
+    assert (record["status"], record["reason"], record["failedFrom"]) == \
+        ("failed", "dead-lettered from shipping", "paid")
+    assert not store.mark_failed("ord-poison", "again")  # already failed: nothing changes
+
+
+seen: list[dict] = []
+
+
+@app.task(base=StepTask, bind=True, name="inventory.flaky_probe")
+def flaky_probe(self):
+    seen.append(dict(self.request.properties or {}))
+    if len(seen) == 1:
+        raise RetryableError("first attempt fails")
+    return "ok"
+
+
+def test_a_fifo_retry_keeps_its_message_group_and_gets_a_new_dedup_id(infra):
+    seen.clear()
+    flaky_probe.apply_async(MessageGroupId="SKU-9", MessageDeduplicationId="probe-1")
+    with pipeline(["inventory.fifo"]):
+        wait_for(lambda: len(seen) == 2, timeout=20)
+    assert [p.get("MessageGroupId") for p in seen] == ["SKU-9", "SKU-9"]
+    assert [p.get("MessageDeduplicationId") for p in seen] == ["probe-1", "probe-1.r1"]

@@ -1,0 +1,114 @@
+"""Stock under contention, reservation expiry, and the status/inventory commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from click.testing import CliRunner
+
+from orders import place_order
+from orders.celery import app
+from orders.cli import cli
+from orders.config import celery_settings
+from orders.domain import validate
+from orders.errors import OutOfStock
+from orders.gateway import Gateway
+from orders.inventory import get_stock, reserve, set_stock
+from orders.settings import get_settings
+from orders.store import OrderStore
+from tests.helpers import wait_for
+from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final
+
+
+def test_concurrent_orders_for_scarce_stock_never_oversell(infra):
+    set_stock(infra, "SKU-HOT", 5)
+    orders = [make_order(sku="SKU-HOT") for _ in range(14)]
+    for order in orders:
+        place_order.delay(order)
+    with pipeline(concurrency=10):
+        records = [wait_final(infra, o["orderId"], timeout=60) for o in orders]
+    outcomes = sorted((r["status"], r["reason"]) for r in records)
+    assert outcomes == [("cancelled", "out-of-stock")] * 9 + [("completed", None)] * 5
+    assert get_stock(infra, "SKU-HOT") == {"sku": "SKU-HOT", "available": 0, "reserved": 0}
+
+
+def test_racing_reservations_take_exactly_the_available_quantity(infra):
+    """Reservations straight against DynamoDB from many threads: no FIFO group serializes them."""
+    set_stock(infra, "SKU-RACE", 6)
+    store = OrderStore(infra)
+    records = []
+    for _ in range(16):
+        order = validate(make_order(sku="SKU-RACE"))
+        records.append((store.create(order, "2026-01-01T00:00:00.000000Z", "c", False)[0], order))
+
+    def attempt(pair):
+        record, order = pair
+        try:
+            reserve(infra, store, record, order)
+            return True
+        except OutOfStock:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        won = sum(pool.map(attempt, records))
+    assert won == 6
+    assert get_stock(infra, "SKU-RACE") == {"sku": "SKU-RACE", "available": 0, "reserved": 6}
+    assert sum(store.get(r["orderId"])["status"] == "reserved" for r, _ in records) == 6
+
+
+def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypatch):
+    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
+    get_settings.cache_clear()
+    set_stock(infra, "SKU-E", 3)
+    order = make_order(sku="SKU-E", quantity=2)
+    place_order.delay(order)
+    with pipeline(["orders", "inventory.fifo"]):  # no payments worker: the hold just waits
+        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved")
+        assert get_stock(infra, "SKU-E") == {"sku": "SKU-E", "available": 1, "reserved": 2}
+        time.sleep(1.5)
+        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
+        app.send_task(sweep["task"], **sweep["options"])  # what beat sends
+        record = wait_final(infra, order["orderId"])
+    assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
+    assert statuses(record) == ["placed", "validated", "reserved", "cancelled"]
+    assert get_stock(infra, "SKU-E") == {"sku": "SKU-E", "available": 3, "reserved": 0}
+    with pipeline(["payments"]):  # the charge message finds the order cancelled: no charge
+        wait_for(lambda: Gateway(infra).lookup(f"{order['orderId']}:charge") is None and
+                 _queue_empty(infra, "payments"))
+    assert OrderStore(infra).get(order["orderId"])["version"] == record["version"]
+
+
+def _queue_empty(settings, name):
+    from orders import aws
+    from orders.queue_urls import queue_url
+
+    attrs = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=queue_url(settings, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    return all(v == "0" for v in attrs["Attributes"].values())
+
+
+def test_status_and_inventory_commands(infra):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["inventory", "set", "SKU-C", "4"]).exit_code == 0
+    shown = runner.invoke(cli, ["inventory", "show", "SKU-C", "--json"])
+    assert json.loads(shown.output) == {"sku": "SKU-C", "available": 4, "reserved": 0}
+    assert runner.invoke(cli, ["inventory", "show", "NOPE"]).exit_code == 1
+    restocked = runner.invoke(cli, ["inventory", "restock", "SKU-C", "3", "--id", "r-1"])
+    assert restocked.exit_code == 0, restocked.output
+    runner.invoke(cli, ["inventory", "restock", "SKU-C", "3", "--id", "r-1"])  # same id: once
+    order = make_order(sku="SKU-C")
+    place_order.delay(order)
+    with pipeline():
+        wait_final(infra, order["orderId"])
+        wait_for(lambda: get_stock(infra, "SKU-C")["available"] == 6)
+    status = runner.invoke(cli, ["status", order["orderId"], "--json"])
+    record = json.loads(status.output)
+    assert {"orderId", "status", "reason", "history"} <= set(record)
+    assert record["status"] == "completed" and record["reason"] is None
+    assert all(set(entry) >= {"status", "at"} and entry["at"].endswith("Z") for entry in record["history"])
+    text = runner.invoke(cli, ["status", order["orderId"]]).output
+    assert f"order {order['orderId']}: completed" in text and "tracking number 1Z" in text
+    assert runner.invoke(cli, ["status", "no-such-order"]).exit_code == 1
