@@ -190,14 +190,15 @@ def publish(settings: Settings, events: Sequence[Event]) -> None:
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ev in events:
         by_topic[ev.topic].append(sns_entry(ev))
+    sns = aws.client("sns", settings)
     for topic, entries in by_topic.items():
         arn = topic_arn(settings, topic)
         for batch in batches(entries):
-            _publish_batch(settings, arn, batch)
+            publish_batch(sns, arn, batch)
 
 
-def _publish_batch(settings: Settings, arn: str, entries: list[dict[str, Any]]) -> None:
-    sns = aws.client("sns", settings)
+def publish_batch(sns: Any, arn: str, entries: list[dict[str, Any]]) -> None:
+    """One PublishBatch; entries SNS fails transiently are sent again (bounded, full jitter)."""
     pending = entries
     for attempt in range(PUBLISH_ATTEMPTS):
         if attempt:

@@ -229,7 +229,8 @@ class StepTask(Task):  # type: ignore[misc]
             countdown = min(countdown, get_settings().retry_backoff_max)
         properties = self.request.properties or {}
         if properties.get("MessageGroupId"):
-            base = re.sub(r"\.r\d+$", "", properties.get("MessageDeduplicationId") or self.request.id)
+            original = str(properties.get("MessageDeduplicationId") or self.request.id)
+            base = re.sub(r"\.r\d+$", "", original)
             options.setdefault("MessageGroupId", properties["MessageGroupId"])
             options.setdefault("MessageDeduplicationId", f"{base}.r{self.request.retries + 1}")
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)

@@ -47,7 +47,7 @@ def place_order(self: StepTask, order: Any = None, *extra: Any, placed_at: Any =
                 **unexpected: Any) -> dict[str, Any]:
     """Record a placed order and start its chain; a malformed message ends `rejected`, never crashes."""
     placed = placed_at if isinstance(placed_at, str) else now_iso()
-    correlation_id = self.request.root_id or self.request.id
+    correlation_id = str(self.request.root_id or self.request.id)
     if extra or unexpected:
         settings = get_settings()
         problem = (f"message: orders.place takes one order, got {1 + len(extra)} argument(s)"

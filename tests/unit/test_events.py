@@ -59,3 +59,50 @@ def test_batches_respect_entry_count_and_size():
     huge = sns_entry(Event("StockLow", "o", "c", {"pad": "x" * MAX_BATCH_BYTES}))
     with pytest.raises(PermanentError):
         list(batches([huge]))
+
+
+class FlakySNS:
+    """An SNS stand-in that fails some entries transiently, then accepts them (no AWS involved)."""
+
+    def __init__(self, failures):
+        self.failures = list(failures)  # per call: ids to fail, or "throttle"
+        self.calls = []
+
+    def publish_batch(self, TopicArn, PublishBatchRequestEntries):  # noqa: N803 (boto3's names)
+        self.calls.append([e["Id"] for e in PublishBatchRequestEntries])
+        plan = self.failures.pop(0) if self.failures else ()
+        if plan == "throttle":
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "PublishBatch")
+        ids = [e["Id"] for e in PublishBatchRequestEntries]
+        failed = [{"Id": i, "Code": "InternalError", "SenderFault": i.startswith("bad")}
+                  for i in ids if i in plan]
+        return {"Successful": [], "Failed": failed}
+
+
+def entries(*ids):
+    return [{"Id": i, "Message": "{}", "MessageAttributes": {}} for i in ids]
+
+
+def test_publish_batch_resends_only_the_entries_that_failed_transiently():
+    from orders.events import publish_batch
+
+    sns = FlakySNS([{"b"}, "throttle", ()])
+    publish_batch(sns, "arn:topic", entries("a", "b", "c"))
+    assert sns.calls == [["a", "b", "c"], ["b"], ["b"]]
+
+
+def test_publish_batch_gives_up_after_a_bound_and_never_retries_a_sender_fault():
+    from orders.errors import RetryableError
+    from orders.events import PUBLISH_ATTEMPTS, publish_batch
+
+    sns = FlakySNS([{"a"}] * 10)
+    with pytest.raises(RetryableError):
+        publish_batch(sns, "arn:topic", entries("a", "b"))
+    assert len(sns.calls) == PUBLISH_ATTEMPTS
+    refused = FlakySNS([{"bad-1"}])
+    with pytest.raises(PermanentError):
+        publish_batch(refused, "arn:topic", entries("bad-1", "ok"))
+    assert len(refused.calls) == 1
