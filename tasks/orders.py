@@ -14,7 +14,7 @@ from orders.domain import ID_PATTERN, Order, review_concerns, validate
 from orders.errors import InvalidOrder
 from orders.events import Event, event
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore, now_iso
+from orders.store import OrderStore, aws_errors, now_iso
 from orders.workflow import (
     StepTask,
     admit,
@@ -39,7 +39,8 @@ class PlaceOrderTask(StepTask):
         if len(args) != 1 or kwargs:
             raise TypeError("usage: place_order.delay(order)")
         order, options = admit(get_settings(), args[0])
-        return self.apply_async((order.to_json(),), {"placed_at": now_iso()}, **options)
+        with aws_errors():  # SQS unreachable or throttling: a RetryableError for the caller
+            return self.apply_async((order.to_json(),), {"placed_at": now_iso()}, **options)
 
 
 @app.task(base=PlaceOrderTask, bind=True, name="orders.place")
