@@ -148,3 +148,22 @@ def test_a_fifo_retry_keeps_its_message_group_and_gets_a_new_dedup_id(infra):
         wait_for(lambda: len(seen) == 2, timeout=20)
     assert [p.get("MessageGroupId") for p in seen] == ["SKU-9", "SKU-9"]
     assert [p.get("MessageDeduplicationId") for p in seen] == ["probe-1", "probe-1.r1"]
+
+
+def test_a_step_that_died_after_recording_is_finished_by_the_redelivered_message(infra):
+    from orders.domain import validate
+    from orders.inventory import reserve
+
+    set_stock(infra, "SKU-K", 5)
+    order = validate(make_order(sku="SKU-K", quantity=2))
+    store = OrderStore(infra)
+    record, _ = store.create(order, "2026-01-01T00:00:00.000000Z", "corr-k", False)
+    reserve(infra, store, record, order)  # the worker committed the reservation, then died
+    assert store.get(order.order_id)["status"] == "reserved"
+    app.send_task("inventory.reserve", args=(order.order_id,), MessageGroupId="SKU-K",
+                  MessageDeduplicationId=f"{order.order_id}.reserve")  # SQS redelivers it
+    with pipeline(["inventory.fifo", "payments", "shipping"]):
+        final = wait_final(infra, order.order_id)
+    assert final["status"] == "completed"
+    assert statuses(final) == ["placed", "validated", "reserved", "paid", "shipped", "completed"]
+    assert get_stock(infra, "SKU-K") == {"sku": "SKU-K", "available": 3, "reserved": 0}
