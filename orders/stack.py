@@ -19,7 +19,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,10 @@ class Stack:
             self.log_dir = Path(tempfile.mkdtemp(prefix="orders-run-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded:
-            self.emulator = EmulatorProcess(latency_ms=self.latency_ms).start()
+            # The emulator's child inherits our stderr; moto's tracebacks (a 500 it answers)
+            # belong in the run's logs, not across the progress line.
+            with open(self._log("emulator"), "ab") as log, _stderr_to(log.fileno()):
+                self.emulator = EmulatorProcess(latency_ms=self.latency_ms).start()
 
     def _environment(self) -> dict[str, str]:
         """What every process of the run gets on top of the current environment."""
@@ -186,6 +190,19 @@ class Stack:
 
     def reset_calls(self) -> None:
         _stats_request(self.endpoint, "POST")
+
+
+@contextmanager
+def _stderr_to(fd: int) -> Iterator[None]:
+    """File descriptor 2 points at `fd` meanwhile, so a child started now inherits it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def has_periodic_tasks() -> bool:

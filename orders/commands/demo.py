@@ -67,6 +67,8 @@ def demo(n_orders: int, rate: float, endpoint: str | None, timeout: float, seed:
                                "send_errors": result.errors}, indent=2, default=str))
     else:
         say("\n" + format_summary(summary))
+        for error in result.errors[:3]:
+            say(f"  not sent: {error}")
     sys.exit(0 if summary.ok else 1)
 
 

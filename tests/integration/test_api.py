@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# TEMPORARY until the pipeline (issue 3) lands: removed when it does.
-pytest.importorskip("orders.store")
-
 from orders.emulator import free_port
 from orders.order_mix import OrderMix
 from orders.topology import QUEUES

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-# TEMPORARY until the pipeline (issue 3) lands: removed when it does.
-pytest.importorskip("orders.store")
-
 ORDERS = str(Path(sys.executable).with_name("orders"))
 
 
