@@ -31,10 +31,10 @@ class OrdersCelery(ControlPlaneApp, Celery):
         self._pool = None  # the broker pool was built for the old transport options
         if "amqp" in self.__dict__:
             # So was the producer pool: kept, it would send to the old environment's queues.
-            self.amqp._producer_pool = None
+            self.amqp._producer_pool = None  # type: ignore[attr-defined]
         self.forget_control_plane()
         if "amqp" in self.__dict__:
-            self.amqp.queues = self.amqp.Queues(self.conf.task_queues)
+            self.amqp.queues = self.amqp.Queues(self.conf.task_queues)  # type: ignore[misc]
 
 
 app = OrdersCelery("orders", include=TASK_MODULES)

@@ -71,7 +71,8 @@ def documented(text: str, name: str) -> str | None:
 def rewrite(text: str) -> str:
     """The doc with every generated block replaced by the code's current tables."""
     for name, table in TABLES.items():
-        text = _block(name).sub(lambda m, t=table: m.group(1) + t() + m.group(3), text)
+        generated = table()
+        text = _block(name).sub(lambda m: m.group(1) + generated + m.group(3), text)  # noqa: B023
     return text
 
 
