@@ -10,6 +10,7 @@ import pytest
 
 from orders.emulator import free_port
 from orders.order_mix import OrderMix
+from orders.runner import OrderReader
 from orders.topology import QUEUES
 from tests.helpers import wait_for, worker
 
@@ -30,7 +31,7 @@ def _order(order_id):
         "items": [{"sku": "SKU-1001", "quantity": 2, "unitPrice": "24.90"}], "totalAmount": "49.80"}
 
 
-def test_a_valid_order_is_accepted_and_followed_to_completion(client):
+def test_a_valid_order_is_accepted_and_followed_to_completion(infra, client):
     with worker([q.name for q in QUEUES]):
         response = client.post("/orders", json=_order("api-ok-1"))
         assert response.status_code == 202, response.json
@@ -45,6 +46,8 @@ def test_a_valid_order_is_accepted_and_followed_to_completion(client):
     assert record["status"] == "completed", record
     assert record["orderId"] == "api-ok-1"
     assert [h["status"] for h in record["history"]][-1] == "completed"
+    # The demo's batched reader sees exactly what the API shows.
+    assert OrderReader(infra).get_many(["api-ok-1", "no-such-order"]) == {"api-ok-1": record}
 
 
 def test_an_invalid_order_is_refused_with_every_problem(client):
