@@ -1,0 +1,105 @@
+"""docker-compose.yml, read as data: Docker does not run here, so the file itself is checked.
+
+Services and their commands, worker queues against the topology, every variable
+against what orders/settings.py reads, start-up order and health checks; and the
+image's packaging (a non-editable install must carry every package).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orders.topology import QUEUES
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Read by boto3's credential chain, not by our settings (the SDK's own convention).
+SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+ENV_NAME = re.compile(r"^(ORDERS|AWS)_[A-Z0-9_]+$")
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose["services"]
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable orders/settings.py reads: the names it spells as string constants."""
+    tree = ast.parse((ROOT / "orders" / "settings.py").read_text())
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ENV_NAME.match(node.value)}
+
+
+def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if s.get("image", "").startswith("orders")}
+
+
+def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items()
+            if s.get("command", [])[:4] == ["celery", "-A", "orders", "worker"]}
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
+    assert services["aws"]["image"].startswith("motoserver/moto:")
+    assert "5000:5000" in services["aws"]["ports"]
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["infra"]["command"] == ["orders", "infra", "up"]
+    assert services["infra"]["restart"] == "no"  # one-shot
+    assert services["beat"]["command"][:4] == ["celery", "-A", "orders", "beat"]
+    assert services["flower"]["command"][:4] == ["celery", "-A", "orders", "flower"]
+    if (ROOT / "orders" / "commands" / "api.py").exists():
+        assert services["api"]["command"][:2] == ["orders", "api"]
+
+
+def test_one_worker_per_topology_queue(services: dict[str, dict[str, Any]]) -> None:
+    queues = [option(s["command"], "-Q") for s in workers(services).values()]
+    assert sorted(queues) == sorted(q.name for q in QUEUES)
+    names = [option(s["command"], "-n") for s in workers(services).values()]
+    assert len(set(names)) == len(names) and all(n.endswith("@%h") for n in names)
+
+
+def test_every_variable_is_one_the_settings_read(services: dict[str, dict[str, Any]]) -> None:
+    known = settings_variables() | SDK_VARIABLES
+    assert {"ORDERS_ENV", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "ORDERS_CONTROL_URL"} <= known
+    for name, service in app_services(services).items():
+        env = service["environment"]
+        assert set(env) <= known, f"{name}: {set(env) - known} is read by nothing"
+        assert {"ORDERS_ENV", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "ORDERS_CONTROL_URL",
+                *SDK_VARIABLES} <= set(env), name
+        assert env["AWS_ENDPOINT_URL"] == "http://aws:5000"
+        assert env["ORDERS_CONTROL_URL"].startswith("redis://redis:6379/")
+
+
+def test_start_up_order_and_health_checks(services: dict[str, dict[str, Any]]) -> None:
+    assert services["infra"]["depends_on"] == {"aws": {"condition": "service_healthy"}}
+    for name, service in app_services(services).items():
+        if name == "infra":
+            continue
+        assert service["depends_on"]["infra"] == {"condition": "service_completed_successfully"}, name
+        assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+    long_running = set(services) - {"infra"}
+    for name in long_running:
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    for name, service in workers(services).items():
+        node = option(service["command"], "-n").replace("%h", "$$HOSTNAME")
+        assert f"inspect ping --timeout 5 -d {node}" in service["healthcheck"]["test"][1], name
+
+
+def test_the_image_installs_every_package() -> None:
+    """`pip install .` (the Dockerfile) carries every package, orders.commands included."""
+    assert (ROOT / "Dockerfile").exists()
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".")
+             for top in declared if "." not in top for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= declared, f"not installed by `pip install .`: {sorted(found - declared)}"
