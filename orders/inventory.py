@@ -138,8 +138,9 @@ def _stock_op(settings: Settings, sku: str, expression: str, quantity: int,
     return {"Update": op}
 
 
-def reserve(settings: Settings, store: OrderStore, record: dict[str, Any], order: Order) -> Hold:
-    """Reserve every line of `order` and move it to `reserved`, atomically.
+def reserve(settings: Settings, store: OrderStore, record: dict[str, Any],
+            order: Order) -> dict[str, Any]:
+    """Reserve every line of `order` and move it to `reserved`, atomically; the new record.
 
     OutOfStock (with `shortages`) if any line is short; ConcurrentUpdate if the
     order or its hold changed meanwhile (the caller retries).
@@ -152,11 +153,11 @@ def reserve(settings: Settings, store: OrderStore, record: dict[str, Any], order
         "TableName": store.table, "ConditionExpression": "attribute_not_exists(pk)",
         "Item": to_item({"pk": order.order_id, "sk": HOLD_SK, "holdState": "active", "state": "active",
                          "expiresAt": int(expires) + 1, "items": hold.as_data(), "at": now_iso()})}})
-    items.append({"Update": store.transition_op(record, "reserved", "reserve",
-                                                fields={"reservationExpiresAt": int(expires) + 1})})
-    codes = transact(settings, items)
+    op, reserved = store.prepare(record, "reserved", "reserve",
+                                 fields={"reservationExpiresAt": int(expires) + 1})
+    codes = transact(settings, [*items, {"Update": op}])
     if codes is None:
-        return hold
+        return reserved
     if any(c == "ConditionalCheckFailed" for c in codes[:len(hold.items)]):
         raise out_of_stock(settings, hold)
     raise ConcurrentUpdate(f"order {order.order_id} or its hold changed while reserving: {codes}")
@@ -170,6 +171,15 @@ def out_of_stock(settings: Settings, hold: Hold) -> OutOfStock:
         f"{s['sku']} (requested {s['requested']}, available {s['available']})" for s in shortages))
     error.shortages = shortages  # type: ignore[attr-defined]
     return error
+
+
+def hold_of(settings: Settings, record: dict[str, Any]) -> Hold | None:
+    """The order's hold: read from the order while it is `reserved` (the hold is then active,
+    since every change of an active hold moves the order too), else from its own item."""
+    if record.get("status") == "reserved" and record.get("reservationExpiresAt"):
+        items = tuple((i["sku"], int(i["quantity"])) for i in record["order"]["items"])
+        return Hold(record["orderId"], items, float(record["reservationExpiresAt"]), "active")
+    return load_hold(settings, record["orderId"])
 
 
 def load_hold(settings: Settings, order_id: str) -> Hold | None:

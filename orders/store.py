@@ -170,47 +170,51 @@ class OrderStore:
         assert existing is not None
         return existing, False
 
-    def transition_op(self, record: dict[str, Any], status: str, step: str,
-                      reason: str | None = None, fields: dict[str, Any] | None = None,
-                      via: Sequence[str] = ()) -> dict[str, Any]:
-        """The conditional update that moves `record` to `status` (through `via` first).
+    def prepare(self, record: dict[str, Any], status: str, step: str, reason: str | None = None,
+                fields: dict[str, Any] | None = None,
+                via: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The conditional update that moves `record` to `status` (through `via` first), and the
+        record as it will be once that update is applied.
 
-        It is returned rather than run so that inventory can put it in the same
-        transaction as the stock it changes.
+        The update is returned rather than run so that inventory can put it in the
+        same transaction as the stock it changes.
         """
         at = now_iso()
         entries = [{"status": s, "at": at, "step": step} for s in (*via, status)]
         if reason:
             entries[-1]["reason"] = reason
+        changes = {k: v for k, v in {"reason": reason, **(fields or {})}.items() if v is not None}
         values: dict[str, Any] = {":status": status, ":one": 1, ":entries": entries,
                                   ":now": at, ":version": record["version"]}
         sets = ["#status = :status", "version = version + :one",
                 "history = list_append(history, :entries)", "updatedAt = :now"]
         names = {"#status": "status"}
-        for n, (name, value) in enumerate({"reason": reason, **(fields or {})}.items()):
-            if value is not None:
-                names[f"#f{n}"] = name
-                values[f":f{n}"] = value
-                sets.append(f"#f{n} = :f{n}")
-        return {"TableName": self.table, "Key": self.key(record["orderId"]),
-                "UpdateExpression": "SET " + ", ".join(sets),
-                "ConditionExpression": "version = :version",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": to_item(values)}
+        for n, (name, value) in enumerate(changes.items()):
+            names[f"#f{n}"] = name
+            values[f":f{n}"] = value
+            sets.append(f"#f{n} = :f{n}")
+        op = {"TableName": self.table, "Key": self.key(record["orderId"]),
+              "UpdateExpression": "SET " + ", ".join(sets),
+              "ConditionExpression": "version = :version",
+              "ExpressionAttributeNames": names,
+              "ExpressionAttributeValues": to_item(values)}
+        new = {**record, **changes, "status": status, "version": record["version"] + 1,
+               "history": [*record.get("history", []), *entries], "updatedAt": at}
+        return op, new
 
     def transition(self, record: dict[str, Any], status: str, step: str,
                    reason: str | None = None, fields: dict[str, Any] | None = None,
                    via: Sequence[str] = ()) -> dict[str, Any]:
         """Move the order to `status`; ConcurrentUpdate (retryable) if someone wrote it meanwhile."""
-        op = self.transition_op(record, status, step, reason, fields, via)
+        op, new = self.prepare(record, status, step, reason, fields, via)
         try:
             with aws_errors():
-                new = self.ddb.update_item(**op, ReturnValues="ALL_NEW")["Attributes"]
+                self.ddb.update_item(**op)
         except Exception as exc:
             if _condition_failed(exc):
                 raise ConcurrentUpdate(f"order {record['orderId']} changed while {step} ran") from exc
             raise
-        return from_item(new)
+        return new
 
     def mark_failed(self, order_id: str, reason: str) -> bool:
         """Mark an order `failed` (its message is in a DLQ); False if already final or failed.
@@ -262,18 +266,28 @@ class OrderStore:
                                      ConsistentRead=True).get("Item")
         return from_item(item)["result"] if item else None
 
-    def note_notification(self, order_id: str, event_type: str) -> None:
-        """Record when the customer was told about `event_type` (informational, no version bump)."""
-        with aws_errors():
-            try:
-                self.ddb.update_item(
+    def claim_notification(self, order_id: str, event_type: str) -> dict[str, Any] | None:
+        """Claim the one notification of (order id, event type): the order record the first
+        time, None if it was claimed before or there is no such order.
+
+        The claim is one conditional write on the order item (`notifications.<type>`,
+        the idempotency record of the notify step); `notificationsSent` counts claims.
+        """
+        try:
+            with aws_errors():
+                new = self.ddb.update_item(
                     TableName=self.table, Key=self.key(order_id),
-                    UpdateExpression="SET notifications.#e = :at",
-                    ConditionExpression="attribute_exists(notifications)",
+                    UpdateExpression="SET notifications.#e = :at ADD notificationsSent :one",
+                    ConditionExpression="attribute_exists(notifications) AND "
+                                        "attribute_not_exists(notifications.#e)",
                     ExpressionAttributeNames={"#e": event_type},
-                    ExpressionAttributeValues=to_item({":at": now_iso()}))
-            except self.ddb.exceptions.ConditionalCheckFailedException:
-                log.info("order %s has no record to note %s on", order_id, event_type)
+                    ExpressionAttributeValues=to_item({":at": now_iso(), ":one": 1}),
+                    ReturnValues="ALL_NEW")["Attributes"]
+        except Exception as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return from_item(new)
 
 
 def _condition_failed(exc: BaseException) -> bool:

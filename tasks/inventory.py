@@ -30,13 +30,12 @@ def reserve(settings: Settings, order_id: Any) -> dict[str, Any]:
     def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
         order = validate(record["order"])
         try:
-            inventory.reserve(settings, store, record, order)
+            reserved = inventory.reserve(settings, store, record, order)
         except OutOfStock as exc:
             shortages = getattr(exc, "shortages", [])
             cancelled = store.transition(record, "cancelled", "reserve", "out-of-stock",
                                          {"shortages": shortages})
             return cancelled, [event("OutOfStock", cancelled, s, key=s["sku"]) for s in shortages]
-        reserved = store.load(order.order_id) or record
         levels = inventory.stock_levels(settings, order.skus)
         return reserved, [event("StockLow", reserved, level, key=sku) for sku, level in levels.items()
                           if level["available"] <= settings.low_stock_threshold]
@@ -75,13 +74,13 @@ def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
         return False
     ops = inventory.release_ops(settings, hold, "expired")
     waiting = record is not None and record["status"] == "reserved"
-    if waiting:
-        assert record is not None
-        ops.append({"Update": store.transition_op(record, "cancelled", "expire", "reservation-expired")})
+    if record is not None and waiting:
+        op, record = store.prepare(record, "cancelled", "expire", "reservation-expired")
+        ops.append({"Update": op})
     if transact(settings, ops) is not None:
         log.info("hold of %s changed during the sweep; the next sweep looks again", order_id)
         return False
-    record = store.load(order_id) or {"orderId": order_id}
+    record = record or {"orderId": order_id}
     events = [event("StockReleased", record, {"items": hold.as_data(), "reason": "reservation-expired"})]
     if waiting:
         events.append(event("OrderCancelled", record, {"reason": "reservation-expired"}))

@@ -1,10 +1,11 @@
 """The notification service (notifications): tell the customer about each customer event, once.
 
 Customer events reach this queue from SNS (the queue's subscription, filtered
-on `event_type`) as `notifications.notify` task messages. Delivery is
-SIMULATED: the rendered message is recorded as the idempotency record of
-(order id, "notify:<event type>") and logged, so a duplicate event notifies
-nobody twice.
+on `event_type`) as `notifications.notify` task messages. Each (order id, event
+type) is claimed once with a conditional write on the order (its
+`notifications` map, the notify step's idempotency record) before anything is
+sent, so a duplicate event notifies nobody twice. Delivery is SIMULATED: the
+rendered message is logged (a real service would hand it to SES/SNS SMS here).
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ def notify(self: StepTask, event: Any = None) -> dict[str, Any]:
     if not isinstance(event, dict) or not event.get("orderId") or not event.get("eventType"):
         log.warning("notify: not an order event, dropped: %r", event)
         return {"sent": False, "skipped": True}
-    store = OrderStore(get_settings())
     order_id, kind = str(event["orderId"]), str(event["eventType"])
-    record = store.load(order_id)
-    message, first = store.remember(order_id, f"notify:{kind}", render(event, record))
-    if first:
-        log.info("notify %s: %s via %s", order_id, message["text"], ", ".join(message["channels"]) or "none")
-        store.note_notification(order_id, kind)
-    return {"orderId": order_id, "event": kind, "sent": first}
+    record = OrderStore(get_settings()).claim_notification(order_id, kind)
+    if record is None:
+        return {"orderId": order_id, "event": kind, "sent": False}
+    message = render(event, record)
+    log.info("notify %s: %s via %s", order_id, message["text"], ", ".join(message["channels"]) or "none")
+    return {"orderId": order_id, "event": kind, "sent": True, **message}
 
 
 def render(event: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:

@@ -25,23 +25,22 @@ def charge(self: StepTask, order_id: Any = None) -> dict[str, Any]:
 def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
     def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
         order = validate(record["order"])
-        hold = inventory.load_hold(settings, order.order_id)
+        hold = inventory.hold_of(settings, record)
         if hold is None or hold.state != "active" or hold.expired():
             return expired(settings, store, record, hold)
         try:
             capture = Gateway(settings).charge(order.order_id, order.total, order.currency,
                                                order.payment_token)
         except PaymentDeclined as exc:
-            payment = {"status": "declined", "reason": str(exc)}
-            _commit(settings, inventory.release_ops(settings, hold) + [
-                {"Update": store.transition_op(record, "cancelled", "charge", "payment-declined",
-                                               {"payment": payment})}])
-            return store.load(order.order_id) or record, [released(record, hold, "payment-declined")]
+            op, cancelled = store.prepare(record, "cancelled", "charge", "payment-declined",
+                                          {"payment": {"status": "declined", "reason": str(exc)}})
+            _commit(settings, [*inventory.release_ops(settings, hold), {"Update": op}])
+            return cancelled, [released(record, hold, "payment-declined")]
         payment = {**capture.as_data(), "status": "captured"}
-        codes = transact(settings, inventory.commit_ops(settings, hold) + [
-            {"Update": store.transition_op(record, "paid", "charge", fields={"payment": payment})}])
+        op, paid = store.prepare(record, "paid", "charge", fields={"payment": payment})
+        codes = transact(settings, [*inventory.commit_ops(settings, hold), {"Update": op}])
         if codes is None:
-            return store.load(order.order_id) or record, []
+            return paid, []
         if codes[-2] == "ConditionalCheckFailed":  # the hold expired between the check and now
             return store.transition(record, "refunding", "charge", "reservation-expired",
                                     {"payment": payment}), []
@@ -64,10 +63,9 @@ def expired(settings: Settings, store: OrderStore, record: dict[str, Any],
             hold: inventory.Hold | None) -> tuple[dict[str, Any], list[Event]]:
     """The hold is gone or out of time: cancel without charging (releasing it if still held)."""
     ops = inventory.release_ops(settings, hold, "expired") if hold and hold.state == "active" else []
-    ops.append({"Update": store.transition_op(record, "cancelled", "charge", "reservation-expired")})
-    _commit(settings, ops)
-    extra = [released(record, hold, "reservation-expired")] if len(ops) > 1 and hold else []
-    return store.load(record["orderId"]) or record, extra
+    op, cancelled = store.prepare(record, "cancelled", "charge", "reservation-expired")
+    _commit(settings, [*ops, {"Update": op}])
+    return cancelled, [released(record, hold, "reservation-expired")] if ops and hold else []
 
 
 def released(record: dict[str, Any], hold: inventory.Hold, reason: str) -> Event:
@@ -93,11 +91,10 @@ def refund_order(settings: Settings, order_id: Any) -> dict[str, Any]:
                                             Decimal(payment["amount"]), payment["currency"])
         hold = inventory.load_hold(settings, record["orderId"])
         ops = inventory.return_ops(settings, hold) if hold and hold.state == "committed" else []
-        ops.append({"Update": store.transition_op(record, "cancelled", "refund", record.get("reason"),
-                                                  {"refund": refunded})})
-        _commit(settings, ops)
-        extra = [released(record, hold, "refunded")] if len(ops) > 1 and hold else []
-        return store.load(record["orderId"]) or record, extra
+        op, cancelled = store.prepare(record, "cancelled", "refund", record.get("reason"),
+                                      {"refund": refunded})
+        _commit(settings, [*ops, {"Update": op}])
+        return cancelled, [released(record, hold, "refunded")] if ops and hold else []
 
     def announce(record: dict[str, Any]) -> tuple[list[Event], str | None]:
         return [event("PaymentRefunded", record, record.get("refund") or {}),
