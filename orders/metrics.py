@@ -102,13 +102,19 @@ class MetricsBuffer:
             return 0
         settings = settings or get_settings()
         calls = 0
-        for chunk in _chunks(list(_data(pending, datetime.now(UTC)))):
+        chunks = list(_chunks(list(_data(pending, datetime.now(UTC)))))
+        for n, chunk in enumerate(chunks):
             try:
-                aws.client("cloudwatch", settings).put_metric_data(Namespace=NAMESPACE, MetricData=chunk)
+                aws.client("cloudwatch", settings).put_metric_data(
+                    Namespace=NAMESPACE, MetricData=[datum for _, datum in chunk])
                 calls += 1
+            except ConfigurationError as exc:  # nowhere to send them: a process without AWS settings
+                log.debug("metrics dropped: %s", exc)
+                break
             except Exception as exc:  # metrics must never break the work they measure
-                log.warning("PutMetricData failed (%s); %d data kept for the next flush", exc, len(chunk))
-                self._restore(pending)
+                unsent = {key for rest in chunks[n:] for key, _ in rest}
+                log.warning("PutMetricData failed (%s); %d series kept for the next flush", exc, len(unsent))
+                self._restore({key: pending[key] for key in unsent})
                 break
         self.requests += calls
         return calls
@@ -153,29 +159,31 @@ def _round(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-def _data(pending: dict[Key, Series], at: datetime) -> Iterator[dict[str, Any]]:
-    for (name, unit, dims), series in pending.items():
+def _data(pending: dict[Key, Series], at: datetime) -> Iterator[tuple[Key, dict[str, Any]]]:
+    """(series key, PutMetricData datum) pairs: a statistic set and/or values in parts of 150."""
+    for key, series in pending.items():
+        name, unit, dims = key
         base = {"MetricName": name, "Unit": unit, "Timestamp": at,
                 "Dimensions": [{"Name": k, "Value": v} for k, v in dims]}
         if series.count:
-            yield {**base, "StatisticValues": {"SampleCount": series.count, "Sum": series.total,
-                                               "Minimum": series.low, "Maximum": series.high}}
+            yield key, {**base, "StatisticValues": {"SampleCount": series.count, "Sum": series.total,
+                                                    "Minimum": series.low, "Maximum": series.high}}
         values = sorted(series.values.items())
         for start in range(0, len(values), MAX_VALUES_PER_DATUM):
             part = values[start:start + MAX_VALUES_PER_DATUM]
-            yield {**base, "Values": [v for v, _ in part], "Counts": [float(c) for _, c in part]}
+            yield key, {**base, "Values": [v for v, _ in part], "Counts": [float(c) for _, c in part]}
 
 
-def _chunks(data: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _chunks(data: list[tuple[Key, dict[str, Any]]]) -> Iterator[list[tuple[Key, dict[str, Any]]]]:
     """Requests within the count and (estimated) size limits of PutMetricData."""
-    chunk: list[dict[str, Any]] = []
+    chunk: list[tuple[Key, dict[str, Any]]] = []
     size = 0
-    for datum in data:
+    for key, datum in data:
         estimate = 300 + 40 * len(datum.get("Values", ()))
         if chunk and (len(chunk) >= MAX_DATA_PER_CALL or size + estimate > MAX_PAYLOAD_BYTES):
             yield chunk
             chunk, size = [], 0
-        chunk.append(datum)
+        chunk.append((key, datum))
         size += estimate
     if chunk:
         yield chunk
@@ -265,53 +273,3 @@ def stage_time(stage: str, seconds: float) -> None:
     """Time an order spent in one stage (from the previous step's end to this step's end)."""
     timing("StageLatency", seconds, Stage=stage)
 
-
-# Performance and operational metrics of every task, from Celery's own signals.
-
-_started: dict[str, float] = {}
-
-
-def _queue_of(task: Any) -> str:
-    from orders.topology import queue_for_task
-
-    info = getattr(task.request, "delivery_info", None) or {}
-    if info.get("routing_key"):
-        return str(info["routing_key"])
-    try:
-        return queue_for_task(task.name).name
-    except KeyError:
-        return "unknown"
-
-
-def _on_prerun(task_id: str | None = None, **_: Any) -> None:
-    if task_id:
-        _started[task_id] = time.perf_counter()
-
-
-def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
-    """Per task: its duration, and 1 (success) or 0 (failure): the average is the success rate."""
-    began = _started.pop(task_id or "", None)
-    if task is None:
-        return
-    if began is not None:
-        timing("TaskDuration", time.perf_counter() - began, Task=task.name)
-    if state == "SUCCESS":
-        amount("TaskSuccess", 1, Queue=_queue_of(task))
-    elif state == "FAILURE":
-        amount("TaskSuccess", 0, Queue=_queue_of(task))
-    elif state == "RETRY":
-        count("TaskRetries", Queue=_queue_of(task))
-
-
-def _on_shutdown(**_: Any) -> None:
-    _buffer.close()
-
-
-def connect_task_signals() -> None:
-    """Measure every task of this process and flush at worker shutdown (idempotent)."""
-    from celery import signals
-
-    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="orders.metrics.prerun")
-    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="orders.metrics.postrun")
-    for name, signal in (("process", signals.worker_process_shutdown), ("worker", signals.worker_shutdown)):
-        signal.connect(_on_shutdown, weak=False, dispatch_uid=f"orders.metrics.{name}_shutdown")

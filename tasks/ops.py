@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import signals
 
-from orders import alarms, aws, dashboard, dlq_archive, metrics  # noqa: F401  (resource kinds register)
+from orders import alarms, aws, dashboard, dlq_archive, metrics, task_metrics  # noqa: F401  (resource kinds register)
 from orders.celery import app
 from orders.dlq_watch import on_task_failure, on_task_unknown, watch
 from orders.queue_urls import queue_url
@@ -21,7 +21,7 @@ from orders.topology import QUEUES, SERVICE_LEVELS
 
 signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.dlq.task_failure")
 signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="orders.dlq.task_unknown")
-metrics.connect_task_signals()
+task_metrics.connect_task_signals()
 
 
 @app.task(name="ops.watch_dlqs", ignore_result=True)

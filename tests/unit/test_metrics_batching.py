@@ -16,8 +16,8 @@ def test_timings_become_values_and_counts_and_amounts_exact_statistic_sets():
         timing.values[float(f"{seconds:.3g}")] += 1
     for amount in (10.5, 20.25):
         revenue.add_amount(amount)
-    data = list(_data({("Latency", "Seconds", (("Environment", "e"),)): timing,
-                       ("Revenue", "None", (("Currency", "USD"),)): revenue}, AT))
+    data = [datum for _, datum in _data({("Latency", "Seconds", (("Environment", "e"),)): timing,
+                                         ("Revenue", "None", (("Currency", "USD"),)): revenue}, AT)]
     assert data[0]["Values"] == [0.123, 2.0] and data[0]["Counts"] == [2.0, 1.0]
     assert data[1]["StatisticValues"] == {"SampleCount": 2, "Sum": 30.75, "Minimum": 10.5, "Maximum": 20.25}
 
@@ -26,12 +26,12 @@ def test_a_series_with_many_distinct_values_is_split_at_150_per_datum():
     series = Series()
     for i in range(400):
         series.values[float(i)] += 1
-    data = list(_data({("T", "Seconds", ()): series}, AT))
+    data = [datum for _, datum in _data({("T", "Seconds", ()): series}, AT)]
     assert [len(d["Values"]) for d in data] == [MAX_VALUES_PER_DATUM, MAX_VALUES_PER_DATUM, 100]
 
 
 def test_requests_hold_at_most_1000_data():
-    data = [{"MetricName": f"m{i}"} for i in range(2500)]
+    data = [(("m", "Count", ()), {"MetricName": f"m{i}"}) for i in range(2500)]
     assert [len(c) for c in _chunks(data)] == [MAX_DATA_PER_CALL, MAX_DATA_PER_CALL, 500]
 
 
