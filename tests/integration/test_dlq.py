@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -180,3 +181,30 @@ def test_undecodable_message_is_classified_as_invalid_input(infra):
     rows = {r["queue"]: r for r in map(json.loads, output.splitlines())}
     assert rows["orders"]["visible"] == 1 and rows["orders"]["oldest_age_seconds"] is not None
     assert rows["payments"]["visible"] == 0
+
+
+def test_a_redrive_interrupted_between_send_and_delete_resumes_without_a_second_copy(infra):
+    """On a FIFO queue the resumed attempt reuses its deduplication id, so SQS keeps one copy."""
+    from orders import redrive
+
+    inventory = QUEUES_BY_NAME["inventory.fifo"]
+    sqs = aws.client("sqs", infra)
+    payload = base64.b64encode(json.dumps([["ord-crash"], {}, {}]).encode()).decode()
+    envelope = json.dumps({"body": payload, "content-type": "application/json", "properties": {},
+                           "headers": {"task": "inventory.reserve", "id": "task-crash-1"}})
+    sqs.send_message(QueueUrl=dlq.dlq_url(infra, inventory), MessageBody=envelope,
+                     MessageGroupId="sku-1", MessageDeduplicationId="d1")
+    # The first redrive counts its attempt and sends, then "crashes" before deleting.
+    [letter] = dlq.scan(infra, inventory)
+    redrive.ensure_archived(infra, [letter])
+    attempt = dlq_archive.begin_redrive(infra, letter, bound=3)
+    sqs.send_message_batch(QueueUrl=queue_url(infra, "inventory.fifo"),
+                           Entries=[redrive._entry("0", letter, attempt, inventory)])
+    dlq.release(infra, [letter])
+
+    code, output = invoke("dlq", "redrive", "inventory.fifo", "--all")
+    assert code == 0 and "redriven  task-crash-1" in output and "attempt 1" in output
+    assert attrs(infra, queue_url(infra, "inventory.fifo"))["ApproximateNumberOfMessages"] == 1
+    assert in_dlq(infra) == 0 and sum(dlq.depth(infra, inventory)) == 0
+    ledger = next(i for i in dlq_archive.history(infra, "task-crash-1") if i["item"] == "redrive")
+    assert ledger["redrives"] == 1 and "moving" not in ledger
