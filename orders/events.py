@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from orders import aws
 from orders.errors import PermanentError, RetryableError, classify_aws_error
 from orders.settings import Settings
-from orders.store import aws_errors, now_iso
+from orders.tables import aws_errors, now_iso
 from orders.topology import CUSTOMER_EVENTS
 
 log = logging.getLogger(__name__)

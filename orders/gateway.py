@@ -28,7 +28,7 @@ from typing import Any
 from orders import aws
 from orders.errors import GatewayUnavailable, PaymentDeclined, PermanentError
 from orders.settings import Settings
-from orders.store import aws_errors, from_item, now_iso, table_name, to_item
+from orders.tables import aws_errors, from_item, now_iso, table_name, to_item
 
 APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
 DECLINE = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insufficient funds",

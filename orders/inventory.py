@@ -32,7 +32,8 @@ from orders import aws
 from orders.domain import Order
 from orders.errors import ConcurrentUpdate, OutOfStock
 from orders.settings import Settings
-from orders.store import OrderStore, aws_errors, from_item, now_iso, table_name, to_item, transact
+from orders.store import OrderStore
+from orders.tables import aws_errors, from_item, now_iso, table_name, to_item, transact
 
 HOLD_SK = "reservation"
 HOLDS_INDEX = "active-holds"

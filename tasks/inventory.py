@@ -11,7 +11,8 @@ from orders.domain import validate
 from orders.errors import OutOfStock
 from orders.events import Event, event, publish
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore, transact
+from orders.store import OrderStore
+from orders.tables import transact
 from orders.workflow import StepTask, run_step
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from orders.domain import ID_PATTERN, Order, review_concerns, validate
 from orders.errors import InvalidOrder
 from orders.events import Event, event
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore, aws_errors, now_iso
+from orders.store import OrderStore
+from orders.tables import aws_errors, now_iso
 from orders.workflow import (
     StepTask,
     admit,

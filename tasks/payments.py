@@ -12,7 +12,8 @@ from orders.errors import ConcurrentUpdate, PaymentDeclined
 from orders.events import Event, event
 from orders.gateway import Gateway
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore, transact
+from orders.store import OrderStore
+from orders.tables import transact
 from orders.workflow import StepTask, run_step
 
 

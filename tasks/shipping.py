@@ -14,7 +14,8 @@ from orders.domain import Order, validate
 from orders.errors import PermanentError
 from orders.events import Event, event
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore, now_iso
+from orders.store import OrderStore
+from orders.tables import now_iso
 from orders.workflow import StepTask, run_step
 
 UNDELIVERABLE_POSTCODE = "00000"

@@ -13,7 +13,8 @@ from orders.errors import InvalidOrder, RetryableError
 from orders.gateway import Gateway
 from orders.inventory import get_stock, set_stock
 from orders.queue_urls import queue_url
-from orders.store import OrderStore, to_item
+from orders.store import OrderStore
+from orders.tables import to_item
 from orders.workflow import StepTask, fail_order
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import (
