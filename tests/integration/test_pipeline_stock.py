@@ -112,3 +112,21 @@ def test_status_and_inventory_commands(infra):
     text = runner.invoke(cli, ["status", order["orderId"]]).output
     assert f"order {order['orderId']}: completed" in text and "tracking number 1Z" in text
     assert runner.invoke(cli, ["status", "no-such-order"]).exit_code == 1
+
+
+def test_tables_are_provisioned_checked_and_removed(infra):
+    from orders import aws, provisioning
+    from orders.topology import TABLES
+
+    ddb = aws.client("dynamodb", infra)
+    names = [t.table_name(infra) for t in TABLES]
+    live = {n: ddb.describe_table(TableName=n)["Table"] for n in names}
+    orders_table = live[infra.prefix + "orders"]
+    assert [k["AttributeName"] for k in orders_table["KeySchema"]] == ["pk", "sk"]
+    assert [i["IndexName"] for i in orders_table["GlobalSecondaryIndexes"]] == ["active-holds"]
+    assert not [c for c in provisioning.check(infra).changes if c.startswith("table ")]
+    ddb.delete_table(TableName=infra.prefix + "stock")
+    assert f"table {infra.prefix}stock: missing" in provisioning.check(infra).changes
+    assert f"table {infra.prefix}stock: created" in provisioning.up(infra).changes
+    deleted = provisioning.down(infra)
+    assert all(f"table {n}" in deleted for n in names)
