@@ -63,6 +63,9 @@ class EventDispatcher(celery_dispatcher.EventDispatcher):
         super().__init__(connection, hostname, enabled, channel, *args, **kwargs)
         if self.connection is not None and fanout_capable(self.connection):
             self._sender = Sender(self.connection, self)
+            # Only the sender's thread connects. Celery's event loop looks at
+            # `dispatcher.connection` (for AMQP heartbeats) and would connect it there.
+            self.connection = None
 
     def _publish(self, event: Any, producer: Any, routing_key: str, **kwargs: Any) -> None:
         if self._sender is None:
