@@ -54,11 +54,18 @@ class DeadLetter:
     kwargs: dict[str, Any] = field(default_factory=dict)
     order_id: str | None = None
     decode_error: str | None = None
+    redrives: int = 0  # redrives of its task so far (from the archive, see dlq_archive.annotate)
 
     @property
     def key(self) -> str:
         """Stable across redrives: the Celery task id, or the body's digest when there is none."""
         return self.task_id or "md5-" + self.attributes.get("MD5OfBody", "")
+
+    @property
+    def arrival(self) -> str:
+        """This copy's archive item: the SQS message id and the redrives before it arrived
+        (StartMessageMoveTask may keep a message's id, so the id alone could repeat)."""
+        return f"arrival#{self.message_id}#r{self.redrives}"
 
     @property
     def receive_count(self) -> int:

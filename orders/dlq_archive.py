@@ -10,7 +10,7 @@ compressed) fits in an item, and a TTL keeps items 90 days, well past the
 DLQ's 14. Items of a task (partition key `key`, the Celery task id):
 
 - `failure`: the last error a worker recorded for it (written on task failure);
-- `arrival#<SQS message id>`: one dead-lettered copy: body, attributes, classification;
+- `arrival#<SQS message id>#r<redrives>`: one dead-lettered copy: body, attributes, classification;
 - `redrive`: how many times it was redriven and which copy is being moved.
 """
 
@@ -63,7 +63,7 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _arrival_key(letter: DeadLetter) -> dict[str, Any]:
-    return _item({"key": letter.key, "item": f"arrival#{letter.message_id}"})
+    return _item({"key": letter.key, "item": letter.arrival})
 
 
 def _ddb(settings: Settings) -> Any:
@@ -109,15 +109,42 @@ def failures(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[st
     return {key: item for (key, _), item in got.items()}
 
 
-def redrive_counts(settings: Settings, letters: list[DeadLetter]) -> dict[str, int]:
+def annotate(settings: Settings, letters: list[DeadLetter]) -> None:
+    """Set on each message how many redrives of its task came before it arrived."""
     got = _batch_get(settings, [(m.key, "redrive") for m in letters])
-    return {key: int(item.get("redrives", 0)) for (key, _), item in got.items()}
+    ledgers = {key: item for (key, _), item in got.items()}
+    for letter in letters:
+        ledger = ledgers.get(letter.key, {})
+        # A copy being moved by an interrupted redrive arrived before that redrive was counted.
+        being_moved = ledger.get("moving") == letter.message_id
+        letter.redrives = int(ledger.get("redrives", 0)) - (1 if being_moved else 0)
 
 
 def archived(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[str, Any]]:
     """The archived copies among the given messages, by SQS message id."""
-    got = _batch_get(settings, [(m.key, f"arrival#{m.message_id}") for m in letters])
+    got = _batch_get(settings, [(m.key, m.arrival) for m in letters])
     return {item["message_id"]: item for item in got.values()}
+
+
+def claim_late_alert(settings: Settings, letter: DeadLetter, after_seconds: int = 60) -> bool:
+    """Whether this pass may send an alert that the pass which archived the copy did not send.
+
+    Only a copy archived (and last claimed) over `after_seconds` ago qualifies, and the
+    claim is conditional, so concurrent passes never both send it.
+    """
+    cutoff = datetime.fromtimestamp(time.time() - after_seconds, UTC).isoformat(timespec="milliseconds")
+    ddb = _ddb(settings)
+    try:
+        ddb.update_item(
+            TableName=table_name(settings), Key=_arrival_key(letter),
+            UpdateExpression="SET late_claim = :now",
+            ConditionExpression=("attribute_exists(archived_at) AND attribute_not_exists(alerted_at) "
+                                 "AND archived_at < :cutoff "
+                                 "AND (attribute_not_exists(late_claim) OR late_claim < :cutoff)"),
+            ExpressionAttributeValues=_item({":now": _now(), ":cutoff": cutoff}))
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
 
 
 def mark_alerted(settings: Settings, letter: DeadLetter) -> None:
@@ -133,7 +160,7 @@ def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> 
     if len(letter.body.encode()) > COMPRESS_ABOVE:
         body = {"body_z": zlib.compress(letter.body.encode(), 9)}
     values = {
-        "key": letter.key, "item": f"arrival#{letter.message_id}", "message_id": letter.message_id,
+        "key": letter.key, "item": letter.arrival, "message_id": letter.message_id,
         "queue_name": letter.queue.name, "task": letter.task, "order_id": letter.order_id,
         "args": json.dumps(letter.args, default=str), "kwargs": json.dumps(letter.kwargs, default=str),
         "attributes": json.dumps(letter.attributes), "message_attributes": json.dumps(

@@ -96,12 +96,16 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
     """Archive the DLQ's messages not archived yet; return them, and those still to alert on."""
     letters = scan(settings, spec, limit)
     try:
+        if letters:
+            dlq_archive.annotate(settings, letters)
         known = dlq_archive.archived(settings, letters) if letters else {}
         new = [m for m in letters if m.message_id not in known]
         recorded = dlq_archive.failures(settings, new) if new else {}
+        # An alert the archiving pass could not send (SNS down, pass killed) is sent by a later one.
         arrivals = [Arrival(m, str(known[m.message_id]["category"]), str(known[m.message_id]["why"]),
                             None, new=False)
-                    for m in letters if m.message_id in known and "alerted_at" not in known[m.message_id]]
+                    for m in letters if m.message_id in known and "alerted_at" not in known[m.message_id]
+                    and dlq_archive.claim_late_alert(settings, m)]
         for letter in new:
             category, why = classify(letter, recorded.get(letter.key))
             if dlq_archive.archive(settings, letter, category, why):

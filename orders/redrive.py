@@ -48,7 +48,10 @@ class Outcome:
 
 def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
     """Archive whichever of these messages is not archived yet (raises ArchiveError if one cannot be)."""
-    known = dlq_archive.archived(settings, letters) if letters else {}
+    if not letters:
+        return 0
+    dlq_archive.annotate(settings, letters)
+    known = dlq_archive.archived(settings, letters)
     new = [m for m in letters if m.message_id not in known]
     recorded = dlq_archive.failures(settings, new) if new else {}
     for letter in new:
@@ -131,8 +134,7 @@ def _native_move(settings: Settings, spec: QueueSpec, letters: list[DeadLetter])
     past its bound (the move task cannot leave one behind)."""
     if settings.endpoint_url in _no_native_move:
         return None
-    counts = dlq_archive.redrive_counts(settings, letters)
-    if any(counts.get(m.key, 0) >= settings.dlq_max_redrives for m in letters):
+    if any(m.redrives >= settings.dlq_max_redrives for m in letters):  # counted by ensure_archived
         return None
     attempts, refused = _begin(settings, letters)
     if refused:

@@ -88,7 +88,7 @@ def list_cmd(as_json: bool) -> None:
 
 def _described(settings: Settings, letters: list[DeadLetter]) -> list[dict[str, Any]]:
     recorded = dlq_archive.failures(settings, letters)
-    counts = dlq_archive.redrive_counts(settings, letters)
+    dlq_archive.annotate(settings, letters)
     known = dlq_archive.archived(settings, letters)
     out = []
     for m in letters:
@@ -101,7 +101,7 @@ def _described(settings: Settings, letters: list[DeadLetter]) -> list[dict[str, 
             "failures": int(failure.get("failures", 0)), "first_failure": failure.get("first_failure_at"),
             "last_failure": failure.get("last_failure_at"), "error": failure.get("error") or m.decode_error,
             "classification": category, "why": why, "sent_at": _when(m.sent_at),
-            "archived_at": archived.get("archived_at"), "redrives": counts.get(m.key, 0),
+            "archived_at": archived.get("archived_at"), "redrives": m.redrives,
             "redrive_limit": settings.dlq_max_redrives,
         })
     return out
