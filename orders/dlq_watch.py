@@ -79,8 +79,17 @@ class Arrival:
 
 
 def watch(settings: Settings, limit: int = 100) -> list[Arrival]:
-    """One pass over every DLQ: archive, count, fail the orders of, and alert on new messages."""
-    arrivals = [a for spec in QUEUES for a in watch_queue(settings, spec, limit)]
+    """One pass over every DLQ: archive, count, fail the orders of, and alert on new messages.
+
+    A DLQ that cannot be read or archived now is logged and left for the next pass
+    (its messages stay in it); the other DLQs are still watched.
+    """
+    arrivals = []
+    for spec in QUEUES:
+        try:
+            arrivals += watch_queue(settings, spec, limit)
+        except Exception:
+            log.exception("DLQ %s not watched this pass", spec.dlq_sqs_name(settings))
     for arrival in (a for a in arrivals if a.new):
         metrics.count("DLQArrivals", Queue=arrival.letter.queue.name, Classification=arrival.category)
         if arrival.letter.order_id:
