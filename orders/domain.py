@@ -73,8 +73,12 @@ class Order:
 
     @property
     def lead_sku(self) -> str:
-        """The product whose FIFO message group an order's inventory messages join."""
-        return min(self.skus)
+        """The product whose FIFO message group an order's inventory messages join: its first line's.
+
+        (The first line rather than, say, the smallest sku, so that multi-line orders
+        spread over the catalogue's groups instead of piling onto one.)
+        """
+        return self.items[0].sku
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ once its own state change is recorded:
 Routing: VIP orders enter through `orders-priority.fifo` (message group = the
 customer, deduplication id = the order id); the others through `orders`.
 Orders above `settings.review_threshold` pass the review step first.
-Inventory messages join the FIFO group of the order's first product (by sku).
+Inventory messages join the FIFO group of the order's first product (its first line).
 
 Hand-offs are explicit sends, not a Celery chain in the message, because the
 next step depends on the outcome (cancel, refund) and on the order (FIFO ids).
@@ -102,8 +102,8 @@ def hand_off(record: dict[str, Any], step: str | None) -> None:
     order_id = record["orderId"]
     options: dict[str, Any] = {}
     if step == "reserve":
-        skus = [item["sku"] for item in record["order"]["items"]]
-        options = {"MessageGroupId": min(skus), "MessageDeduplicationId": f"{order_id}.reserve"}
+        options = {"MessageGroupId": record["order"]["items"][0]["sku"],  # Order.lead_sku
+                   "MessageDeduplicationId": f"{order_id}.reserve"}
     app.send_task(TASKS[step], args=(order_id,), **options)
 
 

@@ -35,6 +35,7 @@ def test_a_valid_order_round_trips_with_decimal_money():
     order = validate(good())
     assert order.total == Decimal("44.98") and order.items[1].unit_price == Decimal("5.00")
     assert order.is_vip and order.lead_sku == "A"
+    assert validate(good(items=list(reversed(good()["items"])))).lead_sku == "B"  # the first line
     again = validate(order.to_json())
     assert again == order and again.fingerprint() == order.fingerprint()
     assert order.to_json()["totalAmount"] == "44.98"
