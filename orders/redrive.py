@@ -60,22 +60,39 @@ def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
 
 
 def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -> list[Outcome]:
-    """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source."""
-    letters = scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
-    chosen = letters if ids is None else [m for m in letters if {m.key, m.message_id} & set(ids)]
-    release(settings, [m for m in letters if m not in chosen])
+    """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source.
+
+    Works in rounds: a FIFO DLQ shows at most ten messages of a message group at a
+    time, and the next ones only once those left. Messages it does not move stay
+    hidden until the end, so no round sees them twice.
+    """
+    outcomes: list[Outcome] = []
+    held: list[DeadLetter] = []
     try:
-        ensure_archived(settings, chosen)
-    except dlq_archive.ArchiveError:
-        release(settings, chosen)
-        raise
-    if ids is None and chosen:
-        native = _native_move(settings, spec, chosen)
-        if native is not None:
-            return native
-    outcomes = []
-    for start in range(0, len(chosen), 10):
-        outcomes += _move_batch(settings, spec, chosen[start:start + 10])
+        for round_ in range(MAX_MESSAGES // 10):
+            seen = {m.message_id for m in held} | {o.letter.message_id for o in outcomes}
+            letters = [m for m in scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
+                       if m.message_id not in seen]
+            if not letters:
+                break
+            chosen = letters if ids is None else [m for m in letters if {m.key, m.message_id} & set(ids)]
+            held += [m for m in letters if m not in chosen]
+            try:
+                ensure_archived(settings, chosen)
+            except dlq_archive.ArchiveError:
+                held += chosen
+                raise
+            if ids is None and round_ == 0:
+                native = _native_move(settings, spec, chosen)
+                if native is not None:
+                    return native
+            for start in range(0, len(chosen), 10):
+                moved = _move_batch(settings, spec, chosen[start:start + 10])
+                outcomes += moved
+                held += [o.letter for o in moved if o.result not in ("redriven", "moving")]
+    finally:
+        if held:
+            release(settings, held)
     return outcomes
 
 
@@ -94,24 +111,25 @@ def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) 
     """Up to ten messages: counted, sent to the source in one batch, then deleted from the DLQ."""
     attempts, outcomes = _begin(settings, letters)
     moving = [m for m in letters if m.message_id in attempts]
-    release(settings, [o.letter for o in outcomes])
     if not moving:
         return outcomes
     sqs = aws.client("sqs", settings)
     sent = sqs.send_message_batch(QueueUrl=queue_url(settings, spec.name), Entries=[
         _entry(str(i), m, attempts[m.message_id], spec) for i, m in enumerate(moving)])
     for failure in sent.get("Failed", []):
-        letter = moving[int(failure["Id"])]
-        outcomes.append(Outcome(letter, "failed", f"not sent ({failure.get('Message')}); "
-                                                  "still in the DLQ, redrive again to resume"))
+        outcomes.append(Outcome(moving[int(failure["Id"])], "failed",
+                                f"not sent ({failure.get('Message')}); redrive again to resume"))
     done = [moving[int(ok["Id"])] for ok in sent.get("Successful", [])]
-    if done:
-        deleted = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
-            {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(done)])
-        for failure in deleted.get("Failed", []):
-            log.warning("redriven message %s not deleted from the DLQ: %s", done[int(failure["Id"])].key,
-                        failure)
-    for letter in done:
+    deleted = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
+        {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(done)]) if done else {}
+    for failure in deleted.get("Failed", []):
+        # Sent but still in the DLQ: left marked as moving, so the next redrive resumes
+        # this attempt (same deduplication id) instead of sending a new one.
+        outcomes.append(Outcome(done[int(failure["Id"])], "failed",
+                                f"sent, not deleted from the DLQ ({failure.get('Message')}); "
+                                "redrive again to finish"))
+    for ok in deleted.get("Successful", []):
+        letter = done[int(ok["Id"])]
         dlq_archive.end_redrive(settings, letter)
         outcomes.append(Outcome(letter, "redriven", f"attempt {attempts[letter.message_id]}"))
     return outcomes

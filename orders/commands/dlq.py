@@ -157,6 +157,7 @@ def redrive_cmd(queue: str, all_: bool, ids: tuple[str, ...]) -> None:
         click.echo(f"{'not found':9} {name}  (not in the DLQ now)")
     moved = sum(o.result in ("redriven", "moving") for o in outcomes)
     click.echo(f"{moved} of {len(outcomes)} message(s) back on {spec.sqs_name(settings)}")
+    _remaining(settings, spec)
     if moved < len(outcomes) or missing:
         raise SystemExit(1)
 
@@ -180,6 +181,16 @@ def purge_cmd(queue: str, yes: bool) -> None:
     with _aws_errors():
         deleted = redrive.purge(settings, spec, letters)
     click.echo(f"Deleted {deleted} archived message(s) from {spec.dlq_sqs_name(settings)}.")
+    _remaining(settings, spec)
+
+
+def _remaining(settings: Settings, spec: QueueSpec) -> None:
+    """Say so when messages are left: refused, arrived meanwhile, or hidden behind a FIFO group."""
+    with _aws_errors():
+        left = sum(depth(settings, spec))
+    if left:
+        click.echo(f"{left} message(s) still in {spec.dlq_sqs_name(settings)}: "
+                   f"see `orders dlq show {spec.name}`")
 
 
 commands = [dlq_group]

@@ -208,3 +208,18 @@ def test_a_redrive_interrupted_between_send_and_delete_resumes_without_a_second_
     assert in_dlq(infra) == 0 and sum(dlq.depth(infra, inventory)) == 0
     ledger = next(i for i in dlq_archive.history(infra, "task-crash-1") if i["item"] == "redrive")
     assert ledger["redrives"] == 1 and "moving" not in ledger
+
+
+def test_redrive_takes_a_fifo_group_longer_than_one_receive_in_rounds(infra):
+    """SQS shows at most ten messages of a FIFO group at a time; a redrive moves them all."""
+    inventory = QUEUES_BY_NAME["inventory.fifo"]
+    sqs = aws.client("sqs", infra)
+    for i in range(12):
+        payload = base64.b64encode(json.dumps([[f"ord-{i}"], {}, {}]).encode()).decode()
+        envelope = json.dumps({"body": payload, "headers": {"task": "inventory.reserve", "id": f"t-{i}"}})
+        sqs.send_message(QueueUrl=dlq.dlq_url(infra, inventory), MessageBody=envelope,
+                         MessageGroupId="sku-9", MessageDeduplicationId=f"d-{i}")
+    code, output = invoke("dlq", "redrive", "inventory.fifo", "--all")
+    assert code == 0 and "12 of 12 message(s) back" in output, output
+    assert attrs(infra, queue_url(infra, "inventory.fifo"))["ApproximateNumberOfMessages"] == 12
+    assert sum(dlq.depth(infra, inventory)) == 0
