@@ -23,6 +23,7 @@ commitment) are conditional on the hold's state, so each happens once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -146,16 +147,16 @@ def reserve(settings: Settings, store: OrderStore, record: dict[str, Any],
     OutOfStock (with `shortages`) if any line is short; ConcurrentUpdate if the
     order or its hold changed meanwhile (the caller retries).
     """
-    expires = time.time() + settings.reservation_ttl_seconds
+    expires = math.ceil(time.time() + settings.reservation_ttl_seconds)  # whole seconds, never early
     hold = Hold(order.order_id, tuple((i.sku, i.quantity) for i in order.items), expires, "active")
     items = [_stock_op(settings, sku, "SET available = available - :q, reserved = reserved + :q",
                        q, "available >= :q") for sku, q in hold.items]
     items.append({"Put": {
         "TableName": store.table, "ConditionExpression": "attribute_not_exists(pk)",
         "Item": to_item({"pk": order.order_id, "sk": HOLD_SK, "holdState": "active", "state": "active",
-                         "expiresAt": int(expires) + 1, "items": hold.as_data(), "at": now_iso()})}})
+                         "expiresAt": expires, "items": hold.as_data(), "at": now_iso()})}})
     op, reserved = store.prepare(record, "reserved", "reserve",
-                                 fields={"reservationExpiresAt": int(expires) + 1})
+                                 fields={"reservationExpiresAt": expires})
     codes = transact(settings, [*items, {"Update": op}])
     if codes is None:
         return reserved

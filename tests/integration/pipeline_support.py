@@ -42,7 +42,7 @@ def pipeline(queues: list[str] | None = None, concurrency: int = 8) -> Iterator[
         yield w
 
 
-def wait_final(settings: Settings, order_id: str, timeout: float = 30.0) -> dict[str, Any]:
+def wait_final(settings: Settings, order_id: str, timeout: float = 90.0) -> dict[str, Any]:
     """The order's public view once it reached a final state."""
     store = OrderStore(settings)
 

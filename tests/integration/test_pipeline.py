@@ -29,7 +29,7 @@ def test_regular_order_completes_with_its_events_and_notifications(infra):
     with pipeline():
         record = wait_final(infra, order["orderId"])
         wait_for(lambda: set(OrderStore(infra).get(order["orderId"])["notifications"])
-                 >= CUSTOMER_NOTIFICATIONS)
+                 >= CUSTOMER_NOTIFICATIONS, timeout=60)
     assert record["status"] == "completed" and record["reason"] is None
     assert statuses(record) == ["placed", "validated", "reserved", "paid", "shipped", "completed"]
     assert record["totalAmount"] == "25.00" and record["payment"]["amount"] == "25.00"
@@ -97,7 +97,7 @@ def test_processing_error_completes_after_retries(infra):
     order = make_order(sku="SKU-R", token="tok_processingError")
     place_order.delay(order)
     with pipeline():
-        record = wait_final(infra, order["orderId"], timeout=45)
+        record = wait_final(infra, order["orderId"])
     assert record["status"] == "completed", record
     charge = Gateway(infra).lookup(f"{order['orderId']}:charge")
     assert (charge["attempts"], charge["captures"], record["payment"]["attempts"]) == (3, 1, 3)

@@ -60,10 +60,10 @@ def test_malformed_messages_reaching_a_worker_end_rejected(infra):
     app.send_task("orders.place", args=("not", "an", "order"))
     with pipeline(["orders"]):
         record = wait_final(infra, wrong_total["orderId"])
-        events = wait_for(lambda: [e for e in drain_events(infra, probe)
-                                   if e["eventType"] == "OrderRejected"] or None, timeout=10)
-        while len(events) < 2:
-            events += [e for e in drain_events(infra, probe) if e["eventType"] == "OrderRejected"]
+        events: list[dict] = []
+        wait_for(lambda: events.extend(e for e in drain_events(infra, probe)
+                                       if e["eventType"] == "OrderRejected") or len(events) >= 2,
+                 timeout=60)
     assert (record["status"], record["reason"]) == ("rejected", "invalid-order")
     assert record["problems"] == ["totalAmount: 999.00 does not equal the sum of the items (10.00)"]
     assert statuses(record) == ["placed", "rejected"]
@@ -89,7 +89,7 @@ def test_duplicated_messages_and_orders_charge_once(infra):
                     if task.startswith("inventory") else {}
                 app.send_task(task, args=(order["orderId"],), **options)
         wait_for(lambda: all(depth(infra, q) == 0 for q in ("orders", "inventory.fifo", "payments",
-                                                              "shipping", "notifications")))
+                                                              "shipping", "notifications")), timeout=60)
     final = OrderStore(infra).get(order["orderId"])
     assert final["status"] == "completed" and final["version"] == record["version"]
     assert statuses(final) == ["placed", "validated", "reserved", "paid", "shipped", "completed"]
@@ -114,7 +114,7 @@ def test_poison_messages_land_in_the_dlq_and_the_order_shows_failed(infra):
     app.send_task("shipping.create_shipment", args=("ord-poison",))
     sqs.send_message(QueueUrl=shipping, MessageBody="this is not JSON")
     with pipeline(["shipping"]):
-        wait_for(lambda: depth(infra, "shipping-dlq") == 2, timeout=40)
+        wait_for(lambda: depth(infra, "shipping-dlq") == 2, timeout=90)
     dead = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName=infra.prefix + "shipping-dlq")
                                ["QueueUrl"], MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
     bodies = sorted(m["Body"] for m in dead)
@@ -144,7 +144,7 @@ def test_a_fifo_retry_keeps_its_message_group_and_gets_a_new_dedup_id(infra):
     seen.clear()
     flaky_probe.apply_async(MessageGroupId="SKU-9", MessageDeduplicationId="probe-1")
     with pipeline(["inventory.fifo"]):
-        wait_for(lambda: len(seen) == 2, timeout=20)
+        wait_for(lambda: len(seen) == 2, timeout=60)
     assert [p.get("MessageGroupId") for p in seen] == ["SKU-9", "SKU-9"]
     assert [p.get("MessageDeduplicationId") for p in seen] == ["probe-1", "probe-1.r1"]
 

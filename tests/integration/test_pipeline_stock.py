@@ -28,7 +28,7 @@ def test_concurrent_orders_for_scarce_stock_never_oversell(infra):
     for order in orders:
         place_order.delay(order)
     with pipeline(concurrency=10):
-        records = [wait_final(infra, o["orderId"], timeout=60) for o in orders]
+        records = [wait_final(infra, o["orderId"], timeout=120) for o in orders]
     outcomes = sorted((r["status"], r["reason"]) for r in records)
     assert outcomes == [("cancelled", "out-of-stock")] * 9 + [("completed", None)] * 5
     assert get_stock(infra, "SKU-HOT") == {"sku": "SKU-HOT", "available": 0, "reserved": 0}
@@ -65,9 +65,11 @@ def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypa
     order = make_order(sku="SKU-E", quantity=2)
     place_order.delay(order)
     with pipeline(["orders", "inventory.fifo"]):  # no payments worker: the hold just waits
-        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved")
+        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
+                 timeout=60)
         assert get_stock(infra, "SKU-E") == {"sku": "SKU-E", "available": 1, "reserved": 2}
-        time.sleep(1.5)
+        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
+        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
         sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
         app.send_task(sweep["task"], **sweep["options"])  # what beat sends
         record = wait_final(infra, order["orderId"])
@@ -103,7 +105,7 @@ def test_status_and_inventory_commands(infra):
     place_order.delay(order)
     with pipeline():
         wait_final(infra, order["orderId"])
-        wait_for(lambda: get_stock(infra, "SKU-C")["available"] == 6)
+        wait_for(lambda: get_stock(infra, "SKU-C")["available"] == 6, timeout=60)
     status = runner.invoke(cli, ["status", order["orderId"], "--json"])
     record = json.loads(status.output)
     assert {"orderId", "status", "reason", "history"} <= set(record)
