@@ -17,7 +17,9 @@ counted. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -196,7 +198,7 @@ class Batcher:
         return batch
 
     def _send(self, batch: list[_Entry]) -> None:
-        entries = [{"Id": str(i), **e.payload} for i, e in enumerate(batch)]
+        entries = [{**e.payload, "Id": str(i)} for i, e in enumerate(batch)]
         self.stats["calls"] += 1
         try:
             response = self._call(batch[0].client, batch[0].target, entries)
@@ -243,6 +245,30 @@ class Batcher:
         if isinstance(exc, BatchEntryError):
             return not exc.sender_fault
         return is_retryable_aws_error(exc)
+
+
+_shared: dict[tuple[int, str], Batcher] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(name: str, call: BatchCall, linger: float) -> Batcher:
+    """The process's batcher called `name`, made on first use (a forked child makes its own)."""
+    key = (os.getpid(), name)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Batcher(name, call, linger=linger)
+            atexit.register(_log_summary, key)
+        return _shared[key]
+
+
+def existing(name: str) -> Batcher | None:
+    """The process's batcher called `name`, if one was made."""
+    return _shared.get((os.getpid(), name))
+
+
+def _log_summary(key: tuple[int, str]) -> None:
+    if key[0] == os.getpid():
+        logger.info("%s", _shared[key].summary())
 
 
 def delete_message_batch(client: Any, queue_url: str, entries: list[dict[str, Any]]) -> dict[str, Any]:

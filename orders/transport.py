@@ -31,9 +31,7 @@ changes, and why it keeps at-least-once delivery:
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -48,7 +46,7 @@ from kombu.transport.SQS import Channel as SQSChannel
 from kombu.transport.SQS import Transport as SQSTransport
 
 from orders import aws
-from orders.batching import Batcher, delete_message_batch, message_size, send_message_batch
+from orders.batching import Batcher, delete_message_batch, existing, message_size, send_message_batch, shared
 from orders.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -60,10 +58,9 @@ SCHEME = "orders-sqs"
 SEND_TIMEOUT = 120.0
 
 _local = threading.local()
-_send_batchers: dict[int, Batcher] = {}
 _ack_batchers: list[Batcher] = []
 _retired_acks: Counter[str] = Counter()  # the stats of closed channels' batchers
-_send_lock = threading.Lock()
+_stats_lock = threading.Lock()
 
 
 def stats() -> dict[str, Counter[str]]:
@@ -71,23 +68,13 @@ def stats() -> dict[str, Counter[str]]:
     acks: Counter[str] = Counter(_retired_acks)
     for batcher in list(_ack_batchers):
         acks.update(batcher.stats)
-    sends = _send_batchers.get(os.getpid())
+    sends = existing("sqs-sends")
     return {"acks": acks, "sends": Counter(sends.stats if sends else {})}
 
 
 def send_batcher(linger: float) -> Batcher:
-    """The process's SendMessageBatch batcher (one per process: forked children get their own)."""
-    pid = os.getpid()
-    with _send_lock:
-        if pid not in _send_batchers:
-            _send_batchers[pid] = Batcher("sqs-sends", send_message_batch, linger=linger)
-            atexit.register(_log_sends, pid)
-        return _send_batchers[pid]
-
-
-def _log_sends(pid: int) -> None:
-    if pid == os.getpid():
-        logger.info("%s", _send_batchers[pid].summary())
+    """The process's SendMessageBatch batcher (shared by every channel and thread)."""
+    return shared("sqs-sends", send_message_batch, linger)
 
 
 @contextmanager
@@ -146,7 +133,7 @@ class Channel(SQSChannel):
         if self._acks is None:
             self._acks = Batcher("sqs-acks", delete_message_batch,
                                  linger=self.transport_options.get("ack_linger", 0.05))
-            with _send_lock:
+            with _stats_lock:
                 _ack_batchers.append(self._acks)
         return self._acks
 
@@ -181,7 +168,7 @@ class Channel(SQSChannel):
             logger.info("sqs-receives: %(messages)d messages in %(calls)d calls", self.receives)
         if self._acks is not None and not self._acks.closed:
             self._acks.close(self.transport_options.get("ack_close_timeout", 10.0))
-            with _send_lock:
+            with _stats_lock:
                 _ack_batchers.remove(self._acks)
                 _retired_acks.update(self._acks.stats)
         super().close()

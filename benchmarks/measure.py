@@ -1,0 +1,97 @@
+"""What every benchmark run reports: percentiles, API calls per order, peak worker memory."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: The calls the benchmark counts as the pipeline's cost (AWS bills them per request).
+BILLED_SERVICES = ("sqs", "sns")
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """P50/P95/P99 and max of a sample, in seconds (None when the sample is empty)."""
+
+    n: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Percentiles:
+        data = sorted(values)
+        if not data:
+            return cls(0, None, None, None, None)
+        return cls(len(data), pct(data, 50), pct(data, 95), pct(data, 99), data[-1])
+
+
+def pct(data: Sequence[float], p: float) -> float:
+    """The nearest-rank percentile of sorted `data`."""
+    rank = max(1, -(-len(data) * p // 100))  # ceil without floats drifting
+    return data[int(rank) - 1]
+
+
+@dataclass
+class RunFigures:
+    """One benchmark run (one configuration) in figures; `as_dict` is the --json form."""
+
+    label: str
+    orders: int
+    completed: int
+    elapsed: float
+    throughput: float  # completed orders per second, first placement to last completion
+    end_to_end: Percentiles
+    stages: dict[str, Percentiles] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def billed_calls(self) -> int:
+        return sum(n for key, n in self.calls.items() if key.split(":", 1)[0] in BILLED_SERVICES)
+
+    @property
+    def calls_per_order(self) -> float | None:
+        return self.billed_calls / self.completed if self.completed else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["billed_calls"] = self.billed_calls
+        data["calls_per_order"] = self.calls_per_order
+        return data
+
+
+def throughput(completed: int, first_start: float, last_end: float) -> float:
+    """Orders per second over the span from the first placement to the last completion."""
+    span = last_end - first_start
+    return completed / span if completed and span > 0 else 0.0
+
+
+class PeakMemory:
+    """Samples the resident memory of each worker (process group) until stopped; keeps the peak."""
+
+    def __init__(self, children: Sequence[Any], interval: float = 0.5):
+        self.children = list(children)
+        self.interval = interval
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for child in self.children:
+                if child.name.startswith("worker"):
+                    self.peak[child.name] = max(self.peak.get(child.name, 0), child.rss())
+            self._stop.wait(self.interval)

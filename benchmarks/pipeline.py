@@ -1,0 +1,122 @@
+"""The full pipeline under load: the demo's order mix through every worker, as production runs it.
+
+Built on the demo's harness (orders.stack, orders.runner): a fresh emulator
+and namespace per configuration, one worker process per queue, beat, the
+order mix placed at a steady rate. Placing goes through `PlacementBuffer`,
+which does what an order API that batches would do: it validates each order
+at once (a refusal is reported to the caller, as `place_order.delay` does) and
+sends what arrived in the last `tick` seconds together. With the stock
+transport those sends are one SendMessage each.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.measure import PeakMemory, Percentiles, RunFigures
+from orders.stack import Stack
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """How many orders of the mix, how fast, and how long to wait for the last ones."""
+
+    orders: int
+    rate: float = 20.0
+    tick: float = 0.25
+    timeout: float = 300.0
+    seed: int = 1
+
+
+class PlacementBuffer:
+    """The runner's `send`: validate now, send every `tick` seconds in one batched block."""
+
+    def __init__(self, tick: float):
+        self.tick = tick
+        self.pending: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="placement", daemon=True)
+        self.thread.start()
+
+    def send(self, raw: dict[str, Any]) -> None:
+        from orders.settings import get_settings
+        from orders.workflow import admit
+
+        admit(get_settings(), raw)  # InvalidOrder for the caller, as place_order.delay raises it
+        with self.lock:
+            self.pending.append(raw)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.tick):
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        from orders.transport import batched_sends
+        from tasks.orders import place_order
+
+        with self.lock:
+            batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            with batched_sends():
+                for raw in batch:
+                    place_order.delay(raw)
+        except Exception as exc:  # noqa: BLE001 - counted and reported, never silent
+            self.errors.append(f"{len(batch)} order(s) around {batch[0].get('orderId')}: {exc!r}")
+
+
+def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float = 0.0,
+                 endpoint: str | None = None, worker_args: list[str] | None = None) -> RunFigures:
+    """One configuration of the pipeline: start, seed, place, follow, report."""
+    from orders.order_mix import OrderMix
+    from orders.runner import run_orders, seed_catalogue
+
+    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
+    extra = {"worker_args": worker_args} if worker_args else {}
+    with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, **extra) as stack:
+        settings = stack.settings
+        mix = OrderMix(seed=plan.seed, run_id=f"{label}-{stack.namespace.rsplit('-', 1)[-1]}",
+                       review_threshold=settings.review_threshold)
+        planned = mix.orders(plan.orders)
+        seed_catalogue(settings, mix.stock(plan.orders))
+        stack.reset_calls()
+        placement = PlacementBuffer(plan.tick)
+        with PeakMemory(stack.children) as memory:
+            try:
+                result = run_orders(settings, planned, plan.rate, plan.timeout, send=placement.send)
+            finally:
+                placement.close()
+        calls = stack.calls() or {}
+    return figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
+
+
+def figures(label: str, plan: PipelinePlan, outcomes: list[Any], calls: dict[str, int],
+            peak: dict[str, int], send_errors: list[str]) -> RunFigures:
+    """Per-stage and end-to-end latency of the orders that reached a final state."""
+    from collections import defaultdict
+
+    from orders.report import final_time, stage_durations, throughput
+
+    finals = [(o, t) for o in outcomes if (t := final_time(o)) is not None and o.placed_at is not None]
+    stages: dict[str, list[float]] = defaultdict(list)
+    for outcome, _ in finals:
+        for name, seconds in stage_durations(outcome):
+            stages[name].append(seconds)
+    accepted = [o for o in outcomes if o.placed_at is not None and o.refused is None]
+    elapsed, rate = throughput(outcomes, [t for _, t in finals])
+    unfinished = len(accepted) - len(finals)
+    notes = [f"{unfinished} accepted order(s) not final"] if unfinished else []
+    return RunFigures(label=label, orders=len(accepted), completed=len(finals), elapsed=elapsed,
+                      throughput=rate, end_to_end=Percentiles.of(t - o.placed_at for o, t in finals),
+                      stages={name: Percentiles.of(v) for name, v in stages.items()},
+                      calls=calls, peak_rss=peak, notes=notes + send_errors)

@@ -1,0 +1,120 @@
+"""The raw ceiling: the same five-hop message flow as a plain boto3 loop, no Celery, no kombu.
+
+Each hop is a few threads doing receive (10) -> send batch to the next queue ->
+delete batch, the best that SQS's batch APIs allow; the producer sends batches
+of ten. Messages carry a body the size of a Celery chain message, and their
+timeline, so the figures are comparable with the pipeline's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from benchmarks.chain import CHAIN_QUEUES, LoadPlan, figures
+from benchmarks.measure import RunFigures
+from orders import aws
+from orders.queue_urls import queue_url
+from orders.stack import Stack
+
+#: About what a Celery message of the five-hop chain weighs once base64-encoded.
+BODY_PADDING = "x" * 2500
+
+
+class AwsOnly(Stack):
+    """A stack without workers: the emulator and the provisioned namespace only."""
+
+    def _start_children(self) -> None:
+        self.children = []
+
+
+class Flow:
+    """The shared state of one raw run: queue URLs, the finished timelines, the stop flag."""
+
+    def __init__(self, urls: list[str], groups: int):
+        self.urls = urls
+        self.groups = groups
+        self.done: list[list[float]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def entries(self, bodies: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
+        """SendMessageBatch entries; a FIFO queue gets a group per product and a dedup id."""
+        out = []
+        for i, body in enumerate(bodies):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": json.dumps(body)}
+            if url.endswith(".fifo"):
+                entry["MessageGroupId"] = f"sku-{body['n'] % self.groups}"
+                entry["MessageDeduplicationId"] = f"{body['n']}-{len(body['t'])}"
+            out.append(entry)
+        return out
+
+
+def hop(flow: Flow, index: int) -> None:
+    """One thread of hop `index`: receive, pass on (or finish), delete; until told to stop."""
+    sqs = aws.client("sqs")
+    url = flow.urls[index]
+    last = index == len(flow.urls) - 1
+    while not flow.stop.is_set():
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not got:
+            continue
+        bodies = [json.loads(m["Body"]) for m in got]
+        now = time.time()
+        for body in bodies:
+            body["t"].append(now)
+        if last:
+            with flow.lock:
+                flow.done.extend(b["t"] for b in bodies)
+        else:
+            nxt = flow.urls[index + 1]
+            sqs.send_message_batch(QueueUrl=nxt, Entries=flow.entries(bodies, nxt))
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+
+
+def produce(flow: Flow, plan: LoadPlan) -> None:
+    """Send the chains' first messages on the plan's schedule, ten per call."""
+    sqs = aws.client("sqs")
+
+    def send(ids: list[int]) -> None:
+        bodies = [{"n": n, "pad": BODY_PADDING, "t": [time.time()]} for n in ids]
+        sqs.send_message_batch(QueueUrl=flow.urls[0], Entries=flow.entries(bodies, flow.urls[0]))
+
+    per_tick = plan.orders if plan.rate <= 0 else max(1, round(plan.rate * plan.tick))
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(plan.placers) as pool:
+        for k, start in enumerate(range(0, plan.orders, per_tick)):
+            time.sleep(max(0.0, t0 + k * plan.tick - time.monotonic()))
+            ids = list(range(start, min(start + per_tick, plan.orders)))
+            for future in [pool.submit(send, ids[i:i + 10]) for i in range(0, len(ids), 10)]:
+                future.result()
+
+
+def run_raw(label: str, plan: LoadPlan, latency_ms: float = 0.0, endpoint: str | None = None,
+            threads_per_hop: int = 2) -> RunFigures:
+    """The ceiling for `plan`'s message volume on a fresh emulator with the same latency."""
+    with AwsOnly(endpoint=endpoint, latency_ms=latency_ms, beat=False) as stack:
+        flow = Flow([queue_url(stack.settings, q) for q in CHAIN_QUEUES], plan.groups)
+        stack.reset_calls()
+        threads = [threading.Thread(target=hop, args=(flow, i), daemon=True)
+                   for i in range(len(CHAIN_QUEUES)) for _ in range(threads_per_hop)]
+        for t in threads:
+            t.start()
+        produce(flow, plan)
+        wait(lambda: len(flow.done) >= plan.orders, plan.timeout)
+        flow.stop.set()
+        calls = stack.calls() or {}
+        for t in threads:
+            t.join(timeout=5)
+    return figures(label, plan, flow.done, calls, {})
+
+
+def wait(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.1)

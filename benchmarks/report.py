@@ -1,0 +1,81 @@
+"""The benchmark's output: one table per suite, the ratios the targets are stated in, and JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks.measure import BILLED_SERVICES, Percentiles, RunFigures
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:,.0f}"
+
+
+def mib(value: int) -> str:
+    return f"{value / 2**20:,.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def ratios(runs: dict[str, RunFigures]) -> dict[str, float | None]:
+    """The comparisons the targets are stated in (None when a run is missing or empty)."""
+    ours, stock, raw = runs.get("ours"), runs.get("stock"), runs.get("raw")
+    out: dict[str, float | None] = {}
+    if ours and stock:
+        out["stock_calls_per_order / ours"] = ratio(stock.calls_per_order, ours.calls_per_order)
+        out["ours_throughput / stock"] = ratio(ours.throughput, stock.throughput)
+    if ours and raw:
+        out["ours_throughput / raw_ceiling"] = ratio(ours.throughput, raw.throughput)
+    return out
+
+
+def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
+    """One suite: a row per configuration, the ratios, then each run's stages and calls."""
+    lines = [title, "", f"{'':8}{'orders/s':>10}{'done':>11}{'P50 ms':>9}{'P95 ms':>9}{'P99 ms':>9}"
+             f"{'SQS+SNS/order':>15}{'peak RSS MiB':>14}"]
+    for label, run in runs.items():
+        e = run.end_to_end
+        per = f"{run.calls_per_order:.2f}" if run.calls_per_order is not None else "-"
+        rss = mib(max(run.peak_rss.values())) + " max" if run.peak_rss else "-"
+        lines.append(f"{label:8}{run.throughput:>10.1f}{run.completed:>6}/{run.orders:<4}"
+                     f"{ms(e.p50):>9}{ms(e.p95):>9}{ms(e.p99):>9}{per:>15}{rss:>14}")
+    for name, value in ratios(runs).items():
+        lines.append(f"  {name}: " + ("-" if value is None else f"{value:.2f}"))
+    for label, run in runs.items():
+        lines += ["", f"{label}: stages (ms)        {'n':>6}{'P50':>9}{'P95':>9}{'P99':>9}"]
+        lines += [stage_line(name, p) for name, p in run.stages.items()]
+        lines.append(f"{label}: calls  " + calls_line(run.calls))
+        lines += [f"{label}: note: {note}" for note in run.notes]
+    return "\n".join(lines)
+
+
+def stage_line(name: str, p: Percentiles) -> str:
+    return f"  {name:26}{p.n:>6}{ms(p.p50):>9}{ms(p.p95):>9}{ms(p.p99):>9}"
+
+
+def calls_line(calls: dict[str, int]) -> str:
+    billed = sorted(((k, n) for k, n in calls.items() if k.split(":", 1)[0] in BILLED_SERVICES),
+                    key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {n}" for k, n in billed) or "(not counted: not an emulator)"
+
+
+def as_json(suites: dict[str, dict[str, RunFigures]], context: dict[str, Any]) -> dict[str, Any]:
+    return {"context": context,
+            "suites": {name: {"runs": {label: run.as_dict() for label, run in runs.items()},
+                              "ratios": ratios(runs)} for name, runs in suites.items()}}
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were taken: CPUs, load before the run, Python."""
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "platform": platform.platform(terse=True)}
+
+
+def headline(runs: Sequence[RunFigures]) -> str:
+    return "; ".join(f"{r.label} {r.throughput:.1f}/s" for r in runs)
