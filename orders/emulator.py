@@ -89,6 +89,9 @@ class CountingMiddleware:
         self.app = app
         self.latency = latency_ms / 1000.0
         self.calls = CallCounter()
+        # moto's DynamoDB backend is not thread-safe (a failed transaction restores
+        # whole tables from a copy): one DynamoDB request at a time.
+        self.dynamodb_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -99,9 +102,13 @@ class CountingMiddleware:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
-        self.calls.add(identify_call(environ, body))
+        call = identify_call(environ, body)
+        self.calls.add(call)
         if self.latency:
             time.sleep(self.latency)
+        if call.startswith("dynamodb:"):
+            with self.dynamodb_lock:
+                return list(self.app(environ, start_response))
         return self.app(environ, start_response)
 
     def _stats(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -135,6 +142,9 @@ class AwsEmulator:
         )
         from werkzeug.serving import make_server
 
+        from orders import moto_dynamodb
+
+        moto_dynamodb.install()
         app = CountingMiddleware(DomainDispatcherApplication(create_backend_app), self.latency_ms)
         self._server = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
