@@ -14,29 +14,29 @@ from typing import Any
 
 from orders import aws
 from orders.settings import ConfigurationError, Settings
-from orders.topology import QUEUES
+from orders.topology import QUEUES, queue_for_task
 
 
-class QueueUrls(Mapping[str, dict[str, str]]):
-    """Celery queue name -> {'url': ...}, resolved lazily for every declared queue at once."""
+class QueueUrls(Mapping[str, dict[str, Any]]):
+    """Celery queue name -> {'url', 'backoff_policy', ...}, resolved lazily for every queue at once."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._urls: dict[str, dict[str, str]] | None = None
+        self._urls: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
     def resolve(self) -> None:
         """Look every queue up now rather than on first use (start-up checks call this)."""
         self._resolved()
 
-    def _resolved(self) -> dict[str, dict[str, str]]:
+    def _resolved(self) -> dict[str, dict[str, Any]]:
         if self._urls is None:
             with self._lock:
                 if self._urls is None:
                     self._urls = resolve_queue_urls(self.settings)
         return self._urls
 
-    def __getitem__(self, name: str) -> dict[str, str]:
+    def __getitem__(self, name: str) -> dict[str, Any]:
         return self._resolved()[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -52,7 +52,26 @@ class QueueUrls(Mapping[str, dict[str, str]]):
         return f"QueueUrls(env={self.settings.env!r}, resolved={self._urls is not None})"
 
 
-def resolve_queue_urls(settings: Settings) -> dict[str, dict[str, str]]:
+class TasksOf:
+    """Every task name that routes to one queue (kombu asks `task in backoff_tasks`)."""
+
+    def __init__(self, queue: str):
+        self.queue = queue
+
+    def __contains__(self, task_name: object) -> bool:
+        try:
+            return isinstance(task_name, str) and queue_for_task(task_name).name == self.queue
+        except KeyError:
+            return False
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"TasksOf({self.queue!r})"
+
+
+def resolve_queue_urls(settings: Settings) -> dict[str, dict[str, Any]]:
     """Look every declared queue up; a missing one is a clear configuration error."""
     sqs = aws.client("sqs", settings)
     missing, urls = [], {}
@@ -62,7 +81,12 @@ def resolve_queue_urls(settings: Settings) -> dict[str, dict[str, str]]:
         except sqs.exceptions.QueueDoesNotExist:
             missing.append(spec.sqs_name(settings))
             continue
-        urls[spec.name] = {"url": url}
+        urls[spec.name] = {
+            "url": url,
+            # kombu hides a rejected message for backoff_policy[receive count] seconds.
+            "backoff_policy": spec.failure_backoff(settings.failure_backoff_seconds),
+            "backoff_tasks": TasksOf(spec.name),
+        }
     if missing:
         raise ConfigurationError(
             f"SQS queues missing: {', '.join(missing)}. "

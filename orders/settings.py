@@ -89,6 +89,7 @@ class Settings:
     polling_interval: float = 0.05
     prefetch_multiplier: int = 10
     batch_acks: bool = True
+    failure_backoff_seconds: int = 5
     ack_linger: float = 0.2
     send_linger: float = 0.05
     receive_batch_wait: float = 0.25
@@ -128,6 +129,8 @@ class Settings:
             prefetch_multiplier=_int(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"),
                                      "ORDERS_PREFETCH_MULTIPLIER", low=1),
             batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
+            failure_backoff_seconds=_int(env.get("ORDERS_FAILURE_BACKOFF", "5"),
+                                         "ORDERS_FAILURE_BACKOFF", low=0),
             # orders.transport: how long an ack or a send waits for nine others to share
             # its batch call, and how long a queue that answered short is left to fill up.
             ack_linger=_float(env.get("ORDERS_ACK_LINGER", "0.2"), "ORDERS_ACK_LINGER"),

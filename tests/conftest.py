@@ -42,6 +42,8 @@ def settings(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("ORDERS_ENV", f"t{uuid.uuid4().hex[:10]}")
     # Short long-polls keep worker start and stop quick in tests.
     monkeypatch.setenv("ORDERS_WAIT_TIME_SECONDS", "1")
+    # A failed message comes back at once, so DLQ tests need not wait out backoffs.
+    monkeypatch.setenv("ORDERS_FAILURE_BACKOFF", "0")
     get_settings.cache_clear()
     current = get_settings()
     app.reconfigure(current)
