@@ -182,14 +182,17 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     if settings.customer_email:
         subs.append(SubscriptionSpec("order-status", "email", settings.customer_email,
                                      filter_policy={"event_type": list(CUSTOMER_EVENTS)}))
+    # system-health carries only what should page someone (CloudWatch alarms, dead-lettered
+    # messages), and alarm notifications carry no message attributes to filter on: unfiltered.
+    for protocol, address in (("email", settings.alert_email), ("sms", settings.alert_sms)):
+        if address:
+            subs.append(SubscriptionSpec("system-health", protocol, address))
     if settings.alert_email:
-        subs += [SubscriptionSpec(t, "email", settings.alert_email,
-                                  filter_policy={"severity": list(CRITICAL_SEVERITIES)})
-                 for t in ("system-health", "inventory-alerts")]
+        subs.append(SubscriptionSpec("inventory-alerts", "email", settings.alert_email,
+                                     filter_policy={"severity": list(CRITICAL_SEVERITIES)}))
     if settings.alert_sms:
-        subs += [SubscriptionSpec(t, "sms", settings.alert_sms,
-                                  filter_policy={"severity": list(CRITICAL_SEVERITIES)})
-                 for t in ("order-status", "system-health")]
+        subs.append(SubscriptionSpec("order-status", "sms", settings.alert_sms,
+                                     filter_policy={"severity": list(CRITICAL_SEVERITIES)}))
     if settings.lambda_arn:
         subs.append(SubscriptionSpec("order-status", "lambda", settings.lambda_arn))
     return tuple(subs)

@@ -126,8 +126,13 @@ def test_email_sms_and_lambda_subscriptions_only_when_configured():
                                     ("inventory-alerts", "ops@example.com")}
     assert by_protocol["sms"] == {("order-status", "+15555550100"), ("system-health", "+15555550100")}
     assert by_protocol["lambda"] == {("order-status", "arn:aws:lambda:us-east-1:1:function:f")}
-    critical = [s for s in subs if s.protocol == "sms" or s.endpoint == "ops@example.com"]
-    assert all(s.filter_policy == {"severity": ["critical"]} for s in critical)
+    # system-health pages unfiltered: CloudWatch alarm notifications carry no attributes.
+    paging = [s for s in subs if s.topic == "system-health"]
+    assert len(paging) == 2 and all(s.filter_policy == {} for s in paging)
+    critical = [s for s in subs if s.protocol in ("sms", "email") and s.topic in ("order-status",
+                                                                                   "inventory-alerts")
+                and s.endpoint != "c@example.com"]
+    assert len(critical) == 2 and all(s.filter_policy == {"severity": ["critical"]} for s in critical)
 
 
 def test_tags_name_environment_and_service():
