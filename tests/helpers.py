@@ -24,22 +24,13 @@ def worker(queues: list[str], pool: str = "threads", concurrency: int = 4) -> It
 
 
 @contextmanager
-def worker_process(queues: list[str], extra_args: list[str] | None = None,
+def worker_process(queues: list[str], log_path: Any, extra_args: list[str] | None = None,
                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """`celery -A orders worker -Q ...` as its own process, as production runs it."""
     cmd = [sys.executable, "-m", "celery", "-A", "orders", "worker", "-Q", ",".join(queues),
            "--loglevel", "INFO", "--without-heartbeat", *(extra_args or [])]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with logged_process(cmd, log_path, env=env) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
@@ -56,7 +47,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 @contextmanager
 def logged_process(cmd: list[str], log_path: Any,
                    env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    """A long-running command (a worker with heartbeats, Flower) whose output goes to `log_path`."""
+    """A long-running command (a worker, Flower) whose output goes to `log_path`, never a full pipe."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, text=True,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -31,13 +31,13 @@ def test_a_worker_with_q_payments_consumes_only_payments(infra, tmp_path):
     probe_tasks.shipping_probe.delay(str(ran), "shipping")
     probe_tasks.payments_probe.delay(str(ran), "payments")
     assert depth(infra, "shipping") == (1, 0) and depth(infra, "payments") == (1, 0)
-    with worker_process(["payments"], extra_args=["-I", PROBES, "--pool", "solo"]) as proc:
+    log = tmp_path / "worker.log"
+    with worker_process(["payments"], log, extra_args=["-I", PROBES, "--pool", "solo"]):
         try:
             wait_for(lambda: ran.exists() and "payments" in ran.read_text(), timeout=60)
             wait_for(lambda: depth(infra, "payments") == (0, 0), timeout=30)
         except AssertionError:
-            proc.terminate()
-            pytest.fail("the payments task did not run; worker output:\n" + proc.communicate()[0])
+            pytest.fail("the payments task did not run; worker output:\n" + log.read_text())
     assert ran.read_text().split() == ["payments"]
     assert depth(infra, "shipping") == (1, 0)  # never received, not even in flight
 
