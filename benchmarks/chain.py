@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from benchmarks.chain_tasks import STAGES, done_key
-from benchmarks.measure import PeakMemory, Percentiles, RunFigures, throughput
+from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, throughput
 from orders.stack import DEFAULT_WORKER_ARGS, Stack
 
 CHAIN_QUEUES = ("orders", "inventory.fifo", "payments", "shipping", "notifications")
@@ -88,9 +88,11 @@ def run_chains(label: str, plan: LoadPlan, batch: bool, latency_ms: float = 0.0,
         store = redis.Redis.from_url(settings.control_url or "")
         key = done_key(settings.env)
         stack.reset_calls()
-        with PeakMemory(stack.children) as memory:
+        with PeakMemory(stack.children, emulator_pid=emulator_pid(stack)) as memory:
             place_chains(plan, prefix=f"{label}-")
             timelines = collect(store, key, plan.orders, plan.timeout)
         calls = stack.calls() or {}
         store.delete(key)
-    return figures(label, plan, timelines, calls, memory.peak)
+    result = figures(label, plan, timelines, calls, memory.peak)
+    result.cpu_seconds = memory.cpu
+    return result

@@ -69,7 +69,7 @@ def chain_for(chain_id: str, group: str) -> Any:
     """The five hops of one chain; the FIFO hop is grouped like a product's reservations."""
     return chain(
         orders_hop.s([chain_id, time.time()]),
-        inventory_hop.s().set(MessageGroupId=group),
+        inventory_hop.s().set(MessageGroupId=group),  # type: ignore[call-arg]
         payments_hop.s(),
         shipping_hop.s(),
         notifications_done.s(),

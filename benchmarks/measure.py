@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ class RunFigures:
     stages: dict[str, Percentiles] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -72,26 +74,57 @@ def throughput(completed: int, first_start: float, last_end: float) -> float:
 
 
 class PeakMemory:
-    """Samples the resident memory of each worker (process group) until stopped; keeps the peak."""
+    """Samples each worker's resident memory (its process group) until stopped, keeping the peak;
+    also the CPU seconds each worker and the emulator used meanwhile (where the time went)."""
 
-    def __init__(self, children: Sequence[Any], interval: float = 0.5):
-        self.children = list(children)
+    def __init__(self, children: Sequence[Any], interval: float = 0.5, emulator_pid: int | None = None):
+        self.groups = {c.name: c.pid for c in children if c.name.startswith("worker") and c.pid}
+        if emulator_pid:
+            self.groups["emulator"] = emulator_pid
+        self.children = [c for c in children if c.name.startswith("worker")]
         self.interval = interval
         self.peak: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+        self._start: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
     def __enter__(self) -> PeakMemory:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
+        self._start["this process"] = time.process_time()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.cpu = {name: round(cpu_seconds(pid) - self._start[name], 2) for name, pid in self.groups.items()}
+        self.cpu["this process"] = round(time.process_time() - self._start["this process"], 2)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             for child in self.children:
-                if child.name.startswith("worker"):
-                    self.peak[child.name] = max(self.peak.get(child.name, 0), child.rss())
+                self.peak[child.name] = max(self.peak.get(child.name, 0), child.rss())
             self._stop.wait(self.interval)
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of a live process group (Linux /proc; 0 elsewhere)."""
+    import os
+    from pathlib import Path
+
+    from orders.processes import group_pids
+
+    ticks = 0
+    for pid in group_pids(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def emulator_pid(stack: Any) -> int | None:
+    """The embedded emulator's process (the leader of its own group), if the stack runs one."""
+    return getattr(getattr(stack.emulator, "_proc", None), "pid", None)

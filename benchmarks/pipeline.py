@@ -15,8 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.measure import PeakMemory, Percentiles, RunFigures
-from orders.stack import Stack
+from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid
+from orders.stack import DEFAULT_WORKER_ARGS, Stack
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
     from orders.runner import run_orders, seed_catalogue
 
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
-    extra = {"worker_args": worker_args} if worker_args else {}
-    with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, **extra) as stack:
+    with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env,
+               worker_args=worker_args or DEFAULT_WORKER_ARGS) as stack:
         settings = stack.settings
         mix = OrderMix(seed=plan.seed, run_id=f"{label}-{stack.namespace.rsplit('-', 1)[-1]}",
                        review_threshold=settings.review_threshold)
@@ -91,13 +91,15 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
         seed_catalogue(settings, mix.stock(plan.orders))
         stack.reset_calls()
         placement = PlacementBuffer(plan.tick)
-        with PeakMemory(stack.children) as memory:
+        with PeakMemory(stack.children, emulator_pid=emulator_pid(stack)) as memory:
             try:
                 result = run_orders(settings, planned, plan.rate, plan.timeout, send=placement.send)
             finally:
                 placement.close()
         calls = stack.calls() or {}
-    return figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
+    run = figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
+    run.cpu_seconds = memory.cpu
+    return run
 
 
 def figures(label: str, plan: PipelinePlan, outcomes: list[Any], calls: dict[str, int],

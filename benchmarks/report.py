@@ -48,6 +48,8 @@ def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
         lines += ["", f"{label}: stages (ms)        {'n':>6}{'P50':>9}{'P95':>9}{'P99':>9}"]
         lines += [stage_line(name, p) for name, p in run.stages.items()]
         lines.append(f"{label}: calls  " + calls_line(run.calls))
+        if run.cpu_seconds:
+            lines.append(f"{label}: CPU s  " + ", ".join(f"{k} {v:g}" for k, v in run.cpu_seconds.items()))
         lines += [f"{label}: note: {note}" for note in run.notes]
     return "\n".join(lines)
 
@@ -57,9 +59,16 @@ def stage_line(name: str, p: Percentiles) -> str:
 
 
 def calls_line(calls: dict[str, int]) -> str:
+    """Billed calls (SQS, SNS) by action, most first; then the other services' totals."""
     billed = sorted(((k, n) for k, n in calls.items() if k.split(":", 1)[0] in BILLED_SERVICES),
                     key=lambda kv: -kv[1])
-    return ", ".join(f"{k} {n}" for k, n in billed) or "(not counted: not an emulator)"
+    others: dict[str, int] = {}
+    for key, n in calls.items():
+        service = key.split(":", 1)[0]
+        if service not in BILLED_SERVICES:
+            others[service] = others.get(service, 0) + n
+    text = ", ".join(f"{k} {n}" for k, n in billed) or "(not counted: not an emulator)"
+    return text + "".join(f"; {s} {n}" for s, n in sorted(others.items()))
 
 
 def as_json(suites: dict[str, dict[str, RunFigures]], context: dict[str, Any]) -> dict[str, Any]:

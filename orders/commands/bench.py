@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -40,41 +42,69 @@ def bench(suite: str, n_orders: int, rate: float, chain_rate: float, latency_ms:
     same polling settings, and, in the chain suite, a plain boto3 loop with batch
     send, receive and delete. Calls are counted at the emulator's server.
     """
-    from benchmarks.chain import LoadPlan, run_chains
-    from benchmarks.pipeline import PipelinePlan, run_pipeline
-    from benchmarks.raw import run_raw
     from benchmarks.report import as_json as to_json
     from benchmarks.report import format_suite, machine
-    from orders.stack import DEFAULT_WORKER_ARGS
 
     out = sys.stderr if as_json else sys.stdout
     context = {"machine": machine(), "orders": n_orders, "rate": rate, "chain_rate": chain_rate,
                "latency_ms": latency_ms, "concurrency": concurrency, "endpoint": endpoint or "embedded"}
-    args = [*DEFAULT_WORKER_ARGS]
-    args[args.index("--concurrency") + 1] = str(concurrency)
-    modes = [("ours", True), ("stock", False)] if compare else [("ours", True)]
-    results = {}
+    options: dict[str, Any] = {"n_orders": n_orders, "latency_ms": latency_ms, "compare": compare,
+                               "endpoint": endpoint, "concurrency": concurrency, "timeout": timeout,
+                               "say": lambda text: click.echo(text, file=out)}
+    results: dict[str, dict[str, Any]] = {}
     if suite in ("pipeline", "all"):
-        plan = PipelinePlan(orders=n_orders, rate=rate, timeout=timeout)
-        results["pipeline"] = {}
-        for label, batch in modes:
-            click.echo(f"pipeline/{label}: {n_orders} orders at {rate:g}/s ...", file=out)
-            results["pipeline"][label] = run_pipeline(label, plan, batch, latency_ms, endpoint, args)
+        results["pipeline"] = pipeline_suite(rate=rate, **options)
     if suite in ("chain", "all"):
-        chains = LoadPlan(orders=n_orders, rate=chain_rate, timeout=timeout)
-        results["chain"] = {}
-        for label, batch in modes:
-            click.echo(f"chain/{label}: {n_orders} chains ...", file=out)
-            results["chain"][label] = run_chains(label, chains, batch, latency_ms, endpoint, concurrency)
-        if compare:
-            click.echo("chain/raw: the same messages through a boto3 loop ...", file=out)
-            results["chain"]["raw"] = run_raw("raw", chains, latency_ms, endpoint)
+        results["chain"] = chain_suite(rate=chain_rate, **options)
     if as_json:
         click.echo(json.dumps(to_json(results, context), indent=2, default=str))
         return
     click.echo(f"\nMachine: {context['machine']}; injected latency {latency_ms:g} ms per call\n")
     for name, runs in results.items():
         click.echo(format_suite(f"== {name} ==", runs) + "\n")
+
+
+def pipeline_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, endpoint: str | None,
+                   concurrency: int, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """The order mix through every service, with our transport and (compare) the stock one."""
+    from benchmarks.pipeline import PipelinePlan, run_pipeline
+
+    plan = PipelinePlan(orders=n_orders, rate=rate, timeout=timeout)
+    runs = {}
+    for label, batch in modes(compare):
+        say(f"pipeline/{label}: {n_orders} orders at {rate:g}/s ...")
+        runs[label] = run_pipeline(label, plan, batch, latency_ms, endpoint, worker_args(concurrency))
+    return runs
+
+
+def chain_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, endpoint: str | None,
+                concurrency: int, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Five-hop no-op chains: ours, stock, and the same messages through a plain boto3 loop."""
+    from benchmarks.chain import LoadPlan, run_chains
+    from benchmarks.raw import run_raw
+
+    plan = LoadPlan(orders=n_orders, rate=rate, timeout=timeout)
+    runs = {}
+    for label, batch in modes(compare):
+        say(f"chain/{label}: {n_orders} chains ...")
+        runs[label] = run_chains(label, plan, batch, latency_ms, endpoint, concurrency)
+    if compare:
+        say("chain/raw: the same messages through a boto3 loop ...")
+        runs["raw"] = run_raw("raw", plan, latency_ms, endpoint)
+    return runs
+
+
+def modes(compare: bool) -> list[tuple[str, bool]]:
+    """(label, batch_acks) of each configuration to run."""
+    return [("ours", True), ("stock", False)] if compare else [("ours", True)]
+
+
+def worker_args(concurrency: int) -> list[str]:
+    from orders.stack import DEFAULT_WORKER_ARGS
+
+    args = list(DEFAULT_WORKER_ARGS)
+    args[args.index("--concurrency") + 1] = str(concurrency)
+    return args
 
 
 commands = [bench]

@@ -87,6 +87,8 @@ def test_every_message_runs_once_and_is_deleted_once(infra, emulator):
     assert sent["sqs:SendMessage"] == 0 and sent["sqs:SendMessageBatch"] == 30
     assert counted["sqs:DeleteMessage"] == 0
     assert 30 <= counted["sqs:DeleteMessageBatch"] < 300
+    # Ten messages a receive under load (prefetch 80), plus the idle long polls around the run.
+    assert counted["sqs:ReceiveMessage"] < 30 + 20, counted
 
 
 def test_a_failed_delete_entry_leaves_its_message_for_redelivery(infra):
