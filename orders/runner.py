@@ -111,25 +111,31 @@ def run_orders(settings: Settings, planned: Sequence[PlannedOrder], rate: float,
                timeout: float = 120.0, poll_interval: float = 0.5,
                progress: Callable[[Progress], None] | None = None,
                send: Callable[[dict[str, Any]], Any] | None = None, store: Any = None) -> RunResult:
-    """Place `planned` at `rate`/s, then wait up to `timeout` s after the last one for final states.
+    """Place `planned` at `rate`/s and follow every order until it is final.
 
-    `send` defaults to `place_order.delay` and `store` to the order store of `settings`.
+    Once all are placed, gives up when no order has reached a final state for
+    `timeout` seconds: a slow pipeline working through a backlog is waited for,
+    a stuck order is not. `send` defaults to `place_order.delay` and `store` to
+    a reader of the order store of `settings`.
     """
     placer = Placer(planned, rate, send)
     result = RunResult(placer.outcomes, started_at=time.time(), rate=rate)
     store = store or order_store(settings)
-    t0, deadline = time.monotonic(), None
+    t0 = time.monotonic()
     placer.start(t0)
+    idle = IdleClock(timeout)
     try:
         while True:
-            if deadline is None and placer.done:
-                result.placing_ended_at, deadline = time.time(), time.monotonic() + timeout
             poll(store, [o for o in placer.outcomes if o.placed_at and not o.settled])
             if progress:
                 progress(snapshot(placer.outcomes, time.monotonic() - t0))
-            if deadline is not None and all(o.settled or not o.placed_at for o in placer.outcomes):
+            idle.count(sum(1 for o in placer.outcomes if o.settled))
+            if placer.done and not result.placing_ended_at:
+                result.placing_ended_at = time.time()
+                idle.reset()
+            if placer.done and all(o.settled or not o.placed_at for o in placer.outcomes):
                 break
-            if deadline is not None and time.monotonic() > deadline:
+            if placer.done and idle.expired:
                 result.timed_out = True
                 break
             time.sleep(poll_interval)
@@ -138,6 +144,27 @@ def run_orders(settings: Settings, planned: Sequence[PlannedOrder], rate: float,
     result.ended_at = time.time()
     result.errors = [f"{o.order_id}: {o.send_error}" for o in placer.outcomes if o.send_error]
     return result
+
+
+class IdleClock:
+    """How long since the count of settled orders last moved."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.settled = -1
+        self.since = time.monotonic()
+
+    def count(self, settled: int) -> None:
+        if settled != self.settled:
+            self.settled = settled
+            self.reset()
+
+    def reset(self) -> None:
+        self.since = time.monotonic()
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() - self.since > self.timeout
 
 
 def place_order_delay(order: dict[str, Any]) -> Any:

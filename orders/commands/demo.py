@@ -30,7 +30,8 @@ def _interrupt(signum: int, _frame: Any) -> NoReturn:
               help="Use this AWS endpoint (a running emulator) instead of starting the embedded "
                    "one; 'aws' uses the environment's AWS configuration as is.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds to wait, after the last order is placed, for every order to finish.")
+              help="Once every order is placed, give up when no order has reached a final "
+                   "state for this many seconds.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the order mix.")
 @click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Delay the embedded emulator adds to every AWS call (AWS is 10-20 ms).")

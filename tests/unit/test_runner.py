@@ -20,9 +20,10 @@ DECLINING = {"tok_chargeDeclined", "tok_insufficientFunds", "wallet_declined"}
 class StandIn:
     """Accepts orders like place_order.delay and finishes them shortly after, on a timer thread."""
 
-    def __init__(self, stuck=(), dropped=(), broken=()):
+    def __init__(self, stuck=(), dropped=(), broken=(), backlog=0.0):
         self.records, self.lock = {}, threading.Lock()
         self.stuck, self.dropped, self.broken = set(stuck), set(dropped), set(broken)
+        self.backlog, self.accepted = backlog, 0  # each accepted order waits `backlog` s more
 
     def send(self, order):
         order_id = order["orderId"]
@@ -36,7 +37,9 @@ class StandIn:
         self._write(order_id, "received")
         if order_id not in self.stuck:
             final = "cancelled" if order.get("payment", {}).get("token") in DECLINING else "completed"
-            threading.Timer(0.05, self._write, [order_id, final]).start()
+            self.accepted += 1
+            delay = 0.05 + self.backlog * self.accepted
+            threading.Timer(delay, self._write, [order_id, final]).start()
 
     def _write(self, order_id, status):
         with self.lock:
@@ -80,3 +83,10 @@ def test_unfinished_lost_and_unsent_orders_are_named():
     assert summary.lost == [ids[1]]
     assert summary.send_failed == [ids[2]] and "endpoint unreachable" in result.errors[0]
     assert summary.by_state["completed"] == 3
+
+
+def test_a_slow_pipeline_that_keeps_finishing_orders_is_waited_for():
+    planned = [p for p in OrderMix(seed=1).orders(40) if p.kind != "invalid"][:20]
+    result = _run(StandIn(backlog=0.1), planned, timeout=0.6)  # the last one ends ~2 s in
+    assert not result.timed_out
+    assert summarize(result.outcomes).ok
