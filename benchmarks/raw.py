@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks.chain import CHAIN_QUEUES, LoadPlan, figures
-from benchmarks.measure import RunFigures
+from benchmarks.measure import PeakMemory, RunFigures, emulator_pid
 from orders import aws
 from orders.queue_urls import queue_url
 from orders.stack import Stack
@@ -103,15 +103,18 @@ def run_raw(label: str, plan: LoadPlan, latency_ms: float = 0.0, endpoint: str |
         stack.reset_calls()
         threads = [threading.Thread(target=hop, args=(flow, i), daemon=True)
                    for i in range(len(CHAIN_QUEUES)) for _ in range(threads_per_hop)]
-        for t in threads:
-            t.start()
-        produce(flow, plan)
-        wait(lambda: len(flow.done) >= plan.orders, plan.timeout)
-        flow.stop.set()
+        with PeakMemory([], emulator_pid=emulator_pid(stack)) as usage:
+            for t in threads:
+                t.start()
+            produce(flow, plan)
+            wait(lambda: len(flow.done) >= plan.orders, plan.timeout)
+            flow.stop.set()
         calls = stack.calls() or {}
         for t in threads:
             t.join(timeout=5)
-    return figures(label, plan, flow.done, calls, {})
+    result = figures(label, plan, flow.done, calls, {})
+    result.cpu_seconds = usage.cpu
+    return result
 
 
 def wait(predicate: Callable[[], bool], timeout: float) -> None:

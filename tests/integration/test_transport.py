@@ -7,6 +7,7 @@ hooks); entry outcomes by the batchers' own counters.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import urllib.request
 from collections import Counter
@@ -19,7 +20,7 @@ from orders import aws, transport
 from orders.batching import BatchEntryError, Batcher, delete_message_batch, send_message_batch
 from orders.celery import app
 from orders.queue_urls import queue_url
-from tests.helpers import wait_for, worker
+from tests.helpers import wait_for, worker, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,23 @@ def test_warm_shutdown_flushes_pending_acks(infra, emulator):
         assert depth(infra, "orders") == (0, 9)
     assert calls(emulator.endpoint)["sqs:DeleteMessageBatch"] == 1
     assert depth(infra, "orders") == (0, 0)
+
+
+def test_a_worker_process_flushes_its_acks_on_sigterm(infra, emulator, tmp_path):
+    """Production's warm shutdown: `celery worker` gets SIGTERM with acks still buffered."""
+    for n in range(9):
+        transport_probe.delay(n)
+    log = tmp_path / "worker.log"
+    calls(emulator.endpoint, reset=True)
+    with worker_process(["orders"], log, ["-I", __name__, "--pool", "threads", "-c", "4"],
+                        env={"ORDERS_ACK_LINGER": "3600"}) as proc:
+        wait_for(lambda: log.read_text().count("succeeded in") == 9, timeout=60)
+        assert calls(emulator.endpoint)["sqs:DeleteMessageBatch"] == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert calls(emulator.endpoint)["sqs:DeleteMessageBatch"] == 1
+    assert depth(infra, "orders") == (0, 0)
+    assert "sqs-acks: 9 entries in 1 calls" in log.read_text()
 
 
 def test_a_failing_task_reaches_its_dead_letter_queue(infra):
