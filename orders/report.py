@@ -126,6 +126,7 @@ class Summary:
     end_to_end: Latency | None = None
     duration: float = 0.0
     throughput: float = 0.0
+    placing_rate: float = 0.0
     events: dict[str, dict[str, int]] | None = None
     dlq_depths: dict[str, int] | None = None
     aws_calls: dict[str, int] | None = None
@@ -160,6 +161,7 @@ def summarize(outcomes: Sequence[Outcome], events: dict[str, dict[str, int]] | N
     e2e = [t - o.placed_at for o, t in finals if o.placed_at is not None]
     summary.end_to_end = Latency.of("placed → final state", e2e)
     summary.duration, summary.throughput = throughput(outcomes, [t for _, t in finals])
+    summary.placing_rate = placing_rate(outcomes)
     return summary
 
 
@@ -221,3 +223,11 @@ def throughput(outcomes: Iterable[Outcome], finals: Sequence[float]) -> tuple[fl
     duration = max(finals) - min(placed)
     return duration, (len(finals) / duration if duration > 0 else 0.0)
 
+
+
+def placing_rate(outcomes: Iterable[Outcome]) -> float:
+    """Orders placed per second, first to last (below the requested rate if sending lagged)."""
+    placed = sorted(o.placed_at for o in outcomes if o.placed_at is not None)
+    if len(placed) < 2 or placed[-1] <= placed[0]:
+        return 0.0
+    return (len(placed) - 1) / (placed[-1] - placed[0])

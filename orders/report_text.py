@@ -23,7 +23,8 @@ def format_summary(summary: Summary) -> str:
 
 
 def _format_states(summary: Summary) -> str:
-    lines = [f"Orders: {summary.placed} placed, {summary.refused} {REFUSED} (invalid)"]
+    lines = [f"Orders: {summary.placed} placed ({summary.placing_rate:.1f}/s), "
+             f"{summary.refused} {REFUSED} (invalid)"]
     lines += [f"  e.g. {order_id}: " + "; ".join(problems)
               for order_id, problems in summary.refused_examples.items()]
     lines.append("Final states")

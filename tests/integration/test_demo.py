@@ -51,7 +51,8 @@ def test_demo_places_a_mix_and_accounts_for_every_order():
                           env=_clean_env(), capture_output=True, text=True, timeout=170)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
-    placed, refused = map(int, re.search(r"Orders: (\d+) placed, (\d+) refused at the door", out).groups())
+    header = re.search(r"Orders: (\d+) placed \([\d.]+/s\), (\d+) refused at the door", out)
+    placed, refused = map(int, header.groups())
     states = {s: int(n) for s, n in re.findall(
         r"^  (completed|cancelled|rejected|failed|lost|not final)\s+(\d+)", out, re.M)}
     assert placed == 30 and refused >= 1

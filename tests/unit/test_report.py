@@ -76,6 +76,7 @@ def _outcomes():
 def test_summary_counts_every_order_once():
     summary = summarize(_outcomes(), dlq_depths={"orders-dlq": 0})
     assert summary.placed == 6 and summary.refused == 1
+    assert summary.placing_rate == 0.0  # all at the same instant
     assert summary.by_state == {"completed": 2, "cancelled": 1, REFUSED: 1, "lost": 1, "charging": 1,
                                 "not placed": 1}
     assert summary.by_reason == {"cancelled": {"payment-declined": 1}}
@@ -94,6 +95,8 @@ def test_summary_latencies_and_throughput():
     assert summary.end_to_end.count == 3
     assert summary.end_to_end.p50 == pytest.approx(1.0)
     assert summary.duration == pytest.approx(2.0)
+    spread = [Out(str(i), placed_at=100.0 + i / 4, record=None) for i in range(9)]
+    assert summarize(spread).placing_rate == pytest.approx(4.0)
     assert summary.throughput == pytest.approx(1.5)
 
 
