@@ -38,7 +38,7 @@ class Flow:
     def __init__(self, urls: list[str], groups: int):
         self.urls = urls
         self.groups = groups
-        self.done: list[list[float]] = []
+        self.done: dict[int, list[float]] = {}  # by chain: SQS may deliver a message twice
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
@@ -69,7 +69,7 @@ def hop(flow: Flow, index: int) -> None:
             body["t"].append(now)
         if last:
             with flow.lock:
-                flow.done.extend(b["t"] for b in bodies)
+                flow.done.update((b["n"], b["t"]) for b in bodies)
         else:
             nxt = flow.urls[index + 1]
             sqs.send_message_batch(QueueUrl=nxt, Entries=flow.entries(bodies, nxt))
@@ -112,7 +112,7 @@ def run_raw(label: str, plan: LoadPlan, latency_ms: float = 0.0, endpoint: str |
         calls = stack.calls() or {}
         for t in threads:
             t.join(timeout=5)
-    result = figures(label, plan, flow.done, calls, {})
+    result = figures(label, plan, list(flow.done.values()), calls, {})
     result.cpu_seconds = usage.cpu
     return result
 
