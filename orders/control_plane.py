@@ -31,6 +31,7 @@ from celery.events import receiver as celery_receiver
 from celery.exceptions import ImproperlyConfigured
 from kombu import Connection
 from kombu.connection import is_connection
+from kombu.exceptions import OperationalError
 from kombu.utils.objects import cached_property
 
 logger = logging.getLogger("orders.control_plane")
@@ -154,7 +155,15 @@ class Control(celery_control.Control):
             return super().broadcast(command, connection=channel.connection.client, channel=channel,
                                      **options)
         with control_connection(self.app) as conn:
-            return super().broadcast(command, connection=conn, **options)
+            unreachable: Any = (OperationalError, *conn.connection_errors)
+            try:
+                return super().broadcast(command, connection=conn, **options)
+            except unreachable as exc:
+                raise OperationalError(
+                    f"the control plane {conn.as_uri()} (ORDERS_CONTROL_URL) is unreachable: "
+                    f"{str(exc).rstrip('.')}. "
+                    "Workers keep processing tasks from SQS; only monitoring and remote control wait "
+                    "for it.") from exc
 
 
 class Events(celery_events.Events):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from orders import aws
 from orders.celery import app
@@ -190,6 +191,8 @@ def test_tasks_keep_flowing_while_the_control_plane_is_down(
         with logged_process(cmd, log):
             three_tasks_run(total=3)  # nothing listens on the control plane's port yet
             assert logged("monitoring degraded") == 1, log.read_text()
+            with pytest.raises(OperationalError, match=r"control plane .* is unreachable"):
+                ping(name)
             plane.start()
             wait_for(lambda: ping(name, timeout=0.5), timeout=40)
             wait_for(lambda: logged("monitoring restored") == 1)
