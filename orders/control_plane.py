@@ -132,6 +132,10 @@ class ControlPlaneApp:
     def Worker(self) -> Any:  # noqa: N802 (Celery's name)
         return self.subclass_with_self("orders.control_plane_worker:Worker")  # type: ignore[attr-defined]
 
+    @cached_property
+    def Beat(self) -> Any:  # noqa: N802 (Celery's name)
+        return self.subclass_with_self("orders.control_plane_worker:Beat")  # type: ignore[attr-defined]
+
 
 class Control(celery_control.Control):
     """Celery's remote control, broadcasting over the control plane instead of SQS."""

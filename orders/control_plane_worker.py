@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import bootsteps
+from celery.apps import beat as celery_beat
 from celery.apps import worker as celery_worker
 from celery.events import dispatcher as celery_dispatcher
 from celery.utils.collections import AttributeDict
@@ -319,14 +320,25 @@ class Worker(celery_worker.Worker):
     """`celery worker` whose banner shows SQS as the transport and the control plane beside it."""
 
     def startup_info(self, artlines: bool = True) -> str:
-        info = super().startup_info(artlines)
-        url = control_url(self.app)
-        if not url:
-            return info
-        plane = control_connection(self.app).as_uri()
-        broker = self.app.connection_for_write().as_uri()
-        return info.replace(f"transport:   {plane}", f"transport:   {broker}\n"
-                            f"{' ' * 16}.> monitoring:  {plane}", 1)
+        return _broker_first(self.app, super().startup_info(artlines), "transport:   ",
+                             f"\n{' ' * 16}.> monitoring:  ")
+
+
+class Beat(celery_beat.Beat):
+    """`celery beat` whose banner shows SQS as the broker (its banner reads `app.connection()`)."""
+
+    def startup_info(self, service: Any) -> str:
+        return _broker_first(self.app, super().startup_info(service), ". broker -> ",
+                             "\n    . monitoring -> ")
+
+
+def _broker_first(app: Any, banner: str, label: str, monitoring_label: str) -> str:
+    """The banner with the SQS broker where Celery printed `app.connection()` (the control plane)."""
+    if not control_url(app):
+        return banner
+    plane = control_connection(app).as_uri()
+    broker = app.connection_for_write().as_uri()
+    return banner.replace(f"{label}{plane}", f"{label}{broker}{monitoring_label}{plane}", 1)
 
 
 def jsonable(data: Any) -> Any:
