@@ -236,7 +236,7 @@ class EmulatorProcess:
 
     def start(self) -> EmulatorProcess:
         cmd = [sys.executable, "-m", "orders.emulator", "--port", "0", "--json",
-               "--latency-ms", str(self.latency_ms)]
+               "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
         if not self.with_redis:
             cmd.append("--no-redis")
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
@@ -261,14 +261,28 @@ class EmulatorProcess:
                 self._proc.kill()
 
 
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """Set `stop` once the parent is gone: a killed test run must not leave its emulator behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
-        as_json: bool = False, host: str = "127.0.0.1") -> None:
+        as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False) -> None:
     """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     stop = threading.Event()
     # Before anything starts or is printed: a SIGTERM right after the printout (a test or
     # a supervisor stopping it) must still stop redis-server rather than orphan it.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if exit_with_parent:
+        _stop_when_orphaned(stop)
     aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms).start()
     redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
     env = client_environment(aws.endpoint, redis.url if redis else None)
@@ -300,10 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--no-redis", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one ends")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
     run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
-        with_redis=not args.no_redis, as_json=args.json)
+        with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent)
 
 
 if __name__ == "__main__":
