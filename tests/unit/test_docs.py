@@ -23,3 +23,15 @@ def test_readme_documents_every_environment_variable_the_settings_read():
     readme = (ROOT / "README.md").read_text()
     undocumented = sorted(v for v in read if f"`{v}`" not in readme)
     assert read and not undocumented, f"README.md's configuration table lacks {undocumented}"
+
+
+def test_the_readme_example_order_passes_validation():
+    import ast
+
+    from orders.domain import validate
+
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"place_order\.delay\((\{.*?\})\)\n```", readme, re.S)
+    assert example, "README.md lost its place_order.delay({...}) example"
+    order = validate(ast.literal_eval(example.group(1)))
+    assert order.order_id == "ord-1001" and order.tier == "vip"
