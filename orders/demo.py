@@ -10,7 +10,7 @@ from orders.observe import EventTap, dlq_depths
 from orders.order_mix import EXPECTED, OrderMix
 from orders.progress import ProgressPrinter
 from orders.report import Summary, summarize
-from orders.runner import RunResult, run_orders, seed_catalogue
+from orders.runner import Progress, RunResult, run_orders, seed_catalogue
 from orders.stack import Stack
 
 #: How long the pipeline may stay quiet before the event count is taken as complete.
@@ -41,14 +41,26 @@ def run_demo(stack: Stack, options: DemoOptions, printer: ProgressPrinter,
     tap = EventTap(settings).start()
     try:
         stack.reset_calls()
-        result = run_orders(settings, planned, options.rate, options.timeout, progress=printer)
+        result = run_orders(settings, planned, options.rate, options.timeout,
+                            progress=supervised(stack, printer, say))
         printer.finish()
         events = settle_events(tap)
     finally:
         tap.stop()
     summary = summarize(result.outcomes, events=events, dlq_depths=dlq_depths(settings),
                         aws_calls=stack.calls(), expected=EXPECTED)
+    summary.incidents = list(stack.restarts)
     return summary, result
+
+
+def supervised(stack: Stack, printer: ProgressPrinter,
+               say: Callable[[str], None]) -> Callable[[Progress], None]:
+    """The progress callback, which also restarts a worker that died (and says so)."""
+    def progress(p: Progress) -> None:
+        for note in stack.supervise():
+            say(f"\nRestarted {note}")
+        printer(p)
+    return progress
 
 
 def settle_events(tap: EventTap) -> dict[str, dict[str, int]]:

@@ -35,7 +35,7 @@ class ChildProcess:
 
     def start(self) -> ChildProcess:
         """Start the command; returns at once (see `wait_ready`)."""
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # a restart appends to the crash's log
             self.proc = subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -48,6 +48,16 @@ class ChildProcess:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def last_error(self) -> str:
+        """The log's last line that looks like an error (or its last line)."""
+        lines = [line for line in self.log_text().splitlines() if line.strip()]
+        errors = [line for line in lines if any(w in line for w in ("ERROR", "CRITICAL", "Error"))]
+        return (errors or lines or ["(empty log)"])[-1].strip()
 
     def is_ready(self) -> bool:
         """Whether the log shows the ready text; StartupError if the process exited."""

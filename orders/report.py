@@ -127,6 +127,7 @@ class Summary:
     duration: float = 0.0
     throughput: float = 0.0
     placing_rate: float = 0.0
+    incidents: list[str] = field(default_factory=list)  # e.g. workers restarted during the run
     events: dict[str, dict[str, int]] | None = None
     dlq_depths: dict[str, int] | None = None
     aws_calls: dict[str, int] | None = None

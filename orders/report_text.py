@@ -18,6 +18,8 @@ def format_summary(summary: Summary) -> str:
             f"{name} {depth}" for name, depth in summary.dlq_depths.items()))
     if summary.aws_calls:
         parts.append(_format_calls(summary.aws_calls))
+    if summary.incidents:
+        parts.append("Incidents\n" + "\n".join(f"  {line}" for line in summary.incidents))
     parts.append(_verdict(summary))
     return "\n\n".join(parts)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orders.emulator import CREDENTIALS, STATS_PATH, EmulatorProcess
-from orders.processes import ChildProcess, stop_all, wait_ready
+from orders.processes import ChildProcess, StartupError, stop_all, wait_ready
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES
 
@@ -59,6 +59,7 @@ class Stack:
         self.teardown = teardown  # delete the namespace's resources on stop (given endpoints)
         self.emulator: EmulatorProcess | None = None
         self.children: list[ChildProcess] = []
+        self.restarts: list[str] = []  # one line per worker that died and was restarted
         self.env: dict[str, str] = {}
         self._saved_env: dict[str, str | None] = {}
 
@@ -160,6 +161,23 @@ class Stack:
     def _log(self, name: str) -> Path:
         assert self.log_dir is not None
         return self.log_dir / f"{name}.log"
+
+    def supervise(self, max_restarts: int = 3) -> list[str]:
+        """Restart any child that died, as a process supervisor would; returns what was restarted.
+
+        A child that died more than `max_restarts` times raises StartupError.
+        """
+        restarted = []
+        for child in self.children:
+            if child.running or child.proc is None:
+                continue
+            note = f"{child.name} exited with status {child.exit_status}: {child.last_error()[:300]}"
+            if sum(1 for r in self.restarts if r.startswith(child.name + " ")) >= max_restarts:
+                raise StartupError(f"{note}; given up after {max_restarts} restarts\n" + child.log_tail())
+            self.restarts.append(note)
+            restarted.append(note)
+            child.start()
+        return restarted
 
     def stop(self) -> list[str]:
         """Stop every child (warm shutdown, then SIGKILL) and the emulator; returns who was killed."""

@@ -38,3 +38,17 @@ def test_a_child_that_never_gets_ready_times_out(tmp_path):
             wait_ready([child], timeout=0.3)
     finally:
         stop_all([child], timeout=1)
+
+
+def test_the_stack_restarts_a_worker_that_died_then_gives_up(tmp_path):
+    from orders.stack import Stack
+
+    stack = Stack(log_dir=tmp_path)
+    crasher = _child(tmp_path, "print('CRITICAL Unrecoverable error: boom'); raise SystemExit(1)", name="w")
+    stack.children = [crasher]
+    crasher.proc.wait()
+    assert stack.supervise(max_restarts=1) == ["w exited with status 1: CRITICAL Unrecoverable error: boom"]
+    crasher.proc.wait()
+    with pytest.raises(StartupError, match="given up after 1 restarts"):
+        stack.supervise(max_restarts=1)
+    assert (tmp_path / "w.log").read_text().count("boom") == 2  # the restart appended to the log

@@ -111,6 +111,8 @@ def test_a_clean_run_is_ok_and_reads_well():
     assert "order-status" in text and "OrderPlaced 3" in text and "orders-dlq 0" in text
     assert "placed → final state" in text and text.endswith("reached a final state.")
     assert summary.as_dict()["ok"] is True
+    summary.incidents = ["worker payments exited with status 1: boom"]
+    assert "Incidents\n  worker payments exited with status 1: boom" in format_summary(summary)
 
 
 def test_outcomes_a_kind_should_not_have_are_called_out():
