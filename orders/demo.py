@@ -22,7 +22,7 @@ class DemoOptions:
     """The demo's knobs (the command's flags)."""
 
     orders: int = 300
-    rate: float = 20.0
+    rate: float = 5.0
     timeout: float = 120.0
     seed: int = 1
 

@@ -24,7 +24,7 @@ def _interrupt(signum: int, _frame: Any) -> NoReturn:
 @click.command("demo")
 @click.option("--orders", "n_orders", default=300, show_default=True, type=click.IntRange(min=1),
               help="How many orders to place.")
-@click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Orders placed per second.")
 @click.option("--endpoint", default=None, metavar="URL",
               help="Use this AWS endpoint (a running emulator) instead of starting the embedded "
