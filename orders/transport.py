@@ -201,6 +201,19 @@ class Channel(SQSChannel):
         self._new_queue(queue, **kwargs)
         return queue_declare_ok_t(queue, 0, 0)
 
+    def _schedule_queue(self, queue: str) -> None:
+        if queue in self._active_queues and not self._room_for_a_full_receive():
+            # A busy worker frees its prefetch slots one by one: receiving for each
+            # would be a call per message. It still holds plenty to work on meanwhile.
+            return self._loop1(queue)
+        return super()._schedule_queue(queue)  # type: ignore[misc]
+
+    def _room_for_a_full_receive(self) -> bool:
+        free = self.qos.can_consume_max_estimate()
+        if free is None:  # no prefetch limit
+            return True
+        return bool(free >= min(SQS_MAX_MESSAGES, max(1, self.qos.prefetch_count // 2)))
+
     def _get_bulk_async(self, queue: str, callback: Any = None) -> Any:
         self._requested[queue] = self._get_message_estimate()  # type: ignore[attr-defined]
         return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
@@ -208,8 +221,9 @@ class Channel(SQSChannel):
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         wait = self.transport_options.get("receive_batch_wait", 0.25)
         wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
-        self.receives["calls"] += 1
-        self.receives["messages"] += messages_fetched or 0
+        if isinstance(messages_fetched, int):  # else no receive was made (prefetch full)
+            self.receives["calls"] += 1
+            self.receives["messages"] += messages_fetched
         if messages_fetched and messages_fetched < wanted and wait:
             # Fewer than asked for: the queue is drained, so let it fill up for a moment.
             self.hub.call_later(wait, self._schedule_queue, queue)  # type: ignore[attr-defined]

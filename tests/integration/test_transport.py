@@ -77,7 +77,7 @@ def test_every_message_runs_once_and_is_deleted_once(infra, emulator):
             transport_probe.delay(n)
     sent = calls(emulator.endpoint)
     with worker(["orders"], concurrency=8):
-        wait_for(lambda: len(deliveries) == 300, timeout=60)
+        wait_for(lambda: len(deliveries) == 300, timeout=180)
     acks = transport.stats()["acks"] - before
     counted = calls(emulator.endpoint)
 
