@@ -85,3 +85,22 @@ def test_ctrl_c_stops_every_process_of_the_run():
     while (_processes_of(namespace) or _listening(endpoint)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_of(namespace) == [] and not _listening(endpoint)
+
+
+def test_demo_on_a_given_endpoint_prints_json_and_removes_its_namespace(emulator):
+    import json
+
+    from orders import aws
+    from orders.settings import Settings
+
+    env = {**_clean_env(), **emulator.env}
+    proc = subprocess.run([ORDERS, "demo", "--orders", "8", "--rate", "8", "--endpoint", emulator.endpoint,
+                           "--json"], env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["ok"] and summary["placed"] == 8
+    assert sum(summary["by_state"].values()) == 8 and summary["lost"] == summary["unfinished"] == []
+    namespace, endpoint = _run_facts(proc.stderr)
+    assert endpoint == emulator.endpoint
+    sqs = aws.client("sqs", Settings.from_env())  # the session's environment names the emulator
+    assert sqs.list_queues(QueueNamePrefix=namespace).get("QueueUrls", []) == []
