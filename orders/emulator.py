@@ -142,9 +142,10 @@ class AwsEmulator:
         )
         from werkzeug.serving import make_server
 
-        from orders import moto_dynamodb
+        from orders import moto_dynamodb, moto_sqs
 
         moto_dynamodb.install()
+        moto_sqs.install()
         app = CountingMiddleware(DomainDispatcherApplication(create_backend_app), self.latency_ms)
         self._server = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
