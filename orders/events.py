@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from orders import aws
+from orders import aws, batching
 from orders.errors import PermanentError, RetryableError, classify_aws_error
 from orders.settings import Settings
 from orders.tables import aws_errors, now_iso
@@ -63,6 +63,8 @@ MAX_BATCH_BYTES = 256 * 1024
 PUBLISH_ATTEMPTS = 4
 JITTER_BASE_SECONDS = 0.05
 NOTIFY_TASK = "notifications.notify"
+#: How long a publisher waits for its batch at most (the batcher settles entries far sooner).
+PUBLISH_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,42 @@ def topic_arn(settings: Settings, topic: str) -> str:
 
 
 def publish(settings: Settings, events: Sequence[Event]) -> None:
-    """Publish events: one PublishBatch per topic and batch, retrying transient failures."""
+    """Publish events, in PublishBatch calls shared with the other tasks of this process.
+
+    Entries of concurrent publishes to one topic go out together (10 a call, within
+    SNS's size limit, after at most `settings.send_linger` s); the caller waits for
+    its own. SNS's transient failures are retried by the batcher; then the caller
+    gets a RetryableError (its task retries with backoff), or a PermanentError for
+    an entry SNS refuses.
+    """
+    if not settings.batch_acks:
+        return publish_unbatched(settings, events)
+    batcher = batching.shared("sns-publish", batching.publish_batch, settings.send_linger)
+    sns = aws.client("sns", settings)
+    futures = []
+    for ev in events:
+        entry = sns_entry(ev)
+        n = entry_size(entry)
+        if n > MAX_BATCH_BYTES:
+            raise PermanentError(f"event {entry['Id']} is {n} bytes, above SNS's {MAX_BATCH_BYTES}")
+        futures.append(batcher.submit(sns, topic_arn(settings, ev.topic), entry, n))
+    failures = [exc for exc in (f.exception(PUBLISH_TIMEOUT) for f in futures) if exc is not None]
+    if failures:
+        raise publish_error(failures[0], len(failures)) from failures[0]
+
+
+def publish_error(exc: BaseException, count: int) -> Exception:
+    """What a failed publish raises: permanent when SNS refused an entry, else retryable."""
+    if isinstance(exc, batching.BatchEntryError):
+        kind = PermanentError if exc.sender_fault else RetryableError
+        return kind(f"{count} event(s) not published: {exc}")
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return classify_aws_error(exc)
+    return RetryableError(f"{count} event(s) not published: {exc!r}")
+
+
+def publish_unbatched(settings: Settings, events: Sequence[Event]) -> None:
+    """One PublishBatch per topic and batch of these events alone (ORDERS_BATCH_ACKS=0, the stock setup)."""
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ev in events:
         by_topic[ev.topic].append(sns_entry(ev))
