@@ -148,7 +148,15 @@ def stop_all(children: Sequence[ChildProcess], timeout: float = 20.0) -> list[st
         child.signal_group(signal.SIGKILL)
         if child.proc is not None:
             child.proc.wait()
+    _wait_until_gone(children, timeout=5.0)
     return killed
+
+
+def _wait_until_gone(children: Sequence[ChildProcess], timeout: float) -> None:
+    """SIGKILL is asynchronous: a grandchild may still show for a moment after it was sent."""
+    deadline = time.monotonic() + timeout
+    while any(group_pids(c.pid) for c in children if c.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _wait(child: ChildProcess, timeout: float) -> None:
