@@ -218,6 +218,12 @@ class Channel(SQSChannel):
         self._requested[queue] = self._get_message_estimate()  # type: ignore[attr-defined]
         return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
 
+    def _on_messages_ready(self, queue: Any, qname: str, messages: Any) -> Any:
+        # kombu's async client answers a timed-out or 5xx ReceiveMessage with [] and kombu's
+        # handler then calls .get on it: the worker died ("Unrecoverable error"). An empty
+        # answer is what it is; the next receive follows as usual.
+        return super()._on_messages_ready(queue, qname, messages if isinstance(messages, dict) else {})
+
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         wait = self.transport_options.get("receive_batch_wait", 0.25)
         wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
