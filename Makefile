@@ -23,6 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py
+	$(BIN)/mypy orders tasks celeryconfig.py
 
 bench: $(STAMP)
 	$(BIN)/orders bench $(ARGS)

@@ -54,9 +54,8 @@ def client(service: str, settings: Settings | None = None) -> Any:
 def new_client(service: str, settings: Settings) -> Any:
     """An uncached client; most code wants `client()`."""
     require_aws(settings)
-    return boto3.session.Session().client(
-        service, region_name=settings.region, config=CLIENT_CONFIG
-    )
+    session: Any = boto3.session.Session()  # typed per service name; ours is a variable
+    return session.client(service, region_name=settings.region, config=CLIENT_CONFIG)
 
 
 def require_aws(settings: Settings) -> None:

@@ -102,8 +102,9 @@ def monitoring_connection(app: Any, conn_or_channel: Any = None) -> Any:
 class ControlPlaneApp:
     """Mixin for the Celery app: control and events over the control plane, tasks over SQS."""
 
-    control_cls = "orders.control_plane:Control"
-    events_cls = "orders.control_plane:Events"
+    # Celery takes a class or its dotted name here; its stubs know only the class.
+    control_cls: Any = "orders.control_plane:Control"
+    events_cls: Any = "orders.control_plane:Events"
 
     @property
     def control_url(self) -> str | None:

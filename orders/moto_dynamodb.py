@@ -23,7 +23,8 @@ def check(backend: Any, items: list[dict[str, Any]]) -> list[tuple[Any, Any, Any
 
     if len(items) > 100:
         raise TooManyTransactionsException()
-    seen, errors = set(), []
+    seen: set[tuple[str, str]] = set()
+    errors: list[tuple[str | None, str | None, Any]] = []
     for item in items:
         kind, op = next(iter(item.items()))
         table = backend.get_table(op["TableName"])
@@ -97,4 +98,4 @@ def install() -> None:
     """Replace moto's TransactWriteItems in this process (the emulator's)."""
     from moto.dynamodb.models import DynamoDBBackend
 
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010 (patching moto)

@@ -46,7 +46,7 @@ def install() -> None:
             with queue._messages_lock:  # notified by moto when a message is added
                 queue._messages_lock.wait(timeout=min(RECHECK_SECONDS, left))
 
-    counted = Queue.attributes.fget
+    counted = Queue.__dict__["attributes"].fget  # the property's getter, as moto defines it
 
     def attributes(self: Any) -> dict[str, Any]:
         if not getattr(_static, "active", False):
@@ -58,9 +58,9 @@ def install() -> None:
         period = int(self.get_queue(queue_name).message_retention_period)
         return bool(period + message.sent_timestamp / 1000 > unix_time())
 
-    SQSBackend.receive_message = receive_message
-    Queue.attributes = property(attributes)
-    SQSBackend.is_message_valid_based_on_retention_period = retained
+    setattr(SQSBackend, "receive_message", receive_message)  # noqa: B010 (patching moto)
+    setattr(Queue, "attributes", property(attributes))  # noqa: B010
+    setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
     for name in ("send_message", "send_message_batch"):
         setattr(SQSBackend, name, _without_counts(getattr(SQSBackend, name)))
 

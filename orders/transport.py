@@ -222,7 +222,8 @@ class Channel(SQSChannel):
         # kombu's async client answers a timed-out or 5xx ReceiveMessage with [] and kombu's
         # handler then calls .get on it: the worker died ("Unrecoverable error"). An empty
         # answer is what it is; the next receive follows as usual.
-        return super()._on_messages_ready(queue, qname, messages if isinstance(messages, dict) else {})
+        answer = messages if isinstance(messages, dict) else {}
+        return super()._on_messages_ready(queue, qname, answer)  # type: ignore[misc]  # untyped in stubs
 
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         wait = self.transport_options.get("receive_batch_wait", 0.25)
