@@ -26,7 +26,10 @@ changes, and why it keeps at-least-once delivery:
 - Receives. A ReceiveMessage that came back with fewer messages than asked for
   is followed, `receive_batch_wait` seconds later, by the next one, so a queue
   under moderate load is read ten messages at a time; a full answer is
-  followed at once; an empty queue is long-polled.
+  followed at once; an empty queue is long-polled. A busy worker receives again
+  only once ten messages (or half its prefetch) fit, not for every slot freed.
+- Declares. Celery declares a queue on each new connection and kombu answers
+  with its depth (a GetQueueAttributes): skipped, the queues are predefined.
 """
 
 from __future__ import annotations
