@@ -17,8 +17,8 @@ from typing import Any
 
 from orders import aws, dlq_archive, metrics
 from orders.dlq import DeadLetter, classify, classify_exception, release, scan
-from orders.errors import RetryableError, is_retryable_aws_error
-from orders.provisioning import topic_arns
+from orders.errors import PermanentError, RetryableError, is_retryable_aws_error
+from orders.events import topic_arn
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES, QueueSpec
 
@@ -127,8 +127,9 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
 
 def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
     """One critical alert per message on system-health, ten per PublishBatch; each marked once sent."""
-    topic = topic_arns(settings).get("system-health")
-    if topic is None:
+    try:
+        topic = topic_arn(settings, "system-health")  # discovered once per process, not every pass
+    except PermanentError:
         log.error("no system-health topic: %d dead-letter alert(s) not sent", len(arrivals))
         return
     sns = aws.client("sns", settings)
