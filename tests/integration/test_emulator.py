@@ -3,6 +3,10 @@
 import threading
 import time
 import urllib.request
+from decimal import Decimal
+
+import pytest
+from botocore.exceptions import ClientError
 
 from orders import aws
 
@@ -28,3 +32,50 @@ def test_the_emulator_counts_calls_at_the_server(emulator, settings):
     aws.client("sqs", settings).list_queues(QueueNamePrefix=settings.prefix)
     counts = urllib.request.urlopen(emulator.endpoint + "/_orders/calls").read().decode()
     assert '"sqs:ListQueues": 1' in counts
+
+
+def _scratch_table(settings):
+    ddb = aws.client("dynamodb", settings)
+    name = settings.prefix + "scratch"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    return ddb, name
+
+
+EVERY_TYPE = {
+    "pk": {"S": "item-1"}, "n": {"N": "12.50"}, "b": {"B": b"\x00\xffbytes"}, "yes": {"BOOL": True},
+    "none": {"NULL": True}, "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2.5"]},
+    "bs": {"BS": [b"\x01", b"\x02"]},
+    "m": {"M": {"l": {"L": [{"S": "x"}, {"N": "1"}, {"M": {"deep": {"B": b"\x07"}}}]}, "e": {"M": {}}}},
+}
+
+
+def test_item_responses_keep_every_attribute_type(emulator, settings):
+    # The emulator writes item responses as JSON directly (orders.moto_dynamodb), not
+    # through moto's shape walk: bytes must come back as bytes, nesting intact.
+    ddb, table = _scratch_table(settings)
+    ddb.put_item(TableName=table, Item=EVERY_TYPE)
+    got = ddb.get_item(TableName=table, Key={"pk": {"S": "item-1"}}, ConsistentRead=True)["Item"]
+    assert {k: v for k, v in got.items() if k not in ("ss", "ns", "bs")} == \
+        {k: v for k, v in EVERY_TYPE.items() if k not in ("ss", "ns", "bs")}
+    assert {k: sorted(got[k][t]) for k, t in (("ss", "SS"), ("ns", "NS"), ("bs", "BS"))} == \
+        {"ss": ["a", "b"], "ns": ["1", "2.5"], "bs": [b"\x01", b"\x02"]}
+    new = ddb.update_item(TableName=table, Key={"pk": {"S": "item-1"}}, UpdateExpression="ADD n :one",
+                          ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")
+    assert Decimal(new["Attributes"]["n"]["N"]) == Decimal("13.5")
+    assert new["Attributes"]["b"] == {"B": b"\x00\xffbytes"}
+    batch = ddb.batch_get_item(RequestItems={table: {"Keys": [{"pk": {"S": "item-1"}}]}})
+    assert batch["Responses"][table][0]["m"] == EVERY_TYPE["m"]
+    assert ddb.describe_table(TableName=table)["Table"]["CreationDateTime"].year >= 2026
+
+
+def test_the_item_size_limit_and_condition_failures_still_hold(emulator, settings):
+    ddb, table = _scratch_table(settings)
+    big = {"pk": {"S": "big"}, **{f"a{i}": {"S": "x" * 50_000} for i in range(9)}}
+    with pytest.raises(ClientError, match="ValidationException"):
+        ddb.put_item(TableName=table, Item=big)  # 450 KB
+    ddb.put_item(TableName=table, Item={"pk": {"S": "one"}})
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.put_item(TableName=table, Item={"pk": {"S": "one"}},
+                     ConditionExpression="attribute_not_exists(pk)")
