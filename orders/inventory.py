@@ -108,10 +108,21 @@ def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, dict[str,
     return found
 
 
+#: Products each stock table is known to hold, per process. The door and the place step
+#: check every order's SKUs; a catalogue changes far less often than orders arrive, and
+#: nothing here deletes a product (a table dropped under a running process only makes its
+#: reservations fail as out of stock). Only known SKUs are remembered: a new one is looked
+#: up until it exists.
+_known_skus: dict[str, set[str]] = {}
+
+
 def unknown_skus(settings: Settings, skus: Iterable[str]) -> list[str]:
-    """The products of `skus` that the stock table does not know."""
+    """The products of `skus` that the stock table does not know (one BatchGetItem for new ones)."""
     skus = list(skus)
-    known = stock_levels(settings, skus)
+    known = _known_skus.setdefault(table_name(settings, "stock"), set())
+    unseen = [s for s in skus if s not in known]
+    if unseen:
+        known.update(stock_levels(settings, unseen))
     return [s for s in skus if s not in known]
 
 
