@@ -151,10 +151,11 @@ TOPICS: tuple[TopicSpec, ...] = (
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 
 #: The events customers are told about; the notifications queue subscribes to these only.
-CUSTOMER_EVENTS = (
-    "OrderPlaced", "OrderShipped", "OrderCompleted", "OrderCancelled", "OrderRejected",
-    "PaymentCaptured", "PaymentDeclined", "PaymentRefunded",
-)
+#: One message per thing the customer needs to know, never two in the same second:
+#: OrderCompleted comes with OrderShipped (same step), PaymentDeclined and PaymentRefunded
+#: with the OrderCancelled that names the reason, and the confirmation (OrderPlaced) states
+#: the amount a PaymentCaptured would repeat. All of them are on `order-status`.
+CUSTOMER_EVENTS = ("OrderPlaced", "OrderShipped", "OrderCancelled", "OrderRejected")
 CRITICAL_SEVERITIES = ("critical",)
 
 
@@ -174,11 +175,8 @@ class SubscriptionSpec:
 
 def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     """The subscriptions of this environment: the queue always, endpoints where configured."""
-    subs = [
-        SubscriptionSpec(topic, "sqs", "notifications",
-                         filter_policy={"event_type": list(CUSTOMER_EVENTS)}, raw_delivery=True)
-        for topic in ("order-status", "payment-notifications")
-    ]
+    subs = [SubscriptionSpec("order-status", "sqs", "notifications",
+                             filter_policy={"event_type": list(CUSTOMER_EVENTS)}, raw_delivery=True)]
     if settings.customer_email:
         subs.append(SubscriptionSpec("order-status", "email", settings.customer_email,
                                      filter_policy={"event_type": list(CUSTOMER_EVENTS)}))

@@ -1,7 +1,9 @@
 """The notification service (notifications): tell the customer about each customer event, once.
 
-Customer events reach this queue from SNS (the queue's subscription, filtered
-on `event_type`) as `notifications.notify` task messages. Each (order id, event
+Customer events (orders.topology.CUSTOMER_EVENTS: the confirmation, the
+tracking number, a cancellation with its reason, a rejection) reach this queue
+from SNS (the queue's subscription to `order-status`, filtered on
+`event_type`) as `notifications.notify` task messages. Each (order id, event
 type) is claimed once with a conditional write on the order (its
 `notifications` map, the notify step's idempotency record) before anything is
 sent, so a duplicate event notifies nobody twice. Delivery is SIMULATED: the
@@ -20,7 +22,7 @@ from orders.workflow import StepTask
 
 log = logging.getLogger(__name__)
 
-SMS_EVENTS = ("OrderShipped", "OrderCancelled", "PaymentDeclined")
+SMS_EVENTS = ("OrderShipped", "OrderCancelled")
 
 
 @app.task(base=StepTask, bind=True, name="notifications.notify")
@@ -46,5 +48,7 @@ def render(event: dict[str, Any], record: dict[str, Any] | None) -> dict[str, An
         channels.append(f"sms:{contact['phone']}")
     data = event.get("data") or {}
     detail = data.get("trackingNumber") or data.get("reason") or ""
+    if event["eventType"] == "OrderCancelled" and (record or {}).get("refund"):
+        detail += "; your payment has been refunded"  # the one message a refunded customer gets
     text = f"Your order {event['orderId']}: {event['eventType']}" + (f" ({detail})" if detail else "")
     return {"eventId": event.get("eventId"), "text": text, "channels": channels}

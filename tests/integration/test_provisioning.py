@@ -24,8 +24,7 @@ EXPECTED = {
 }
 SERVICE = {"orders": "orders", "orders-priority.fifo": "orders", "payments": "payments",
            "inventory.fifo": "inventory", "shipping": "shipping", "notifications": "notifications"}
-CUSTOMER_EVENTS = ["OrderPlaced", "OrderShipped", "OrderCompleted", "OrderCancelled", "OrderRejected",
-                   "PaymentCaptured", "PaymentDeclined", "PaymentRefunded"]
+CUSTOMER_EVENTS = ["OrderPlaced", "OrderShipped", "OrderCancelled", "OrderRejected"]
 
 
 def dlq_of(name: str) -> str:
@@ -72,7 +71,7 @@ def test_up_creates_the_topics_and_the_notifications_subscriptions(infra):
             subscribed[topic] = (sub["Protocol"], sub["Endpoint"],
                                  sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])
                                  ["Attributes"])
-    assert set(subscribed) == {"order-status", "payment-notifications"}
+    assert set(subscribed) == {"order-status"}  # every customer event is an order-status event
     for protocol, endpoint, attrs in subscribed.values():
         assert (protocol, endpoint) == ("sqs", notifications["QueueArn"])
         assert attrs["RawMessageDelivery"] == "true"
@@ -80,7 +79,7 @@ def test_up_creates_the_topics_and_the_notifications_subscriptions(infra):
         assert json.loads(attrs["FilterPolicy"]) == {"event_type": CUSTOMER_EVENTS}
     policy = json.loads(notifications["Policy"])
     assert {s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in policy["Statement"]} == {
-        arns["order-status"], arns["payment-notifications"]}
+        arns["order-status"]}
 
 
 def test_configured_endpoints_are_subscribed_too(settings):

@@ -110,8 +110,7 @@ def test_time_limits_come_from_the_queue_unless_the_task_sets_its_own():
 
 def test_only_the_notifications_queue_is_subscribed_by_default():
     subs = subscriptions(Settings.from_env({}))
-    assert {(s.topic, s.protocol, s.endpoint) for s in subs} == {
-        ("order-status", "sqs", "notifications"), ("payment-notifications", "sqs", "notifications")}
+    assert {(s.topic, s.protocol, s.endpoint) for s in subs} == {("order-status", "sqs", "notifications")}
     assert all(s.raw_delivery and "OrderPlaced" in s.filter_policy["event_type"] for s in subs)
     assert all("StockReserved" not in s.filter_policy["event_type"] for s in subs)
 
