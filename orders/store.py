@@ -7,7 +7,6 @@ strings with microseconds (`2026-01-31T12:00:00.123456Z`) everywhere.
 
 One table (`<env>-orders`, keys pk/sk) holds, per order id:
   sk "order"         the order, its status, reason, history and version
-  sk "step#<name>"   the idempotency record of one step (its recorded result)
   sk "reservation"   the stock hold (orders.inventory), found by the sparse
                      index `active-holds` while it is active
 """
@@ -174,29 +173,6 @@ class OrderStore:
             except ConcurrentUpdate:
                 continue
         raise ConcurrentUpdate(f"order {order_id} kept changing while being marked failed")
-
-    def remember(self, order_id: str, step: str, result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The idempotency record of (order id, step): store `result` unless one exists.
-
-        Returns (the recorded result, whether this call recorded it).
-        """
-        item = {"pk": order_id, "sk": f"step#{step}", "result": result, "at": now_iso()}
-        try:
-            with aws_errors():
-                self.ddb.put_item(TableName=self.table, Item=to_item(item),
-                                  ConditionExpression="attribute_not_exists(pk)")
-            return result, True
-        except Exception as exc:
-            if not condition_failed(exc):
-                raise
-        existing = self.recall(order_id, step)
-        return existing or result, False
-
-    def recall(self, order_id: str, step: str) -> dict[str, Any] | None:
-        with aws_errors():
-            item = self.ddb.get_item(TableName=self.table, Key=self.key(order_id, f"step#{step}"),
-                                     ConsistentRead=True).get("Item")
-        return from_item(item)["result"] if item else None
 
     def claim_notification(self, order_id: str, event_type: str) -> dict[str, Any] | None:
         """Claim the one notification of (order id, event type): the order record the first
