@@ -64,6 +64,7 @@ class _Entry:
 
 @dataclass
 class _Target:
+    linger: float
     entries: deque[_Entry] = field(default_factory=deque)
     in_flight: int = 0
 
@@ -72,11 +73,13 @@ class Batcher:
     """Sends entries in batches from a daemon thread; see the module docstring."""
 
     def __init__(self, name: str, call: BatchCall, *, linger: float = 0.05,
+                 linger_for: Callable[[str], float] | None = None,
                  max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BATCH_BYTES,
                  retry_window: float = 10.0, max_attempts: int = 4):
         self.name = name
         self._call = call
         self.linger = linger
+        self._linger_for = linger_for  # a target's own linger, where targets differ
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.retry_window = retry_window
@@ -95,7 +98,10 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self.name} batcher is closed")
-            self._targets.setdefault((id(client), target), _Target()).entries.append(entry)
+            key = (id(client), target)
+            if key not in self._targets:
+                self._targets[key] = _Target(self._linger_for(target) if self._linger_for else self.linger)
+            self._targets[key].entries.append(entry)
             self.stats["submitted"] += 1
             self._ensure_thread()
             self._cond.notify()
@@ -168,7 +174,7 @@ class Batcher:
         head = target.entries[0]
         if self._flushing or self._closed or len(target.entries) >= self.max_entries:
             return head.ready_at
-        return head.ready_at + self.linger
+        return head.ready_at + target.linger
 
     def _wait_time(self) -> float | None:
         dues = [self._due_at(t) for t in self._targets.values() if t.entries]

@@ -8,7 +8,10 @@ changes, and why it keeps at-least-once delivery:
   blocking DeleteMessage there, so with AWS round trips the loop, not the pool,
   caps a worker. Here `basic_ack` only queues the receipt handle and frees the
   prefetch slot; a background thread sends DeleteMessageBatch (10 handles, or
-  after `ack_linger` seconds). A failed entry is retried while the fault is
+  after `ack_linger` seconds; at once on a FIFO queue, where a message group
+  stays blocked until its message is deleted, so a linger would delay the
+  group's next message; acks that arrive while a delete is in flight still
+  share the next call). A failed entry is retried while the fault is
   SQS's, else logged and counted and the message is left for SQS to redeliver
   (tasks are idempotent). Pending acks are flushed when the channel closes
   (warm shutdown), before kombu restores the unacked messages. A SIGKILL loses
@@ -102,6 +105,12 @@ def batched_sends() -> Iterator[None]:
             raise first
 
 
+def ack_linger(queue_url: str, linger: float) -> float:
+    """How long an ack may wait for others: not at all on a FIFO queue, whose message
+    group stays blocked until the message is deleted."""
+    return 0.0 if queue_url.endswith(".fifo") else linger
+
+
 class _BatchedSendClient:
     """Stands in for the SQS client inside kombu's `_put`: send_message joins a batch."""
 
@@ -134,8 +143,9 @@ class Channel(SQSChannel):
     def acks(self) -> Batcher:
         """This channel's DeleteMessageBatch batcher, made on the first ack."""
         if self._acks is None:
-            self._acks = Batcher("sqs-acks", delete_message_batch,
-                                 linger=self.transport_options.get("ack_linger", 0.05))
+            linger = self.transport_options.get("ack_linger", 0.05)
+            self._acks = Batcher("sqs-acks", delete_message_batch, linger=linger,
+                                 linger_for=lambda url: ack_linger(url, linger))
             with _stats_lock:
                 _ack_batchers.append(self._acks)
         return self._acks
