@@ -40,7 +40,7 @@ class PlacementBuffer:
 
     def __init__(self, tick: float, senders: int = 4):
         self.tick = tick
-        self.pending: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+        self.pending: list[tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]] = []
         self.errors: list[str] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -49,13 +49,11 @@ class PlacementBuffer:
         self.thread.start()
 
     def send(self, raw: dict[str, Any]) -> None:
-        from orders.settings import get_settings
-        from orders.store import now_iso
-        from orders.workflow import admit
+        from tasks.orders import placement
 
-        order, options = admit(get_settings(), raw)  # InvalidOrder for the caller, as delay() raises
+        message = placement(raw)  # InvalidOrder for the caller, as delay() raises
         with self.lock:
-            self.pending.append((order.to_json(), now_iso(), options))
+            self.pending.append(message)
 
     def close(self) -> None:
         self.stop.set()
@@ -73,15 +71,14 @@ class PlacementBuffer:
         for future in [self.pool.submit(self._send, batch[i:i + 10]) for i in range(0, len(batch), 10)]:
             future.result()
 
-    def _send(self, orders: list[tuple[dict[str, Any], str, dict[str, Any]]]) -> None:
+    def _send(self, orders: list[tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]]) -> None:
         from orders.transport import batched_sends
         from tasks.orders import place_order
 
         try:
             with batched_sends():
-                for order, placed_at, options in orders:
-                    # What PlaceOrderTask.delay sends once admit() accepted the order.
-                    place_order.apply_async((order,), {"placed_at": placed_at}, **options)
+                for args, kwargs, options in orders:
+                    place_order.apply_async(args, kwargs, **options)
         except Exception as exc:  # noqa: BLE001 - counted and reported, never silent
             self.errors.append(f"{len(orders)} order(s): {exc!r}")
 

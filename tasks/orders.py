@@ -39,9 +39,19 @@ class PlaceOrderTask(StepTask):
         """Validate `order` (every problem, unknown SKUs too) and send it; InvalidOrder if invalid."""
         if len(args) != 1 or kwargs:
             raise TypeError("usage: place_order.delay(order)")
-        order, options = admit(get_settings(), args[0])
+        message_args, message_kwargs, options = placement(args[0])
         with aws_errors():  # SQS unreachable or throttling: a RetryableError for the caller
-            return self.apply_async((order.to_json(),), {"placed_at": now_iso()}, **options)
+            return self.apply_async(message_args, message_kwargs, **options)
+
+
+def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+    """What `place_order.delay(raw)` sends: (args, kwargs, send options); InvalidOrder if invalid.
+
+    Callers that send many orders together (a batching API, the benchmark) use it
+    to send exactly what delay() would.
+    """
+    order, options = admit(get_settings(), raw)
+    return (order.to_json(),), {"placed_at": now_iso()}, options
 
 
 @app.task(base=PlaceOrderTask, bind=True, name="orders.place")

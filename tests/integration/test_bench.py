@@ -1,0 +1,25 @@
+"""`orders bench` runs, as docs/performance.md tells: every accepted order final, figures printed.
+
+Correctness of the run only; its speed is what the benchmark prints, never asserted here.
+"""
+
+import json
+import subprocess
+
+from tests.integration.test_demo import ORDERS, _clean_env
+
+
+def test_the_pipeline_benchmark_runs_ours_and_stock_side_by_side():
+    run = subprocess.run([ORDERS, "bench", "--suite", "pipeline", "--orders", "20", "--rate", "10", "--json"],
+                         env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    suite = json.loads(run.stdout)["suites"]["pipeline"]
+    assert set(suite["runs"]) == {"ours", "stock"}
+    for label, figures in suite["runs"].items():
+        # The mix refuses its invalid orders at the door; every accepted one reaches a final state.
+        assert figures["orders"] >= 18 and figures["completed"] == figures["orders"], label
+        assert figures["notes"] == [], label
+        sends = "sqs:SendMessageBatch" if label == "ours" else "sqs:SendMessage"  # stock: one per message
+        assert figures["calls"].get(sends, 0) > 0, label
+        assert figures["calls_per_order"] > 0 and figures["end_to_end"]["n"] == figures["completed"]
+    assert set(suite["ratios"]) == {"stock_calls_per_order / ours", "ours_throughput / stock"}
