@@ -38,11 +38,13 @@ def test_a_valid_order_is_accepted_and_followed_to_completion(infra, client):
         assert response.json["orderId"] == "api-ok-1"
         assert response.headers["Location"] == "/orders/api-ok-1"
 
-        def final():
+        def final_and_notified():  # the customer's notifications are the last writes
             got = client.get("/orders/api-ok-1")
-            return got.json if got.status_code == 200 and got.json["status"] in FINAL else None
+            if got.status_code != 200 or got.json["status"] not in FINAL:
+                return None
+            return got.json if len(got.json["notifications"]) == 2 else None
 
-        record = wait_for(final, timeout=60)
+        record = wait_for(final_and_notified, timeout=60)
     assert record["status"] == "completed", record
     assert record["orderId"] == "api-ok-1"
     assert [h["status"] for h in record["history"]][-1] == "completed"
