@@ -17,12 +17,18 @@ from orders.stack import Stack
 EVENTS_SETTLE_SECONDS = 1.5
 
 
+#: Orders per second the demo places by default: what one embedded emulator process
+#: sustains on the project's 2-core machine with a P95 of a few seconds (it saturates
+#: near 3.6/s; docs/performance.md). Faster rates build a backlog.
+DEFAULT_RATE = 3.0
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """The demo's knobs (the command's flags)."""
 
     orders: int = 300
-    rate: float = 5.0
+    rate: float = DEFAULT_RATE
     timeout: float = 120.0
     seed: int = 1
 
