@@ -143,10 +143,14 @@ def cached_dispatcher(create_app: Callable[..., Any]) -> Any:
 class AwsEmulator:
     """moto's server on a background thread, behind the counting middleware."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
+                 as_shipped: bool = False):
         self.host = host
         self.port = port or free_port()
         self.latency_ms = latency_ms
+        # moto without this module's fixes, only for measuring what they change
+        # (benchmarks/emulator_calls.py): its transactions are unsafe under concurrency.
+        self.as_shipped = as_shipped
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -155,14 +159,22 @@ class AwsEmulator:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> AwsEmulator:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
         from werkzeug.serving import make_server
 
         from orders import moto_dynamodb, moto_sqs
 
-        moto_dynamodb.install()
-        moto_sqs.install()
-        app = CountingMiddleware(cached_dispatcher(create_backend_app), self.latency_ms)
+        if self.as_shipped:
+            dispatcher = DomainDispatcherApplication(create_backend_app)
+        else:
+            moto_dynamodb.install()
+            moto_sqs.install()
+            dispatcher = cached_dispatcher(create_backend_app)
+        app = CountingMiddleware(dispatcher, self.latency_ms)
         self._server = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -245,9 +257,10 @@ class EmulatorProcess:
     process does not slow every other process's AWS calls down.
     """
 
-    def __init__(self, latency_ms: float = 0.0, with_redis: bool = True):
+    def __init__(self, latency_ms: float = 0.0, with_redis: bool = True, as_shipped: bool = False):
         self.latency_ms = latency_ms
         self.with_redis = with_redis
+        self.as_shipped = as_shipped
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
 
@@ -256,6 +269,8 @@ class EmulatorProcess:
                "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
         if not self.with_redis:
             cmd.append("--no-redis")
+        if self.as_shipped:
+            cmd.append("--moto-as-shipped")
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
                                       start_new_session=True)
         assert self._proc.stdout is not None
@@ -291,7 +306,8 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 
 def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
-        as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False) -> None:
+        as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False,
+        as_shipped: bool = False) -> None:
     """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     stop = threading.Event()
@@ -300,7 +316,7 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if exit_with_parent:
         _stop_when_orphaned(stop)
-    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms).start()
+    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped).start()
     redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
     env = client_environment(aws.endpoint, redis.url if redis else None)
     if as_json:
@@ -333,10 +349,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one ends")
+    parser.add_argument("--moto-as-shipped", action="store_true",
+                        help="without the emulator's fixes to moto, to measure them (unsafe under load)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
     run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
-        with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent)
+        with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
+        as_shipped=args.moto_as_shipped)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Correctness of the run only; its speed is what the benchmark prints, never asser
 
 import json
 import subprocess
+import sys
 
 from tests.integration.test_demo import ORDERS, _clean_env
 
@@ -23,3 +24,11 @@ def test_the_pipeline_benchmark_runs_ours_and_stock_side_by_side():
         assert figures["calls"].get(sends, 0) > 0, label
         assert figures["calls_per_order"] > 0 and figures["end_to_end"]["n"] == figures["completed"]
     assert set(suite["ratios"]) == {"stock_calls_per_order / ours", "ours_throughput / stock"}
+
+
+def test_the_emulator_call_benchmark_compares_moto_as_shipped_with_ours():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.emulator_calls", "--orders", "20"],
+                         env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("PutItem", "GetItem"))]
+    assert len(rows) == 2 and all(float(row[-3]) > 0 and float(row[-2]) > 0 for row in rows), run.stdout

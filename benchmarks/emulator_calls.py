@@ -1,0 +1,95 @@
+"""What one DynamoDB call of the pipeline costs the embedded emulator, with and without its fixes.
+
+The emulator (moto, one Python process) is what limits the pipeline on one
+machine, and DynamoDB is most of its work. This replays one order's store calls
+(the same functions the tasks call), one call at a time, first against moto as
+shipped, then against the emulator as the project runs it (orders.moto_dynamodb,
+orders.emulator's dispatcher), and prints the emulator's CPU milliseconds per
+call of each kind: CPU time, not wall time, so another busy process moves the
+figures little.
+
+    python -m benchmarks.emulator_calls [--orders 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.measure import cpu_seconds
+
+#: The calls measured, in the order an order makes them.
+CALLS = ("PutItem (place)", "GetItem (each step)", "TransactWriteItems (reserve)",
+         "BatchGetItem (stock levels)", "UpdateItem (ship)", "UpdateItem (notify claim)")
+
+
+def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
+    """Emulator CPU ms per call of each kind, for `n_orders` orders of the demo's mix."""
+    from orders import aws, inventory, provisioning
+    from orders.domain import validate
+    from orders.emulator import EmulatorProcess
+    from orders.order_mix import OrderMix
+    from orders.settings import Settings
+    from orders.store import OrderStore
+
+    emulator = EmulatorProcess(with_redis=False, as_shipped=as_shipped).start()
+    saved = dict(os.environ)
+    try:
+        os.environ.update(emulator.env)
+        os.environ["ORDERS_ENV"] = "calls-" + uuid.uuid4().hex[:6]
+        aws._forget_clients()  # clients read the endpoint when made
+        settings = Settings.from_env(os.environ)
+        provisioning.up(settings)
+        mix = OrderMix(seed=1, run_id=uuid.uuid4().hex[:6])
+        orders = [validate(p.order) for p in mix.orders(n_orders * 2) if p.kind == "regular"][:n_orders]
+        for sku in {i.sku for o in orders for i in o.items}:
+            inventory.set_stock(settings, sku, 10 * n_orders)
+        store = OrderStore(settings)
+        assert emulator._proc is not None
+        pid = emulator._proc.pid
+
+        def per_call(action: Callable[[Any], Any], items: list[Any]) -> tuple[float, list[Any]]:
+            before = cpu_seconds(pid)
+            results = [action(item) for item in items]
+            return 1000 * (cpu_seconds(pid) - before) / len(items), results
+
+        figures: dict[str, float] = {}
+        figures[CALLS[0]], created = per_call(
+            lambda o: store.create(o, "2026-01-01T00:00:00.000000Z", "bench", False)[0], orders)
+        figures[CALLS[1]], records = per_call(lambda r: store.load(r["orderId"]), created)
+        pairs = list(zip(records, orders, strict=True))
+        figures[CALLS[2]], reserved = per_call(
+            lambda p: inventory.reserve(settings, store, p[0], p[1]), pairs)
+        figures[CALLS[3]], _ = per_call(lambda o: inventory.stock_levels(settings, o.skus), orders)
+        figures[CALLS[4]], _ = per_call(
+            lambda r: store.transition(r, "completed", "ship", via=("shipped",)), reserved)
+        figures[CALLS[5]], _ = per_call(lambda r: store.claim_notification(r["orderId"], "OrderShipped"),
+                                        reserved)
+        return figures
+    finally:
+        emulator.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        aws._forget_clients()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.emulator_calls")
+    parser.add_argument("--orders", type=int, default=200, help="orders replayed per configuration")
+    args = parser.parse_args(argv)
+    shipped = measure(True, args.orders)
+    ours = measure(False, args.orders)
+    print(f"Emulator CPU ms per call, {args.orders} orders each "
+          "(moto as shipped, then as the project runs it)\n")
+    print(f"{'call':32}{'as shipped':>12}{'ours':>8}{'ratio':>8}")
+    for call in CALLS:
+        print(f"{call:32}{shipped[call]:>12.2f}{ours[call]:>8.2f}{shipped[call] / ours[call]:>7.1f}x")
+    total_shipped, total_ours = sum(shipped.values()), sum(ours.values())
+    print(f"{'one of each':32}{total_shipped:>12.2f}{total_ours:>8.2f}{total_shipped / total_ours:>7.1f}x")
+
+
+if __name__ == "__main__":
+    main()
