@@ -96,6 +96,11 @@ class Gateway:
                     "capturedAt": now_iso(), "captures": 1}
         return {"status": "declined", "declineReason": DECLINE.get(token, "unknown token")}
 
+    def capture_of(self, order_id: str) -> Capture | None:
+        """The order's capture if the gateway took the money, else None."""
+        state = self.lookup(f"{order_id}:charge")
+        return _capture(state) if state and state.get("status") == "captured" else None
+
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The gateway's record for an idempotency key (tests and `orders status` read it)."""
         with aws_errors():

@@ -169,6 +169,27 @@ def run_step(settings: Settings, order_id: Any, step: str,
     return finish(settings, record, [*events, *extra], then)
 
 
+def end_unpaid(settings: Settings, store: OrderStore, record: dict[str, Any], step: str,
+               reason: str = "reservation-expired") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The update that ends an order whose payment was never recorded, and the record after it.
+
+    `cancelled`, unless the gateway holds a capture for the order: a charge worker
+    can die between taking the money and recording it, and its message may come
+    back only after the reservation ran out. Then the order goes to `refunding`
+    (the caller hands it to `payments.refund`), so nobody is charged for an
+    order that is cancelled.
+    """
+    from orders.gateway import Gateway
+
+    capture = Gateway(settings).capture_of(record["orderId"])
+    if capture is None:
+        return store.prepare(record, "cancelled", step, reason)
+    log.warning("order %s: payment %s was captured but never recorded; refunding it",
+                record["orderId"], capture.payment_id)
+    return store.prepare(record, "refunding", step, reason,
+                         {"payment": {**capture.as_data(), "status": "captured"}})
+
+
 def record_metrics(record: dict[str, Any]) -> None:
     """Stage latency of the change just made and, at a final state, the business metrics."""
     from orders import metrics

@@ -13,7 +13,7 @@ from orders.events import Event, event, publish
 from orders.settings import Settings, get_settings
 from orders.store import OrderStore
 from orders.tables import transact
-from orders.workflow import StepTask, run_step
+from orders.workflow import StepTask, end_unpaid, hand_off, run_step
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def sweep(settings: Settings, now: float | None = None) -> dict[str, Any]:
 
 
 def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
-    """Release one expired hold; an order still waiting for payment is cancelled with it."""
+    """Release one expired hold; an order still waiting for payment is cancelled with it
+    (or refunded, if its payment was captured but never recorded: workflow.end_unpaid)."""
     store = OrderStore(settings)
     hold, record = inventory.load_hold(settings, order_id), store.load(order_id)
     if hold is None or not hold.expired(now):
@@ -76,16 +77,18 @@ def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
     ops = inventory.release_ops(settings, hold, "expired")
     waiting = record is not None and record["status"] == "reserved"
     if record is not None and waiting:
-        op, record = store.prepare(record, "cancelled", "expire", "reservation-expired")
+        op, record = end_unpaid(settings, store, record, "expire")
         ops.append({"Update": op})
     if transact(settings, ops) is not None:
         log.info("hold of %s changed during the sweep; the next sweep looks again", order_id)
         return False
     record = record or {"orderId": order_id}
     events = [event("StockReleased", record, {"items": hold.as_data(), "reason": "reservation-expired"})]
-    if waiting:
+    if waiting and record["status"] == "cancelled":
         events.append(event("OrderCancelled", record, {"reason": "reservation-expired"}))
     publish(settings, events)
+    if waiting and record["status"] == "refunding":
+        hand_off(record, "refund")  # payments.refund gives the money back and cancels
     return True
 
 

@@ -14,7 +14,7 @@ from orders.gateway import Gateway
 from orders.settings import Settings, get_settings
 from orders.store import OrderStore
 from orders.tables import transact
-from orders.workflow import StepTask, run_step
+from orders.workflow import StepTask, end_unpaid, run_step
 
 
 @app.task(base=StepTask, bind=True, name="payments.charge")
@@ -62,11 +62,12 @@ def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
 
 def expired(settings: Settings, store: OrderStore, record: dict[str, Any],
             hold: inventory.Hold | None) -> tuple[dict[str, Any], list[Event]]:
-    """The hold is gone or out of time: cancel without charging (releasing it if still held)."""
+    """The hold is gone or out of time: cancel without charging (releasing it if still held),
+    or refund a capture an earlier run of this step made before its worker died."""
     ops = inventory.release_ops(settings, hold, "expired") if hold and hold.state == "active" else []
-    op, cancelled = store.prepare(record, "cancelled", "charge", "reservation-expired")
+    op, ended = end_unpaid(settings, store, record, "charge")
     _commit(settings, [*ops, {"Update": op}])
-    return cancelled, [released(record, hold, "reservation-expired")] if ops and hold else []
+    return ended, [released(record, hold, "reservation-expired")] if ops and hold else []
 
 
 def released(record: dict[str, Any], hold: inventory.Hold, reason: str) -> Event:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 from click.testing import CliRunner
 
@@ -80,6 +81,31 @@ def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypa
         wait_for(lambda: Gateway(infra).lookup(f"{order['orderId']}:charge") is None and
                  _queue_empty(infra, "payments"))
     assert OrderStore(infra).get(order["orderId"])["version"] == record["version"]
+
+
+def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infra, monkeypatch):
+    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
+    get_settings.cache_clear()
+    set_stock(infra, "SKU-K", 3)
+    order = make_order(sku="SKU-K", quantity=2, price="15.00")
+    place_order.delay(order)
+    with pipeline(["orders", "inventory.fifo"]):  # no payments worker yet
+        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
+                 timeout=60)
+        # A charge worker took the money and died before recording it on the order.
+        Gateway(infra).charge(order["orderId"], Decimal("30.00"), "USD", "tok_visa")
+        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
+        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
+        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
+        app.send_task(sweep["task"], **sweep["options"])
+        wait_for(lambda: OrderStore(infra).get(order["orderId"])["status"] == "refunding", timeout=60)
+    with pipeline(["payments"]):  # the dead worker's charge message comes back, then the refund
+        record = wait_final(infra, order["orderId"])
+    assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
+    assert statuses(record) == ["placed", "validated", "reserved", "refunding", "cancelled"]
+    assert Gateway(infra).lookup(f"{order['orderId']}:refund")["status"] == "refunded"
+    assert Gateway(infra).lookup(f"{order['orderId']}:charge")["attempts"] == 1  # charged once
+    assert get_stock(infra, "SKU-K") == {"sku": "SKU-K", "available": 3, "reserved": 0}
 
 
 def _queue_empty(settings, name):
