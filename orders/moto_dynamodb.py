@@ -26,15 +26,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 #: moto's item size limit (AWS documents 400 KB; moto measured it between 409 and 410 KB).
 MAX_ITEM_BYTES = 405_000
 #: The operations whose responses are items in DynamoDB JSON (no renamed members).
 ITEM_DATA_OPERATIONS = frozenset({
-    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem",
-    "Query", "Scan", "TransactGetItems", "TransactWriteItems",
+    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "Query", "Scan", "TransactGetItems",
 })
 
 
@@ -120,8 +119,9 @@ def _plain_json(value: Any) -> Any:
     """What the shape walk makes of the non-JSON values in moto's results (json protocol)."""
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")  # B and BS attributes
-    if isinstance(value, datetime):
-        return value.timestamp()  # the protocol's unixtimestamp
+    if isinstance(value, datetime):  # the protocol's unixtimestamp: UTC, in milliseconds
+        utc = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(utc.timestamp() * 1000) / 1000
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
