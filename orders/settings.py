@@ -90,7 +90,9 @@ class Settings:
     prefetch_multiplier: int = 10
     batch_acks: bool = True
     failure_backoff_seconds: int = 5
-    ack_linger: float = 0.2
+    # An ack on a standard queue is off the order's path (the next step is already sent):
+    # waiting 1 s lets a queue's acks share one DeleteMessageBatch even at a few orders/s.
+    ack_linger: float = 1.0
     send_linger: float = 0.05
     receive_batch_wait: float = 0.25
     metrics_enabled: bool = True
@@ -133,7 +135,7 @@ class Settings:
                                          "ORDERS_FAILURE_BACKOFF", low=0),
             # orders.transport: how long an ack or a send waits for nine others to share
             # its batch call, and how long a queue that answered short is left to fill up.
-            ack_linger=_float(env.get("ORDERS_ACK_LINGER", "0.2"), "ORDERS_ACK_LINGER"),
+            ack_linger=_float(env.get("ORDERS_ACK_LINGER", "1.0"), "ORDERS_ACK_LINGER"),
             send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
             receive_batch_wait=_float(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
                                       "ORDERS_RECEIVE_BATCH_WAIT"),
