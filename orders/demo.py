@@ -19,7 +19,7 @@ EVENTS_SETTLE_SECONDS = 1.5
 
 #: Orders per second the demo places by default: what one embedded emulator process
 #: sustains on the project's 2-core machine with a P95 of a few seconds (it saturates
-#: near 3.6/s; docs/performance.md). Faster rates build a backlog.
+#: near 4 orders/s; docs/performance.md). Faster rates build a backlog.
 DEFAULT_RATE = 3.0
 
 

@@ -299,7 +299,7 @@ class TableSpec:
 TABLES: tuple[TableSpec, ...] = (
     TableSpec("orders", "orders", keys=("pk", "sk"),
               indexes={"active-holds": ("holdState", "expiresAt")}, numeric=("expiresAt",),
-              purpose="order state and history, idempotency records (order id + step), "
+              purpose="order state and history (its version makes each step idempotent), "
                       "stock reservations (the sparse index finds expired holds)"),
     TableSpec("stock", "inventory", keys=("sku", None),
               purpose="available and reserved quantity per product"),
