@@ -9,7 +9,7 @@ from orders import inventory
 from orders.celery import app
 from orders.domain import validate
 from orders.errors import ConcurrentUpdate, PaymentDeclined
-from orders.events import Event, event
+from orders.events import Event, event, publish
 from orders.gateway import Gateway
 from orders.settings import Settings, get_settings
 from orders.store import OrderStore
@@ -57,7 +57,32 @@ def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
             return [event("PaymentDeclined", record, payment), cancelled], None
         return [cancelled], None
 
-    return run_step(settings, order_id, "charge", ("reserved",), act, announce)
+    result = run_step(settings, order_id, "charge", ("reserved",), act, announce)
+    if result.get("skipped") and result.get("status") == "cancelled":
+        refund_late_capture(settings, str(order_id))
+    return result
+
+
+def refund_late_capture(settings: Settings, order_id: str) -> None:
+    """Give back a capture that landed after its order was cancelled.
+
+    The expiry sweep asks the gateway before it cancels an order whose reservation
+    ran out (workflow.end_unpaid), but a charge already past its own hold check
+    can capture in between; its commit then fails and its retry finds the order
+    cancelled, and ends here: refund, recorded on the order.
+    """
+    store = OrderStore(settings)
+    record = store.load(order_id)
+    if not record or record.get("reason") != "reservation-expired" or record.get("refund"):
+        return
+    gateway = Gateway(settings)
+    capture = gateway.capture_of(order_id)
+    if capture is None:
+        return
+    refund = gateway.refund(order_id, capture.payment_id, capture.amount, capture.currency)
+    record = store.transition(record, "cancelled", "charge", "reservation-expired",
+                              {"payment": {**capture.as_data(), "status": "captured"}, "refund": refund})
+    publish(settings, [event("PaymentRefunded", record, refund)])
 
 
 def expired(settings: Settings, store: OrderStore, record: dict[str, Any],

@@ -108,6 +108,33 @@ def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infr
     assert get_stock(infra, "SKU-K") == {"sku": "SKU-K", "available": 3, "reserved": 0}
 
 
+def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra, monkeypatch):
+    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
+    get_settings.cache_clear()
+    set_stock(infra, "SKU-R", 3)
+    order = make_order(sku="SKU-R", quantity=1, price="20.00")
+    place_order.delay(order)
+    with pipeline(["orders", "inventory.fifo"]):
+        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
+                 timeout=60)
+        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
+        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
+        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
+        app.send_task(sweep["task"], **sweep["options"])
+        wait_final(infra, order["orderId"])  # cancelled: nothing was captured when the sweep asked
+    # A charge that had passed its hold check before the sweep captures now; its commit
+    # fails and its retry (the charge message, here) finds the order cancelled.
+    Gateway(infra).charge(order["orderId"], Decimal("20.00"), "USD", "tok_visa")
+    with pipeline(["payments"]):
+        wait_for(lambda: (Gateway(infra).lookup(f"{order['orderId']}:refund") or {}).get("status")
+                 == "refunded", timeout=60)
+        wait_for(lambda: OrderStore(infra).load(order["orderId"]).get("refund") is not None, timeout=30)
+    record = OrderStore(infra).load(order["orderId"])
+    assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
+    assert record["payment"]["status"] == "captured" and Decimal(record["refund"]["amount"]) == 20
+    assert get_stock(infra, "SKU-R") == {"sku": "SKU-R", "available": 3, "reserved": 0}
+
+
 def _queue_empty(settings, name):
     from orders import aws
     from orders.queue_urls import queue_url
