@@ -26,6 +26,9 @@ def emulator() -> Iterator[EmulatorProcess]:
     try:
         yield emu
     finally:
+        from orders import metrics
+
+        metrics.buffer().close()  # while the emulator still answers, not at interpreter exit
         emu.stop()
         for key, value in saved.items():
             if value is None:
