@@ -90,7 +90,8 @@ class CountingMiddleware:
         self.latency = latency_ms / 1000.0
         self.calls = CallCounter()
         # moto's DynamoDB backend is not thread-safe (a failed transaction restores
-        # whole tables from a copy): one DynamoDB request at a time.
+        # whole tables from a copy), and orders.moto_dynamodb's check-then-apply
+        # transactions are atomic only because of this: one DynamoDB request at a time.
         self.dynamodb_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -148,8 +149,9 @@ class AwsEmulator:
         self.host = host
         self.port = port or free_port()
         self.latency_ms = latency_ms
-        # moto without this module's fixes, only for measuring what they change
-        # (benchmarks/emulator_calls.py): its transactions are unsafe under concurrency.
+        # moto without the fixes of orders.moto_dynamodb/moto_sqs and the dispatcher cache,
+        # only for measuring what they change (benchmarks/emulator_calls.py). DynamoDB
+        # requests still go one at a time (CountingMiddleware), in both modes.
         self.as_shipped = as_shipped
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one ends")
     parser.add_argument("--moto-as-shipped", action="store_true",
-                        help="without the emulator's fixes to moto, to measure them (unsafe under load)")
+                        help="without the emulator's fixes to moto, to measure what they change")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
     run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,

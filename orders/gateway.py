@@ -50,6 +50,10 @@ class Capture:
         return {"paymentId": self.payment_id, "amount": str(self.amount), "currency": self.currency,
                 "attempts": self.attempts}
 
+    def as_payment(self) -> dict[str, Any]:
+        """The order record's `payment` for this capture."""
+        return {**self.as_data(), "status": "captured"}
+
 
 class Gateway:
     """The simulator's API: `charge` and `refund`, idempotent per order."""

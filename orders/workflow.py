@@ -135,7 +135,8 @@ def done_by(record: dict[str, Any] | None, step: str) -> bool:
 def skipped(order_id: str, step: str, record: dict[str, Any] | None) -> dict[str, Any]:
     status = record["status"] if record else None
     log.info("%s: order %s is %s; nothing to do", step, order_id, status or "unknown")
-    return {"orderId": order_id, "status": status, "skipped": True}
+    return {"orderId": order_id, "status": status, "reason": (record or {}).get("reason"),
+            "paid": bool((record or {}).get("payment")), "skipped": True}
 
 
 Act = Callable[[OrderStore, dict[str, Any]], tuple[dict[str, Any], list[Event]]]
@@ -169,8 +170,8 @@ def run_step(settings: Settings, order_id: Any, step: str,
     return finish(settings, record, [*events, *extra], then)
 
 
-def end_unpaid(settings: Settings, store: OrderStore, record: dict[str, Any], step: str,
-               reason: str = "reservation-expired") -> tuple[dict[str, Any], dict[str, Any]]:
+def end_unpaid(settings: Settings, store: OrderStore, record: dict[str, Any],
+               step: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The update that ends an order whose payment was never recorded, and the record after it.
 
     `cancelled`, unless the gateway holds a capture for the order: a charge worker
@@ -181,13 +182,13 @@ def end_unpaid(settings: Settings, store: OrderStore, record: dict[str, Any], st
     """
     from orders.gateway import Gateway
 
+    reason = "reservation-expired"
     capture = Gateway(settings).capture_of(record["orderId"])
     if capture is None:
         return store.prepare(record, "cancelled", step, reason)
     log.warning("order %s: payment %s was captured but never recorded; refunding it",
                 record["orderId"], capture.payment_id)
-    return store.prepare(record, "refunding", step, reason,
-                         {"payment": {**capture.as_data(), "status": "captured"}})
+    return store.prepare(record, "refunding", step, reason, {"payment": capture.as_payment()})
 
 
 def record_metrics(record: dict[str, Any]) -> None:

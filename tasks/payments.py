@@ -9,12 +9,12 @@ from orders import inventory
 from orders.celery import app
 from orders.domain import validate
 from orders.errors import ConcurrentUpdate, PaymentDeclined
-from orders.events import Event, event, publish
+from orders.events import Event, event
 from orders.gateway import Gateway
 from orders.settings import Settings, get_settings
 from orders.store import OrderStore
 from orders.tables import transact
-from orders.workflow import StepTask, end_unpaid, run_step
+from orders.workflow import StepTask, end_unpaid, hand_off, run_step
 
 
 @app.task(base=StepTask, bind=True, name="payments.charge")
@@ -37,7 +37,7 @@ def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
                                           {"payment": {"status": "declined", "reason": str(exc)}})
             _commit(settings, [*inventory.release_ops(settings, hold), {"Update": op}])
             return cancelled, [released(record, hold, "payment-declined")]
-        payment = {**capture.as_data(), "status": "captured"}
+        payment = capture.as_payment()
         op, paid = store.prepare(record, "paid", "charge", fields={"payment": payment})
         codes = transact(settings, [*inventory.commit_ops(settings, hold), {"Update": op}])
         if codes is None:
@@ -58,31 +58,29 @@ def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
         return [cancelled], None
 
     result = run_step(settings, order_id, "charge", ("reserved",), act, announce)
-    if result.get("skipped") and result.get("status") == "cancelled":
+    if result.get("skipped") and (result["status"], result["reason"], result["paid"]) == \
+            ("cancelled", "reservation-expired", False):
         refund_late_capture(settings, str(order_id))
     return result
 
 
 def refund_late_capture(settings: Settings, order_id: str) -> None:
-    """Give back a capture that landed after its order was cancelled.
+    """Send a capture that landed after its order was cancelled to `payments.refund`.
 
     The expiry sweep asks the gateway before it cancels an order whose reservation
     ran out (workflow.end_unpaid), but a charge already past its own hold check
     can capture in between; its commit then fails and its retry finds the order
-    cancelled, and ends here: refund, recorded on the order.
+    cancelled with no payment recorded, and ends here: the same decision as the
+    sweep's, made again now that the capture exists, and the one refund path.
     """
     store = OrderStore(settings)
     record = store.load(order_id)
-    if not record or record.get("reason") != "reservation-expired" or record.get("refund"):
+    if record is None or record["status"] != "cancelled" or record.get("payment"):
         return
-    gateway = Gateway(settings)
-    capture = gateway.capture_of(order_id)
-    if capture is None:
-        return
-    refund = gateway.refund(order_id, capture.payment_id, capture.amount, capture.currency)
-    record = store.transition(record, "cancelled", "charge", "reservation-expired",
-                              {"payment": {**capture.as_data(), "status": "captured"}, "refund": refund})
-    publish(settings, [event("PaymentRefunded", record, refund)])
+    op, ended = end_unpaid(settings, store, record, "charge")
+    if ended["status"] == "refunding":
+        _commit(settings, [{"Update": op}])
+        hand_off(ended, "refund")
 
 
 def expired(settings: Settings, store: OrderStore, record: dict[str, Any],
