@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,18 @@ from urllib.parse import parse_qs
 STATS_PATH = "/_orders/calls"
 _SERVICE_IN_AUTH = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def call_counts(endpoint: str, reset: bool = False) -> dict[str, int]:
+    """The AWS calls an emulator at `endpoint` has counted, by 'service:Action'.
+
+    `reset` zeroes the counts (and returns the empty counts). Raises OSError when
+    nothing answers and ValueError when the endpoint is not this emulator.
+    """
+    url = endpoint.rstrip("/") + STATS_PATH + ("/reset" if reset else "")
+    request = urllib.request.Request(url, method="POST" if reset else "GET", data=b"" if reset else None)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(json.loads(response.read()))
 
 
 def free_port() -> int:

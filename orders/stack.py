@@ -12,7 +12,6 @@ its Celery app point at the stack while it runs, and are put back on `stop()`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orders.emulator import CREDENTIALS, STATS_PATH, EmulatorProcess
+from orders.emulator import CREDENTIALS, EmulatorProcess, call_counts
 from orders.processes import ChildProcess, StartupError, stop_all, wait_ready
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES
@@ -249,10 +248,7 @@ def _has_credentials() -> bool:
 def _stats_request(endpoint: str | None, method: str) -> Any:
     if not endpoint:
         return None
-    url = endpoint.rstrip("/") + STATS_PATH + ("/reset" if method == "POST" else "")
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        return call_counts(endpoint, reset=method == "POST")
     except (urllib.error.URLError, ValueError, OSError):
         return None  # another emulator, or AWS: no server-side counts

@@ -6,11 +6,19 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery.contrib.testing.worker import start_worker
+
+from orders.emulator import call_counts
+
+
+def calls(endpoint: str, reset: bool = False) -> Counter[str]:
+    """The emulator's count of AWS calls by 'service:Action' (reset: zero it)."""
+    return Counter(call_counts(endpoint, reset))
 
 
 @contextmanager

@@ -7,13 +7,11 @@ the emulator itself, Redis commands by redis-server's own statistics.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from orders.control_plane import MonitoringNotConfigured
 from orders.emulator import EmbeddedRedis, free_port
 from orders.queue_urls import queue_url
 from orders.settings import Settings, get_settings
-from tests.helpers import logged_process, wait_for, worker
+from tests.helpers import calls, logged_process, wait_for, worker
 from tests.monitoring_tasks import monitoring_add
 
 pytestmark = pytest.mark.integration
@@ -61,12 +59,6 @@ def use(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> Settings:
     app.reconfigure(settings)
     app.amqp._producer_pool = None  # Celery keeps its producer pool across reconfigure()
     return settings
-
-
-def sqs_calls(endpoint: str, reset: bool = False) -> Counter[str]:
-    req = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return Counter(json.loads(resp.read()))
 
 
 def redis_commands(url: str) -> Counter[str]:
@@ -131,12 +123,12 @@ def run_tasks_and_count(settings: Settings, queue: str, n: int) -> Counter[str]:
     """
     queue_url(settings, queue)  # look the URLs up first: both runs share the cache
     endpoint = settings.endpoint_url or ""
-    sqs_calls(endpoint, reset=True)
+    calls(endpoint, reset=True)
     for _ in range(n):
         probe.apply_async((queue,), queue=queue)
     with worker([queue]):
         wait_for(lambda: ran(queue, n))
-    return sqs_calls(endpoint)
+    return calls(endpoint)
 
 
 def test_monitoring_adds_no_sqs_call_per_task(infra_app: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,13 +2,13 @@
 
 import threading
 import time
-import urllib.request
 from decimal import Decimal
 
 import pytest
 from botocore.exceptions import ClientError
 
 from orders import aws
+from tests.helpers import calls
 
 
 def test_a_fifo_long_poll_sees_a_group_freed_while_it_waits(emulator, settings):
@@ -28,10 +28,9 @@ def test_a_fifo_long_poll_sees_a_group_freed_while_it_waits(emulator, settings):
 
 
 def test_the_emulator_counts_calls_at_the_server(emulator, settings):
-    urllib.request.urlopen(urllib.request.Request(emulator.endpoint + "/_orders/calls", method="POST"))
+    calls(emulator.endpoint, reset=True)
     aws.client("sqs", settings).list_queues(QueueNamePrefix=settings.prefix)
-    counts = urllib.request.urlopen(emulator.endpoint + "/_orders/calls").read().decode()
-    assert '"sqs:ListQueues": 1' in counts
+    assert calls(emulator.endpoint)["sqs:ListQueues"] == 1
 
 
 def _scratch_table(settings):

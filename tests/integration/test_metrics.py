@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +11,7 @@ import tasks.ops  # noqa: F401  (connects the task metrics)
 from orders import aws, metrics
 from orders.celery import app
 from orders.settings import Settings, get_settings
-from tests.helpers import wait_for, worker
+from tests.helpers import calls, wait_for, worker
 
 TASKS = 100
 done: list[int] = []
@@ -29,12 +27,6 @@ def metered(i: int) -> None:
         metrics.order_cancelled("payment-declined")
     with lock:
         done.append(i)
-
-
-def calls(endpoint: str, reset: bool = False) -> dict[str, int]:
-    request = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
-    with urllib.request.urlopen(request) as answer:
-        return dict(json.load(answer))
 
 
 def stat(settings: Settings, name: str, statistic: str, **dims: str) -> float:

@@ -6,10 +6,8 @@ hooks); entry outcomes by the batchers' own counters.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
-import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -20,7 +18,7 @@ from orders import aws, transport
 from orders.batching import BatchEntryError, Batcher, delete_message_batch, send_message_batch
 from orders.celery import app
 from orders.queue_urls import queue_url
-from tests.helpers import wait_for, worker, worker_process
+from tests.helpers import calls, wait_for, worker, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +35,6 @@ def transport_probe(n: int) -> None:
 @app.task(name="notifications.transport_always_fails")
 def always_fails() -> None:
     raise ValueError("poison")
-
-
-def calls(endpoint: str, reset: bool = False) -> Counter[str]:
-    """The emulator's count of AWS calls by 'service:Action' (reset: zero it)."""
-    req = urllib.request.Request(endpoint + "/_orders/calls", method="POST" if reset else "GET")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return Counter(json.loads(resp.read()))
 
 
 def depth(settings: Any, name: str) -> tuple[int, int]:
