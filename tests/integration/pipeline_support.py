@@ -42,6 +42,11 @@ def pipeline(queues: list[str] | None = None, concurrency: int = 8) -> Iterator[
         yield w
 
 
+def wait_status(settings: Settings, order_id: str, status: str, timeout: float = 60.0) -> None:
+    """Wait until the order is in `status`."""
+    wait_for(lambda: (OrderStore(settings).get(order_id) or {}).get("status") == status, timeout=timeout)
+
+
 def wait_final(settings: Settings, order_id: str, timeout: float = 90.0) -> dict[str, Any]:
     """The order's public view once it reached a final state."""
     store = OrderStore(settings)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from orders import place_order
 from orders.celery import app
 from orders.cli import cli
-from orders.config import celery_settings
+from orders.config import beat_schedule
 from orders.domain import validate
 from orders.errors import OutOfStock
 from orders.gateway import Gateway
@@ -20,7 +20,7 @@ from orders.inventory import get_stock, reserve, set_stock
 from orders.settings import get_settings
 from orders.store import OrderStore
 from tests.helpers import wait_for
-from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final
+from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final, wait_status
 
 
 def test_concurrent_orders_for_scarce_stock_never_oversell(infra):
@@ -59,20 +59,29 @@ def test_racing_reservations_take_exactly_the_available_quantity(infra):
     assert sum(store.get(r["orderId"])["status"] == "reserved" for r, _ in records) == 6
 
 
-def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypatch):
+def short_holds(monkeypatch):
+    """Reservations that expire after one second."""
     monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
     get_settings.cache_clear()
+
+
+def sweep_once_expired(settings, order_id):
+    """Wait until the order's hold has expired, then send the expiry sweep as beat does."""
+    expires = OrderStore(settings).load(order_id)["reservationExpiresAt"]
+    time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
+    sweep = beat_schedule(settings)["release-expired-holds"]
+    app.send_task(sweep["task"], **sweep["options"])
+
+
+def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypatch):
+    short_holds(monkeypatch)
     set_stock(infra, "SKU-E", 3)
     order = make_order(sku="SKU-E", quantity=2)
     place_order.delay(order)
     with pipeline(["orders", "inventory.fifo"]):  # no payments worker: the hold just waits
-        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
-                 timeout=60)
+        wait_status(infra, order["orderId"], "reserved")
         assert get_stock(infra, "SKU-E") == {"sku": "SKU-E", "available": 1, "reserved": 2}
-        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
-        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
-        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
-        app.send_task(sweep["task"], **sweep["options"])  # what beat sends
+        sweep_once_expired(infra, order["orderId"])
         record = wait_final(infra, order["orderId"])
     assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
     assert statuses(record) == ["placed", "validated", "reserved", "cancelled"]
@@ -84,21 +93,16 @@ def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypa
 
 
 def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infra, monkeypatch):
-    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
-    get_settings.cache_clear()
+    short_holds(monkeypatch)
     set_stock(infra, "SKU-K", 3)
     order = make_order(sku="SKU-K", quantity=2, price="15.00")
     place_order.delay(order)
     with pipeline(["orders", "inventory.fifo"]):  # no payments worker yet
-        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
-                 timeout=60)
+        wait_status(infra, order["orderId"], "reserved")
         # A charge worker took the money and died before recording it on the order.
         Gateway(infra).charge(order["orderId"], Decimal("30.00"), "USD", "tok_visa")
-        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
-        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
-        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
-        app.send_task(sweep["task"], **sweep["options"])
-        wait_for(lambda: OrderStore(infra).get(order["orderId"])["status"] == "refunding", timeout=60)
+        sweep_once_expired(infra, order["orderId"])
+        wait_status(infra, order["orderId"], "refunding")
     with pipeline(["payments"]):  # the dead worker's charge message comes back, then the refund
         record = wait_final(infra, order["orderId"])
     assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
@@ -109,18 +113,13 @@ def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infr
 
 
 def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra, monkeypatch):
-    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
-    get_settings.cache_clear()
+    short_holds(monkeypatch)
     set_stock(infra, "SKU-R", 3)
     order = make_order(sku="SKU-R", quantity=1, price="20.00")
     place_order.delay(order)
     with pipeline(["orders", "inventory.fifo"]):
-        wait_for(lambda: (OrderStore(infra).get(order["orderId"]) or {}).get("status") == "reserved",
-                 timeout=60)
-        expires = OrderStore(infra).load(order["orderId"])["reservationExpiresAt"]
-        time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
-        sweep = celery_settings(get_settings())["beat_schedule"]["release-expired-holds"]
-        app.send_task(sweep["task"], **sweep["options"])
+        wait_status(infra, order["orderId"], "reserved")
+        sweep_once_expired(infra, order["orderId"])
         wait_final(infra, order["orderId"])  # cancelled: nothing was captured when the sweep asked
     # A charge that had passed its hold check before the sweep captures now; its commit
     # fails and its retry (the charge message, here) finds the order cancelled.
