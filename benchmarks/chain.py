@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from benchmarks.chain_tasks import STAGES, done_key
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, throughput
-from orders.stack import DEFAULT_WORKER_ARGS, Stack
+from orders.stack import Stack, worker_args
 
 CHAIN_QUEUES = ("orders", "inventory.fifo", "payments", "shipping", "notifications")
 
@@ -79,8 +79,7 @@ def run_chains(label: str, plan: LoadPlan, batch: bool, latency_ms: float = 0.0,
     """One configuration: start a stack, place the chains, wait for them, report."""
     import redis
 
-    args = [*DEFAULT_WORKER_ARGS, "-I", "benchmarks.chain_tasks"]
-    args[args.index("--concurrency") + 1] = str(concurrency)
+    args = worker_args(concurrency, "-I", "benchmarks.chain_tasks")
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, queues=CHAIN_QUEUES,
                worker_args=args, beat=False) as stack:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid
-from orders.stack import DEFAULT_WORKER_ARGS, Stack
+from orders.stack import Stack, worker_args
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,14 @@ class PlacementBuffer:
 
 
 def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float = 0.0,
-                 endpoint: str | None = None, worker_args: list[str] | None = None) -> RunFigures:
+                 endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
     """One configuration of the pipeline: start, seed, place, follow, report."""
     from orders.order_mix import OrderMix
     from orders.runner import run_orders, seed_catalogue
 
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env,
-               worker_args=worker_args or DEFAULT_WORKER_ARGS) as stack:
+               worker_args=worker_args(concurrency)) as stack:
         settings = stack.settings
         mix = OrderMix(seed=plan.seed, run_id=f"{label}-{stack.namespace.rsplit('-', 1)[-1]}",
                        review_threshold=settings.review_threshold)

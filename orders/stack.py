@@ -32,6 +32,15 @@ from orders.topology import QUEUES
 #: (a prefork pool would add one process per slot) while still overlapping calls.
 DEFAULT_WORKER_ARGS: tuple[str, ...] = ("--pool", "threads", "--concurrency", "8",
                                         "--without-gossip", "--without-mingle")
+
+
+def worker_args(concurrency: int, *extra: str) -> list[str]:
+    """DEFAULT_WORKER_ARGS with `concurrency` threads per worker, then `extra`."""
+    args = [*DEFAULT_WORKER_ARGS, *extra]
+    args[args.index("--concurrency") + 1] = str(concurrency)
+    return args
+
+
 WORKER_READY = " ready."
 BEAT_READY = "beat: Starting..."
 

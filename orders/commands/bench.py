@@ -73,7 +73,7 @@ def pipeline_suite(n_orders: int, rate: float, latency_ms: float, compare: bool,
     runs = {}
     for label, batch in modes(compare):
         say(f"pipeline/{label}: {n_orders} orders at {rate:g}/s ...")
-        runs[label] = run_pipeline(label, plan, batch, latency_ms, endpoint, worker_args(concurrency))
+        runs[label] = run_pipeline(label, plan, batch, latency_ms, endpoint, concurrency)
     return runs
 
 
@@ -97,14 +97,6 @@ def chain_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, en
 def modes(compare: bool) -> list[tuple[str, bool]]:
     """(label, batch_acks) of each configuration to run."""
     return [("ours", True), ("stock", False)] if compare else [("ours", True)]
-
-
-def worker_args(concurrency: int) -> list[str]:
-    from orders.stack import DEFAULT_WORKER_ARGS
-
-    args = list(DEFAULT_WORKER_ARGS)
-    args[args.index("--concurrency") + 1] = str(concurrency)
-    return args
 
 
 commands = [bench]
