@@ -46,6 +46,16 @@ class BatchEntryError(Exception):
         self.sender_fault = sender_fault
 
 
+#: How long a submitter waits for its entries at most; a batcher settles every entry far
+#: sooner (its retry window), so this only guards against a stuck thread.
+RESULT_TIMEOUT = 120.0
+
+
+def failures(futures: list[Future[Any]]) -> list[BaseException]:
+    """Wait for every submitted entry; the errors of those that failed, in order."""
+    return [exc for exc in (f.exception(RESULT_TIMEOUT) for f in futures) if exc is not None]
+
+
 #: How a batch is sent: call(client, target, entries) -> the response dict.
 BatchCall = Callable[[Any, str, list[dict[str, Any]]], dict[str, Any]]
 

@@ -63,8 +63,6 @@ MAX_BATCH_BYTES = 256 * 1024
 PUBLISH_ATTEMPTS = 4
 JITTER_BASE_SECONDS = 0.05
 NOTIFY_TASK = "notifications.notify"
-#: How long a publisher waits for its batch at most (the batcher settles entries far sooner).
-PUBLISH_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -207,9 +205,9 @@ def publish(settings: Settings, events: Sequence[Event]) -> None:
         if n > MAX_BATCH_BYTES:
             raise PermanentError(f"event {entry['Id']} is {n} bytes, above SNS's {MAX_BATCH_BYTES}")
         futures.append(batcher.submit(sns, topic_arn(settings, ev.topic), entry, n))
-    failures = [exc for exc in (f.exception(PUBLISH_TIMEOUT) for f in futures) if exc is not None]
-    if failures:
-        raise publish_error(failures[0], len(failures)) from failures[0]
+    failed = batching.failures(futures)
+    if failed:
+        raise publish_error(failed[0], len(failed)) from failed[0]
 
 
 def publish_error(exc: BaseException, count: int) -> Exception:

@@ -52,16 +52,22 @@ from kombu.transport.SQS import Channel as SQSChannel
 from kombu.transport.SQS import Transport as SQSTransport
 
 from orders import aws
-from orders.batching import Batcher, delete_message_batch, existing, message_size, send_message_batch, shared
+from orders.batching import (
+    RESULT_TIMEOUT,
+    Batcher,
+    delete_message_batch,
+    existing,
+    failures,
+    message_size,
+    send_message_batch,
+    shared,
+)
 from orders.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 #: The broker URL scheme of this transport (`orders-sqs://`), registered with kombu below.
 SCHEME = "orders-sqs"
-#: How long a publisher waits for its batch at most; the batcher itself gives up
-#: far sooner (its retry window), so this only guards against a stuck thread.
-SEND_TIMEOUT = 120.0
 
 _local = threading.local()
 _ack_batchers: list[Batcher] = []
@@ -99,10 +105,9 @@ def batched_sends() -> Iterator[None]:
         _local.held = outer
         futures = [batcher.submit(client, url, entry, message_size(entry))
                    for batcher, client, url, entry in held]
-        errors = [f.exception(SEND_TIMEOUT) for f in futures]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
+        failed = failures(futures)
+        if failed:
+            raise failed[0]
 
 
 def ack_linger(queue_url: str, linger: float) -> float:
@@ -123,7 +128,7 @@ class _BatchedSendClient:
         if held is not None:
             held.append((self._batcher, self._client, QueueUrl, entry))
             return None
-        return self._batcher.submit(self._client, QueueUrl, entry, message_size(entry)).result(SEND_TIMEOUT)
+        return self._batcher.submit(self._client, QueueUrl, entry, message_size(entry)).result(RESULT_TIMEOUT)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
