@@ -111,17 +111,10 @@ class PeakMemory:
 def cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of a live process group (Linux /proc; 0 elsewhere)."""
     import os
-    from pathlib import Path
 
-    from orders.processes import group_pids
+    from orders.processes import group_stats
 
-    ticks = 0
-    for pid in group_pids(pgid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        ticks += int(fields[11]) + int(fields[12])
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in group_stats(pgid).values())
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

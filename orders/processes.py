@@ -91,9 +91,10 @@ class ChildProcess:
             pass  # the whole group is gone already
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Every live (not zombie) process of a process group (Linux /proc; empty elsewhere)."""
-    pids = []
+def group_stats(pgid: int) -> dict[int, list[str]]:
+    """The /proc/<pid>/stat fields after the command name (state first), by pid, of every
+    live (not zombie) process of a process group (Linux; empty elsewhere)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # The command name (field 2) may hold spaces; fields after its ')' are fixed.
@@ -101,8 +102,13 @@ def group_pids(pgid: int) -> list[int]:
         except (OSError, IndexError):
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+            found[int(stat.parent.name)] = fields
+    return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live (not zombie) process of a process group."""
+    return list(group_stats(pgid))
 
 
 def rss_bytes(pids: Iterable[int]) -> int:
