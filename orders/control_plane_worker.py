@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from itertools import groupby
 from typing import Any
 
 from celery import bootsteps
@@ -179,15 +180,14 @@ def coalesce(items: list[tuple[Any, str]]) -> list[tuple[str, Any]]:
     several events. Under load this turns a few Redis PUBLISH per task into a fraction of one.
     """
     messages: list[tuple[str, Any]] = []
-    for event, routing_key in items:
-        group = routing_key.split(".", 1)[0]
-        events = event if isinstance(event, list) else [event]
-        if messages and messages[-1][0].split(".", 1)[0] == group:
-            previous_key, previous = messages[-1]
-            merged = previous if isinstance(previous, list) else [previous]
-            messages[-1] = (f"{group}.multi", merged + events)
-        else:
+    for group, grouped in groupby(items, key=lambda item: item[1].split(".", 1)[0]):
+        run = list(grouped)
+        if len(run) == 1:
+            event, routing_key = run[0]
             messages.append((routing_key, event))
+        else:
+            events = [e for event, _ in run for e in (event if isinstance(event, list) else [event])]
+            messages.append((f"{group}.multi", events))
     return messages
 
 
