@@ -1,12 +1,12 @@
 """Celery's settings (`app.config_from_object('celeryconfig')`).
 
 Derived from `orders.settings`, the only reader of the environment, by
-`orders.config.celery_settings`; see that function for each value and why.
+`orders.runtime.config.celery_settings`; see that function for each value and why.
 """
 
 import click
 
-from orders.config import celery_settings
+from orders.runtime.config import celery_settings
 from orders.settings import ConfigurationError, get_settings
 
 try:

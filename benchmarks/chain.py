@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from benchmarks.chain_tasks import STAGES, done_key
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, throughput
-from orders.stack import Stack, worker_args
+from orders.harness.stack import Stack, worker_args
 
 CHAIN_QUEUES = ("orders", "inventory.fifo", "payments", "shipping", "notifications")
 
@@ -35,7 +35,7 @@ class LoadPlan:
 def place_chains(plan: LoadPlan, prefix: str) -> None:
     """Place every chain on schedule; each burst is split among `placers` threads."""
     from benchmarks.chain_tasks import chain_for
-    from orders.transport import batched_sends
+    from orders.runtime.transport import batched_sends
 
     def place(ids: list[int]) -> None:
         with batched_sends():

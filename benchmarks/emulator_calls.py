@@ -3,8 +3,8 @@
 The emulator (moto, one Python process) is what limits the pipeline on one
 machine, and DynamoDB is most of its work. This replays one order's store calls
 (the same functions the tasks call), one call at a time, first against moto as
-shipped, then against the emulator as the project runs it (orders.moto_dynamodb,
-orders.emulator's dispatcher), and prints the emulator's CPU milliseconds per
+shipped, then against the emulator as the project runs it (orders.emulator.moto_dynamodb,
+orders.emulator.server's dispatcher), and prints the emulator's CPU milliseconds per
 call of each kind: CPU time, not wall time, so another busy process moves the
 figures little.
 
@@ -28,25 +28,26 @@ CALLS = ("PutItem (place)", "GetItem (each step)", "TransactWriteItems (reserve)
 
 def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
     """Emulator CPU ms per call of each kind, for `n_orders` orders of the demo's mix."""
-    from orders import aws, inventory, provisioning
-    from orders.domain import validate
-    from orders.emulator import EmulatorProcess
-    from orders.order_mix import OrderMix
+    from orders.aws import clients, stock
+    from orders.aws.store import OrderStore
+    from orders.domain.order import validate
+    from orders.emulator.server import EmulatorProcess
+    from orders.harness.order_mix import OrderMix
+    from orders.infra import provisioning
     from orders.settings import Settings
-    from orders.store import OrderStore
 
     emulator = EmulatorProcess(with_redis=False, as_shipped=as_shipped).start()
     saved = dict(os.environ)
     try:
         os.environ.update(emulator.env)
         os.environ["ORDERS_ENV"] = "calls-" + uuid.uuid4().hex[:6]
-        aws._forget_clients()  # clients read the endpoint when made
+        clients._forget_clients()  # clients read the endpoint when made
         settings = Settings.from_env(os.environ)
         provisioning.up(settings)
         mix = OrderMix(seed=1, run_id=uuid.uuid4().hex[:6])
         orders = [validate(p.order) for p in mix.orders(n_orders * 2) if p.kind == "regular"][:n_orders]
         for sku in {i.sku for o in orders for i in o.items}:
-            inventory.set_stock(settings, sku, 10 * n_orders)
+            stock.set_stock(settings, sku, 10 * n_orders)
         store = OrderStore(settings)
         assert emulator._proc is not None
         pid = emulator._proc.pid
@@ -62,8 +63,8 @@ def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
         figures[CALLS[1]], records = per_call(lambda r: store.load(r["orderId"]), created)
         pairs = list(zip(records, orders, strict=True))
         figures[CALLS[2]], reserved = per_call(
-            lambda p: inventory.reserve(settings, store, p[0], p[1]), pairs)
-        figures[CALLS[3]], _ = per_call(lambda o: inventory.stock_levels(settings, o.skus), orders)
+            lambda p: stock.reserve(settings, store, p[0], p[1]), pairs)
+        figures[CALLS[3]], _ = per_call(lambda o: stock.stock_levels(settings, o.skus), orders)
         figures[CALLS[4]], _ = per_call(
             lambda r: store.transition(r, "completed", "ship", via=("shipped",)), reserved)
         figures[CALLS[5]], _ = per_call(lambda r: store.claim_notification(r["orderId"], "OrderShipped"),
@@ -73,7 +74,7 @@ def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
         emulator.stop()
         os.environ.clear()
         os.environ.update(saved)
-        aws._forget_clients()
+        clients._forget_clients()
 
 
 def main(argv: list[str] | None = None) -> None:

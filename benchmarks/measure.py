@@ -112,7 +112,7 @@ def cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of a live process group (Linux /proc; 0 elsewhere)."""
     import os
 
-    from orders.processes import group_stats
+    from orders.harness.processes import group_stats
 
     ticks = sum(int(fields[11]) + int(fields[12]) for fields in group_stats(pgid).values())
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,6 @@
 """The full pipeline under load: the demo's order mix through every worker, as production runs it.
 
-Built on the demo's harness (orders.stack, orders.runner): a fresh emulator
+Built on the demo's harness (orders.harness.stack, orders.harness.runner): a fresh emulator
 and namespace per configuration, one worker process per queue, beat, the
 order mix placed at a steady rate. Placing goes through `PlacementBuffer`,
 which does what an order API that batches would do: it validates each order
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid
-from orders.stack import Stack, worker_args
+from orders.harness.stack import Stack, worker_args
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class PlacementBuffer:
             future.result()
 
     def _send(self, orders: list[tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]]) -> None:
-        from orders.transport import batched_sends
+        from orders.runtime.transport import batched_sends
         from tasks.orders import place_order
 
         try:
@@ -86,8 +86,8 @@ class PlacementBuffer:
 def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float = 0.0,
                  endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
     """One configuration of the pipeline: start, seed, place, follow, report."""
-    from orders.order_mix import OrderMix
-    from orders.runner import run_orders, seed_catalogue
+    from orders.harness.order_mix import OrderMix
+    from orders.harness.runner import run_orders, seed_catalogue
 
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env,
@@ -115,7 +115,7 @@ def figures(label: str, plan: PipelinePlan, outcomes: list[Any], calls: dict[str
     """Per-stage and end-to-end latency of the orders that reached a final state."""
     from collections import defaultdict
 
-    from orders.report import final_time, stage_durations, throughput
+    from orders.harness.summary import final_time, stage_durations, throughput
 
     finals = [(o, t) for o in outcomes if (t := final_time(o)) is not None and o.placed_at is not None]
     stages: dict[str, list[float]] = defaultdict(list)

@@ -17,9 +17,9 @@ from typing import Any
 
 from benchmarks.chain import CHAIN_QUEUES, LoadPlan, figures
 from benchmarks.measure import PeakMemory, RunFigures, emulator_pid
-from orders import aws
-from orders.queue_urls import queue_url
-from orders.stack import Stack
+from orders.aws import clients
+from orders.harness.stack import Stack
+from orders.runtime.queue_urls import queue_url
 
 #: About what a Celery message of the five-hop chain weighs once base64-encoded.
 BODY_PADDING = "x" * 2500
@@ -56,7 +56,7 @@ class Flow:
 
 def hop(flow: Flow, index: int) -> None:
     """One thread of hop `index`: receive, pass on (or finish), delete; until told to stop."""
-    sqs = aws.client("sqs")
+    sqs = clients.client("sqs")
     url = flow.urls[index]
     last = index == len(flow.urls) - 1
     while not flow.stop.is_set():
@@ -79,7 +79,7 @@ def hop(flow: Flow, index: int) -> None:
 
 def produce(flow: Flow, plan: LoadPlan) -> None:
     """Send the chains' first messages on the plan's schedule, ten per call."""
-    sqs = aws.client("sqs")
+    sqs = clients.client("sqs")
 
     def send(ids: list[int]) -> None:
         bodies = [{"n": n, "pad": BODY_PADDING, "t": [time.time()]} for n in ids]

@@ -10,10 +10,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, signals
 
 import tasks
-from orders.config import celery_settings
-from orders.control_plane import ControlPlaneApp
-from orders.queue_urls import queue_urls
-from orders.routing import time_limit_problems, unknown_queues
+from orders.runtime.config import celery_settings
+from orders.runtime.control_plane import ControlPlaneApp
+from orders.runtime.queue_urls import queue_urls
+from orders.runtime.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
 from orders.topology import QUEUES_BY_NAME, topology_problems
 
@@ -25,8 +25,20 @@ TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__pa
 class OrdersCelery(ControlPlaneApp, Celery):
     """Celery on SQS, configured from `orders.settings`; monitoring over the control plane."""
 
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings this app runs with: the environment's, unless `reconfigure`d.
+
+        Tasks read their settings here, so that a process serving one environment
+        (a test, the API bound to another) never mixes in another's.
+        """
+        return self._settings or get_settings()
+
     def reconfigure(self, settings: Settings) -> None:
         """Point this app at another environment (tests use one per test)."""
+        self._settings = settings
         self.conf.update(celery_settings(settings))
         self._pool = None  # the broker pool was built for the old transport options
         if "amqp" in self.__dict__:
@@ -43,7 +55,7 @@ app.config_from_object("celeryconfig")
 
 def configuration_problems(queues: list[str], include: list[str] | None = None) -> list[str]:
     """What stops this process from working, in words an operator can act on."""
-    from orders import aws
+    from orders.aws import clients
 
     problems = [f"-Q {name}: no such queue in the topology (declared: {', '.join(QUEUES_BY_NAME)})"
                 for name in unknown_queues(queues)]
@@ -54,7 +66,7 @@ def configuration_problems(queues: list[str], include: list[str] | None = None) 
     problems += time_limit_problems(dict(app.tasks))
     try:
         settings = get_settings()
-        aws.require_aws(settings)
+        clients.require_aws(settings)
         if not problems:
             # Resolving the URLs now (kombu would on its first receive anyway) turns a
             # missing queue or an unreachable endpoint into a message, not a retry loop.

@@ -133,7 +133,7 @@ class Settings:
             batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
             failure_backoff_seconds=_int(env.get("ORDERS_FAILURE_BACKOFF", "5"),
                                          "ORDERS_FAILURE_BACKOFF", low=0),
-            # orders.transport: how long an ack or a send waits for nine others to share
+            # orders.runtime.transport: how long an ack or a send waits for nine others to share
             # its batch call, and how long a queue that answered short is left to fill up.
             ack_linger=_float(env.get("ORDERS_ACK_LINGER", "1.0"), "ORDERS_ACK_LINGER"),
             send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
@@ -146,7 +146,7 @@ class Settings:
                                      "ORDERS_DLQ_WATCH_SECONDS"),
             dlq_max_redrives=_int(env.get("ORDERS_DLQ_MAX_REDRIVES", "3"),
                                   "ORDERS_DLQ_MAX_REDRIVES", low=0),
-            # The pipeline (orders.workflow): the longest pause between two retries of a
+            # The pipeline (orders.steps.workflow): the longest pause between two retries of a
             # task, the stock level that raises a StockLow alert, how often beat sweeps
             # expired reservations.
             retry_backoff_max=_int(env.get("ORDERS_RETRY_BACKOFF_MAX", "60"),

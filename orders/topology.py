@@ -264,7 +264,7 @@ class ServiceLevel:
 
 #: Per-queue targets, from the exercise's "Performance Targets". Shipping has no
 #: target of its own there; it inherits the order-processing one. The alarms and
-#: the dashboard (orders.alarms, orders.dashboard) derive their thresholds from these.
+#: the dashboard (orders.infra.alarms, orders.infra.dashboard) derive their thresholds from these.
 SERVICE_LEVELS: dict[str, ServiceLevel] = {
     "orders": ServiceLevel(p95_seconds=5, peak_per_second=100),
     "orders-priority.fifo": ServiceLevel(p95_seconds=5, peak_per_second=100),
@@ -290,6 +290,8 @@ class TableSpec:
     keys: tuple[str, str | None]
     indexes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     numeric: tuple[str, ...] = ()
+    #: The attribute DynamoDB's time to live reads (epoch seconds), if items expire.
+    ttl: str | None = None
     purpose: str = ""
 
     def table_name(self, settings: Settings) -> str:
@@ -305,6 +307,9 @@ TABLES: tuple[TableSpec, ...] = (
               purpose="available and reserved quantity per product"),
     TableSpec("gateway", "payments", keys=("key", None),
               purpose="the simulated payment gateway's captures, refunds and attempt counts"),
+    TableSpec("dlq-archive", "ops", keys=("key", "item"),
+              indexes={"by-queue": ("queue_name", "archived_at")}, ttl="expires_at",
+              purpose="dead-lettered messages, their failures and redrives (kept 90 days)"),
 )
 
 TABLES_BY_NAME: dict[str, TableSpec] = {t.name: t for t in TABLES}

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orders import inventory
+from orders.aws import stock
+from orders.aws.sns import publish
+from orders.aws.store import OrderStore
+from orders.aws.tables import transact
 from orders.celery import app
-from orders.domain import validate
-from orders.errors import OutOfStock
-from orders.events import Event, event, publish
+from orders.domain.errors import OutOfStock
+from orders.domain.events import Event, event
+from orders.domain.order import validate
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore
-from orders.tables import transact
-from orders.workflow import StepTask, end_unpaid, hand_off, run_step
+from orders.steps.workflow import StepTask, end_unpaid, hand_off, run_step
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,13 @@ def reserve(settings: Settings, order_id: Any) -> dict[str, Any]:
     def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
         order = validate(record["order"])
         try:
-            reserved = inventory.reserve(settings, store, record, order)
+            reserved = stock.reserve(settings, store, record, order)
         except OutOfStock as exc:
             shortages = getattr(exc, "shortages", [])
             cancelled = store.transition(record, "cancelled", "reserve", "out-of-stock",
                                          {"shortages": shortages})
             return cancelled, [event("OutOfStock", cancelled, s, key=s["sku"]) for s in shortages]
-        levels = inventory.stock_levels(settings, order.skus)
+        levels = stock.stock_levels(settings, order.skus)
         return reserved, [event("StockLow", reserved, level, key=sku) for sku, level in levels.items()
                           if level["available"] <= settings.low_stock_threshold]
 
@@ -60,7 +61,7 @@ def release_expired(self: StepTask) -> dict[str, Any]:
 
 
 def sweep(settings: Settings, now: float | None = None) -> dict[str, Any]:
-    released = [order_id for order_id in inventory.expired_holds(settings, now)
+    released = [order_id for order_id in stock.expired_holds(settings, now)
                 if expire(settings, order_id, now)]
     if released:
         log.info("released %d expired reservation(s)", len(released))
@@ -71,10 +72,10 @@ def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
     """Release one expired hold; an order still waiting for payment is cancelled with it
     (or refunded, if its payment was captured but never recorded: workflow.end_unpaid)."""
     store = OrderStore(settings)
-    hold, record = inventory.load_hold(settings, order_id), store.load(order_id)
+    hold, record = stock.load_hold(settings, order_id), store.load(order_id)
     if hold is None or not hold.expired(now):
         return False
-    ops = inventory.release_ops(settings, hold, "expired")
+    ops = stock.release_ops(settings, hold, "expired")
     waiting = record is not None and record["status"] == "reserved"
     if record is not None and waiting:
         op, record = end_unpaid(settings, store, record, "expire")
@@ -96,8 +97,8 @@ def expire(settings: Settings, order_id: str, now: float | None = None) -> bool:
 def restock(self: StepTask, sku: str, quantity: int, restock_id: str) -> dict[str, Any]:
     """Add stock once per restock id (`orders inventory restock` sends these)."""
     settings = get_settings()
-    added = inventory.restock(settings, sku, int(quantity), restock_id)
-    level = inventory.get_stock(settings, sku)
+    added = stock.restock(settings, sku, int(quantity), restock_id)
+    level = stock.get_stock(settings, sku)
     if added:
         publish(settings, [Event("StockRestocked", "", restock_id, {**(level or {}), "added": quantity},
                                  key=restock_id)])

@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from orders.aws.store import OrderStore
 from orders.celery import app
 from orders.settings import get_settings
-from orders.store import OrderStore
-from orders.workflow import StepTask
+from orders.steps.workflow import StepTask
 
 log = logging.getLogger(__name__)
 

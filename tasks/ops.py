@@ -2,8 +2,7 @@
 that feed them (failure records, task metrics).
 
 Every worker imports every task module, so the hooks connected here run in every
-worker whatever queues it consumes; `orders infra` imports them too, which
-registers the archive table, the alarms and the dashboard with provisioning.
+worker whatever queues it consumes.
 """
 
 from __future__ import annotations
@@ -12,15 +11,16 @@ from typing import Any
 
 from celery import signals
 
-from orders import alarms, aws, dashboard, dlq_archive, metrics, task_metrics  # noqa: F401  (resource kinds register)
+from orders.aws import clients, metrics
 from orders.celery import app
-from orders.dlq_watch import on_task_failure, on_task_unknown, watch
-from orders.queue_urls import queue_url
+from orders.ops.watch import on_task_failure, on_task_unknown, watch
+from orders.runtime import task_metrics
+from orders.runtime.queue_urls import queue_url
 from orders.settings import get_settings
 from orders.topology import QUEUES, SERVICE_LEVELS
 
-signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.dlq.task_failure")
-signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="orders.dlq.task_unknown")
+signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.ops.dead_letters.task_failure")
+signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="orders.ops.dead_letters.task_unknown")
 task_metrics.connect_task_signals()
 
 
@@ -36,7 +36,7 @@ def watch_dlqs() -> dict[str, Any]:
 def sample_queues() -> dict[str, float]:
     """Queue utilisation: messages waiting as a share (%) of the backlog each queue drains on time."""
     settings = get_settings()
-    sqs = aws.client("sqs", settings)
+    sqs = clients.client("sqs", settings)
     utilisation = {}
     for spec in QUEUES:
         attrs = sqs.get_queue_attributes(QueueUrl=queue_url(settings, spec.name),

@@ -9,14 +9,14 @@ from typing import Any
 
 from celery.result import AsyncResult
 
+from orders.aws.store import OrderStore
+from orders.aws.tables import aws_errors, now_iso
 from orders.celery import app
-from orders.domain import ID_PATTERN, Order, review_concerns, validate
-from orders.errors import InvalidOrder
-from orders.events import Event, event
+from orders.domain.errors import InvalidOrder
+from orders.domain.events import Event, event
+from orders.domain.order import ID_PATTERN, Order, review_concerns, validate
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore
-from orders.tables import aws_errors, now_iso
-from orders.workflow import (
+from orders.steps.workflow import (
     StepTask,
     admit,
     check,
@@ -117,7 +117,7 @@ def rejected_id(raw: Any) -> str:
 
 @app.task(base=StepTask, bind=True, name="orders.review")
 def review_order(self: StepTask, order_id: Any = None) -> dict[str, Any]:
-    """The review step of large orders (automated rules, simulated: see orders.domain)."""
+    """The review step of large orders (automated rules, simulated: see orders.domain.order)."""
     return review(get_settings(), order_id)
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from orders import inventory
+from orders.aws import stock
+from orders.aws.gateway import Gateway
+from orders.aws.store import OrderStore
+from orders.aws.tables import transact
 from orders.celery import app
-from orders.domain import validate
-from orders.errors import ConcurrentUpdate, PaymentDeclined
-from orders.events import Event, event
-from orders.gateway import Gateway
+from orders.domain.errors import ConcurrentUpdate, PaymentDeclined
+from orders.domain.events import Event, event
+from orders.domain.order import validate
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore
-from orders.tables import transact
-from orders.workflow import StepTask, end_unpaid, hand_off, run_step
+from orders.steps.workflow import StepTask, end_unpaid, hand_off, run_step
 
 
 @app.task(base=StepTask, bind=True, name="payments.charge")
@@ -26,7 +26,7 @@ def charge(self: StepTask, order_id: Any = None) -> dict[str, Any]:
 def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
     def act(store: OrderStore, record: dict[str, Any]) -> tuple[dict[str, Any], list[Event]]:
         order = validate(record["order"])
-        hold = inventory.hold_of(settings, record)
+        hold = stock.hold_of(settings, record)
         if hold is None or hold.state != "active" or hold.expired():
             return expired(settings, store, record, hold)
         try:
@@ -35,11 +35,11 @@ def charge_order(settings: Settings, order_id: Any) -> dict[str, Any]:
         except PaymentDeclined as exc:
             op, cancelled = store.prepare(record, "cancelled", "charge", "payment-declined",
                                           {"payment": {"status": "declined", "reason": str(exc)}})
-            _commit(settings, [*inventory.release_ops(settings, hold), {"Update": op}])
+            _commit(settings, [*stock.release_ops(settings, hold), {"Update": op}])
             return cancelled, [released(record, hold, "payment-declined")]
         payment = capture.as_payment()
         op, paid = store.prepare(record, "paid", "charge", fields={"payment": payment})
-        codes = transact(settings, [*inventory.commit_ops(settings, hold), {"Update": op}])
+        codes = transact(settings, [*stock.commit_ops(settings, hold), {"Update": op}])
         if codes is None:
             return paid, []
         if codes[-2] == "ConditionalCheckFailed":  # the hold expired between the check and now
@@ -84,16 +84,16 @@ def refund_late_capture(settings: Settings, order_id: str) -> None:
 
 
 def expired(settings: Settings, store: OrderStore, record: dict[str, Any],
-            hold: inventory.Hold | None) -> tuple[dict[str, Any], list[Event]]:
+            hold: stock.Hold | None) -> tuple[dict[str, Any], list[Event]]:
     """The hold is gone or out of time: cancel without charging (releasing it if still held),
     or refund a capture an earlier run of this step made before its worker died."""
-    ops = inventory.release_ops(settings, hold, "expired") if hold and hold.state == "active" else []
+    ops = stock.release_ops(settings, hold, "expired") if hold and hold.state == "active" else []
     op, ended = end_unpaid(settings, store, record, "charge")
     _commit(settings, [*ops, {"Update": op}])
     return ended, [released(record, hold, "reservation-expired")] if ops and hold else []
 
 
-def released(record: dict[str, Any], hold: inventory.Hold, reason: str) -> Event:
+def released(record: dict[str, Any], hold: stock.Hold, reason: str) -> Event:
     return event("StockReleased", record, {"items": hold.as_data(), "reason": reason})
 
 
@@ -114,8 +114,8 @@ def refund_order(settings: Settings, order_id: Any) -> dict[str, Any]:
         payment = record["payment"]
         refunded = Gateway(settings).refund(record["orderId"], payment["paymentId"],
                                             Decimal(payment["amount"]), payment["currency"])
-        hold = inventory.load_hold(settings, record["orderId"])
-        ops = inventory.return_ops(settings, hold) if hold and hold.state == "committed" else []
+        hold = stock.load_hold(settings, record["orderId"])
+        ops = stock.return_ops(settings, hold) if hold and hold.state == "committed" else []
         op, cancelled = store.prepare(record, "cancelled", "refund", record.get("reason"),
                                       {"refund": refunded})
         _commit(settings, [*ops, {"Update": op}])

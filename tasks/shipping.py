@@ -13,14 +13,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from orders.aws.store import OrderStore
+from orders.aws.tables import now_iso
 from orders.celery import app
-from orders.domain import Order, validate
-from orders.errors import PermanentError
-from orders.events import Event, event
+from orders.domain.errors import PermanentError
+from orders.domain.events import Event, event
+from orders.domain.order import Order, validate
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore
-from orders.tables import now_iso
-from orders.workflow import StepTask, run_step
+from orders.steps.workflow import StepTask, run_step
 
 UNDELIVERABLE_POSTCODE = "00000"
 

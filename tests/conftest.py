@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orders.emulator import EmulatorProcess
+from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 
 
@@ -26,7 +26,7 @@ def emulator() -> Iterator[EmulatorProcess]:
     try:
         yield emu
     finally:
-        from orders import metrics
+        from orders.aws import metrics
 
         metrics.buffer().close()  # while the emulator still answers, not at interpreter exit
         emu.stop()
@@ -57,7 +57,7 @@ def settings(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> Iter
 @pytest.fixture
 def infra(settings: Settings) -> Settings:
     """A provisioned namespace: every queue, DLQ, topic and subscription exists."""
-    from orders import provisioning
+    from orders.infra import provisioning
 
     provisioning.up(settings)
     return settings

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery.contrib.testing.worker import start_worker
 
-from orders.emulator import call_counts
+from orders.emulator.server import call_counts
 
 
 def calls(endpoint: str, reset: bool = False) -> Counter[str]:

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from orders.aws.store import FINAL_STATES, OrderStore
 from orders.settings import Settings
-from orders.store import FINAL_STATES, OrderStore
 from tests.helpers import wait_for, worker
 
 ALL_QUEUES = ["orders", "orders-priority.fifo", "inventory.fifo", "payments", "shipping",
@@ -65,10 +65,11 @@ def statuses(record: dict[str, Any]) -> list[str]:
 
 def subscribe_probe(settings: Settings) -> str:
     """A queue of the test's namespace subscribed (raw) to every topic: what was published."""
-    from orders import aws
-    from orders.provisioning import queue_arn, topic_arns
+    from orders.aws import clients
+    from orders.aws.sns import topic_arns
+    from orders.infra.queues import queue_arn
 
-    sqs, sns = aws.client("sqs", settings), aws.client("sns", settings)
+    sqs, sns = clients.client("sqs", settings), clients.client("sns", settings)
     url = sqs.create_queue(QueueName=settings.prefix + "probe")["QueueUrl"]
     arn = queue_arn(url, settings)
     for topic in topic_arns(settings).values():
@@ -82,9 +83,9 @@ def drain_events(settings: Settings, url: str) -> list[dict[str, Any]]:
     import base64
     import json
 
-    from orders import aws
+    from orders.aws import clients
 
-    sqs, found = aws.client("sqs", settings), []
+    sqs, found = clients.client("sqs", settings), []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
                                        MessageAttributeNames=["All"]).get("Messages", [])

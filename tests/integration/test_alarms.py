@@ -6,10 +6,11 @@ import json
 
 from click.testing import CliRunner
 
-import tasks.ops  # noqa: F401  (registers the archive table, alarms and dashboard with provisioning)
-from orders import alarms, aws, dashboard, dlq_archive, provisioning
+from orders.aws import clients
+from orders.aws.sns import topic_arns
 from orders.cli import cli
-from orders.provisioning import topic_arns
+from orders.infra import alarms, dashboard, provisioning
+from orders.ops import archive
 from orders.topology import QUEUES
 
 #: The exercise's targets, written out here (not read from the topology) so that a
@@ -63,7 +64,7 @@ def test_up_creates_the_dashboard_over_every_queue_and_alarm(infra):
 
 def test_check_reports_a_deleted_or_changed_alarm_and_up_repairs_it(infra):
     assert invoke("infra", "check")[0] == 0
-    cloudwatch = aws.client("cloudwatch", infra)
+    cloudwatch = clients.client("cloudwatch", infra)
     cloudwatch.delete_alarms(AlarmNames=[f"{infra.prefix}orders-depth"])
     changed = next(a for a in alarms.alarm_specs(infra) if a.name(infra) == f"{infra.prefix}payments-age")
     request = changed.request(infra, topic_arns(infra)["system-health"])
@@ -85,5 +86,5 @@ def test_check_reports_a_deleted_or_changed_alarm_and_up_repairs_it(infra):
 def test_down_removes_alarms_dashboard_and_archive(infra):
     deleted = provisioning.down(infra)
     assert f"dashboard {dashboard.dashboard_name(infra)}" in deleted
-    assert f"table {dlq_archive.table_name(infra)}" in deleted
+    assert f"table {archive.table_name(infra)}" in deleted
     assert alarms.live_alarms(infra) == {} and dashboard.live_body(infra) is None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orders.emulator import free_port
-from orders.order_mix import OrderMix
-from orders.runner import OrderReader
+from orders.emulator.server import free_port
+from orders.harness.order_mix import OrderMix
+from orders.harness.runner import OrderReader
 from orders.topology import QUEUES
 from tests.helpers import wait_for, worker
 
@@ -19,8 +19,8 @@ FINAL = {"completed", "cancelled", "rejected", "failed"}
 
 @pytest.fixture
 def client(infra):
-    from orders.api import create_app
-    from orders.runner import seed_catalogue
+    from orders.api.app import create_app
+    from orders.harness.runner import seed_catalogue
 
     seed_catalogue(infra, OrderMix().stock(10))
     return create_app(infra).test_client()

@@ -21,11 +21,11 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from orders import aws
+from orders.aws import clients
 from orders.celery import app
-from orders.control_plane import MonitoringNotConfigured
-from orders.emulator import EmbeddedRedis, free_port
-from orders.queue_urls import queue_url
+from orders.emulator.server import EmbeddedRedis, free_port
+from orders.runtime.control_plane import MonitoringNotConfigured
+from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings, get_settings
 from tests.helpers import calls, logged_process, wait_for, worker
 from tests.monitoring_tasks import monitoring_add
@@ -155,7 +155,7 @@ def test_monitoring_adds_no_sqs_call_per_task(infra_app: Settings, monkeypatch: 
 
 def queue_is_empty(settings: Settings, name: str) -> bool:
     """No message waiting or in flight: every task sent to it ran and was acked."""
-    attrs = aws.client("sqs", settings).get_queue_attributes(
+    attrs = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=queue_url(settings, name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]

@@ -6,9 +6,10 @@ import json
 import threading
 import uuid
 
-from orders import aws, provisioning
+from orders.aws import clients
+from orders.aws.sns import topic_arns
 from orders.celery import app
-from orders.queue_urls import queue_url
+from orders.runtime.queue_urls import queue_url
 from orders.topology import QUEUES
 from tests.helpers import wait_for, worker
 
@@ -31,18 +32,18 @@ def always_fails(token: str) -> None:
 
 
 def dlq_url(settings, spec):
-    return aws.client("sqs", settings).get_queue_url(QueueName=spec.dlq_sqs_name(settings))["QueueUrl"]
+    return clients.client("sqs", settings).get_queue_url(QueueName=spec.dlq_sqs_name(settings))["QueueUrl"]
 
 
 def receive(settings, url, visibility=None, wait=0):
     extra = {} if visibility is None else {"VisibilityTimeout": visibility}
-    return aws.client("sqs", settings).receive_message(
+    return clients.client("sqs", settings).receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
         MessageSystemAttributeNames=["ApproximateReceiveCount"], **extra).get("Messages", [])
 
 
 def test_a_message_received_more_than_max_receive_count_times_lands_in_its_dlq(infra):
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     for spec in QUEUES:
         url = queue_url(infra, spec.name)
         fifo = {"MessageGroupId": "g", "MessageDeduplicationId": "d"} if spec.fifo else {}
@@ -60,7 +61,7 @@ def test_a_message_received_more_than_max_receive_count_times_lands_in_its_dlq(i
 
 def test_a_task_that_always_fails_reaches_the_dlq_through_a_real_worker(infra):
     spec = next(q for q in QUEUES if q.name == "notifications")
-    sqs, url = aws.client("sqs", infra), queue_url(infra, "notifications")
+    sqs, url = clients.client("sqs", infra), queue_url(infra, "notifications")
     # A 60 s visibility timeout would make this test wait minutes: the test's own namespace
     # gets 2 s, so each failed delivery comes back quickly, as it would after 60 s in production.
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "2"})
@@ -92,15 +93,15 @@ def test_a_fifo_group_keeps_its_order_and_drops_a_duplicate(infra):
 
 
 def test_the_priority_queue_drops_a_resent_identical_message(infra):
-    sqs, url = aws.client("sqs", infra), queue_url(infra, "orders-priority.fifo")
+    sqs, url = clients.client("sqs", infra), queue_url(infra, "orders-priority.fifo")
     for _ in range(2):  # content-based deduplication: no dedup id needed
         sqs.send_message(QueueUrl=url, MessageBody='{"order_id": "o-1"}', MessageGroupId="customer-7")
     assert [m["Body"] for m in receive(infra, url)] == ['{"order_id": "o-1"}']
 
 
 def test_the_notifications_queue_gets_only_the_events_its_filter_policy_names(infra):
-    sns = aws.client("sns", infra)
-    topic = provisioning.topic_arns(infra)["order-status"]
+    sns = clients.client("sns", infra)
+    topic = topic_arns(infra)["order-status"]
 
     def publish(body, event_type=None):
         attrs = {} if event_type is None else {

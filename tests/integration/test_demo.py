@@ -90,7 +90,7 @@ def test_ctrl_c_stops_every_process_of_the_run():
 def test_demo_on_a_given_endpoint_prints_json_and_removes_its_namespace(emulator):
     import json
 
-    from orders import aws
+    from orders.aws import clients
     from orders.settings import Settings
 
     env = {**_clean_env(), **emulator.env}
@@ -102,5 +102,5 @@ def test_demo_on_a_given_endpoint_prints_json_and_removes_its_namespace(emulator
     assert sum(summary["by_state"].values()) == 8 and summary["lost"] == summary["unfinished"] == []
     namespace, endpoint = _run_facts(proc.stderr)
     assert endpoint == emulator.endpoint
-    sqs = aws.client("sqs", Settings.from_env())  # the session's environment names the emulator
+    sqs = clients.client("sqs", Settings.from_env())  # the session's environment names the emulator
     assert sqs.list_queues(QueueNamePrefix=namespace).get("QueueUrls", []) == []

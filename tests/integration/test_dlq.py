@@ -15,12 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 import tasks.ops  # noqa: F401  (worker hooks: failure records, metrics)
-from orders import aws, dlq, dlq_archive, provisioning
+from orders.aws import clients
+from orders.aws.sns import topic_arns
+from orders.aws.store import OrderStore
 from orders.celery import app
 from orders.cli import cli
-from orders.queue_urls import queue_url
+from orders.ops import archive, dead_letters
+from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings, get_settings
-from orders.store import OrderStore  # (registers the order tables with provisioning)
 from orders.topology import QUEUES_BY_NAME
 from tests.helpers import wait_for, worker
 
@@ -49,21 +51,21 @@ def invoke(*args: str, stdin: str | None = None) -> tuple[int, str]:
 
 
 def attrs(settings: Settings, url: str) -> dict[str, int]:
-    got = aws.client("sqs", settings).get_queue_attributes(
+    got = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
     return {k: int(v) for k, v in got["Attributes"].items()}
 
 
 def in_dlq(settings: Settings) -> int:
-    return sum(dlq.depth(settings, ORDERS))
+    return sum(dead_letters.depth(settings, ORDERS))
 
 
 def alerts_queue(settings: Settings) -> str:
     """A queue subscribed to system-health with the same filter as the SMS and email alerts."""
-    sqs, sns = aws.client("sqs", settings), aws.client("sns", settings)
+    sqs, sns = clients.client("sqs", settings), clients.client("sns", settings)
     url = sqs.create_queue(QueueName=f"{settings.prefix}test-alerts")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=provisioning.topic_arns(settings)["system-health"], Protocol="sqs", Endpoint=arn,
+    sns.subscribe(TopicArn=topic_arns(settings)["system-health"], Protocol="sqs", Endpoint=arn,
                   Attributes={"RawMessageDelivery": "true", "FilterPolicy": '{"severity": ["critical"]}'},
                   ReturnSubscriptionArn=True)
     return str(url)
@@ -73,7 +75,7 @@ def read_alerts(settings: Settings, url: str, want: int) -> list[dict]:
     got: list[dict] = []
 
     def more() -> bool:
-        answer = aws.client("sqs", settings).receive_message(
+        answer = clients.client("sqs", settings).receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"])
         for m in answer.get("Messages", []):
             assert m["MessageAttributes"]["severity"]["StringValue"] == "critical"
@@ -91,7 +93,7 @@ def poison_ready(infra: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     monkeypatch.setenv("ORDERS_DLQ_MAX_REDRIVES", "1")
     get_settings.cache_clear()
     settings = get_settings()
-    aws.client("sqs", settings).set_queue_attributes(
+    clients.client("sqs", settings).set_queue_attributes(
         QueueUrl=queue_url(settings, "orders"), Attributes={"VisibilityTimeout": "2"})
     fixed.clear()
     runs.clear()
@@ -114,7 +116,7 @@ def beat(poison_ready: Settings, tmp_path) -> Iterator[subprocess.Popen[str]]:
 def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(poison_ready, beat):
     settings = poison_ready
     alerts_url = alerts_queue(settings)
-    dlq_url = dlq.dlq_url(settings, ORDERS)
+    dlq_url = dead_letters.dlq_url(settings, ORDERS)
     with worker(["orders"]):
         flaky_step.delay("ord-flaky")
         buggy_step.delay("ord-bug")
@@ -139,9 +141,9 @@ def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(pois
         assert "ZeroDivisionError: division by zero for ord-bug" in invoke("dlq", "show", "orders")[1]
 
         # The archive holds the exact message, and the order is marked failed.
-        copies = [i for i in dlq_archive.history(settings, flaky["id"]) if i["item"].startswith("arrival#")]
-        kept = {"MessageId": "-", "ReceiptHandle": "-", "Body": dlq_archive.archived_body(copies[0])}
-        assert len(copies) == 1 and dlq.decode(ORDERS, kept).task_id == flaky["id"]
+        copies = [i for i in archive.history(settings, flaky["id"]) if i["item"].startswith("arrival#")]
+        kept = {"MessageId": "-", "ReceiptHandle": "-", "Body": archive.archived_body(copies[0])}
+        assert len(copies) == 1 and dead_letters.decode(ORDERS, kept).task_id == flaky["id"]
         order = OrderStore(settings).get("ord-flaky")
         assert order["status"] == "failed" and order["reason"].startswith("dead-lettered on orders (bug)")
 
@@ -168,13 +170,13 @@ def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(pois
     code, output = invoke("dlq", "purge", "orders", "--yes")
     assert code == 0 and "Deleted 1 archived message(s)" in output
     assert in_dlq(settings) == 0
-    statuses = {i["status"] for i in dlq_archive.history(settings, shown["ord-bug"]["id"]) if "status" in i}
+    statuses = {i["status"] for i in archive.history(settings, shown["ord-bug"]["id"]) if "status" in i}
     assert statuses == {"redriven", "purged"}
 
 
 def test_undecodable_message_is_classified_as_invalid_input(infra):
-    sqs = aws.client("sqs", infra)
-    sqs.send_message(QueueUrl=dlq.dlq_url(infra, ORDERS), MessageBody="<order>not json</order>")
+    sqs = clients.client("sqs", infra)
+    sqs.send_message(QueueUrl=dead_letters.dlq_url(infra, ORDERS), MessageBody="<order>not json</order>")
     code, output = invoke("dlq", "show", "orders-dlq")
     assert code == 0 and "classification: invalid-input" in output and "not a Celery message" in output
     code, output = invoke("dlq", "list", "--json")
@@ -185,41 +187,41 @@ def test_undecodable_message_is_classified_as_invalid_input(infra):
 
 def test_a_redrive_interrupted_between_send_and_delete_resumes_without_a_second_copy(infra):
     """On a FIFO queue the resumed attempt reuses its deduplication id, so SQS keeps one copy."""
-    from orders import redrive
+    from orders.ops import redrive
 
     inventory = QUEUES_BY_NAME["inventory.fifo"]
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     payload = base64.b64encode(json.dumps([["ord-crash"], {}, {}]).encode()).decode()
     envelope = json.dumps({"body": payload, "content-type": "application/json", "properties": {},
                            "headers": {"task": "inventory.reserve", "id": "task-crash-1"}})
-    sqs.send_message(QueueUrl=dlq.dlq_url(infra, inventory), MessageBody=envelope,
+    sqs.send_message(QueueUrl=dead_letters.dlq_url(infra, inventory), MessageBody=envelope,
                      MessageGroupId="sku-1", MessageDeduplicationId="d1")
     # The first redrive counts its attempt and sends, then "crashes" before deleting.
-    [letter] = dlq.scan(infra, inventory)
+    [letter] = dead_letters.scan(infra, inventory)
     redrive.ensure_archived(infra, [letter])
-    attempt = dlq_archive.begin_redrive(infra, letter, bound=3)
+    attempt = archive.begin_redrive(infra, letter, bound=3)
     sqs.send_message_batch(QueueUrl=queue_url(infra, "inventory.fifo"),
                            Entries=[redrive._entry("0", letter, attempt, inventory)])
-    dlq.release(infra, [letter])
+    dead_letters.release(infra, [letter])
 
     code, output = invoke("dlq", "redrive", "inventory.fifo", "--all")
     assert code == 0 and "redriven  task-crash-1" in output and "attempt 1" in output
     assert attrs(infra, queue_url(infra, "inventory.fifo"))["ApproximateNumberOfMessages"] == 1
-    assert in_dlq(infra) == 0 and sum(dlq.depth(infra, inventory)) == 0
-    ledger = next(i for i in dlq_archive.history(infra, "task-crash-1") if i["item"] == "redrive")
+    assert in_dlq(infra) == 0 and sum(dead_letters.depth(infra, inventory)) == 0
+    ledger = next(i for i in archive.history(infra, "task-crash-1") if i["item"] == "redrive")
     assert ledger["redrives"] == 1 and "moving" not in ledger
 
 
 def test_redrive_takes_a_fifo_group_longer_than_one_receive_in_rounds(infra):
     """SQS shows at most ten messages of a FIFO group at a time; a redrive moves them all."""
     inventory = QUEUES_BY_NAME["inventory.fifo"]
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     for i in range(12):
         payload = base64.b64encode(json.dumps([[f"ord-{i}"], {}, {}]).encode()).decode()
         envelope = json.dumps({"body": payload, "headers": {"task": "inventory.reserve", "id": f"t-{i}"}})
-        sqs.send_message(QueueUrl=dlq.dlq_url(infra, inventory), MessageBody=envelope,
+        sqs.send_message(QueueUrl=dead_letters.dlq_url(infra, inventory), MessageBody=envelope,
                          MessageGroupId="sku-9", MessageDeduplicationId=f"d-{i}")
     code, output = invoke("dlq", "redrive", "inventory.fifo", "--all")
     assert code == 0 and "12 of 12 message(s) back" in output, output
     assert attrs(infra, queue_url(infra, "inventory.fifo"))["ApproximateNumberOfMessages"] == 12
-    assert sum(dlq.depth(infra, inventory)) == 0
+    assert sum(dead_letters.depth(infra, inventory)) == 0

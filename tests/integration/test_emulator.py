@@ -7,12 +7,12 @@ from decimal import Decimal
 import pytest
 from botocore.exceptions import ClientError
 
-from orders import aws
+from orders.aws import clients
 from tests.helpers import calls
 
 
 def test_a_fifo_long_poll_sees_a_group_freed_while_it_waits(emulator, settings):
-    sqs = aws.client("sqs", settings)
+    sqs = clients.client("sqs", settings)
     url = sqs.create_queue(QueueName=settings.prefix + "longpoll.fifo",
                            Attributes={"FifoQueue": "true"})["QueueUrl"]
     for i in range(3):
@@ -29,12 +29,12 @@ def test_a_fifo_long_poll_sees_a_group_freed_while_it_waits(emulator, settings):
 
 def test_the_emulator_counts_calls_at_the_server(emulator, settings):
     calls(emulator.endpoint, reset=True)
-    aws.client("sqs", settings).list_queues(QueueNamePrefix=settings.prefix)
+    clients.client("sqs", settings).list_queues(QueueNamePrefix=settings.prefix)
     assert calls(emulator.endpoint)["sqs:ListQueues"] == 1
 
 
 def _scratch_table(settings):
-    ddb = aws.client("dynamodb", settings)
+    ddb = clients.client("dynamodb", settings)
     name = settings.prefix + "scratch"
     ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -51,7 +51,7 @@ EVERY_TYPE = {
 
 
 def test_item_responses_keep_every_attribute_type(emulator, settings):
-    # The emulator writes item responses as JSON directly (orders.moto_dynamodb), not
+    # The emulator writes item responses as JSON directly (orders.emulator.moto_dynamodb), not
     # through moto's shape walk: bytes must come back as bytes, nesting intact.
     ddb, table = _scratch_table(settings)
     ddb.put_item(TableName=table, Item=EVERY_TYPE)

@@ -3,9 +3,9 @@
 import threading
 import uuid
 
-from orders import aws
+from orders.aws import clients
 from orders.celery import app
-from orders.queue_urls import queue_url
+from orders.runtime.queue_urls import queue_url
 from orders.topology import QUEUES_BY_NAME
 from tests.helpers import wait_for, worker
 
@@ -22,7 +22,7 @@ def fails_unexpectedly(token: str) -> None:
 
 def test_a_poison_payment_reaches_its_dlq_without_waiting_out_the_visibility_timeout(infra):
     spec = QUEUES_BY_NAME["payments"]
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     live = sqs.get_queue_attributes(QueueUrl=queue_url(infra, "payments"),
                                     AttributeNames=["VisibilityTimeout"])["Attributes"]
     # The real 600 s: five failed receives would take 50 minutes without the policy.

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from orders import provisioning
 from orders.celery import app
-from orders.emulator import free_port
+from orders.emulator.server import free_port
+from orders.infra import provisioning
 from orders.settings import get_settings
 from tests.helpers import logged_process, wait_for
 from tests.monitoring_tasks import monitoring_add, monitoring_fail

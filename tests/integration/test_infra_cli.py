@@ -6,10 +6,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from orders import aws
+from orders.aws import clients
 from orders.cli import cli
-from orders.emulator import free_port
-from orders.queue_urls import queue_url
+from orders.emulator.server import free_port
+from orders.runtime.queue_urls import queue_url
 
 
 def orders(*args: str, stdin: str | None = None):
@@ -29,7 +29,7 @@ def test_up_twice_then_check_then_down(settings):
     check = orders("infra", "check")
     assert check.exit_code == 0 and "No drift" in check.output
 
-    aws.client("sqs", settings).set_queue_attributes(
+    clients.client("sqs", settings).set_queue_attributes(
         QueueUrl=queue_url(settings, "notifications"), Attributes={"MessageRetentionPeriod": "3600"})
     drift = orders("infra", "check")
     assert drift.exit_code == 1

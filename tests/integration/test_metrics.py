@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import tasks.ops  # noqa: F401  (connects the task metrics)
-from orders import aws, metrics
+from orders.aws import clients, metrics
 from orders.celery import app
 from orders.settings import Settings, get_settings
 from tests.helpers import calls, wait_for, worker
@@ -32,7 +32,7 @@ def metered(i: int) -> None:
 def stat(settings: Settings, name: str, statistic: str, **dims: str) -> float:
     """One statistic of a metric over the last minutes, summed over its datapoints."""
     now = datetime.now(UTC)
-    answer = aws.client("cloudwatch", settings).get_metric_statistics(
+    answer = clients.client("cloudwatch", settings).get_metric_statistics(
         Namespace=metrics.NAMESPACE, MetricName=name, StartTime=now - timedelta(minutes=10),
         EndTime=now + timedelta(minutes=5), Period=60, Statistics=[statistic],
         Dimensions=[{"Name": k, "Value": v} for k, v in {"Environment": settings.env, **dims}.items()])
@@ -69,9 +69,9 @@ def test_task_and_business_metrics_arrive_in_a_few_batched_calls(infra, emulator
 
 
 def test_queue_utilisation_is_sampled_by_the_ops_task(infra):
-    from orders.queue_urls import queue_url
+    from orders.runtime.queue_urls import queue_url
 
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     sqs.send_message_batch(QueueUrl=queue_url(infra, "payments"),
                            Entries=[{"Id": str(i), "MessageBody": "waiting"} for i in range(5)])
     with worker(["orders"]):

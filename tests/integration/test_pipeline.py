@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
-from orders import aws, place_order
-from orders.gateway import Gateway
-from orders.inventory import get_stock, set_stock
-from orders.store import OrderStore
+from orders import place_order
+from orders.aws import clients
+from orders.aws.gateway import Gateway
+from orders.aws.stock import get_stock, set_stock
+from orders.aws.store import OrderStore
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import (
     drain_events,
@@ -51,8 +52,8 @@ def test_vip_order_goes_through_the_priority_fifo_queue(infra):
     set_stock(infra, "SKU-V", 3)
     order = make_order(sku="SKU-V", tier="vip", token="wallet_ok")
     place_order.delay(order)
-    sqs = aws.client("sqs", infra)
-    from orders.queue_urls import queue_url
+    sqs = clients.client("sqs", infra)
+    from orders.runtime.queue_urls import queue_url
 
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url(infra, "orders-priority.fifo"),
                                      AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]

@@ -7,15 +7,16 @@ import json
 
 import pytest
 
-from orders import aws, place_order
+from orders import place_order
+from orders.aws import clients
+from orders.aws.gateway import Gateway
+from orders.aws.stock import get_stock, set_stock
+from orders.aws.store import OrderStore
+from orders.aws.tables import to_item
 from orders.celery import app
-from orders.errors import InvalidOrder, RetryableError
-from orders.gateway import Gateway
-from orders.inventory import get_stock, set_stock
-from orders.queue_urls import queue_url
-from orders.store import OrderStore
-from orders.tables import to_item
-from orders.workflow import StepTask, fail_order
+from orders.domain.errors import InvalidOrder, RetryableError
+from orders.runtime.queue_urls import queue_url
+from orders.steps.workflow import StepTask, fail_order
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import (
     drain_events,
@@ -28,9 +29,9 @@ from tests.integration.pipeline_support import (
 
 
 def depth(settings, name):
-    attrs = aws.client("sqs", settings).get_queue_attributes(
+    attrs = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=queue_url(settings, name) if not name.endswith("dlq") and "-dlq" not in name
-        else aws.client("sqs", settings).get_queue_url(QueueName=settings.prefix + name)["QueueUrl"],
+        else clients.client("sqs", settings).get_queue_url(QueueName=settings.prefix + name)["QueueUrl"],
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
     return sum(int(v) for v in attrs["Attributes"].values())
 
@@ -102,7 +103,7 @@ def test_duplicated_messages_and_orders_charge_once(infra):
 
 
 def test_poison_messages_land_in_the_dlq_and_the_order_shows_failed(infra):
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     shipping = queue_url(infra, "shipping")
     # Redeliver after 1 s instead of 300 s, so three receives take seconds (this namespace only).
     sqs.set_queue_attributes(QueueUrl=shipping, Attributes={"VisibilityTimeout": "1"})
@@ -150,8 +151,8 @@ def test_a_fifo_retry_keeps_its_message_group_and_gets_a_new_dedup_id(infra):
 
 
 def test_a_step_that_died_after_recording_is_finished_by_the_redelivered_message(infra):
-    from orders.domain import validate
-    from orders.inventory import reserve
+    from orders.aws.stock import reserve
+    from orders.domain.order import validate
 
     set_stock(infra, "SKU-K", 5)
     order = validate(make_order(sku="SKU-K", quantity=2))

@@ -10,15 +10,15 @@ from decimal import Decimal
 from click.testing import CliRunner
 
 from orders import place_order
+from orders.aws.gateway import Gateway
+from orders.aws.stock import get_stock, reserve, set_stock
+from orders.aws.store import OrderStore
 from orders.celery import app
 from orders.cli import cli
-from orders.config import beat_schedule
-from orders.domain import validate
-from orders.errors import OutOfStock
-from orders.gateway import Gateway
-from orders.inventory import get_stock, reserve, set_stock
+from orders.domain.errors import OutOfStock
+from orders.domain.order import validate
+from orders.runtime.config import beat_schedule
 from orders.settings import get_settings
-from orders.store import OrderStore
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final, wait_status
 
@@ -135,10 +135,10 @@ def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra, monkey
 
 
 def _queue_empty(settings, name):
-    from orders import aws
-    from orders.queue_urls import queue_url
+    from orders.aws import clients
+    from orders.runtime.queue_urls import queue_url
 
-    attrs = aws.client("sqs", settings).get_queue_attributes(
+    attrs = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=queue_url(settings, name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
     return all(v == "0" for v in attrs["Attributes"].values())
@@ -169,10 +169,11 @@ def test_status_and_inventory_commands(infra):
 
 
 def test_tables_are_provisioned_checked_and_removed(infra):
-    from orders import aws, provisioning
+    from orders.aws import clients
+    from orders.infra import provisioning
     from orders.topology import TABLES
 
-    ddb = aws.client("dynamodb", infra)
+    ddb = clients.client("dynamodb", infra)
     names = [t.table_name(infra) for t in TABLES]
     live = {n: ddb.describe_table(TableName=n)["Table"] for n in names}
     orders_table = live[infra.prefix + "orders"]

@@ -3,7 +3,10 @@
 import json
 import os
 
-from orders import aws, provisioning
+from orders.aws import clients
+from orders.aws.sns import topic_arns
+from orders.infra import provisioning
+from orders.infra.topics import list_subscriptions
 from orders.settings import Settings
 
 DAYS_14 = "1209600"
@@ -32,7 +35,7 @@ def dlq_of(name: str) -> str:
 
 
 def queue(settings: Settings, name: str) -> tuple[str, dict[str, str], dict[str, str]]:
-    sqs = aws.client("sqs", settings)
+    sqs = clients.client("sqs", settings)
     url = sqs.get_queue_url(QueueName=settings.prefix + name)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return url, attrs, sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
@@ -58,8 +61,8 @@ def test_up_creates_each_queue_and_dlq_with_the_issues_attributes(infra):
 
 
 def test_up_creates_the_topics_and_the_notifications_subscriptions(infra):
-    sns = aws.client("sns", infra)
-    arns = provisioning.topic_arns(infra)
+    sns = clients.client("sns", infra)
+    arns = topic_arns(infra)
     assert set(arns) == {"order-status", "payment-notifications", "inventory-alerts", "system-health"}
     for arn in arns.values():
         tags = {t["Key"]: t["Value"] for t in sns.list_tags_for_resource(ResourceArn=arn)["Tags"]}
@@ -67,7 +70,7 @@ def test_up_creates_the_topics_and_the_notifications_subscriptions(infra):
     _, notifications, _ = queue(infra, "notifications")
     subscribed = {}
     for topic, arn in arns.items():
-        for sub in provisioning.list_subscriptions(sns, arn):
+        for sub in list_subscriptions(sns, arn):
             subscribed[topic] = (sub["Protocol"], sub["Endpoint"],
                                  sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])
                                  ["Attributes"])
@@ -88,10 +91,10 @@ def test_configured_endpoints_are_subscribed_too(settings):
                                     "ORDERS_ALERT_SMS": "+15555550100",
                                     "ORDERS_LAMBDA_ARN": "arn:aws:lambda:us-east-1:123456789012:function:f"})
     provisioning.up(configured)
-    sns = aws.client("sns", configured)
+    sns = clients.client("sns", configured)
     found = {(topic, s["Protocol"], s["Endpoint"])
-             for topic, arn in provisioning.topic_arns(configured).items()
-             for s in provisioning.list_subscriptions(sns, arn) if s["Protocol"] != "sqs"}
+             for topic, arn in topic_arns(configured).items()
+             for s in list_subscriptions(sns, arn) if s["Protocol"] != "sqs"}
     assert found == {
         ("system-health", "email", "ops@example.com"), ("inventory-alerts", "email", "ops@example.com"),
         ("order-status", "sms", "+15555550100"), ("system-health", "sms", "+15555550100"),
@@ -110,13 +113,13 @@ def test_a_second_up_changes_nothing(infra):
 
 
 def test_check_reports_drift_and_up_repairs_it(infra):
-    sqs, sns = aws.client("sqs", infra), aws.client("sns", infra)
+    sqs, sns = clients.client("sqs", infra), clients.client("sns", infra)
     payments, _, _ = queue(infra, "payments")
     sqs.set_queue_attributes(QueueUrl=payments, Attributes={"VisibilityTimeout": "30"})
     shipping_dlq, _, _ = queue(infra, "shipping-dlq")
     sqs.delete_queue(QueueUrl=shipping_dlq)
-    order_status = provisioning.topic_arns(infra)["order-status"]
-    sns.unsubscribe(SubscriptionArn=provisioning.list_subscriptions(sns, order_status)[0]["SubscriptionArn"])
+    order_status = topic_arns(infra)["order-status"]
+    sns.unsubscribe(SubscriptionArn=list_subscriptions(sns, order_status)[0]["SubscriptionArn"])
 
     drift = provisioning.check(infra)
     assert not drift.clean
@@ -130,8 +133,8 @@ def test_check_reports_drift_and_up_repairs_it(infra):
 
 
 def test_check_reports_an_undeclared_subscription(infra):
-    sns = aws.client("sns", infra)
-    health = provisioning.topic_arns(infra)["system-health"]
+    sns = clients.client("sns", infra)
+    health = topic_arns(infra)["system-health"]
     sns.subscribe(TopicArn=health, Protocol="email", Endpoint="someone@example.com")
     assert provisioning.check(infra).changes == [
         "subscription system-health -> email:someone@example.com: not declared"]
@@ -141,6 +144,6 @@ def test_down_removes_everything(infra):
     deleted = provisioning.down(infra)
     assert len([d for d in deleted if d.startswith("queue ")]) == 12
     assert len([d for d in deleted if d.startswith("topic ")]) == 4
-    assert provisioning.topic_arns(infra) == {}
+    assert topic_arns(infra) == {}
     missing = [line for line in provisioning.check(infra).changes if line.startswith(("queue ", "topic "))]
     assert len(missing) == 16 and all(line.endswith(": missing") for line in missing)

@@ -1,4 +1,4 @@
-"""The fast paths of orders.transport keep at-least-once delivery (correctness, never speed).
+"""The fast paths of orders.runtime.transport keep at-least-once delivery (correctness, never speed).
 
 Calls are counted by the emulator itself (kombu's receive path bypasses boto3's
 hooks); entry outcomes by the batchers' own counters.
@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from orders import aws, transport
-from orders.batching import BatchEntryError, Batcher, delete_message_batch, send_message_batch
+from orders.aws import clients
+from orders.aws.batching import BatchEntryError, Batcher, delete_message_batch, send_message_batch
 from orders.celery import app
-from orders.queue_urls import queue_url
+from orders.runtime import transport
+from orders.runtime.queue_urls import queue_url
 from tests.helpers import calls, wait_for, worker, worker_process
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def always_fails() -> None:
 
 def depth(settings: Any, name: str) -> tuple[int, int]:
     """(visible, in flight) messages of a declared queue."""
-    attrs = aws.client("sqs", settings).get_queue_attributes(
+    attrs = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=queue_url(settings, name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
@@ -84,7 +85,7 @@ def test_every_message_runs_once_and_is_deleted_once(infra, emulator):
 
 
 def test_a_failed_delete_entry_leaves_its_message_for_redelivery(infra):
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     url = queue_url(infra, "orders")
     sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": i, "MessageBody": i} for i in ("a", "b")])
     with Connection(f"{transport.SCHEME}://", transport_options=app.conf.broker_transport_options) as conn:
@@ -138,7 +139,7 @@ def test_a_worker_process_flushes_its_acks_on_sigterm(infra, emulator, tmp_path)
 
 
 def test_a_failing_task_reaches_its_dead_letter_queue(infra):
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     url, dlq = queue_url(infra, "notifications"), sqs.get_queue_url(
         QueueName=infra.prefix + "notifications-dlq")["QueueUrl"]
     # One-second visibility so SQS redelivers within the test (maxReceiveCount is 2).
@@ -152,7 +153,7 @@ def test_a_failing_task_reaches_its_dead_letter_queue(infra):
 
 
 def test_a_batched_send_whose_entry_fails_raises_and_the_others_go(infra):
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     url = queue_url(infra, "shipping")
     batcher = Batcher("test-sends", send_message_batch, linger=0.2)
     good = batcher.submit(sqs, url, {"MessageBody": "good"})
@@ -184,7 +185,7 @@ def test_fifo_group_and_dedup_ids_survive_batching(infra, emulator):
             transport_probe.apply_async((n,), queue="inventory.fifo",
                                         MessageGroupId=group, MessageDeduplicationId=dedup)
     assert calls(emulator.endpoint)["sqs:SendMessageBatch"] == 1
-    got = aws.client("sqs", infra).receive_message(
+    got = clients.client("sqs", infra).receive_message(
         QueueUrl=queue_url(infra, "inventory.fifo"), MaxNumberOfMessages=10, WaitTimeSeconds=1,
         MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"])["Messages"]
     seen = sorted((m["Attributes"]["MessageGroupId"], m["Attributes"]["MessageDeduplicationId"])
@@ -194,7 +195,7 @@ def test_fifo_group_and_dedup_ids_survive_batching(infra, emulator):
 
 def test_a_delete_batch_is_retried_when_sqs_is_at_fault(infra):
     """A whole-call failure that SQS would call transient is retried, not dropped."""
-    sqs = aws.client("sqs", infra)
+    sqs = clients.client("sqs", infra)
     url = queue_url(infra, "orders")
     sqs.send_message(QueueUrl=url, MessageBody="m")
     handle = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"][0]["ReceiptHandle"]

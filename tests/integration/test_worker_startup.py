@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orders import aws
-from orders.queue_urls import queue_url
+from orders.aws import clients
+from orders.runtime.queue_urls import queue_url
 from tests.helpers import wait_for, worker_process
 
 PROBES = "tests.integration.probe_tasks"
@@ -18,7 +18,7 @@ ORDERS = str(Path(sys.executable).with_name("orders"))  # the console script of 
 
 def depth(settings, name):
     """(visible, in flight) messages of one queue."""
-    attrs = aws.client("sqs", settings).get_queue_attributes(
+    attrs = clients.client("sqs", settings).get_queue_attributes(
         QueueUrl=queue_url(settings, name),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])

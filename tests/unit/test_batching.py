@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from orders.batching import Batcher
-from orders.transport import ack_linger
+from orders.aws.batching import Batcher
+from orders.runtime.transport import ack_linger
 
 
 def test_a_target_with_no_linger_goes_at_once_and_the_others_wait_for_theirs():

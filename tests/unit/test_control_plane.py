@@ -7,8 +7,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from orders.control_plane import Health
-from orders.control_plane_worker import coalesce, jsonable
+from orders.runtime.control_plane import Health
+from orders.runtime.control_plane_worker import coalesce, jsonable
 
 
 def test_runs_of_one_group_become_one_multi_message() -> None:
@@ -28,7 +28,7 @@ def test_a_lone_event_keeps_its_routing_key() -> None:
 
 
 class LazyUrls(Mapping[str, dict[str, str]]):
-    """Like orders.queue_urls.QueueUrls: a Mapping JSON cannot serialise as such."""
+    """Like orders.runtime.queue_urls.QueueUrls: a Mapping JSON cannot serialise as such."""
 
     def __getitem__(self, key: str) -> dict[str, str]:
         return {"url": f"https://sqs/{key}"}
@@ -49,7 +49,7 @@ def test_replies_become_plain_json() -> None:
 
 
 def test_one_warning_per_outage(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="orders.control_plane")
+    caplog.set_level(logging.WARNING, logger="orders.runtime.control_plane")
     health = Health("redis://plane:6379/0")
     for _ in range(5):
         health.failed(ConnectionError("refused"))

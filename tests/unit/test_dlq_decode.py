@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from orders.dlq import (
+from orders.domain.errors import GatewayUnavailable, InvalidOrder, PaymentDeclined
+from orders.ops.dead_letters import (
     BUG,
     INVALID_INPUT,
     PERMANENT,
@@ -18,8 +19,7 @@ from orders.dlq import (
     find_order_id,
     queue_spec,
 )
-from orders.dlq_watch import exception_kinds
-from orders.errors import GatewayUnavailable, InvalidOrder, PaymentDeclined
+from orders.ops.watch import exception_kinds
 from orders.topology import QUEUES_BY_NAME
 
 PAYMENTS = QUEUES_BY_NAME["payments"]

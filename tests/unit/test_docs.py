@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orders import topology_doc
+from orders.infra import topology_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,7 @@ def test_architecture_tables_match_the_topology(name):
     documented = topology_doc.documented(topology_doc.DOC.read_text(), name)
     assert documented is not None, f"docs/architecture.md lost its generated:{name} markers"
     assert documented == topology_doc.TABLES[name](), (
-        "docs/architecture.md is out of date: run `python -m orders.topology_doc --write`")
+        "docs/architecture.md is out of date: run `python -m orders.infra.topology_doc --write`")
 
 
 def test_readme_documents_every_environment_variable_the_settings_read():
@@ -28,7 +28,7 @@ def test_readme_documents_every_environment_variable_the_settings_read():
 def test_the_readme_example_order_passes_validation():
     import ast
 
-    from orders.domain import validate
+    from orders.domain.order import validate
 
     readme = (ROOT / "README.md").read_text()
     example = re.search(r"place_order\.delay\((\{.*?\})\)\n```", readme, re.S)

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from orders.domain import MAX_LINES, needs_review, review_concerns, validate
-from orders.errors import InvalidOrder
+from orders.domain.errors import InvalidOrder
+from orders.domain.order import MAX_LINES, needs_review, review_concerns, validate
 
 
 def good(**overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from orders.moto_dynamodb import fast_item_json
+from orders.emulator.moto_dynamodb import fast_item_json
 
 
 def test_bytes_become_base64_and_times_utc_epoch_seconds_to_the_millisecond():

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from orders.errors import PermanentError
-from orders.events import MAX_BATCH_BYTES, Event, batches, event, sns_entry
+from orders.aws.sns import MAX_BATCH_BYTES, batches, sns_entry
+from orders.domain.errors import PermanentError
+from orders.domain.events import Event, event
 
 
 def record(**extra):
@@ -87,7 +88,7 @@ def entries(*ids):
 
 
 def test_publish_batch_resends_only_the_entries_that_failed_transiently():
-    from orders.events import publish_batch
+    from orders.aws.sns import publish_batch
 
     sns = FlakySNS([{"b"}, "throttle", ()])
     publish_batch(sns, "arn:topic", entries("a", "b", "c"))
@@ -95,8 +96,8 @@ def test_publish_batch_resends_only_the_entries_that_failed_transiently():
 
 
 def test_publish_batch_gives_up_after_a_bound_and_never_retries_a_sender_fault():
-    from orders.errors import RetryableError
-    from orders.events import PUBLISH_ATTEMPTS, publish_batch
+    from orders.aws.sns import PUBLISH_ATTEMPTS, publish_batch
+    from orders.domain.errors import RetryableError
 
     sns = FlakySNS([{"a"}] * 10)
     with pytest.raises(RetryableError):

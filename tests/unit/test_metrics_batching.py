@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from orders.metrics import MAX_DATA_PER_CALL, MAX_VALUES_PER_DATUM, Series, _chunks, _data
+from orders.aws.metrics import MAX_DATA_PER_CALL, MAX_VALUES_PER_DATUM, Series, _chunks, _data
 from orders.topology import SERVICE_LEVELS
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

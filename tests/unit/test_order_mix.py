@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from orders.order_mix import PREMIUM, SCARCE, WEIGHTS, OrderMix, apportion
+from orders.harness.order_mix import PREMIUM, SCARCE, WEIGHTS, OrderMix, apportion
 
 
 @pytest.mark.parametrize("n", [7, 30, 301, 1000])

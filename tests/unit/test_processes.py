@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from orders.processes import ChildProcess, StartupError, group_pids, stop_all, wait_ready
+from orders.harness.processes import ChildProcess, StartupError, group_pids, stop_all, wait_ready
 
 SPAWNER = ("import subprocess, time; subprocess.Popen(['sleep', '60']); "
            "print('up ready.', flush=True); time.sleep(60)")
@@ -41,7 +41,7 @@ def test_a_child_that_never_gets_ready_times_out(tmp_path):
 
 
 def test_the_stack_restarts_a_worker_that_died_then_gives_up(tmp_path):
-    from orders.stack import Stack
+    from orders.harness.stack import Stack
 
     stack = Stack(log_dir=tmp_path)
     crasher = _child(tmp_path, "print('CRITICAL Unrecoverable error: boom'); raise SystemExit(1)", name="w")

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from orders.report import (
+from orders.harness.summary import (
     REFUSED,
     parse_time,
     percentile,
     stage_durations,
     summarize,
 )
-from orders.report_text import format_summary
+from orders.harness.summary_text import format_summary
 
 
 @dataclass

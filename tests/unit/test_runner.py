@@ -9,10 +9,10 @@ import copy
 import threading
 import time
 
-from orders.errors import InvalidOrder
-from orders.order_mix import OrderMix
-from orders.report import summarize
-from orders.runner import run_orders
+from orders.domain.errors import InvalidOrder
+from orders.harness.order_mix import OrderMix
+from orders.harness.runner import run_orders
+from orders.harness.summary import summarize
 
 DECLINING = {"tok_chargeDeclined", "tok_insufficientFunds", "wallet_declined"}
 

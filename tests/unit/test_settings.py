@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from orders import aws
+from orders.aws import clients
 from orders.settings import NO_ENDPOINT_HELP, ConfigurationError, Settings
 
 
@@ -69,7 +69,7 @@ def test_bad_values_name_the_variable(name, value):
 
 def test_no_region_is_a_clear_error():
     with pytest.raises(ConfigurationError, match="AWS_DEFAULT_REGION"):
-        aws.require_aws(Settings.from_env({"AWS_ENDPOINT_URL": "http://localhost:5000"}))
+        clients.require_aws(Settings.from_env({"AWS_ENDPOINT_URL": "http://localhost:5000"}))
 
 
 def test_no_endpoint_and_no_credentials_says_how_to_get_one(monkeypatch, tmp_path):
@@ -81,11 +81,11 @@ def test_no_endpoint_and_no_credentials_says_how_to_get_one(monkeypatch, tmp_pat
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ConfigurationError) as caught:
-        aws.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1"}))
+        clients.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1"}))
     assert str(caught.value) == NO_ENDPOINT_HELP
     assert "orders emulator" in NO_ENDPOINT_HELP
 
 
 def test_an_endpoint_needs_no_credential_lookup():
-    aws.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1",
+    clients.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1",
                                        "AWS_ENDPOINT_URL": "http://localhost:5000"}))

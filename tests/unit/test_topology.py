@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orders.routing import TimeLimitsFromTopology, route_task, time_limit_problems, unknown_queues
+from orders.runtime.routing import TimeLimitsFromTopology, route_task, time_limit_problems, unknown_queues
 from orders.settings import Settings
 from orders.topology import (
     QUEUES,

@@ -1,0 +1,156 @@
+"""A SIMULATED payment gateway: no money moves, no network call leaves the platform.
+
+It stands where a card processor's API would be and follows the test-card
+conventions such processors use, so every payment path can be exercised:
+
+    tok_visa, tok_mastercard       approve
+    tok_chargeDeclined             decline permanently ("card declined")
+    tok_insufficientFunds          decline permanently ("insufficient funds")
+    tok_processingError            fail transiently on the first two attempts, then approve
+    wallet_ok                      approve (wallet payments)
+    wallet_declined                decline permanently ("wallet declined")
+    any other token                decline permanently ("unknown token")
+
+Like a real processor it is idempotent per key (`<order id>:charge`,
+`<order id>:refund`): a repeated call returns the first outcome instead of
+charging again. Its state (attempts, captures, refunds) lives in the
+`<env>-gateway` DynamoDB table, so attempts are counted across workers and
+retries, and a capture survives a worker crash.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from orders.aws import clients
+from orders.aws.tables import aws_errors, from_item, now_iso, table_name, to_item
+from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
+from orders.settings import Settings
+
+APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
+DECLINE = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insufficient funds",
+           "wallet_declined": "wallet declined"}
+TRANSIENT = {"tok_processingError": 2}  # token -> attempts that fail before one succeeds
+_IDS = uuid.UUID("0b9f6f1e-8c1d-4b7a-a3c2-5e6d7f8a9b0c")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """An approved charge."""
+
+    payment_id: str
+    amount: Decimal
+    currency: str
+    attempts: int
+
+    def as_data(self) -> dict[str, Any]:
+        return {"paymentId": self.payment_id, "amount": str(self.amount), "currency": self.currency,
+                "attempts": self.attempts}
+
+    def as_payment(self) -> dict[str, Any]:
+        """The order record's `payment` for this capture."""
+        return {**self.as_data(), "status": "captured"}
+
+
+class Gateway:
+    """The simulator's API: `charge` and `refund`, idempotent per order."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.table = table_name(settings, "gateway")
+
+    @property
+    def ddb(self) -> Any:
+        return clients.client("dynamodb", self.settings)
+
+    def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Capture:
+        """Capture `amount`; PaymentDeclined (permanent) or GatewayUnavailable (transient) otherwise."""
+        key = f"{order_id}:charge"
+        if token not in TRANSIENT:  # the outcome does not depend on the attempt: one write
+            state = self._attempt(key, amount, currency, token, settle=self._outcome(order_id, token))
+        else:
+            state = self._attempt(key, amount, currency, token)
+            if "status" not in state and int(state["attempts"]) > TRANSIENT[token]:
+                state = self._settle(key, self._outcome(order_id, token))
+        if state.get("status") == "captured":
+            return _capture(state)
+        if state.get("status") == "declined":
+            raise PaymentDeclined(state["declineReason"])
+        raise GatewayUnavailable(f"processing error (attempt {int(state['attempts'])}); try again")
+
+    def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> dict[str, Any]:
+        """Refund a capture in full, once; returns the refund's record."""
+        charge = self.lookup(f"{order_id}:charge")
+        if not charge or charge.get("paymentId") != payment_id:
+            raise PermanentError(f"no capture {payment_id} for order {order_id} to refund")
+        refund_id = "re_" + uuid.uuid5(_IDS, order_id + ":refund").hex[:24]
+        state = self._attempt(f"{order_id}:refund", amount, currency, payment_id,
+                              settle={"status": "refunded", "refundId": refund_id, "refundedAt": now_iso()})
+        return {"refundId": state["refundId"], "paymentId": payment_id, "amount": str(amount),
+                "currency": currency}
+
+    @staticmethod
+    def _outcome(order_id: str, token: str) -> dict[str, Any]:
+        """What the processor decides for `token` (once its transient failures are spent)."""
+        if token in APPROVE or token in TRANSIENT:
+            return {"status": "captured", "paymentId": "pay_" + uuid.uuid5(_IDS, order_id).hex[:24],
+                    "capturedAt": now_iso(), "captures": 1}
+        return {"status": "declined", "declineReason": DECLINE.get(token, "unknown token")}
+
+    def capture_of(self, order_id: str) -> Capture | None:
+        """The order's capture if the gateway took the money, else None."""
+        state = self.lookup(f"{order_id}:charge")
+        return _capture(state) if state and state.get("status") == "captured" else None
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The gateway's record for an idempotency key (tests and `orders status` read it)."""
+        with aws_errors():
+            item = self.ddb.get_item(TableName=self.table, Key=to_item({"key": key}),
+                                     ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def _attempt(self, key: str, amount: Decimal, currency: str, token: str,
+                 settle: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Count one call durably and return the key's state (a replay sees the first outcome).
+
+        With `settle`, the same write records that outcome unless one is recorded already.
+        """
+        fields = {"amount": amount, "currency": currency, "token": token, **(settle or {})}
+        names = {f"#f{n}": name for n, name in enumerate(fields)}
+        values = {f":f{n}": value for n, value in enumerate(fields.values())}
+        assignments = ", ".join(f"#f{n} = if_not_exists(#f{n}, :f{n})" for n in range(len(fields)))
+        with aws_errors():
+            new = self.ddb.update_item(
+                TableName=self.table, Key=to_item({"key": key}),
+                UpdateExpression=f"ADD attempts :one SET {assignments}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item({":one": 1, **values}),
+                ReturnValues="ALL_NEW")["Attributes"]
+        return from_item(new)
+
+    def _settle(self, key: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        """Record the outcome unless another call settled first; return whichever stands."""
+        names = {f"#a{n}": k for n, k in enumerate(outcome)}
+        values = {f":a{n}": v for n, v in enumerate(outcome.values())}
+        assignments = ", ".join(f"#a{n} = :a{n}" for n in range(len(outcome)))
+        try:
+            with aws_errors():
+                new = self.ddb.update_item(
+                    TableName=self.table, Key=to_item({"key": key}),
+                    UpdateExpression="SET " + assignments,
+                    ConditionExpression="attribute_not_exists(#status)",
+                    ExpressionAttributeNames={**names, "#status": "status"},
+                    ExpressionAttributeValues=to_item(values), ReturnValues="ALL_NEW")["Attributes"]
+            return from_item(new)
+        except PermanentError:
+            existing = self.lookup(key)
+            if not existing or "status" not in existing:
+                raise
+            return existing
+
+
+def _capture(state: dict[str, Any]) -> Capture:
+    return Capture(state["paymentId"], Decimal(state["amount"]), state["currency"], int(state["attempts"]))

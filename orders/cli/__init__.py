@@ -1,0 +1,35 @@
+"""The `orders` command: one group, its subcommands found in this package.
+
+Each module of `orders/cli/` exposes `commands`, a list of click commands;
+adding a subcommand is adding a module, not editing this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from orders.settings import ConfigurationError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Order processing on Celery, SQS and SNS: infrastructure, pipeline and operations."""
+
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    _module = importlib.import_module(f"{__name__}.{_info.name}")
+    for _command in getattr(_module, "commands", []):
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Console entry point: configuration errors are one clear message, not a traceback."""
+    try:
+        cli(standalone_mode=True)
+    except ConfigurationError as exc:
+        click.echo(f"orders: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,119 @@
+"""`orders infra up|check|down` and `orders emulator`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+
+from orders.aws import clients
+from orders.infra import provisioning
+from orders.infra.converger import Report
+from orders.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+@click.group("infra")
+def infra_group() -> None:
+    """Create, check or remove this environment's queues, DLQs, topics and subscriptions."""
+
+
+@infra_group.command("up")
+def up_cmd() -> None:
+    """Create or converge every declared resource (safe to run again)."""
+    settings = _ready_settings()
+    report = _aws(lambda: provisioning.up(settings))
+    _print_lines(report.changes, "Changes:")
+    if report.clean:
+        click.echo("Nothing to change: every resource matches its declaration.")
+    _print_notes(report)
+
+
+@infra_group.command("check")
+def check_cmd() -> None:
+    """Compare the live resources with their declarations; exit 1 on any difference."""
+    settings = _ready_settings()
+    report = _aws(lambda: provisioning.check(settings))
+    _print_notes(report)
+    if report.clean:
+        click.echo("No drift: every resource matches its declaration.")
+        return
+    _print_lines(report.changes, f"Drift ({len(report.changes)}), fixed by `orders infra up`:")
+    raise SystemExit(1)
+
+
+@infra_group.command("down")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def down_cmd(yes: bool) -> None:
+    """Delete every resource of this environment, messages included (asks first)."""
+    settings = _ready_settings()
+    if not yes:
+        click.confirm(f"Delete every queue (with its messages), DLQ, topic and subscription "
+                      f"of environment {settings.env!r} on {_where(settings)}?", abort=True)
+    deleted = _aws(lambda: provisioning.down(settings))
+    _print_lines(deleted, "Deleted:")
+    if not deleted:
+        click.echo("Nothing to delete.")
+
+
+@click.command("emulator")
+@click.option("--port", type=int, default=5000, show_default=True, help="AWS emulator (moto) port.")
+@click.option("--redis-port", type=int, default=6390, show_default=True,
+              help="Control-plane redis-server port.")
+@click.option("--latency-ms", type=float, default=0.0, show_default=True,
+              help="Delay added to every AWS call, to behave like a real network.")
+@click.option("--no-redis", is_flag=True, help="Run without the control plane (no Flower).")
+def emulator_cmd(port: int, redis_port: int, latency_ms: float, no_redis: bool) -> None:
+    """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes."""
+    from orders.emulator import server
+
+    args = ["--port", str(port), "--redis-port", str(redis_port), "--latency-ms", str(latency_ms)]
+    try:
+        server.main(args + (["--no-redis"] if no_redis else []))
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(
+            f"the emulator could not start ({exc}); is the port taken? "
+            "Choose others with --port / --redis-port.") from None
+
+
+def _ready_settings() -> Settings:
+    """The settings, with AWS reachable in principle."""
+    settings = get_settings()
+    clients.require_aws(settings)
+    click.echo(f"Environment {settings.env!r} on {_where(settings)}", err=True)
+    return settings
+
+
+def _where(settings: Settings) -> str:
+    endpoint = settings.sqs_endpoint_url or settings.endpoint_url
+    return f"{endpoint} (region {settings.region})" if endpoint else f"AWS region {settings.region}"
+
+
+def _aws(call: Callable[[], T]) -> T:
+    with _readable_aws_errors():
+        return call()
+
+
+@contextmanager
+def _readable_aws_errors() -> Iterator[None]:
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise click.ClickException(f"AWS call failed: {exc}") from None
+
+
+def _print_lines(lines: list[str], title: str) -> None:
+    if lines:
+        click.echo(title)
+        click.echo("".join(f"  - {line}\n" for line in lines), nl=False)
+
+
+def _print_notes(report: Report) -> None:
+    _print_lines(report.unverifiable, "Not verifiable on this endpoint (neither drift nor a change):")
+
+
+commands = [infra_group, emulator_cmd]

@@ -1,0 +1,28 @@
+"""`orders api`: serve the order-submission HTTP API."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("api")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on.")
+def api(host: str, port: int) -> None:
+    """Serve POST /orders, GET /orders/<id> and GET /health (Ctrl-C stops)."""
+    from werkzeug.serving import run_simple
+
+    from orders.api.app import create_app
+    from orders.aws import clients
+    from orders.settings import get_settings
+
+    settings = get_settings()
+    clients.require_aws(settings)  # one clear message now, not a 500 on the first request
+    click.echo(f"Order API for environment {settings.env!r} on http://{host}:{port}")
+    # Werkzeug's threaded server is enough for a demo and tests; in production put
+    # `orders.api.app:create_app()` behind a WSGI server (gunicorn, waitress) instead.
+    run_simple(host, port, create_app(settings), threaded=True)
+
+
+commands = [api]

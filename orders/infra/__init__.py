@@ -1,0 +1,1 @@
+"""Infrastructure from the topology: provisioning, drift check, alarms, dashboard, generated docs."""

@@ -1,0 +1,211 @@
+"""CloudWatch alarms, derived from the topology: five per queue, all reporting to `system-health`.
+
+Per processing queue: visible depth above what the queue drains within its latency
+target at its peak rate; oldest message older than the target; a DLQ that is not
+empty; processing that fell below half of arrivals while a backlog waits; a task
+error rate ten times the error budget. Thresholds come from `topology.SERVICE_LEVELS`;
+docs/operations.md explains each and what to do when it fires.
+`orders infra up` creates them, `orders infra check` reports a missing or changed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orders.aws import clients
+from orders.aws.metrics import NAMESPACE
+from orders.aws.sns import topic_arns
+from orders.infra.converger import Converger
+from orders.settings import Settings
+from orders.topology import QUEUES, SERVICE_LEVELS, SUCCESS_RATE_TARGET, QueueSpec, tags
+
+PERIOD = 60
+#: The error-rate alarm fires at this multiple of the error budget (1 - 99.9%): a
+#: burn rate that spends a month's budget in three days if it lasts.
+ERROR_BUDGET_BURN = 10
+#: Fewer finished tasks than this in a minute say nothing about a rate.
+ERROR_RATE_MIN_TASKS = 20
+#: Processing below this fraction of arrivals, while messages wait, is a drop.
+RATE_DROP_FRACTION = 0.5
+RUNBOOK = "docs/operations.md"
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm as PutMetricAlarm takes it, minus the actions (known only once the topic exists)."""
+
+    queue: str
+    kind: str  # depth | age | dlq | rate-drop | error-rate
+    severity: str
+    summary: str
+    threshold: float
+    comparison: str
+    evaluation_periods: int
+    metric: dict[str, Any] = field(default_factory=dict)  # a single metric ...
+    metrics: tuple[dict[str, Any], ...] = ()  # ... or metric math
+
+    def name(self, settings: Settings) -> str:
+        return f"{settings.prefix}{self.queue}-{self.kind}"
+
+    def request(self, settings: Settings, topic_arn: str | None) -> dict[str, Any]:
+        """The PutMetricAlarm arguments (without Tags, which only apply at creation)."""
+        actions = [topic_arn] if topic_arn else []
+        req: dict[str, Any] = {
+            "AlarmName": self.name(settings),
+            "AlarmDescription": f"[{self.severity}] {self.summary}. Runbook: {RUNBOOK}#alarm-{self.kind}",
+            "ActionsEnabled": True, "AlarmActions": actions, "OKActions": actions,
+            "EvaluationPeriods": self.evaluation_periods, "DatapointsToAlarm": self.evaluation_periods,
+            "Threshold": float(self.threshold), "ComparisonOperator": self.comparison,
+            "TreatMissingData": "notBreaching",
+        }
+        if self.metrics:
+            req["Metrics"] = [dict(m) for m in self.metrics]
+        else:
+            req.update(self.metric, Period=PERIOD)
+        return req
+
+
+def _sqs_metric(name: str, queue_name: str, stat: str, query_id: str) -> dict[str, Any]:
+    return {"Id": query_id, "ReturnData": False, "MetricStat": {
+        "Metric": {"Namespace": "AWS/SQS", "MetricName": name,
+                   "Dimensions": [{"Name": "QueueName", "Value": queue_name}]},
+        "Period": PERIOD, "Stat": stat}}
+
+
+def _task_metric(settings: Settings, queue: str, stat: str, query_id: str) -> dict[str, Any]:
+    return {"Id": query_id, "ReturnData": False, "MetricStat": {
+        "Metric": {"Namespace": NAMESPACE, "MetricName": "TaskSuccess",
+                   "Dimensions": [{"Name": "Environment", "Value": settings.env},
+                                  {"Name": "Queue", "Value": queue}]},
+        "Period": PERIOD, "Stat": stat}}
+
+
+def _single(name: str, queue_name: str) -> dict[str, Any]:
+    return {"Namespace": "AWS/SQS", "MetricName": name, "Statistic": "Maximum",
+            "Dimensions": [{"Name": "QueueName", "Value": queue_name}]}
+
+
+def error_rate_threshold() -> float:
+    """Percent of failing tasks that fires the error-rate alarm (1% for 99.9% and 10x)."""
+    return round(100 * (1 - SUCCESS_RATE_TARGET) * ERROR_BUDGET_BURN, 6)
+
+
+def queue_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
+    """The five alarms of one processing queue."""
+    level = SERVICE_LEVELS[spec.name]
+    src, dlq = spec.sqs_name(settings), spec.dlq_sqs_name(settings)
+    error_pct = error_rate_threshold()
+    return [
+        AlarmSpec(spec.name, "depth", "warning",
+                  f"{spec.name}: more than {level.backlog_limit} messages waiting for 3 minutes, "
+                  f"more than it drains in {level.p95_seconds:g} s at {level.peak_per_second:g}/s",
+                  level.backlog_limit, "GreaterThanThreshold", 3,
+                  metric=_single("ApproximateNumberOfMessagesVisible", src)),
+        AlarmSpec(spec.name, "age", "warning",
+                  f"{spec.name}: oldest message older than the {level.p95_seconds:g} s "
+                  "latency target for 3 minutes",
+                  level.p95_seconds, "GreaterThanThreshold", 3,
+                  metric=_single("ApproximateAgeOfOldestMessage", src)),
+        AlarmSpec(spec.name, "dlq", "critical",
+                  f"{spec.dlq_name}: dead-lettered messages are waiting for triage",
+                  0, "GreaterThanThreshold", 1,
+                  metric=_single("ApproximateNumberOfMessagesVisible", dlq)),
+        AlarmSpec(spec.name, "rate-drop", "warning",
+                  f"{spec.name}: processing below {RATE_DROP_FRACTION:.0%} of arrivals "
+                  "while messages wait, for 5 minutes",
+                  RATE_DROP_FRACTION, "LessThanThreshold", 5,
+                  metrics=(_sqs_metric("ApproximateNumberOfMessagesVisible", src, "Maximum", "waiting"),
+                           _sqs_metric("NumberOfMessagesSent", src, "Sum", "sent"),
+                           _sqs_metric("NumberOfMessagesDeleted", src, "Sum", "done"),
+                           {"Id": "ratio", "Expression": "IF(waiting > 0, done / (sent + 1), 1)",
+                            "Label": "processed / arrived", "ReturnData": True})),
+        AlarmSpec(spec.name, "error-rate", "warning",
+                  f"{spec.name}: more than {error_pct:g}% of tasks failing for 5 minutes "
+                  f"({ERROR_BUDGET_BURN}x the error budget of a {SUCCESS_RATE_TARGET:.1%} success target)",
+                  error_pct, "GreaterThanThreshold", 5,
+                  metrics=(_task_metric(settings, spec.name, "Average", "ok"),
+                           _task_metric(settings, spec.name, "SampleCount", "tasks"),
+                           {"Id": "errors",
+                            "Expression": f"IF(tasks >= {ERROR_RATE_MIN_TASKS}, 100 * (1 - ok), 0)",
+                            "Label": "error rate (%)", "ReturnData": True})),
+    ]
+
+
+def alarm_specs(settings: Settings) -> list[AlarmSpec]:
+    """Every declared alarm of this environment."""
+    return [alarm for spec in QUEUES for alarm in queue_alarms(settings, spec)]
+
+
+def live_alarms(settings: Settings) -> dict[str, dict[str, Any]]:
+    """This environment's metric alarms by name."""
+    cloudwatch = clients.client("cloudwatch", settings)
+    pages = cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNamePrefix=settings.prefix, AlarmTypes=["MetricAlarm"])
+    return {a["AlarmName"]: a for page in pages for a in page.get("MetricAlarms", [])}
+
+
+def _normal(key: str, value: Any) -> Any:
+    """A value in a form that compares equal whatever way the endpoint echoes it."""
+    if key == "Threshold" and value is not None:
+        return float(value)
+    if key == "Dimensions":
+        return sorted((d["Name"], d["Value"]) for d in value or [])
+    if key == "Metrics":
+        return [_normal_query(q) for q in value or []]
+    return value
+
+
+def _normal_query(query: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in query.items() if k in ("Id", "Expression", "ReturnData", "Label")}
+    if "MetricStat" in query:
+        stat = query["MetricStat"]
+        out["MetricStat"] = (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"],
+                             _normal("Dimensions", stat["Metric"].get("Dimensions")),
+                             stat["Period"], stat["Stat"])
+    return out
+
+
+def differences(wanted: dict[str, Any], live: dict[str, Any], compare_actions: bool = True) -> list[str]:
+    """Each declared setting of an alarm that the live alarm does not have."""
+    diffs = []
+    for key, value in wanted.items():
+        if key.endswith("Actions") and not compare_actions:
+            continue
+        if _normal(key, live.get(key)) != _normal(key, value):
+            diffs.append(f"{key} is {live.get(key)!r}, declared {value!r}")
+    return diffs
+
+
+def converge_alarms(converger: Converger) -> None:
+    """Provisioning step: every declared alarm exists with its declared settings."""
+    settings = converger.settings
+    cloudwatch = clients.client("cloudwatch", settings)
+    topic = topic_arns(settings).get("system-health")
+    live = live_alarms(settings)
+    for spec in alarm_specs(settings):
+        wanted = spec.request(settings, topic)
+        name = wanted["AlarmName"]
+        have = live.get(name)
+        if have is None:
+            converger.report.add(f"alarm {name}: {'created' if converger.apply else 'missing'}")
+        else:
+            diffs = differences(wanted, have, compare_actions=topic is not None)
+            for diff in diffs:
+                converger.drift(f"alarm {name}: {diff}")
+            if not diffs:
+                continue
+        if converger.apply:
+            tag_list = [{"Key": k, "Value": v} for k, v in tags(settings, spec.queue).items()]
+            cloudwatch.put_metric_alarm(**wanted, Tags=tag_list)
+
+
+def delete_alarms(settings: Settings) -> list[str]:
+    """Teardown step: delete this environment's declared alarms."""
+    declared = {spec.name(settings) for spec in alarm_specs(settings)}
+    names = sorted(declared & live_alarms(settings).keys())
+    cloudwatch = clients.client("cloudwatch", settings)
+    for start in range(0, len(names), 100):
+        cloudwatch.delete_alarms(AlarmNames=names[start:start + 100])
+    return [f"alarm {name}" for name in names]
+

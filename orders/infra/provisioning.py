@@ -1,0 +1,57 @@
+"""`orders infra up`, `check` and `down`: every resource kind of the topology, listed here.
+
+Each kind converges its resources onto their declarations (orders.infra.converger)
+and knows how to delete them. Adding a kind of resource is adding it to KINDS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orders.infra import alarms, dashboard, queues, tables, topics
+from orders.infra.converger import Converger, Report
+from orders.settings import Settings
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """One kind of resource: how `up`/`check` converge it and how `down` deletes it."""
+
+    name: str
+    converge: Callable[[Converger], None]
+    delete: Callable[[Settings], list[str]] | None
+
+
+#: In creation order: topics after the queues they deliver to, alarms after the topic they
+#: notify, the dashboard after the alarms it shows. `down` deletes in the reverse order.
+KINDS: tuple[ResourceKind, ...] = (
+    ResourceKind("queues", queues.converge_queues, queues.delete_queues),
+    ResourceKind("topics", topics.converge_topics, topics.delete_topics),
+    ResourceKind("subscriptions", topics.converge_subscriptions, None),  # deleted with their topics
+    ResourceKind("tables", tables.converge_tables, tables.delete_tables),
+    ResourceKind("alarms", alarms.converge_alarms, alarms.delete_alarms),
+    ResourceKind("dashboard", dashboard.converge_dashboard, dashboard.delete_dashboard),
+)
+
+
+def run(settings: Settings, apply: bool) -> Report:
+    converger = Converger(settings, apply=apply)
+    for kind in KINDS:
+        kind.converge(converger)
+    return converger.report
+
+
+def up(settings: Settings) -> Report:
+    """Create or converge every declared resource."""
+    return run(settings, apply=True)
+
+
+def check(settings: Settings) -> Report:
+    """Compare the live configuration with the declarations; change nothing."""
+    return run(settings, apply=False)
+
+
+def down(settings: Settings) -> list[str]:
+    """Delete every declared resource of this environment; returns what was deleted."""
+    return [line for kind in reversed(KINDS) if kind.delete for line in kind.delete(settings)]

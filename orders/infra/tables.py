@@ -1,0 +1,100 @@
+"""DynamoDB tables for `orders infra up/check/down`: every table declared in the topology.
+
+Keys and secondary indexes are created with the table; an index declared later
+is added. A table's keys cannot change: a difference is reported, never applied.
+Capacity is on demand (PAY_PER_REQUEST).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders.aws import clients
+from orders.infra.converger import Converger
+from orders.settings import Settings
+from orders.topology import TABLES, TableSpec, tags
+
+
+def converge_tables(converger: Converger) -> None:
+    """Provisioning step: every declared table exists with its keys and indexes."""
+    ddb = clients.client("dynamodb", converger.settings)
+    for spec in TABLES:
+        name = spec.table_name(converger.settings)
+        try:
+            live = ddb.describe_table(TableName=name)["Table"]
+        except ddb.exceptions.ResourceNotFoundException:
+            converger.report.add(f"table {name}: {'created' if converger.apply else 'missing'}")
+            if converger.apply:
+                ddb.create_table(**_table_definition(spec, name),
+                                 Tags=[{"Key": k, "Value": v}
+                                       for k, v in tags(converger.settings, spec.service).items()])
+                if spec.ttl:  # time to live can be set once the table is active
+                    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+                    _converge_ttl(converger, spec, name, quiet=True)
+            continue
+        declared = _key_schema(spec.keys)
+        if live["KeySchema"] != declared:
+            converger.report.add(f"table {name}: keys are {live['KeySchema']}, declared {declared} "
+                                 "(a table's keys cannot change: recreate it)")
+        live_indexes = {i["IndexName"] for i in live.get("GlobalSecondaryIndexes", [])}
+        for index in sorted(set(spec.indexes) - live_indexes):
+            converger.report.add(f"table {name}: index {index} missing"
+                                 + (" (created)" if converger.apply else ""))
+            if converger.apply:
+                definition = _table_definition(spec, name)
+                ddb.update_table(TableName=name,
+                                 AttributeDefinitions=definition["AttributeDefinitions"],
+                                 GlobalSecondaryIndexUpdates=[{"Create": gsi} for gsi in
+                                                              definition["GlobalSecondaryIndexes"]
+                                                              if gsi["IndexName"] == index])
+        if spec.ttl:
+            _converge_ttl(converger, spec, name)
+
+
+def _converge_ttl(converger: Converger, spec: TableSpec, name: str, quiet: bool = False) -> None:
+    """Items expire on the declared attribute (DynamoDB's time to live)."""
+    ddb = clients.client("dynamodb", converger.settings)
+    ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == spec.ttl:
+        return
+    if not quiet:
+        converger.drift(f"table {name}: time to live on {spec.ttl} is {ttl.get('TimeToLiveStatus')}")
+    if converger.apply:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": spec.ttl})
+
+
+def _key_schema(keys: tuple[str, str | None]) -> list[dict[str, str]]:
+    schema = [{"AttributeName": keys[0], "KeyType": "HASH"}]
+    if keys[1]:
+        schema.append({"AttributeName": keys[1], "KeyType": "RANGE"})
+    return schema
+
+
+def _table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
+    attributes = {a for a in spec.keys if a}
+    for keys in spec.indexes.values():
+        attributes |= {a for a in keys if a}
+    definition: dict[str, Any] = {
+        "TableName": name, "BillingMode": "PAY_PER_REQUEST", "KeySchema": _key_schema(spec.keys),
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "N" if a in spec.numeric else "S"}
+                                 for a in sorted(attributes)],
+    }
+    if spec.indexes:
+        definition["GlobalSecondaryIndexes"] = [
+            {"IndexName": index, "KeySchema": _key_schema(keys), "Projection": {"ProjectionType": "ALL"}}
+            for index, keys in spec.indexes.items()]
+    return definition
+
+
+def delete_tables(settings: Settings) -> list[str]:
+    """Teardown step: delete this environment's tables."""
+    ddb, deleted = clients.client("dynamodb", settings), []
+    for spec in TABLES:
+        try:
+            ddb.delete_table(TableName=spec.table_name(settings))
+            deleted.append(f"table {spec.table_name(settings)}")
+        except ddb.exceptions.ResourceNotFoundException:
+            continue
+    return deleted
+

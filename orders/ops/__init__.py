@@ -1,0 +1,1 @@
+"""Operations on dead letters: decode, archive, watch, redrive and purge."""

@@ -1,0 +1,229 @@
+"""The DLQ archive: a DynamoDB table holding, per task, its failures, its dead-lettered copies
+and its redrive count.
+
+Why DynamoDB rather than S3: every write here must be conditional. A message is
+archived exactly once however many watchers race (`attribute_not_exists`), and
+whoever archives it is the one who alerts; the redrive bound is an atomic counter
+with a condition; and one Query by task shows its error, every arrival and every
+redrive. A dead-lettered SQS message (at most 256 KiB; larger ones are stored
+compressed) fits in an item, and a TTL keeps items 90 days, well past the
+DLQ's 14. Items of a task (partition key `key`, the Celery task id):
+
+- `failure`: the last error a worker recorded for it (written on task failure);
+- `arrival#<SQS message id>#r<redrives>`: one dead-lettered copy: body, attributes, classification;
+- `redrive`: how many times it was redriven and which copy is being moved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from orders.aws import clients
+from orders.ops.dead_letters import DeadLetter
+from orders.settings import Settings
+from orders.topology import TABLES_BY_NAME
+
+RETENTION_SECONDS = 90 * 86_400
+#: Bodies above this are stored zlib-compressed (a DynamoDB item holds 400 KB).
+COMPRESS_ABOVE = 200_000
+BY_QUEUE_INDEX = "by-queue"
+
+_ser, _de = TypeSerializer(), TypeDeserializer()
+
+
+class ArchiveError(RuntimeError):
+    """A message could not be archived, so nothing may delete it."""
+
+
+class RedriveRefused(RuntimeError):
+    """The message was redriven as often as allowed; it stays in its DLQ."""
+
+
+def table_name(settings: Settings) -> str:
+    return TABLES_BY_NAME["dlq-archive"].table_name(settings)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _arrival_key(letter: DeadLetter) -> dict[str, Any]:
+    return _item({"key": letter.key, "item": letter.arrival})
+
+
+def _ddb(settings: Settings) -> Any:
+    return clients.client("dynamodb", settings)
+
+
+def record_failure(settings: Settings, key: str, task: str, queue: str, error: str,
+                   kinds: list[str], category: str, trace: str = "") -> None:
+    """A worker's failure of task `key`: the last error, its time, and how many failures so far."""
+    now = _now()
+    _ddb(settings).update_item(
+        TableName=table_name(settings), Key=_item({"key": key, "item": "failure"}),
+        UpdateExpression=("SET task = :task, queue_name = :queue, #error = :error, kinds = :kinds, "
+                          "category = :category, trace = :trace, last_failure_at = :now, "
+                          "first_failure_at = if_not_exists(first_failure_at, :now), "
+                          "expires_at = :expires ADD failures :one"),
+        ExpressionAttributeNames={"#error": "error"},
+        ExpressionAttributeValues=_item({
+            ":task": task, ":queue": queue, ":error": error[:2000], ":kinds": kinds,
+            ":category": category, ":trace": trace[-4000:], ":now": now, ":one": 1,
+            ":expires": int(time.time()) + RETENTION_SECONDS}),
+    )
+
+
+def _batch_get(settings: Settings, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), 100):
+        request = {table_name(settings): {"Keys": [_item({"key": k, "item": i})
+                                                   for k, i in unique[start:start + 100]]}}
+        while request:
+            answer = _ddb(settings).batch_get_item(RequestItems=request)
+            for raw in answer["Responses"].get(table_name(settings), []):
+                item = _plain(raw)
+                found[(item["key"], item["item"])] = item
+            request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def failures(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[str, Any]]:
+    """The recorded failure of each message's task, by key (absent when none was recorded)."""
+    got = _batch_get(settings, [(m.key, "failure") for m in letters])
+    return {key: item for (key, _), item in got.items()}
+
+
+def annotate(settings: Settings, letters: list[DeadLetter]) -> None:
+    """Set on each message how many redrives of its task came before it arrived."""
+    got = _batch_get(settings, [(m.key, "redrive") for m in letters])
+    ledgers = {key: item for (key, _), item in got.items()}
+    for letter in letters:
+        ledger = ledgers.get(letter.key, {})
+        # A copy being moved by an interrupted redrive arrived before that redrive was counted.
+        being_moved = ledger.get("moving") == letter.message_id
+        letter.redrives = int(ledger.get("redrives", 0)) - (1 if being_moved else 0)
+
+
+def archived(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[str, Any]]:
+    """The archived copies among the given messages, by SQS message id."""
+    got = _batch_get(settings, [(m.key, m.arrival) for m in letters])
+    return {item["message_id"]: item for item in got.values()}
+
+
+def claim_late_alert(settings: Settings, letter: DeadLetter, after_seconds: int = 60) -> bool:
+    """Whether this pass may send an alert that the pass which archived the copy did not send.
+
+    Only a copy archived (and last claimed) over `after_seconds` ago qualifies, and the
+    claim is conditional, so concurrent passes never both send it.
+    """
+    cutoff = datetime.fromtimestamp(time.time() - after_seconds, UTC).isoformat(timespec="milliseconds")
+    ddb = _ddb(settings)
+    try:
+        ddb.update_item(
+            TableName=table_name(settings), Key=_arrival_key(letter),
+            UpdateExpression="SET late_claim = :now",
+            ConditionExpression=("attribute_exists(archived_at) AND attribute_not_exists(alerted_at) "
+                                 "AND archived_at < :cutoff "
+                                 "AND (attribute_not_exists(late_claim) OR late_claim < :cutoff)"),
+            ExpressionAttributeValues=_item({":now": _now(), ":cutoff": cutoff}))
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+def mark_alerted(settings: Settings, letter: DeadLetter) -> None:
+    """The critical alert for this copy went out (until then, each watcher pass retries it)."""
+    _ddb(settings).update_item(
+        TableName=table_name(settings), Key=_arrival_key(letter),
+        UpdateExpression="SET alerted_at = :now", ExpressionAttributeValues=_item({":now": _now()}))
+
+
+def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> bool:
+    """Store this copy of the message durably; True if this call archived it (False: already was)."""
+    body: dict[str, Any] = {"body": letter.body}
+    if len(letter.body.encode()) > COMPRESS_ABOVE:
+        body = {"body_z": zlib.compress(letter.body.encode(), 9)}
+    values = {
+        "key": letter.key, "item": letter.arrival, "message_id": letter.message_id,
+        "queue_name": letter.queue.name, "task": letter.task, "order_id": letter.order_id,
+        "args": json.dumps(letter.args, default=str), "kwargs": json.dumps(letter.kwargs, default=str),
+        "attributes": json.dumps(letter.attributes), "message_attributes": json.dumps(
+            letter.message_attributes, default=str), "category": category, "why": why[:2000],
+        "decode_error": letter.decode_error, "status": "dead-lettered", "archived_at": _now(),
+        "expires_at": int(time.time()) + RETENTION_SECONDS, **body,
+    }
+    ddb = _ddb(settings)
+    try:
+        ddb.put_item(TableName=table_name(settings), Item=_item(values),
+                     ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": "key"})
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    except Exception as exc:
+        raise ArchiveError(f"could not archive message {letter.message_id}: {exc}") from exc
+    return True
+
+
+def set_status(settings: Settings, letter: DeadLetter, status: str) -> None:
+    """Mark an archived copy redriven or purged (after it left its DLQ)."""
+    _ddb(settings).update_item(
+        TableName=table_name(settings), Key=_arrival_key(letter),
+        UpdateExpression="SET #s = :s, status_at = :now", ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=_item({":s": status, ":now": _now()}))
+
+
+def begin_redrive(settings: Settings, letter: DeadLetter, bound: int) -> int:
+    """Count one redrive of this copy before it moves; the attempt number (a crashed one resumes)."""
+    ddb = _ddb(settings)
+    key = _item({"key": letter.key, "item": "redrive"})
+    try:
+        answer = ddb.update_item(
+            TableName=table_name(settings), Key=key,
+            UpdateExpression="ADD redrives :one SET moving = :mid, last_redrive_at = :now",
+            ConditionExpression=("(attribute_not_exists(redrives) OR redrives < :bound) "
+                                 "AND (attribute_not_exists(moving) OR moving <> :mid)"),
+            ExpressionAttributeValues=_item({":one": 1, ":mid": letter.message_id, ":now": _now(),
+                                             ":bound": bound}),
+            ReturnValues="ALL_NEW")
+        return int(_plain(answer["Attributes"])["redrives"])
+    except ddb.exceptions.ConditionalCheckFailedException:
+        found = _plain(ddb.get_item(TableName=table_name(settings), Key=key, ConsistentRead=True)["Item"])
+    if found.get("moving") == letter.message_id:
+        return int(found["redrives"])  # a move of this very copy was interrupted: finish it
+    raise RedriveRefused(f"{letter.key}: redriven {int(found['redrives'])} time(s) already "
+                         f"(limit {bound}); fix the cause, then purge it or raise ORDERS_DLQ_MAX_REDRIVES")
+
+
+def end_redrive(settings: Settings, letter: DeadLetter) -> None:
+    _ddb(settings).update_item(
+        TableName=table_name(settings), Key=_item({"key": letter.key, "item": "redrive"}),
+        UpdateExpression="REMOVE moving")
+    set_status(settings, letter, "redriven")
+
+
+def history(settings: Settings, key: str) -> list[dict[str, Any]]:
+    """Everything archived about one task: its failure, its copies, its redrives."""
+    answer = _ddb(settings).query(
+        TableName=table_name(settings), KeyConditionExpression="#k = :k",
+        ExpressionAttributeNames={"#k": "key"}, ExpressionAttributeValues=_item({":k": key}))
+    return [_plain(item) for item in answer.get("Items", [])]
+
+
+def archived_body(item: dict[str, Any]) -> str:
+    if "body_z" in item:
+        return zlib.decompress(bytes(item["body_z"])).decode()
+    return str(item["body"])

@@ -1,0 +1,226 @@
+"""Dead-lettered messages: read from a DLQ, decoded from their Celery envelope, classified.
+
+A DLQ is read without consuming it: messages are received with a short
+visibility timeout and made visible again (`release`), so the watcher, `orders dlq
+show` and a redrive can all look at the same messages; only `orders.ops.redrive`
+deletes, and only what is archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from orders.aws import clients
+from orders.settings import Settings
+from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
+
+#: How long a scan keeps the messages it read hidden from other readers (seconds).
+HOLD_SECONDS = 30
+#: Long poll of a scan's receives: long enough that SQS answers from every server.
+SCAN_WAIT_SECONDS = 1
+
+INVALID_INPUT = "invalid-input"
+PERMANENT = "permanent-business-failure"
+TRANSIENT = "transient"
+BUG = "bug"
+CATEGORIES = (INVALID_INPUT, PERMANENT, TRANSIENT, BUG)
+
+#: Exception types (by name, wherever they come from) that say "try again later".
+TRANSIENT_ERRORS = frozenset({
+    "RetryableError", "TimeLimitExceeded", "SoftTimeLimitExceeded", "WorkerLostError",
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "ConnectionError", "TimeoutError", "OperationalError", "MaxRetriesExceededError",
+})
+INVALID_ERRORS = frozenset({"InvalidOrder", "ValidationError", "DecodeError", "ContentDisallowed"})
+
+
+@dataclass
+class DeadLetter:
+    """One message of a DLQ, as received, with what its Celery envelope says."""
+
+    queue: QueueSpec  # the processing queue it came from
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    message_attributes: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    task_id: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    order_id: str | None = None
+    decode_error: str | None = None
+    redrives: int = 0  # redrives of its task so far (from the archive, see dlq_archive.annotate)
+
+    @property
+    def key(self) -> str:
+        """Stable across redrives: the Celery task id, or the body's digest when there is none."""
+        return self.task_id or "md5-" + self.attributes.get("MD5OfBody", "")
+
+    @property
+    def arrival(self) -> str:
+        """This copy's archive item: the SQS message id and the redrives before it arrived
+        (StartMessageMoveTask may keep a message's id, so the id alone could repeat)."""
+        return f"arrival#{self.message_id}#r{self.redrives}"
+
+    @property
+    def receive_count(self) -> int:
+        return int(self.attributes.get("ApproximateReceiveCount", 0))
+
+    @property
+    def sent_at(self) -> float | None:
+        sent = self.attributes.get("SentTimestamp")
+        return int(sent) / 1000 if sent else None
+
+    @property
+    def group_id(self) -> str | None:
+        return self.attributes.get("MessageGroupId")
+
+
+def decode(queue: QueueSpec, message: dict[str, Any]) -> DeadLetter:
+    """A received SQS message as a DeadLetter; an undecodable body is kept and said so."""
+    attributes = dict(message.get("Attributes", {}))
+    attributes["MD5OfBody"] = message.get("MD5OfBody", "")
+    letter = DeadLetter(queue, message["MessageId"], message["ReceiptHandle"], message["Body"],
+                        attributes, dict(message.get("MessageAttributes", {})))
+    try:
+        envelope = _json_or_base64_json(message["Body"])
+        headers = envelope.get("headers") or {}
+        payload = _json_or_base64_json(envelope["body"]) if "body" in envelope else envelope
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        letter.decode_error = f"not a Celery message: {exc}"
+        return letter
+    if headers.get("task"):  # Celery message protocol 2: [args, kwargs, embed]
+        letter.task, letter.task_id = headers["task"], headers.get("id")
+        ok = isinstance(payload, list) and len(payload) >= 2
+        args, kwargs = (payload[0], payload[1]) if ok else ([], {})
+    elif isinstance(payload, dict) and payload.get("task"):  # protocol 1
+        letter.task, letter.task_id = payload["task"], payload.get("id")
+        args, kwargs = payload.get("args", []), payload.get("kwargs", {})
+    else:
+        letter.decode_error = "not a Celery message: no task name in headers or body"
+        return letter
+    letter.args = list(args) if isinstance(args, list | tuple) else [args]
+    letter.kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+    letter.order_id = find_order_id(letter.args, letter.kwargs)
+    return letter
+
+
+def _json_or_base64_json(text: Any) -> Any:
+    if isinstance(text, dict | list):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(base64.b64decode(text, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("neither JSON nor base64-encoded JSON") from exc
+
+
+def find_order_id(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """The order a task works on: an `order_id` argument, an order dict, or a leading id string."""
+    for name in ("order_id", "orderId"):
+        if isinstance(kwargs.get(name), str):
+            return str(kwargs[name])
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, dict):
+            inner = value.get("order")
+            nested: dict[str, Any] = inner if isinstance(inner, dict) else value
+            for name in ("orderId", "order_id"):
+                if isinstance(nested.get(name), str):
+                    return str(nested[name])
+    if args and isinstance(args[0], str):
+        return args[0]
+    return None
+
+
+def classify_exception(kinds: list[str], transient: bool = False) -> str:
+    """The category of a task failure from its exception's class names (most derived first)."""
+    names = {kind.rsplit(".", 1)[-1] for kind in kinds}
+    if names & INVALID_ERRORS:
+        return INVALID_INPUT
+    if transient or names & TRANSIENT_ERRORS:
+        return TRANSIENT
+    if "PermanentError" in names:
+        return PERMANENT
+    return BUG
+
+
+def classify(letter: DeadLetter, failure: dict[str, Any] | None) -> tuple[str, str]:
+    """(category, why) of a dead-lettered message, from its decoding and its recorded failure."""
+    if letter.decode_error:
+        return INVALID_INPUT, letter.decode_error
+    if failure is None:
+        # Received maxReceiveCount times and never failed visibly: lost workers or
+        # visibility timeouts shorter than the work, which a redrive may well get past.
+        return TRANSIENT, "no failure recorded: the worker was lost or the visibility timeout expired"
+    category = failure.get("category") or classify_exception(list(failure.get("kinds", [])))
+    return str(category), str(failure.get("error", ""))
+
+
+def queue_spec(name: str) -> QueueSpec:
+    """A processing queue by its name or its DLQ's name (`orders`, `orders-dlq`, ...)."""
+    if name in QUEUES_BY_NAME:
+        return QUEUES_BY_NAME[name]
+    for spec in QUEUES:
+        if name == spec.dlq_name:
+            return spec
+    known = ", ".join(q.name for q in QUEUES)
+    raise KeyError(f"no queue or DLQ named {name!r} (queues: {known})")
+
+
+_urls: dict[tuple[str, str | None, str], str] = {}
+
+
+def dlq_url(settings: Settings, spec: QueueSpec) -> str:
+    """The DLQ's URL, looked up once per process."""
+    key = (settings.env, settings.endpoint_url, spec.name)
+    if key not in _urls:
+        sqs = clients.client("sqs", settings)
+        _urls[key] = str(sqs.get_queue_url(QueueName=spec.dlq_sqs_name(settings))["QueueUrl"])
+    return _urls[key]
+
+
+def depth(settings: Settings, spec: QueueSpec) -> tuple[int, int]:
+    """(visible, in flight) messages of the DLQ."""
+    attrs = clients.client("sqs", settings).get_queue_attributes(
+        QueueUrl=dlq_url(settings, spec),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD_SECONDS) -> list[DeadLetter]:
+    """Up to `limit` messages of the DLQ, hidden from others for `hold` s (release them after)."""
+    visible, _ = depth(settings, spec)
+    if not visible:
+        return []
+    sqs, url = clients.client("sqs", settings), dlq_url(settings, spec)
+    found: dict[str, DeadLetter] = {}
+    while len(found) < min(limit, visible):
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=min(10, limit - len(found)), VisibilityTimeout=hold,
+            WaitTimeSeconds=SCAN_WAIT_SECONDS, AttributeNames=["All"], MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            found[message["MessageId"]] = decode(spec, message)
+    return list(found.values())
+
+
+def release(settings: Settings, letters: list[DeadLetter]) -> None:
+    """Make scanned messages visible again at once (a failure only delays them by `hold`)."""
+    sqs = clients.client("sqs", settings)
+    for start in range(0, len(letters), 10):
+        part = letters[start:start + 10]
+        sqs.change_message_visibility_batch(
+            QueueUrl=dlq_url(settings, part[0].queue),
+            Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                     for i, m in enumerate(part)])

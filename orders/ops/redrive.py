@@ -1,0 +1,211 @@
+"""Redrive and purge: a message leaves its DLQ only once archived, and is redriven a bounded number of times.
+
+Redrive uses SQS's own StartMessageMoveTask where the endpoint has it (AWS), and
+otherwise moves each message itself: count the redrive in the archive (the bound
+is checked atomically there), send the body back to the source queue, then delete
+it from the DLQ. A crash between the send and the delete leaves the copy in the
+DLQ marked as moving; the next redrive resumes that same attempt (same attempt
+number, same FIFO deduplication id) instead of counting a new one, and any
+duplicate that a standard queue lets through is absorbed by the tasks, which are
+idempotent by order id and step. A message that fails again comes back to the
+DLQ, is archived and alerted on again, and past `ORDERS_DLQ_MAX_REDRIVES` it stays
+there: never lost, never looping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from orders.aws import clients
+from orders.ops import archive
+from orders.ops.archive import RedriveRefused
+from orders.ops.dead_letters import DeadLetter, classify, dlq_url, release, scan
+from orders.runtime.queue_urls import queue_url
+from orders.settings import Settings
+from orders.topology import QueueSpec
+
+log = logging.getLogger(__name__)
+
+#: How long a redrive or purge keeps the DLQ's messages hidden while it works (seconds).
+WORK_HOLD_SECONDS = 300
+MAX_MESSAGES = 1000
+NATIVE_UNSUPPORTED = frozenset({"UnsupportedOperation", "InvalidAction", "NotImplemented"})
+_no_native_move: set[str | None] = set()
+
+
+@dataclass
+class Outcome:
+    """What happened to one message."""
+
+    letter: DeadLetter
+    result: str  # redriven | refused | failed | moving (handed to SQS's move task)
+    detail: str = ""
+
+
+def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
+    """Archive whichever of these messages is not archived yet (raises ArchiveError if one cannot be)."""
+    if not letters:
+        return 0
+    archive.annotate(settings, letters)
+    known = archive.archived(settings, letters)
+    new = [m for m in letters if m.message_id not in known]
+    recorded = archive.failures(settings, new) if new else {}
+    for letter in new:
+        archive.archive(settings, letter, *classify(letter, recorded.get(letter.key)))
+    return len(new)
+
+
+def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -> list[Outcome]:
+    """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source.
+
+    Works in rounds: a FIFO DLQ shows at most ten messages of a message group at a
+    time, and the next ones only once those left. Messages it does not move stay
+    hidden until the end, so no round sees them twice.
+    """
+    outcomes: list[Outcome] = []
+    held: list[DeadLetter] = []
+    try:
+        for round_ in range(MAX_MESSAGES // 10):
+            seen = {m.message_id for m in held} | {o.letter.message_id for o in outcomes}
+            letters = [m for m in scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
+                       if m.message_id not in seen]
+            if not letters:
+                break
+            chosen = letters if ids is None else [m for m in letters if {m.key, m.message_id} & set(ids)]
+            held += [m for m in letters if m not in chosen]
+            try:
+                ensure_archived(settings, chosen)
+            except archive.ArchiveError:
+                held += chosen
+                raise
+            if ids is None and round_ == 0:
+                native = _native_move(settings, spec, chosen)
+                if native is not None:
+                    return native
+            for start in range(0, len(chosen), 10):
+                moved = _move_batch(settings, spec, chosen[start:start + 10])
+                outcomes += moved
+                held += [o.letter for o in moved if o.result not in ("redriven", "moving")]
+    finally:
+        if held:
+            release(settings, held)
+    return outcomes
+
+
+def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int], list[Outcome]]:
+    """Count a redrive of each message; the attempt numbers of those allowed, outcomes of the others."""
+    attempts, refused, bound = {}, [], settings.dlq_max_redrives
+    for letter in letters:
+        try:
+            attempts[letter.message_id] = archive.begin_redrive(settings, letter, bound)
+        except RedriveRefused as exc:
+            refused.append(Outcome(letter, "refused", str(exc)))
+    return attempts, refused
+
+
+def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> list[Outcome]:
+    """Up to ten messages: counted, sent to the source in one batch, then deleted from the DLQ."""
+    attempts, outcomes = _begin(settings, letters)
+    moving = [m for m in letters if m.message_id in attempts]
+    if not moving:
+        return outcomes
+    sqs = clients.client("sqs", settings)
+    sent = sqs.send_message_batch(QueueUrl=queue_url(settings, spec.name), Entries=[
+        _entry(str(i), m, attempts[m.message_id], spec) for i, m in enumerate(moving)])
+    for failure in sent.get("Failed", []):
+        outcomes.append(Outcome(moving[int(failure["Id"])], "failed",
+                                f"not sent ({failure.get('Message')}); redrive again to resume"))
+    done = [moving[int(ok["Id"])] for ok in sent.get("Successful", [])]
+    deleted = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
+        {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(done)]) if done else {}
+    for failure in deleted.get("Failed", []):
+        # Sent but still in the DLQ: left marked as moving, so the next redrive resumes
+        # this attempt (same deduplication id) instead of sending a new one.
+        outcomes.append(Outcome(done[int(failure["Id"])], "failed",
+                                f"sent, not deleted from the DLQ ({failure.get('Message')}); "
+                                "redrive again to finish"))
+    for ok in deleted.get("Successful", []):
+        letter = done[int(ok["Id"])]
+        archive.end_redrive(settings, letter)
+        outcomes.append(Outcome(letter, "redriven", f"attempt {attempts[letter.message_id]}"))
+    return outcomes
+
+
+def _entry(entry_id: str, letter: DeadLetter, attempt: int, spec: QueueSpec) -> dict[str, Any]:
+    attributes = {name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+                  for name, value in letter.message_attributes.items()}
+    attributes["orders_redrive"] = {"DataType": "String", "StringValue": f"{letter.key}:{attempt}"}
+    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": letter.body, "MessageAttributes": attributes}
+    if spec.fifo:
+        # The same attempt always carries the same deduplication id: a resumed move is dropped by SQS.
+        entry["MessageGroupId"] = letter.group_id or "default"
+        entry["MessageDeduplicationId"] = hashlib.sha256(f"{letter.key}:{attempt}".encode()).hexdigest()
+    return entry
+
+
+def _native_move(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> list[Outcome] | None:
+    """Everything at once with StartMessageMoveTask; None where the endpoint lacks it or a message is
+    past its bound (the move task cannot leave one behind)."""
+    if settings.endpoint_url in _no_native_move:
+        return None
+    if any(m.redrives >= settings.dlq_max_redrives for m in letters):  # counted by ensure_archived
+        return None
+    attempts, refused = _begin(settings, letters)
+    if refused:
+        return None  # raced with another redrive: the per-message path sorts it out
+    release(settings, letters)
+    sqs = clients.client("sqs", settings)
+    try:
+        task = sqs.start_message_move_task(SourceArn=_arn(settings, dlq_url(settings, spec)),
+                                           DestinationArn=_arn(settings, queue_url(settings, spec.name)))
+    except ClientError as exc:
+        if not _unsupported(settings, exc):
+            raise
+        _no_native_move.add(settings.endpoint_url)
+        log.info("this endpoint has no StartMessageMoveTask: moving messages one batch at a time")
+        return None
+    for letter in letters:
+        archive.end_redrive(settings, letter)
+    handle = task.get("TaskHandle", "")
+    return [Outcome(m, "moving", f"attempt {attempts[m.message_id]}, SQS move task {handle}")
+            for m in letters]
+
+
+def _unsupported(settings: Settings, exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in NATIVE_UNSUPPORTED or (settings.has_endpoint and status >= 500)
+
+
+def _arn(settings: Settings, url: str) -> str:
+    return str(clients.client("sqs", settings).get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def prepare_purge(settings: Settings, spec: QueueSpec) -> list[DeadLetter]:
+    """The DLQ's messages, archived and held (then `purge` them, or `release` them to cancel)."""
+    letters = scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
+    try:
+        ensure_archived(settings, letters)
+    except archive.ArchiveError:
+        release(settings, letters)
+        raise
+    return letters
+
+
+def purge(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> int:
+    """Delete exactly these archived messages (not PurgeQueue: a message arrived since is kept)."""
+    sqs, deleted = clients.client("sqs", settings), 0
+    for start in range(0, len(letters), 10):
+        part = letters[start:start + 10]
+        answer = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(part)])
+        for ok in answer.get("Successful", []):
+            archive.set_status(settings, part[int(ok["Id"])], "purged")
+            deleted += 1
+    return deleted

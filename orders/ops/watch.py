@@ -1,0 +1,171 @@
+"""DLQ triage as it happens: workers record why a task failed; the watcher archives, alerts, counts.
+
+The worker side (`on_task_failure`, `on_task_unknown`) writes the error of a
+failed task to the archive, keyed by task id, so a message that later reaches its
+DLQ can be shown with the error that put it there. The watcher (`watch`, run by
+Celery beat as `ops.watch_dlqs`) reads every DLQ, archives each new message
+before anything may delete it, publishes one critical alert per message on
+`system-health`, emits the failure metrics and marks the order `failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from orders.aws import clients, metrics
+from orders.aws.errors import is_retryable_aws_error
+from orders.aws.sns import topic_arn
+from orders.domain.errors import PermanentError, RetryableError
+from orders.ops import archive
+from orders.ops.dead_letters import DeadLetter, classify, classify_exception, release, scan
+from orders.settings import Settings, get_settings
+from orders.topology import QUEUES, QueueSpec
+
+log = logging.getLogger(__name__)
+
+
+def exception_kinds(exc: BaseException) -> list[str]:
+    """The exception's classes, most derived first, as module.Name."""
+    return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__ if c not in (object, BaseException)]
+
+
+def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
+                    einfo: Any = None, **_: Any) -> None:
+    """Celery task_failure handler: record the error (never raises: the worker must go on)."""
+    if not task_id or exception is None:
+        return
+    kinds = exception_kinds(exception)
+    transient = isinstance(exception, RetryableError) or is_retryable_aws_error(exception)
+    queue = (getattr(sender.request, "delivery_info", None) or {}).get("routing_key", "") if sender else ""
+    _record(task_id, getattr(sender, "name", "?"), str(queue), exception, kinds,
+            classify_exception(kinds, transient), str(einfo or ""))
+
+
+def on_task_unknown(name: str | None = None, id: str | None = None, exc: BaseException | None = None,
+                    message: Any = None, **_: Any) -> None:
+    """Celery task_unknown handler: a message naming a task this worker does not have."""
+    if id and exc is not None:
+        queue = (getattr(message, "delivery_info", None) or {}).get("routing_key", "")
+        _record(id, name or "?", str(queue), exc, exception_kinds(exc), "bug", "")
+
+
+def _record(task_id: str, task: str, queue: str, exc: BaseException, kinds: list[str],
+            category: str, trace: str) -> None:
+    try:
+        archive.record_failure(get_settings(), task_id, task, queue,
+                                   f"{type(exc).__name__}: {exc}", kinds, category, trace)
+    except Exception as err:  # the message still reaches its DLQ; only its error is missing
+        log.warning("could not record the failure of %s %s: %s", task, task_id, err)
+
+
+@dataclass
+class Arrival:
+    """A message of a DLQ whose alert is due: newly archived, or archived by a pass that could not alert."""
+
+    letter: DeadLetter
+    category: str
+    why: str
+    failure: dict[str, Any] | None
+    new: bool = True
+
+    def alert(self, settings: Settings) -> dict[str, Any]:
+        m = self.letter
+        return {"event_type": "MessageDeadLettered", "severity": "critical", "environment": settings.env,
+                "queue": m.queue.name, "dlq": m.queue.dlq_name, "message_id": m.message_id, "key": m.key,
+                "task": m.task, "order_id": m.order_id, "classification": self.category,
+                "error": self.why, "failures": int((self.failure or {}).get("failures", 0)),
+                "action": f"orders dlq show {m.queue.name}; see docs/operations.md#dlq-triage"}
+
+
+def watch(settings: Settings, limit: int = 100) -> list[Arrival]:
+    """One pass over every DLQ: archive, count, fail the orders of, and alert on new messages.
+
+    A DLQ that cannot be read or archived now is logged and left for the next pass
+    (its messages stay in it); the other DLQs are still watched.
+    """
+    arrivals = []
+    for spec in QUEUES:
+        try:
+            arrivals += watch_queue(settings, spec, limit)
+        except Exception:
+            log.exception("DLQ %s not watched this pass", spec.dlq_sqs_name(settings))
+    for arrival in (a for a in arrivals if a.new):
+        metrics.count("DLQArrivals", Queue=arrival.letter.queue.name, Classification=arrival.category)
+        if arrival.letter.order_id:
+            metrics.order_failed(arrival.category)
+            mark_order_failed(settings, arrival)
+    metrics.flush()
+    if arrivals:
+        publish_alerts(settings, arrivals)
+    return arrivals
+
+
+def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[Arrival]:
+    """Archive the DLQ's messages not archived yet; return them, and those still to alert on."""
+    letters = scan(settings, spec, limit)
+    try:
+        if letters:
+            archive.annotate(settings, letters)
+        known = archive.archived(settings, letters) if letters else {}
+        new = [m for m in letters if m.message_id not in known]
+        recorded = archive.failures(settings, new) if new else {}
+        # An alert the archiving pass could not send (SNS down, pass killed) is sent by a later one.
+        arrivals = [Arrival(m, str(known[m.message_id]["category"]), str(known[m.message_id]["why"]),
+                            None, new=False)
+                    for m in letters if m.message_id in known and "alerted_at" not in known[m.message_id]
+                    and archive.claim_late_alert(settings, m)]
+        for letter in new:
+            category, why = classify(letter, recorded.get(letter.key))
+            if archive.archive(settings, letter, category, why):
+                arrivals.append(Arrival(letter, category, why, recorded.get(letter.key)))
+        return arrivals
+    finally:
+        if letters:
+            release(settings, letters)
+
+
+def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
+    """One critical alert per message on system-health, ten per PublishBatch; each marked once sent."""
+    try:
+        topic = topic_arn(settings, "system-health")  # discovered once per process, not every pass
+    except PermanentError:
+        log.error("no system-health topic: %d dead-letter alert(s) not sent", len(arrivals))
+        return
+    sns = clients.client("sns", settings)
+    for start in range(0, len(arrivals), 10):
+        part = arrivals[start:start + 10]
+        entries = [_entry(str(i), a.alert(settings)) for i, a in enumerate(part)]
+        answer = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)
+        for entry in answer.get("Failed", []):
+            log.error("dead-letter alert not published (retried next pass): %s", entry)
+        for entry in answer.get("Successful", []):
+            archive.mark_alerted(settings, part[int(entry["Id"])].letter)
+
+
+def _entry(entry_id: str, alert: dict[str, Any]) -> dict[str, Any]:
+    def attr(value: str) -> dict[str, str]:
+        return {"DataType": "String", "StringValue": value}
+
+    subject = f"[critical] dead-lettered {alert['task'] or 'message'} on {alert['queue']}"
+    return {"Id": entry_id, "Subject": subject[:100], "Message": json.dumps(alert),
+            "MessageAttributes": {
+                "severity": attr("critical"), "event_type": attr("MessageDeadLettered"),
+                "queue": attr(alert["queue"]), "classification": attr(alert["classification"])}}
+
+
+def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:
+    """The order shows `failed` (and OrderFailed is published) while its message awaits triage."""
+    from orders.steps.workflow import fail_order  # the pipeline's own path: store + OrderFailed event
+
+    order_id = arrival.letter.order_id
+    if order_id is None:
+        return False
+    reason = f"dead-lettered on {arrival.letter.queue.name} ({arrival.category}): {arrival.why}"[:500]
+    try:
+        return fail_order(settings, order_id, reason)
+    except Exception as exc:  # a store or SNS hiccup must not stop the watcher; the alert still goes out
+        log.warning("could not mark order %s failed: %s", order_id, exc)
+        return False

@@ -1,0 +1,1 @@
+"""The Celery and kombu runtime: configuration, routing, the batching SQS transport, the control plane."""

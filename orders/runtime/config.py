@@ -1,0 +1,101 @@
+"""Celery's settings as a function of our Settings: celeryconfig.py and the tests both use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from orders.runtime.queue_urls import queue_urls
+from orders.runtime.routing import TimeLimitsFromTopology, route_task
+from orders.settings import Settings
+from orders.topology import QUEUES
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting the platform uses (lowercase names, as celeryconfig takes them)."""
+    return {
+        # An empty host: boto3 finds the endpoint itself (AWS_ENDPOINT_URL[_SQS]) or uses AWS's.
+        "broker_url": broker_url(settings),
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options(settings),
+        "task_queues": [Queue(q.name, routing_key=q.name) for q in QUEUES],
+        "task_default_queue": "orders",
+        "task_create_missing_queues": False,
+        "task_routes": (route_task,),
+        "task_annotations": (TimeLimitsFromTopology(),),
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A message is deleted only after its task finished; a failing or lost
+        # task leaves it for SQS to redeliver and, after maxReceiveCount, to its DLQ.
+        "task_acks_late": True,
+        "task_acks_on_failure": False,
+        "task_acks_on_timeout": False,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # SQS has no fanout: remote control, gossip and mingle would only time out.
+        # The control plane (orders.runtime.control_plane) brings events and remote
+        # control back over Redis (ORDERS_CONTROL_URL), never adding an SQS call.
+        "worker_enable_remote_control": False,
+        "orders_control_url": settings.control_url,
+        "orders_control_prefix": settings.prefix,  # environments sharing one Redis stay apart
+        "worker_consumer": "orders.runtime.control_plane_worker:Consumer",
+        "worker_send_task_events": bool(settings.control_url),
+        "task_send_sent_event": bool(settings.control_url),
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Periodic tasks run by `celery -A orders beat` (one beat per environment)."""
+    return {
+        # DLQ triage: archive, alert and count each new dead-lettered message (tasks/ops.py).
+        # A run not started within an interval (30 s at least) is dropped: the next one does its work.
+        "watch-dlqs": {"task": "ops.watch_dlqs", "schedule": settings.dlq_watch_seconds,
+                       "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
+        "sample-queues": {"task": "ops.sample_queues", "schedule": settings.dlq_watch_seconds,
+                          "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
+        # Stock held by reservations that expired is given back (tasks/inventory.py); its
+        # own FIFO group keeps the sweep from waiting behind any product's messages.
+        "release-expired-holds": {"task": "inventory.release_expired",
+                                  "schedule": settings.reservation_sweep_seconds,
+                                  "options": {"MessageGroupId": "inventory-sweep"}},
+    }
+
+
+def broker_url(settings: Settings) -> str:
+    """Our batching SQS transport (orders.runtime.transport), or kombu's stock one (ORDERS_BATCH_ACKS=0)."""
+    if settings.batch_acks:
+        from orders.runtime.transport import SCHEME  # importing it registers the scheme with kombu
+
+        return f"{SCHEME}://"
+    return "sqs://"
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu SQS transport options: predefined queues, long polling, no capped polling."""
+    return {
+        "region": settings.region,
+        # Predefined queues: kombu never lists or creates queues.
+        "predefined_queues": queue_urls(settings),
+        # Long polling: an idle worker makes one ReceiveMessage per 20 s per queue.
+        "wait_time_seconds": settings.wait_time_seconds,
+        # kombu's default of 1 s is slept whenever prefetch is full, which caps
+        # a busy worker near its prefetch count per second.
+        "polling_interval": settings.polling_interval,
+        "visibility_timeout": max(q.visibility_timeout for q in QUEUES),
+        "fetch_message_attributes": {
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        },
+        # orders.runtime.transport only (kombu's stock transport ignores them).
+        "ack_linger": settings.ack_linger,
+        "send_linger": settings.send_linger,
+        "receive_batch_wait": settings.receive_batch_wait,
+    }

@@ -1,0 +1,361 @@
+"""The worker's side of the control plane: events and remote control off the event loop.
+
+Celery runs the SQS consumer, acks, events and remote control on one event
+loop. Here nothing on that loop waits on the control plane:
+
+- `EventDispatcher` only queues an event; a thread of its own publishes it, and
+  drops events (counted, logged once) while Redis is unreachable;
+- `RemoteControl` replaces Celery's Control step (which SQS cannot run: no
+  fanout). A thread consumes the worker's pidbox on the control plane and hands
+  each command to the loop (`hub.call_soon`), where Celery's handlers run as
+  they do on RabbitMQ; replies go back through the thread.
+
+Zero SQS calls are added per task: events and commands never touch SQS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from itertools import groupby
+from typing import Any
+
+from celery import bootsteps
+from celery.apps import beat as celery_beat
+from celery.apps import worker as celery_worker
+from celery.events import dispatcher as celery_dispatcher
+from celery.utils.collections import AttributeDict
+from celery.utils.functional import pass1
+from celery.worker import control as worker_control
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu import Connection, Producer
+from kombu.exceptions import EncodeError
+from kombu.pidbox import Node
+
+from orders.runtime.control_plane import control_connection, control_url, fanout_capable, health
+
+logger = logging.getLogger("orders.runtime.control_plane")
+
+#: Events waiting for the publishing thread; beyond this they are dropped, never blocking the loop.
+MAX_PENDING_EVENTS = 10_000
+#: At most this many queued events travel in one message.
+MAX_EVENTS_PER_MESSAGE = 100
+#: After a failure, events are dropped for this long before the next try.
+RETRY_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 10.0
+#: How long the pidbox thread waits for a command before it sends queued replies.
+DRAIN_SECONDS = 0.05
+_STOP = object()
+
+
+class EventDispatcher(celery_dispatcher.EventDispatcher):
+    """Celery's event dispatcher; on the control plane, `Sender` publishes off the caller's thread."""
+
+    def __init__(self, connection: Any = None, hostname: str | None = None, enabled: bool = True,
+                 channel: Any = None, *args: Any, **kwargs: Any):
+        app = kwargs.get("app") or self.app
+        sqs_or_none = (connection or channel) is None or not fanout_capable(connection or channel)
+        if control_url(app) and sqs_or_none:
+            connection, channel = control_connection(app), None
+        self._sender: Sender | None = None
+        super().__init__(connection, hostname, enabled, channel, *args, **kwargs)
+        if self.connection is not None and fanout_capable(self.connection):
+            self._sender = Sender(self.connection, self)
+            # Only the sender's thread connects. Celery's event loop looks at
+            # `dispatcher.connection` (for AMQP heartbeats) and would connect it there.
+            self.connection = None
+
+    def _publish(self, event: Any, producer: Any, routing_key: str, **kwargs: Any) -> None:
+        if self._sender is None:
+            return super()._publish(event, producer, routing_key, **kwargs)  # type: ignore[misc]
+        self._sender.put(event, routing_key)
+        return None
+
+    def close(self) -> None:
+        super().close()
+        if self._sender is not None:
+            self._sender.close()
+
+
+class Sender:
+    """A queue and a thread that publish a dispatcher's events on the control plane."""
+
+    def __init__(self, connection: Connection, dispatcher: EventDispatcher):
+        self.connection = connection.clone()  # used only by the thread
+        self.dispatcher = dispatcher
+        self.health = health(connection)
+        self.queue: queue.Queue[Any] = queue.Queue(MAX_PENDING_EVENTS)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+
+    def put(self, event: Any, routing_key: str) -> None:
+        self._ensure_thread()
+        try:
+            self.queue.put_nowait((event, routing_key))
+        except queue.Full:
+            self.health.drop()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Send what is queued (briefly: a shutting-down worker's last events), then stop."""
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
+            return
+        try:
+            self.queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return
+        thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        # A forked child (a prefork pool process sending a chain's next task) needs its own thread.
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():
+                if self._pid and self._pid != os.getpid():
+                    self.queue = queue.Queue(MAX_PENDING_EVENTS)
+                    self.connection = self.connection.clone()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                 name="orders-control-plane-events")
+                self._thread.start()
+
+    def _run(self) -> None:
+        producer: Producer | None = None
+        stopping = False
+        while not stopping:
+            items = self._take()
+            stopping = _STOP in items
+            for routing_key, body in coalesce([i for i in items if i is not _STOP]):
+                producer = self._send(producer, body, routing_key)
+        _quietly(self.connection.release)
+
+    def _take(self) -> list[Any]:
+        """The next event (waiting for it) and whatever else is already queued."""
+        items = [self.queue.get()]
+        while len(items) < MAX_EVENTS_PER_MESSAGE:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _send(self, producer: Producer | None, body: Any, routing_key: str) -> Producer | None:
+        """Publish one message; after a failure, drop events until RETRY_SECONDS have passed."""
+        count = len(body) if isinstance(body, list) else 1
+        if time.monotonic() < self._retry_at:
+            self.health.drop(count)
+            return producer
+        d: Any = self.dispatcher  # the stubs lack its attributes
+        try:
+            producer = producer or Producer(self.connection, auto_declare=False)
+            producer.publish(body, routing_key=routing_key, exchange=d.exchange.name, declare=[d.exchange],
+                             serializer=d.serializer, headers=d.headers, delivery_mode=d.delivery_mode)
+        except Exception as exc:  # any failure only costs monitoring, never a task
+            self.health.failed(exc)
+            self.health.drop(count)
+            self._reconnect()
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            return None
+        self.health.ok()
+        return producer
+
+    def _reconnect(self) -> None:
+        _quietly(self.connection.collect)
+        self.connection = self.connection.clone()
+
+
+def coalesce(items: list[tuple[Any, str]]) -> list[tuple[str, Any]]:
+    """(routing key, body) messages for queued events: runs of one group become one `<group>.multi` list.
+
+    Celery's own dispatcher sends task events this way; receivers (Flower) take a list body as
+    several events. Under load this turns a few Redis PUBLISH per task into a fraction of one.
+    """
+    messages: list[tuple[str, Any]] = []
+    for group, grouped in groupby(items, key=lambda item: item[1].split(".", 1)[0]):
+        run = list(grouped)
+        if len(run) == 1:
+            event, routing_key = run[0]
+            messages.append((routing_key, event))
+        else:
+            events = [e for event, _ in run for e in (event if isinstance(event, list) else [event])]
+            messages.append((f"{group}.multi", events))
+    return messages
+
+
+class LoopNode(Node):
+    """A pidbox node whose replies are queued for the control-plane thread to send."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.replies: deque[tuple[Any, str, str, str]] = deque(maxlen=1000)
+
+    def reply(self, data: Any, exchange: Any, routing_key: Any, ticket: Any, **kwargs: Any) -> None:
+        self.replies.append((data, exchange, routing_key, ticket))
+
+
+class RemoteControl(bootsteps.StartStopStep):
+    """Remote control over the control plane, in place of Celery's Control step (SQS has no fanout)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any):
+        self.node = LoopNode(
+            c.hostname, handlers=worker_control.Panel.data, mailbox=c.app.control.mailbox,
+            state=AttributeDict(app=c.app, hostname=c.hostname, consumer=c,
+                                tset=pass1 if c.controller.use_eventloop else set),
+        )
+        self.listener: Listener | None = None
+        super().__init__(c, **kwargs)
+
+    def include_if(self, c: Any) -> bool:
+        return bool(control_url(c.app))
+
+    def start(self, c: Any) -> None:
+        run_on_loop = c.hub.call_soon if c.hub is not None else _call_now
+        self.listener = Listener(control_connection(c.app), self.node, run_on_loop, c.app.clock.forward)
+        self.listener.start()
+
+    def stop(self, c: Any) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+
+    shutdown = stop
+
+
+class Listener(threading.Thread):
+    """Consumes the worker's pidbox on the control plane; reconnects with backoff, never on the loop."""
+
+    def __init__(self, connection: Connection, node: LoopNode, run_on_loop: Any, forward_clock: Any):
+        super().__init__(daemon=True, name="orders-control-plane-pidbox")
+        self.connection = connection
+        self.node = node
+        self.run_on_loop = run_on_loop
+        self.forward_clock = forward_clock
+        self.health = health(connection)
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(DRAIN_SECONDS * 20)
+
+    def run(self) -> None:
+        backoff = RETRY_SECONDS
+        while not self._stopping.is_set():
+            conn = self.connection.clone()
+            try:
+                self._serve(conn)
+                backoff = RETRY_SECONDS
+            except Exception as exc:  # any failure only costs monitoring, never a task
+                self.health.failed(exc)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            finally:
+                _quietly(conn.collect)
+
+    def _serve(self, conn: Connection) -> None:
+        conn.connect()
+        channel = conn.channel()
+        self.node.listen(channel=channel, callback=self._received)
+        self.health.ok()
+        while not self._stopping.is_set():
+            self._send_replies(channel)
+            try:
+                conn.drain_events(timeout=DRAIN_SECONDS)
+            except TimeoutError:  # socket.timeout: nothing arrived
+                pass
+        self._send_replies(channel)
+
+    def _received(self, body: Any, message: Any) -> None:
+        self.run_on_loop(self._handle, body, message)
+
+    def _handle(self, body: Any, message: Any) -> None:
+        """Runs on the worker's event loop, like Celery's own pidbox handler."""
+        self.forward_clock()
+        try:
+            self.node.handle_message(body, message)
+        except KeyError as exc:
+            logger.error("No such control command: %s", exc)
+        except Exception as exc:
+            logger.error("Control command error: %r", exc, exc_info=True)
+
+    def _send_replies(self, channel: Any) -> None:
+        mailbox: Any = self.node.mailbox
+        while self.node.replies:
+            data, exchange, routing_key, ticket = self.node.replies.popleft()
+            try:
+                mailbox._publish_reply(data, exchange, routing_key, ticket, channel=channel,
+                                       serializer=mailbox.serializer)
+            except EncodeError:
+                # `stats` carries the broker's transport options, where kombu's
+                # predefined_queues is our lazy Mapping: send it as plain JSON.
+                mailbox._publish_reply(jsonable(data), exchange, routing_key, ticket, channel=channel,
+                                       serializer=mailbox.serializer)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer: SQS for tasks, the control plane for events and remote control."""
+
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[valid-type,misc]
+        default_steps = [*CeleryConsumer.Blueprint.default_steps,
+                         "orders.runtime.control_plane_worker:RemoteControl"]
+
+    def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
+        # Only the Events step asks for this: events go to the control plane, lazily (no connect here).
+        if url is None and control_url(self.app):
+            return control_connection(self.app)
+        return super().connection_for_write(url, heartbeat)
+
+
+class Worker(celery_worker.Worker):
+    """`celery worker` whose banner shows SQS as the transport and the control plane beside it."""
+
+    def startup_info(self, artlines: bool = True) -> str:
+        return _broker_first(self.app, super().startup_info(artlines), "transport:   ",
+                             f"\n{' ' * 16}.> monitoring:  ")
+
+
+class Beat(celery_beat.Beat):
+    """`celery beat` whose banner shows SQS as the broker (its banner reads `app.connection()`)."""
+
+    def startup_info(self, service: Any) -> str:
+        return _broker_first(self.app, super().startup_info(service), ". broker -> ",
+                             "\n    . monitoring -> ")
+
+
+def _broker_first(app: Any, banner: str, label: str, monitoring_label: str) -> str:
+    """The banner with the SQS broker where Celery printed `app.connection()` (the control plane)."""
+    if not control_url(app):
+        return banner
+    plane = control_connection(app).as_uri()
+    broker = app.connection_for_write().as_uri()
+    return banner.replace(f"{label}{plane}", f"{label}{broker}{monitoring_label}{plane}", 1)
+
+
+def jsonable(data: Any) -> Any:
+    """`data` with mappings as dicts and anything else JSON cannot carry as its repr."""
+
+    def default(obj: Any) -> Any:
+        return dict(obj) if isinstance(obj, Mapping) else repr(obj)
+
+    return json.loads(json.dumps(data, default=default))
+
+
+def _call_now(fun: Any, *args: Any) -> None:
+    fun(*args)
+
+
+def _quietly(fun: Any) -> None:
+    try:
+        fun()
+    except Exception:  # closing a dead connection: nothing left to do
+        pass

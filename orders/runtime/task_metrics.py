@@ -1,0 +1,62 @@
+"""Performance and operational metrics of every task, from Celery's own signals.
+
+Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
+by queue (its average is the success rate the error-rate alarm watches); per
+retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
+which is flushed at worker shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orders.aws.metrics import amount, buffer, count, timing
+
+_started: dict[str, float] = {}
+
+
+def _queue_of(task: Any) -> str:
+    from orders.topology import queue_for_task
+
+    info = getattr(task.request, "delivery_info", None) or {}
+    if info.get("routing_key"):
+        return str(info["routing_key"])
+    try:
+        return queue_for_task(task.name).name
+    except KeyError:
+        return "unknown"
+
+
+def _on_prerun(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    """Per task: its duration, and 1 (success) or 0 (failure): the average is the success rate."""
+    began = _started.pop(task_id or "", None)
+    if task is None:
+        return
+    if began is not None:
+        timing("TaskDuration", time.perf_counter() - began, Task=task.name)
+    if state == "SUCCESS":
+        amount("TaskSuccess", 1, Queue=_queue_of(task))
+    elif state == "FAILURE":
+        amount("TaskSuccess", 0, Queue=_queue_of(task))
+    elif state == "RETRY":
+        count("TaskRetries", Queue=_queue_of(task))
+
+
+def _on_shutdown(**_: Any) -> None:
+    buffer().close()
+
+
+def connect_task_signals() -> None:
+    """Measure every task of this process and flush at worker shutdown (idempotent)."""
+    from celery import signals
+
+    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="orders.aws.metrics.prerun")
+    signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="orders.aws.metrics.postrun")
+    for name, signal in (("process", signals.worker_process_shutdown), ("worker", signals.worker_shutdown)):
+        signal.connect(_on_shutdown, weak=False, dispatch_uid=f"orders.aws.metrics.{name}_shutdown")

@@ -1,0 +1,265 @@
+"""Our SQS transport: kombu's, with acks and sends batched and receives kept full.
+
+Selected by `ORDERS_BATCH_ACKS=1` (the default) through the broker URL
+`orders-sqs://`; `ORDERS_BATCH_ACKS=0` runs kombu's stock SQS transport. What
+changes, and why it keeps at-least-once delivery:
+
+- Acks. Celery acks on the worker's event-loop thread, and kombu's ack is a
+  blocking DeleteMessage there, so with AWS round trips the loop, not the pool,
+  caps a worker. Here `basic_ack` only queues the receipt handle and frees the
+  prefetch slot; a background thread sends DeleteMessageBatch (10 handles, or
+  after `ack_linger` seconds; at once on a FIFO queue, where a message group
+  stays blocked until its message is deleted, so a linger would delay the
+  group's next message; acks that arrive while a delete is in flight still
+  share the next call). A failed entry is retried while the fault is
+  SQS's, else logged and counted and the message is left for SQS to redeliver
+  (tasks are idempotent). Pending acks are flushed when the channel closes
+  (warm shutdown), before kombu restores the unacked messages. A SIGKILL loses
+  at most `ack_linger` seconds of acks: those messages run again after their
+  visibility timeout.
+- Sends. A publish joins a SendMessageBatch with the other publishes of the
+  process that go to the same queue within `send_linger` seconds (chain
+  hand-offs of tasks that ran together), and the publishing thread waits until
+  its own entry is confirmed: an entry that fails for good raises in the
+  publisher, as a failed SendMessage would. Since a task's chain hand-off runs
+  in the pool thread before the task returns, and Celery acks (acks_late) only
+  after it returns, a message is never deleted before the hand-off it caused
+  is stored in SQS. `batched_sends()` lets one thread publish many messages
+  without waiting for each (fan-out, bulk placing).
+- Receives. A ReceiveMessage that came back with fewer messages than asked for
+  is followed, `receive_batch_wait` seconds later, by the next one, so a queue
+  under moderate load is read ten messages at a time; a full answer is
+  followed at once; an empty queue is long-polled. A busy worker receives again
+  only once ten messages (or half its prefetch) fit, not for every slot freed.
+- Declares. Celery declares a queue on each new connection and kombu answers
+  with its depth (a GetQueueAttributes): skipped, the queues are predefined.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kombu.transport
+from amqp.protocol import queue_declare_ok_t
+from kombu.transport import virtual
+from kombu.transport.SQS import SQS_MAX_MESSAGES
+from kombu.transport.SQS import Channel as SQSChannel
+from kombu.transport.SQS import Transport as SQSTransport
+
+from orders.aws import clients
+from orders.aws.batching import (
+    RESULT_TIMEOUT,
+    Batcher,
+    delete_message_batch,
+    existing,
+    failures,
+    message_size,
+    send_message_batch,
+    shared,
+)
+from orders.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+#: The broker URL scheme of this transport (`orders-sqs://`), registered with kombu below.
+SCHEME = "orders-sqs"
+
+_local = threading.local()
+_ack_batchers: list[Batcher] = []
+_retired_acks: Counter[str] = Counter()  # the stats of closed channels' batchers
+_stats_lock = threading.Lock()
+
+
+def stats() -> dict[str, Counter[str]]:
+    """Entries acked and sent by this process's batchers (ok, failed, retried, calls, ...)."""
+    acks: Counter[str] = Counter(_retired_acks)
+    for batcher in list(_ack_batchers):
+        acks.update(batcher.stats)
+    sends = existing("sqs-sends")
+    return {"acks": acks, "sends": Counter(sends.stats if sends else {})}
+
+
+def send_batcher(linger: float) -> Batcher:
+    """The process's SendMessageBatch batcher (shared by every channel and thread)."""
+    return shared("sqs-sends", send_message_batch, linger)
+
+
+@contextmanager
+def batched_sends() -> Iterator[None]:
+    """Publishes from this thread inside the block are held, and sent in full batches on exit.
+
+    The exit waits for every entry and raises the first failure once all are
+    settled. With the stock transport, publishes inside the block go one by one.
+    """
+    outer = getattr(_local, "held", None)
+    held: list[tuple[Batcher, Any, str, dict[str, Any]]] = []
+    _local.held = held
+    try:
+        yield
+    finally:
+        _local.held = outer
+        futures = [batcher.submit(client, url, entry, message_size(entry))
+                   for batcher, client, url, entry in held]
+        failed = failures(futures)
+        if failed:
+            raise failed[0]
+
+
+def ack_linger(queue_url: str, linger: float) -> float:
+    """How long an ack may wait for others: not at all on a FIFO queue, whose message
+    group stays blocked until the message is deleted."""
+    return 0.0 if queue_url.endswith(".fifo") else linger
+
+
+class _BatchedSendClient:
+    """Stands in for the SQS client inside kombu's `_put`: send_message joins a batch."""
+
+    def __init__(self, client: Any, batcher: Batcher):
+        self._client = client
+        self._batcher = batcher
+
+    def send_message(self, QueueUrl: str, **entry: Any) -> Any:  # noqa: N803 (boto3's name)
+        held = getattr(_local, "held", None)
+        if held is not None:
+            held.append((self._batcher, self._client, QueueUrl, entry))
+            return None
+        return self._batcher.submit(self._client, QueueUrl, entry, message_size(entry)).result(RESULT_TIMEOUT)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class Channel(SQSChannel):
+    """kombu's SQS channel with batched acks and sends, and receives that wait to fill up."""
+
+    _acks: Batcher | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._requested: dict[str, int] = {}
+        self.receives: Counter[str] = Counter()
+
+    @property
+    def acks(self) -> Batcher:
+        """This channel's DeleteMessageBatch batcher, made on the first ack."""
+        if self._acks is None:
+            linger = self.transport_options.get("ack_linger", 0.05)
+            self._acks = Batcher("sqs-acks", delete_message_batch, linger=linger,
+                                 linger_for=lambda url: ack_linger(url, linger))
+            with _stats_lock:
+                _ack_batchers.append(self._acks)
+        return self._acks
+
+    def new_sqs_client(self, region: Any, access_key_id: Any, secret_access_key: Any,
+                       session_token: Any = None) -> Any:
+        """The process's shared client (orders.aws.clients) unless the broker URL carries credentials."""
+        if access_key_id or secret_access_key:
+            return super().new_sqs_client(region, access_key_id, secret_access_key, session_token)
+        return clients.client("sqs", get_settings())
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            info = self.qos.get(delivery_tag).delivery_info
+            handle = info["sqs_message"]["ReceiptHandle"]
+            queue_url = info["sqs_queue"]
+        except KeyError:
+            return virtual.Channel.basic_ack(self, delivery_tag)
+        if self._acks is not None and self._acks.closed:
+            return super().basic_ack(delivery_tag)  # late ack after close: the stock, blocking way
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        self.acks.submit(self.sqs(queue=queue), queue_url, {"ReceiptHandle": handle})
+        # Frees the prefetch slot now: the delete is the batcher's business from here.
+        virtual.Channel.basic_ack(self, delivery_tag)
+
+    def flush_acks(self, timeout: float = 10.0) -> bool:
+        """Send every pending ack now; True once all are settled."""
+        return self._acks.flush(timeout) if self._acks is not None else True
+
+    def close(self) -> None:
+        # Before kombu's close, which restores (makes visible again) what is unacked.
+        if self.receives["calls"]:
+            logger.info("sqs-receives: %(messages)d messages in %(calls)d calls", self.receives)
+        if self._acks is not None and not self._acks.closed:
+            self._acks.close(self.transport_options.get("ack_close_timeout", 10.0))
+            with _stats_lock:
+                _ack_batchers.remove(self._acks)
+                _retired_acks.update(self._acks.stats)
+        super().close()
+
+    @property
+    def sends(self) -> Batcher:
+        return send_batcher(self.transport_options.get("send_linger", 0.02))
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if message.get("redelivered") or not self.transport_options.get("batch_sends", True):
+            return super()._put(queue, message, **kwargs)  # a restore: visibility change, not a send
+        _local.batching = True
+        try:
+            super()._put(queue, message, **kwargs)
+        finally:
+            _local.batching = False
+
+    def sqs(self, queue: str | None = None) -> Any:
+        client = super().sqs(queue=queue)
+        if getattr(_local, "batching", False):
+            return _BatchedSendClient(client, self.sends)
+        return client
+
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        if passive or not queue:
+            return super().queue_declare(queue, passive=passive, **kwargs)
+        # Celery declares a queue on every new connection that publishes to it or
+        # consumes it, and kombu answers with the queue's depth: a GetQueueAttributes
+        # nobody reads. The queue exists (predefined); only a passive declare asks.
+        self._new_queue(queue, **kwargs)
+        return queue_declare_ok_t(queue, 0, 0)
+
+    def _schedule_queue(self, queue: str) -> None:
+        if queue in self._active_queues and not self._room_for_a_full_receive():
+            # A busy worker frees its prefetch slots one by one: receiving for each
+            # would be a call per message. It still holds plenty to work on meanwhile.
+            return self._loop1(queue)
+        return super()._schedule_queue(queue)  # type: ignore[misc]
+
+    def _room_for_a_full_receive(self) -> bool:
+        free = self.qos.can_consume_max_estimate()
+        if free is None:  # no prefetch limit
+            return True
+        return bool(free >= min(SQS_MAX_MESSAGES, max(1, self.qos.prefetch_count // 2)))
+
+    def _get_bulk_async(self, queue: str, callback: Any = None) -> Any:
+        self._requested[queue] = self._get_message_estimate()  # type: ignore[attr-defined]
+        return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
+
+    def _on_messages_ready(self, queue: Any, qname: str, messages: Any) -> Any:
+        # kombu's async client answers a timed-out or 5xx ReceiveMessage with [] and kombu's
+        # handler then calls .get on it: the worker died ("Unrecoverable error"). An empty
+        # answer is what it is; the next receive follows as usual.
+        answer = messages if isinstance(messages, dict) else {}
+        return super()._on_messages_ready(queue, qname, answer)  # type: ignore[misc]  # untyped in stubs
+
+    def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
+        wait = self.transport_options.get("receive_batch_wait", 0.25)
+        wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
+        if isinstance(messages_fetched, int):  # else no receive was made (prefetch full)
+            self.receives["calls"] += 1
+            self.receives["messages"] += messages_fetched
+        if messages_fetched and messages_fetched < wanted and wait:
+            # Fewer than asked for: the queue is drained, so let it fill up for a moment.
+            self.hub.call_later(wait, self._schedule_queue, queue)  # type: ignore[attr-defined]
+            return
+        super()._loop1(queue, messages_fetched)  # type: ignore[misc]
+
+
+class Transport(SQSTransport):
+    """kombu's SQS transport with our Channel; still `driver_type` 'sqs'."""
+
+    Channel = Channel
+
+
+kombu.transport.TRANSPORT_ALIASES.setdefault(SCHEME, "orders.runtime.transport:Transport")
