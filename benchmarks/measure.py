@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orders.harness.summary import percentile
+
 #: The calls the benchmark counts as the pipeline's cost (AWS bills them per request).
 BILLED_SERVICES = ("sqs", "sns")
 
@@ -27,13 +29,7 @@ class Percentiles:
         data = sorted(values)
         if not data:
             return cls(0, None, None, None, None)
-        return cls(len(data), pct(data, 50), pct(data, 95), pct(data, 99), data[-1])
-
-
-def pct(data: Sequence[float], p: float) -> float:
-    """The nearest-rank percentile of sorted `data`."""
-    rank = max(1, -(-len(data) * p // 100))  # ceil without floats drifting
-    return data[int(rank) - 1]
+        return cls(len(data), percentile(data, 50), percentile(data, 95), percentile(data, 99), data[-1])
 
 
 @dataclass

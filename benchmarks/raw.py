@@ -20,6 +20,7 @@ from benchmarks.measure import PeakMemory, RunFigures, emulator_pid
 from orders.aws import clients
 from orders.harness.stack import Stack
 from orders.runtime.queue_urls import queue_url
+from orders.settings import Settings
 
 #: About what a Celery message of the five-hop chain weighs once base64-encoded.
 BODY_PADDING = "x" * 2500
@@ -33,9 +34,10 @@ class AwsOnly(Stack):
 
 
 class Flow:
-    """The shared state of one raw run: queue URLs, the finished timelines, the stop flag."""
+    """The shared state of one raw run: its settings and queue URLs, the finished timelines, the stop flag."""
 
-    def __init__(self, urls: list[str], groups: int):
+    def __init__(self, settings: Settings, urls: list[str], groups: int):
+        self.settings = settings
         self.urls = urls
         self.groups = groups
         self.done: dict[int, list[float]] = {}  # by chain: SQS may deliver a message twice
@@ -56,7 +58,7 @@ class Flow:
 
 def hop(flow: Flow, index: int) -> None:
     """One thread of hop `index`: receive, pass on (or finish), delete; until told to stop."""
-    sqs = clients.client("sqs")
+    sqs = clients.client("sqs", flow.settings)
     url = flow.urls[index]
     last = index == len(flow.urls) - 1
     while not flow.stop.is_set():
@@ -79,7 +81,7 @@ def hop(flow: Flow, index: int) -> None:
 
 def produce(flow: Flow, plan: LoadPlan) -> None:
     """Send the chains' first messages on the plan's schedule, ten per call."""
-    sqs = clients.client("sqs")
+    sqs = clients.client("sqs", flow.settings)
 
     def send(ids: list[int]) -> None:
         bodies = [{"n": n, "pad": BODY_PADDING, "t": [time.time()]} for n in ids]
@@ -99,7 +101,7 @@ def run_raw(label: str, plan: LoadPlan, latency_ms: float = 0.0, endpoint: str |
             threads_per_hop: int = 2) -> RunFigures:
     """The ceiling for `plan`'s message volume on a fresh emulator with the same latency."""
     with AwsOnly(endpoint=endpoint, latency_ms=latency_ms, beat=False) as stack:
-        flow = Flow([queue_url(stack.settings, q) for q in CHAIN_QUEUES], plan.groups)
+        flow = Flow(stack.settings, [queue_url(stack.settings, q) for q in CHAIN_QUEUES], plan.groups)
         stack.reset_calls()
         threads = [threading.Thread(target=hop, args=(flow, i), daemon=True)
                    for i in range(len(CHAIN_QUEUES)) for _ in range(threads_per_hop)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.measure import BILLED_SERVICES, Percentiles, RunFigures
@@ -84,7 +83,3 @@ def machine() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "platform": platform.platform(terse=True)}
-
-
-def headline(runs: Sequence[RunFigures]) -> str:
-    return "; ".join(f"{r.label} {r.throughput:.1f}/s" for r in runs)

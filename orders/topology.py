@@ -210,7 +210,6 @@ SERVICE_QUEUES: dict[str, str] = {
     "payments": "payments",
     "shipping": "shipping",
     "notifications": "notifications",
-    "events": "notifications",
     "ops": "orders",
 }
 

@@ -9,8 +9,9 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from orders.domain.errors import OrderError, PermanentError, RetryableError
+from orders.domain.errors import FailureCategory, OrderError, PermanentError, RetryableError
 
 RETRYABLE_AWS_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
@@ -42,3 +43,14 @@ def classify_aws_error(exc: BaseException) -> OrderError:
     err = kind(f"AWS call failed: {exc}")
     err.__cause__ = exc
     return err
+
+
+def failure_category(exc: BaseException) -> FailureCategory | None:
+    """The category of a dead-lettered task that died of this AWS or network error; None if it is not one.
+
+    Every connection failure counts as transient, SSL and proxy ones included: they
+    are not retried on the spot, but a redrive once the network is back may succeed.
+    """
+    if is_retryable_aws_error(exc) or isinstance(exc, BotoConnectionError):
+        return FailureCategory.TRANSIENT
+    return None

@@ -30,6 +30,7 @@ def to_item(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Plain values from a DynamoDB item (numbers come back as Decimal: see `plain`)."""
     return {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
 
 

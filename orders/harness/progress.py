@@ -7,12 +7,12 @@ import time
 from typing import TextIO
 
 from orders.harness.runner import Progress
-from orders.harness.summary import FINAL_STATES
+from orders.harness.summary import FINAL_STATES_SHOWN
 
 
 def progress_line(p: Progress) -> str:
     """'  12.3 s  placed 120/300  refused 6  in flight 14  completed 90 ...'."""
-    finals = "  ".join(f"{s} {p.by_state.get(s, 0)}" for s in FINAL_STATES)
+    finals = "  ".join(f"{s} {p.by_state.get(s, 0)}" for s in FINAL_STATES_SHOWN)
     return (f"{p.elapsed:6.1f} s  placed {p.placed}/{p.total}  refused {p.refused}  "
             f"in flight {p.in_flight}  {finals}")
 

@@ -11,10 +11,13 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
-FINAL_STATES = ("completed", "cancelled", "rejected", "failed")
+from orders.domain import times
+from orders.domain.states import FINAL_STATES, OrderState
+
+#: The final states in the order the summary lists them (the enum's).
+FINAL_STATES_SHOWN: tuple[OrderState, ...] = tuple(s for s in OrderState if s in FINAL_STATES)
 REFUSED = "refused at the door"
 SEND_FAILED = "send failed"
 NOT_PLACED = "not placed"
@@ -32,7 +35,11 @@ class Outcome(Protocol):
 
 
 def percentile(values: Sequence[float], p: float) -> float:
-    """The p-th percentile (0-100) with linear interpolation between ranks; NaN if empty."""
+    """The p-th percentile (0-100) with linear interpolation between ranks; NaN if empty.
+
+    The one percentile of the project (the demo's summary and the benchmarks): unlike the
+    nearest rank, it moves smoothly as a sample grows instead of jumping from one order to the next.
+    """
     if not values:
         return math.nan
     ordered = sorted(values)
@@ -46,7 +53,7 @@ def parse_time(value: Any) -> float:
     if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
         seconds = float(value)
         return seconds / 1000.0 if seconds > 1e11 else seconds  # epoch milliseconds
-    return datetime.fromisoformat(str(value)).timestamp()
+    return times.parse_time(str(value)).timestamp()
 
 
 def _is_number(text: str) -> bool:
@@ -175,7 +182,7 @@ def _count_states(summary: Summary, outcomes: Iterable[Outcome]) -> None:
         by_state[state] += 1
         by_kind[outcome.kind][state] += 1
         reason = (outcome.record or {}).get("reason")
-        if state in FINAL_STATES and state != "completed":
+        if state in FINAL_STATES and state != OrderState.COMPLETED:
             by_reason[state][str(reason or "(none given)")] += 1
         if state == "lost":
             summary.lost.append(outcome.order_id)
@@ -223,7 +230,6 @@ def throughput(outcomes: Iterable[Outcome], finals: Sequence[float]) -> tuple[fl
         return 0.0, 0.0
     duration = max(finals) - min(placed)
     return duration, (len(finals) / duration if duration > 0 else 0.0)
-
 
 
 def placing_rate(outcomes: Iterable[Outcome]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
-from orders.harness.summary import FINAL_STATES, REFUSED, SEND_FAILED, Summary
+from orders.harness.summary import FINAL_STATES_SHOWN, REFUSED, SEND_FAILED, Summary
 
 
 def format_summary(summary: Summary) -> str:
@@ -30,7 +30,7 @@ def _format_states(summary: Summary) -> str:
     lines += [f"  e.g. {order_id}: " + "; ".join(problems)
               for order_id, problems in summary.refused_examples.items()]
     lines.append("Final states")
-    for state in FINAL_STATES:
+    for state in FINAL_STATES_SHOWN:
         reasons = summary.by_reason.get(state, {})
         detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda rn: -rn[1]))
         lines.append(f"  {state:<12}{summary.by_state.get(state, 0):>6}   {detail}".rstrip())
@@ -42,8 +42,8 @@ def _format_states(summary: Summary) -> str:
 
 
 def _format_kinds(summary: Summary) -> str:
-    columns = [*FINAL_STATES, REFUSED, "other"]
-    heads = [*FINAL_STATES, "refused", "not final"]
+    columns = [*FINAL_STATES_SHOWN, REFUSED, "other"]
+    heads = [*FINAL_STATES_SHOWN, "refused", "not final"]
     lines = ["By kind of order   " + "".join(f"{h:>10}" for h in heads)]
     for kind, states in summary.by_kind.items():
         other = sum(n for s, n in states.items() if s not in columns)
@@ -67,7 +67,7 @@ def _format_latency(summary: Summary) -> str:
             lines.append("  " + "-" * (width + 27))
         lines.append(f"  {row.name:<{width}}{row.count:>7}{_ms(row.p50):>11}{_ms(row.p95):>11}")
     lines.append(f"Throughput: {summary.throughput:.1f} orders/s reached a final state "
-                 f"({sum(summary.by_state.get(s, 0) for s in FINAL_STATES)} orders "
+                 f"({sum(summary.by_state.get(s, 0) for s in FINAL_STATES_SHOWN)} orders "
                  f"in {summary.duration:.1f} s from the first placed)")
     return "\n".join(lines)
 

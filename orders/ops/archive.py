@@ -19,22 +19,19 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-from orders.aws import clients
+from orders.aws import clients, tables
+from orders.aws.tables import from_item, to_item
+from orders.domain.errors import FailureCategory
+from orders.domain.times import now_iso, parse_time
 from orders.ops.dead_letters import DeadLetter
 from orders.settings import Settings
-from orders.topology import TABLES_BY_NAME
 
 RETENTION_SECONDS = 90 * 86_400
 #: Bodies above this are stored zlib-compressed (a DynamoDB item holds 400 KB).
 COMPRESS_ABOVE = 200_000
-BY_QUEUE_INDEX = "by-queue"
-
-_ser, _de = TypeSerializer(), TypeDeserializer()
 
 
 class ArchiveError(RuntimeError):
@@ -46,23 +43,11 @@ class RedriveRefused(RuntimeError):
 
 
 def table_name(settings: Settings) -> str:
-    return TABLES_BY_NAME["dlq-archive"].table_name(settings)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _de.deserialize(v) for k, v in item.items()}
+    return tables.table_name(settings, "dlq-archive")
 
 
 def _arrival_key(letter: DeadLetter) -> dict[str, Any]:
-    return _item({"key": letter.key, "item": letter.arrival})
+    return to_item({"key": letter.key, "item": letter.arrival})
 
 
 def _ddb(settings: Settings) -> Any:
@@ -70,17 +55,17 @@ def _ddb(settings: Settings) -> Any:
 
 
 def record_failure(settings: Settings, key: str, task: str, queue: str, error: str,
-                   kinds: list[str], category: str, trace: str = "") -> None:
+                   kinds: list[str], category: FailureCategory, trace: str = "") -> None:
     """A worker's failure of task `key`: the last error, its time, and how many failures so far."""
-    now = _now()
+    now = now_iso()
     _ddb(settings).update_item(
-        TableName=table_name(settings), Key=_item({"key": key, "item": "failure"}),
+        TableName=table_name(settings), Key=to_item({"key": key, "item": "failure"}),
         UpdateExpression=("SET task = :task, queue_name = :queue, #error = :error, kinds = :kinds, "
                           "category = :category, trace = :trace, last_failure_at = :now, "
                           "first_failure_at = if_not_exists(first_failure_at, :now), "
                           "expires_at = :expires ADD failures :one"),
         ExpressionAttributeNames={"#error": "error"},
-        ExpressionAttributeValues=_item({
+        ExpressionAttributeValues=to_item({
             ":task": task, ":queue": queue, ":error": error[:2000], ":kinds": kinds,
             ":category": category, ":trace": trace[-4000:], ":now": now, ":one": 1,
             ":expires": int(time.time()) + RETENTION_SECONDS}),
@@ -91,12 +76,12 @@ def _batch_get(settings: Settings, keys: list[tuple[str, str]]) -> dict[tuple[st
     found: dict[tuple[str, str], dict[str, Any]] = {}
     unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), 100):
-        request = {table_name(settings): {"Keys": [_item({"key": k, "item": i})
+        request = {table_name(settings): {"Keys": [to_item({"key": k, "item": i})
                                                    for k, i in unique[start:start + 100]]}}
         while request:
             answer = _ddb(settings).batch_get_item(RequestItems=request)
             for raw in answer["Responses"].get(table_name(settings), []):
-                item = _plain(raw)
+                item = from_item(raw)
                 found[(item["key"], item["item"])] = item
             request = answer.get("UnprocessedKeys") or {}
     return found
@@ -125,22 +110,29 @@ def archived(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[st
     return {item["message_id"]: item for item in got.values()}
 
 
-def claim_late_alert(settings: Settings, letter: DeadLetter, after_seconds: int = 60) -> bool:
+def claim_late_alert(settings: Settings, letter: DeadLetter, item: dict[str, Any],
+                     after_seconds: int = 60) -> bool:
     """Whether this pass may send an alert that the pass which archived the copy did not send.
 
-    Only a copy archived (and last claimed) over `after_seconds` ago qualifies, and the
-    claim is conditional, so concurrent passes never both send it.
+    Only a copy archived (and last claimed) over `after_seconds` ago qualifies. Its times
+    are parsed, not compared as text: copies archived before the archive wrote `now_iso`'s
+    format carry milliseconds and +00:00. The claim is conditional on the copy being as this
+    pass read it (`item`), so concurrent passes never both send it.
     """
-    cutoff = datetime.fromtimestamp(time.time() - after_seconds, UTC).isoformat(timespec="milliseconds")
+    cutoff = datetime.now(UTC) - timedelta(seconds=after_seconds)
+    last_claim = item.get("late_claim")
+    if "alerted_at" in item or parse_time(item["archived_at"]) > cutoff or \
+            (last_claim is not None and parse_time(last_claim) > cutoff):
+        return False
+    as_read = "late_claim = :last" if last_claim is not None else "attribute_not_exists(late_claim)"
+    condition = f"attribute_exists(archived_at) AND attribute_not_exists(alerted_at) AND {as_read}"
     ddb = _ddb(settings)
     try:
         ddb.update_item(
             TableName=table_name(settings), Key=_arrival_key(letter),
             UpdateExpression="SET late_claim = :now",
-            ConditionExpression=("attribute_exists(archived_at) AND attribute_not_exists(alerted_at) "
-                                 "AND archived_at < :cutoff "
-                                 "AND (attribute_not_exists(late_claim) OR late_claim < :cutoff)"),
-            ExpressionAttributeValues=_item({":now": _now(), ":cutoff": cutoff}))
+            ConditionExpression=condition,
+            ExpressionAttributeValues=to_item({":now": now_iso(), ":last": last_claim}))
     except ddb.exceptions.ConditionalCheckFailedException:
         return False
     return True
@@ -150,7 +142,7 @@ def mark_alerted(settings: Settings, letter: DeadLetter) -> None:
     """The critical alert for this copy went out (until then, each watcher pass retries it)."""
     _ddb(settings).update_item(
         TableName=table_name(settings), Key=_arrival_key(letter),
-        UpdateExpression="SET alerted_at = :now", ExpressionAttributeValues=_item({":now": _now()}))
+        UpdateExpression="SET alerted_at = :now", ExpressionAttributeValues=to_item({":now": now_iso()}))
 
 
 def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> bool:
@@ -164,12 +156,12 @@ def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> 
         "args": json.dumps(letter.args, default=str), "kwargs": json.dumps(letter.kwargs, default=str),
         "attributes": json.dumps(letter.attributes), "message_attributes": json.dumps(
             letter.message_attributes, default=str), "category": category, "why": why[:2000],
-        "decode_error": letter.decode_error, "status": "dead-lettered", "archived_at": _now(),
+        "decode_error": letter.decode_error, "status": "dead-lettered", "archived_at": now_iso(),
         "expires_at": int(time.time()) + RETENTION_SECONDS, **body,
     }
     ddb = _ddb(settings)
     try:
-        ddb.put_item(TableName=table_name(settings), Item=_item(values),
+        ddb.put_item(TableName=table_name(settings), Item=to_item(values),
                      ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": "key"})
     except ddb.exceptions.ConditionalCheckFailedException:
         return False
@@ -183,25 +175,25 @@ def set_status(settings: Settings, letter: DeadLetter, status: str) -> None:
     _ddb(settings).update_item(
         TableName=table_name(settings), Key=_arrival_key(letter),
         UpdateExpression="SET #s = :s, status_at = :now", ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues=_item({":s": status, ":now": _now()}))
+        ExpressionAttributeValues=to_item({":s": status, ":now": now_iso()}))
 
 
 def begin_redrive(settings: Settings, letter: DeadLetter, bound: int) -> int:
     """Count one redrive of this copy before it moves; the attempt number (a crashed one resumes)."""
     ddb = _ddb(settings)
-    key = _item({"key": letter.key, "item": "redrive"})
+    key = to_item({"key": letter.key, "item": "redrive"})
     try:
         answer = ddb.update_item(
             TableName=table_name(settings), Key=key,
             UpdateExpression="ADD redrives :one SET moving = :mid, last_redrive_at = :now",
             ConditionExpression=("(attribute_not_exists(redrives) OR redrives < :bound) "
                                  "AND (attribute_not_exists(moving) OR moving <> :mid)"),
-            ExpressionAttributeValues=_item({":one": 1, ":mid": letter.message_id, ":now": _now(),
+            ExpressionAttributeValues=to_item({":one": 1, ":mid": letter.message_id, ":now": now_iso(),
                                              ":bound": bound}),
             ReturnValues="ALL_NEW")
-        return int(_plain(answer["Attributes"])["redrives"])
+        return int(from_item(answer["Attributes"])["redrives"])
     except ddb.exceptions.ConditionalCheckFailedException:
-        found = _plain(ddb.get_item(TableName=table_name(settings), Key=key, ConsistentRead=True)["Item"])
+        found = from_item(ddb.get_item(TableName=table_name(settings), Key=key, ConsistentRead=True)["Item"])
     if found.get("moving") == letter.message_id:
         return int(found["redrives"])  # a move of this very copy was interrupted: finish it
     raise RedriveRefused(f"{letter.key}: redriven {int(found['redrives'])} time(s) already "
@@ -210,7 +202,7 @@ def begin_redrive(settings: Settings, letter: DeadLetter, bound: int) -> int:
 
 def end_redrive(settings: Settings, letter: DeadLetter) -> None:
     _ddb(settings).update_item(
-        TableName=table_name(settings), Key=_item({"key": letter.key, "item": "redrive"}),
+        TableName=table_name(settings), Key=to_item({"key": letter.key, "item": "redrive"}),
         UpdateExpression="REMOVE moving")
     set_status(settings, letter, "redriven")
 
@@ -219,8 +211,8 @@ def history(settings: Settings, key: str) -> list[dict[str, Any]]:
     """Everything archived about one task: its failure, its copies, its redrives."""
     answer = _ddb(settings).query(
         TableName=table_name(settings), KeyConditionExpression="#k = :k",
-        ExpressionAttributeNames={"#k": "key"}, ExpressionAttributeValues=_item({":k": key}))
-    return [_plain(item) for item in answer.get("Items", [])]
+        ExpressionAttributeNames={"#k": "key"}, ExpressionAttributeValues=to_item({":k": key}))
+    return [from_item(item) for item in answer.get("Items", [])]
 
 
 def archived_body(item: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orders.aws import clients
+from orders.domain.errors import FailureCategory
 from orders.settings import Settings
 from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
 
@@ -22,20 +23,7 @@ from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
 HOLD_SECONDS = 30
 #: Long poll of a scan's receives: long enough that SQS answers from every server.
 SCAN_WAIT_SECONDS = 1
-
-INVALID_INPUT = "invalid-input"
-PERMANENT = "permanent-business-failure"
-TRANSIENT = "transient"
-BUG = "bug"
-CATEGORIES = (INVALID_INPUT, PERMANENT, TRANSIENT, BUG)
-
-#: Exception types (by name, wherever they come from) that say "try again later".
-TRANSIENT_ERRORS = frozenset({
-    "RetryableError", "TimeLimitExceeded", "SoftTimeLimitExceeded", "WorkerLostError",
-    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-    "ConnectionError", "TimeoutError", "OperationalError", "MaxRetriesExceededError",
-})
-INVALID_ERRORS = frozenset({"InvalidOrder", "ValidationError", "DecodeError", "ContentDisallowed"})
+NO_FAILURE_RECORDED = "no failure recorded: the worker was lost or the visibility timeout expired"
 
 
 @dataclass
@@ -54,7 +42,7 @@ class DeadLetter:
     kwargs: dict[str, Any] = field(default_factory=dict)
     order_id: str | None = None
     decode_error: str | None = None
-    redrives: int = 0  # redrives of its task so far (from the archive, see dlq_archive.annotate)
+    redrives: int = 0  # redrives of its task so far (from the archive, see archive.annotate)
 
     @property
     def key(self) -> str:
@@ -140,28 +128,15 @@ def find_order_id(args: list[Any], kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-def classify_exception(kinds: list[str], transient: bool = False) -> str:
-    """The category of a task failure from its exception's class names (most derived first)."""
-    names = {kind.rsplit(".", 1)[-1] for kind in kinds}
-    if names & INVALID_ERRORS:
-        return INVALID_INPUT
-    if transient or names & TRANSIENT_ERRORS:
-        return TRANSIENT
-    if "PermanentError" in names:
-        return PERMANENT
-    return BUG
-
-
 def classify(letter: DeadLetter, failure: dict[str, Any] | None) -> tuple[str, str]:
-    """(category, why) of a dead-lettered message, from its decoding and its recorded failure."""
+    """(category, why) of a dead-lettered message: its body's if undecodable, else its worker's record."""
     if letter.decode_error:
-        return INVALID_INPUT, letter.decode_error
+        return FailureCategory.INVALID_INPUT, letter.decode_error
     if failure is None:
         # Received maxReceiveCount times and never failed visibly: lost workers or
         # visibility timeouts shorter than the work, which a redrive may well get past.
-        return TRANSIENT, "no failure recorded: the worker was lost or the visibility timeout expired"
-    category = failure.get("category") or classify_exception(list(failure.get("kinds", [])))
-    return str(category), str(failure.get("error", ""))
+        return FailureCategory.TRANSIENT, NO_FAILURE_RECORDED
+    return str(failure.get("category") or FailureCategory.BUG), str(failure.get("error", ""))
 
 
 def queue_spec(name: str) -> QueueSpec:

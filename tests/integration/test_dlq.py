@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ import tasks.ops  # noqa: F401  (worker hooks: failure records, metrics)
 from orders.aws import clients
 from orders.aws.sns import topic_arns
 from orders.aws.store import OrderStore
+from orders.aws.tables import to_item
 from orders.celery import app
 from orders.cli import cli
 from orders.ops import archive, dead_letters
@@ -225,3 +227,34 @@ def test_redrive_takes_a_fifo_group_longer_than_one_receive_in_rounds(infra):
     assert code == 0 and "12 of 12 message(s) back" in output, output
     assert attrs(infra, queue_url(infra, "inventory.fifo"))["ApproximateNumberOfMessages"] == 12
     assert sum(dead_letters.depth(infra, inventory)) == 0
+
+
+def backdate(settings: Settings, letter: dead_letters.DeadLetter, **times: str) -> None:
+    """Set times on an archived copy, as an older pass (or an older version) would have written them."""
+    clients.client("dynamodb", settings).update_item(
+        TableName=archive.table_name(settings), Key=to_item({"key": letter.key, "item": letter.arrival}),
+        UpdateExpression="SET " + ", ".join(f"{name} = :{name}" for name in times),
+        ExpressionAttributeValues=to_item({f":{name}": at for name, at in times.items()}))
+
+
+def test_a_late_alert_is_claimed_once_whatever_format_its_times_were_written_in(infra):
+    """The archive wrote milliseconds and +00:00 before it wrote now_iso's format: both still compare."""
+    letter = dead_letters.decode(ORDERS, {"MessageId": "m-late", "ReceiptHandle": "-", "Body": "<x/>"})
+    assert archive.archive(infra, letter, "invalid-input", "not a Celery message")
+
+    def copy() -> dict:
+        return archive.archived(infra, [letter])["m-late"]
+
+    assert copy()["archived_at"].endswith("Z")
+    assert not archive.claim_late_alert(infra, letter, copy())  # its archiving pass may still alert
+    two_minutes_ago = (datetime.now(UTC) - timedelta(minutes=2)).isoformat(timespec="milliseconds")
+    backdate(infra, letter, archived_at=two_minutes_ago)
+    seen = copy()
+    assert archive.claim_late_alert(infra, letter, seen)
+    assert not archive.claim_late_alert(infra, letter, seen)  # a concurrent pass that read the same copy
+    assert not archive.claim_late_alert(infra, letter, copy())  # claimed a moment ago
+    backdate(infra, letter, late_claim=two_minutes_ago)
+    assert archive.claim_late_alert(infra, letter, copy())  # the claiming pass died long ago
+    archive.mark_alerted(infra, letter)
+    backdate(infra, letter, late_claim=two_minutes_ago)
+    assert not archive.claim_late_alert(infra, letter, copy())

@@ -6,23 +6,26 @@ import base64
 import json
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
+from celery.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 
-from orders.domain.errors import GatewayUnavailable, InvalidOrder, PaymentDeclined
-from orders.ops.dead_letters import (
-    BUG,
-    INVALID_INPUT,
-    PERMANENT,
-    TRANSIENT,
-    classify,
-    classify_exception,
-    decode,
-    find_order_id,
-    queue_spec,
+from orders.aws.errors import classify_aws_error
+from orders.domain.errors import (
+    ConcurrentUpdate,
+    FailureCategory,
+    GatewayUnavailable,
+    InvalidOrder,
+    OutOfStock,
+    PaymentDeclined,
 )
-from orders.ops.watch import exception_kinds
+from orders.ops.dead_letters import classify, decode, find_order_id, queue_spec
+from orders.ops.failures import exception_kinds, failure_category
 from orders.topology import QUEUES_BY_NAME
 
 PAYMENTS = QUEUES_BY_NAME["payments"]
+INVALID_INPUT, PERMANENT = FailureCategory.INVALID_INPUT, FailureCategory.PERMANENT
+TRANSIENT, BUG = FailureCategory.TRANSIENT, FailureCategory.BUG
 
 
 def b64(value: object) -> str:
@@ -82,7 +85,53 @@ def test_finds_the_order_id(args, kwargs, expected):
     (KeyError("sku"), BUG),
 ])
 def test_classifies_failures_by_exception_class(exc, category):
-    assert classify_exception(exception_kinds(exc)) == category
+    assert failure_category(exc) == category
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutItem")
+
+
+def chained(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize("exc, category", [
+    (OutOfStock("SKU-1"), PERMANENT),
+    (ConcurrentUpdate("lost a race"), TRANSIENT),
+    (DecodeError("bad json"), INVALID_INPUT),
+    (ContentDisallowed("pickle"), INVALID_INPUT),
+    (SoftTimeLimitExceeded(), TRANSIENT),
+    (WorkerLostError("killed"), TRANSIENT),
+    (OperationalError("broker down"), TRANSIENT),
+    (client_error("ThrottlingException"), TRANSIENT),
+    (client_error("InternalError", 500), TRANSIENT),
+    (EndpointConnectionError(endpoint_url="http://x"), TRANSIENT),
+    (SSLError(endpoint_url="http://x", error="handshake"), TRANSIENT),
+    (ConnectionResetError("reset"), TRANSIENT),
+    (client_error("AccessDeniedException"), BUG),  # unwrapped: aws_errors() was forgotten
+    (classify_aws_error(client_error("AccessDeniedException")), PERMANENT),
+    (classify_aws_error(client_error("ThrottlingException")), TRANSIENT),
+    (chained(RuntimeError("gave up"), GatewayUnavailable("timeout")), TRANSIENT),
+    (chained(RuntimeError("gave up"), chained(KeyError("x"), InvalidOrder(["bad"]))), INVALID_INPUT),
+    (chained(PaymentDeclined("no"), TimeoutError("slow")), PERMANENT),  # its own category first
+    (chained(ValueError("x"), ZeroDivisionError("y")), BUG),
+])
+def test_the_category_comes_from_the_exception_or_what_it_was_raised_from(exc, category):
+    assert failure_category(exc) == category
+
+
+def test_a_cause_cycle_is_walked_once():
+    a, b = ValueError("a"), KeyError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert failure_category(a) == BUG
+
+
+def test_kinds_name_every_class_most_derived_first():
+    assert exception_kinds(InvalidOrder(["x"])) == [
+        "orders.domain.errors.InvalidOrder", "orders.domain.errors.PermanentError",
+        "orders.domain.errors.OrderError", "builtins.Exception"]
 
 
 def test_a_message_that_never_failed_visibly_is_transient():

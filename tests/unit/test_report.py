@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.measure import Percentiles
 from orders.harness.summary import (
     REFUSED,
     parse_time,
@@ -39,6 +40,13 @@ def test_percentile_interpolates_between_ranks():
     assert percentile([7.0], 95) == 7.0
     assert math.isnan(percentile([], 50))
     assert percentile([3, 1, 2], 50) == 2
+
+
+def test_the_benchmarks_report_the_same_percentile():
+    figures = Percentiles.of(float(v) for v in range(10, 0, -1))
+    assert (figures.n, figures.max) == (10, 10.0)
+    assert (figures.p50, figures.p95) == (pytest.approx(5.5), pytest.approx(9.55))
+    assert Percentiles.of([]).p50 is None
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -74,7 +74,8 @@ def test_every_service_routes_to_a_declared_queue():
     assert set(SERVICE_QUEUES.values()) <= set(QUEUES_BY_NAME)
     assert route_task("payments.charge", (), {}, {}) == {"queue": "payments"}
     assert route_task("inventory.reserve", (), {}, {}) == {"queue": "inventory.fifo"}
-    assert route_task("events.publish", (), {}, {}) == {"queue": "notifications"}
+    assert route_task("notifications.notify", (), {}, {}) == {"queue": "notifications"}
+    assert route_task("events.publish", (), {}, {}) is None  # no such service
     assert route_task("orders.place", (), {}, {"queue": "orders-priority.fifo"}) is None
     assert queue_for_task("ops.anything").name == "orders"
     assert unknown_queues(["payments", "nosuch"]) == ["nosuch"]
