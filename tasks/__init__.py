@@ -1,1 +1,1 @@
-"""Celery tasks, one module per service: thin adapters over the domain code in `orders`."""
+"""Celery tasks, one module per service: thin adapters over the steps in orders.steps."""

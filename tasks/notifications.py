@@ -1,54 +1,20 @@
 """The notification service (notifications): tell the customer about each customer event, once.
 
-Customer events (orders.topology.CUSTOMER_EVENTS: the confirmation, the
-tracking number, a cancellation with its reason, a rejection) reach this queue
-from SNS (the queue's subscription to `order-status`, filtered on
-`event_type`) as `notifications.notify` task messages. Each (order id, event
-type) is claimed once with a conditional write on the order (its
-`notifications` map, the notify step's idempotency record) before anything is
-sent, so a duplicate event notifies nobody twice. Delivery is SIMULATED: the
-rendered message is logged (a real service would hand it to SES/SNS SMS here).
+The events come from SNS (the queue's subscription to `order-status`, filtered on
+`event_type`) as `notifications.notify` task messages; orders.steps.notification
+claims and renders them.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from orders.aws.store import OrderStore
 from orders.celery import app
-from orders.settings import get_settings
-from orders.steps.workflow import StepTask
-
-log = logging.getLogger(__name__)
-
-SMS_EVENTS = ("OrderShipped", "OrderCancelled")
+from orders.runtime.step_tasks import StepTask
+from orders.steps.notification import notify as notify_customer
 
 
 @app.task(base=StepTask, bind=True, name="notifications.notify")
 def notify(self: StepTask, event: Any = None) -> dict[str, Any]:
     """Send the customer notification for one event (once per order and event type)."""
-    if not isinstance(event, dict) or not event.get("orderId") or not event.get("eventType"):
-        log.warning("notify: not an order event, dropped: %r", event)
-        return {"sent": False, "skipped": True}
-    order_id, kind = str(event["orderId"]), str(event["eventType"])
-    record = OrderStore(get_settings()).claim_notification(order_id, kind)
-    if record is None:
-        return {"orderId": order_id, "event": kind, "sent": False}
-    message = render(event, record)
-    log.info("notify %s: %s via %s", order_id, message["text"], ", ".join(message["channels"]) or "none")
-    return {"orderId": order_id, "event": kind, "sent": True, **message}
-
-
-def render(event: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
-    """The customer's message for an event, and where it goes (email always, SMS for a few)."""
-    contact = ((record or {}).get("order") or {}).get("contact") or {}
-    channels = [f"email:{contact['email']}"] if contact.get("email") else []
-    if contact.get("phone") and event["eventType"] in SMS_EVENTS:
-        channels.append(f"sms:{contact['phone']}")
-    data = event.get("data") or {}
-    detail = data.get("trackingNumber") or data.get("reason") or ""
-    if event["eventType"] == "OrderCancelled" and (record or {}).get("refund"):
-        detail += "; your payment has been refunded"  # the one message a refunded customer gets
-    text = f"Your order {event['orderId']}: {event['eventType']}" + (f" ({detail})" if detail else "")
-    return {"eventId": event.get("eventId"), "text": text, "channels": channels}
+    return notify_customer(self.dependencies().orders, event)

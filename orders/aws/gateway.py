@@ -21,12 +21,12 @@ retries, and a capture survives a worker crash.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from orders.aws import clients
 from orders.aws.tables import aws_errors, from_item, now_iso, table_name, to_item
+from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
 from orders.settings import Settings
 
@@ -35,24 +35,6 @@ DECLINE = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insu
            "wallet_declined": "wallet declined"}
 TRANSIENT = {"tok_processingError": 2}  # token -> attempts that fail before one succeeds
 _IDS = uuid.UUID("0b9f6f1e-8c1d-4b7a-a3c2-5e6d7f8a9b0c")
-
-
-@dataclass(frozen=True)
-class Capture:
-    """An approved charge."""
-
-    payment_id: str
-    amount: Decimal
-    currency: str
-    attempts: int
-
-    def as_data(self) -> dict[str, Any]:
-        return {"paymentId": self.payment_id, "amount": str(self.amount), "currency": self.currency,
-                "attempts": self.attempts}
-
-    def as_payment(self) -> dict[str, Any]:
-        """The order record's `payment` for this capture."""
-        return {**self.as_data(), "status": "captured"}
 
 
 class Gateway:
@@ -66,8 +48,8 @@ class Gateway:
     def ddb(self) -> Any:
         return clients.client("dynamodb", self.settings)
 
-    def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Capture:
-        """Capture `amount`; PaymentDeclined (permanent) or GatewayUnavailable (transient) otherwise."""
+    def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment:
+        """The capture of `amount`; else PaymentDeclined (permanent) or GatewayUnavailable (transient)."""
         key = f"{order_id}:charge"
         if token not in TRANSIENT:  # the outcome does not depend on the attempt: one write
             state = self._attempt(key, amount, currency, token, settle=self._outcome(order_id, token))
@@ -81,16 +63,15 @@ class Gateway:
             raise PaymentDeclined(state["declineReason"])
         raise GatewayUnavailable(f"processing error (attempt {int(state['attempts'])}); try again")
 
-    def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> dict[str, Any]:
-        """Refund a capture in full, once; returns the refund's record."""
+    def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund:
+        """Refund a capture in full, once."""
         charge = self.lookup(f"{order_id}:charge")
         if not charge or charge.get("paymentId") != payment_id:
             raise PermanentError(f"no capture {payment_id} for order {order_id} to refund")
         refund_id = "re_" + uuid.uuid5(_IDS, order_id + ":refund").hex[:24]
         state = self._attempt(f"{order_id}:refund", amount, currency, payment_id,
                               settle={"status": "refunded", "refundId": refund_id, "refundedAt": now_iso()})
-        return {"refundId": state["refundId"], "paymentId": payment_id, "amount": str(amount),
-                "currency": currency}
+        return Refund(str(state["refundId"]), payment_id, amount, currency)
 
     @staticmethod
     def _outcome(order_id: str, token: str) -> dict[str, Any]:
@@ -100,7 +81,7 @@ class Gateway:
                     "capturedAt": now_iso(), "captures": 1}
         return {"status": "declined", "declineReason": DECLINE.get(token, "unknown token")}
 
-    def capture_of(self, order_id: str) -> Capture | None:
+    def capture_of(self, order_id: str) -> Payment | None:
         """The order's capture if the gateway took the money, else None."""
         state = self.lookup(f"{order_id}:charge")
         return _capture(state) if state and state.get("status") == "captured" else None
@@ -152,5 +133,6 @@ class Gateway:
             return existing
 
 
-def _capture(state: dict[str, Any]) -> Capture:
-    return Capture(state["paymentId"], Decimal(state["amount"]), state["currency"], int(state["attempts"]))
+def _capture(state: dict[str, Any]) -> Payment:
+    return Payment.captured(state["paymentId"], Decimal(state["amount"]), state["currency"],
+                            int(state["attempts"]))

@@ -19,49 +19,85 @@ carries `holdState = "active"` and `expiresAt`, which the sparse index
 `active-holds` finds for the periodic sweep. Committing (after payment),
 releasing (decline, cancellation, expiry) and returning (refund after
 commitment) are conditional on the hold's state, so each happens once.
+
+`Stock` is what the steps see (orders.steps.ports.Inventory): reads, and the writes
+of a hold's moves, which the steps run in one transaction with the order's own write
+(orders.aws.store.OrderStore.transact). Deciding what to reserve, and what a refused
+reservation means, is the steps' business (orders.steps.reservation).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.store import OrderStore
-from orders.aws.tables import aws_errors, from_item, now_iso, table_name, to_item, transact
-from orders.domain.errors import ConcurrentUpdate, OutOfStock
-from orders.domain.order import Order
+from orders.aws.tables import aws_errors, from_item, table_name, to_item, transact
+from orders.domain.records import Hold, StockLevel
+from orders.domain.states import HoldState
+from orders.domain.times import now_iso
+from orders.domain.writes import Guard, Write
 from orders.settings import Settings
 
 HOLD_SK = "reservation"
 HOLDS_INDEX = "active-holds"
 
 
-@dataclass(frozen=True)
-class Hold:
-    """A stock reservation for one order."""
+class Stock:
+    """Stock and holds in `<env>-stock` and `<env>-orders`, as the steps use them."""
 
-    order_id: str
-    items: tuple[tuple[str, int], ...]
-    expires_at: float
-    state: str  # active | committed | released | expired | returned
+    def __init__(self, settings: Settings):
+        self.settings = settings
 
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Hold:
-        return cls(record["pk"], tuple((i["sku"], int(i["quantity"])) for i in record["items"]),
-                   float(record["expiresAt"]), record["state"])
+    def unknown_skus(self, skus: Iterable[str]) -> list[str]:
+        return unknown_skus(self.settings, skus)
 
-    def expired(self, now: float | None = None) -> bool:
-        return self.state == "active" and self.expires_at <= (now or time.time())
+    def levels(self, skus: Iterable[str]) -> dict[str, StockLevel]:
+        return stock_levels(self.settings, skus)
 
-    def as_data(self) -> list[dict[str, Any]]:
-        return [{"sku": sku, "quantity": q} for sku, q in self.items]
+    def level(self, sku: str) -> StockLevel | None:
+        return get_stock(self.settings, sku)
+
+    def load_hold(self, order_id: str) -> Hold | None:
+        return load_hold(self.settings, order_id)
+
+    def expired_holds(self, now: float | None = None) -> list[str]:
+        return expired_holds(self.settings, now)
+
+    def restock(self, sku: str, quantity: int, restock_id: str) -> bool:
+        return restock(self.settings, sku, quantity, restock_id)
+
+    def take(self, hold: Hold) -> list[Write]:
+        """Writes that take a new hold's units out of `available` (each line only if it has them)."""
+        lines = [_stock_line(self.settings, sku, "SET available = available - :q, reserved = reserved + :q",
+                             q, "available >= :q") for sku, q in hold.items]
+        active = HoldState.ACTIVE.value
+        put = {"TableName": table_name(self.settings, "orders"),
+               "ConditionExpression": "attribute_not_exists(pk)",
+               "Item": to_item({"pk": hold.order_id, "sk": HOLD_SK, "holdState": active, "state": active,
+                                "expiresAt": hold.expires_at, "items": hold.as_data(), "at": now_iso()})}
+        return [*lines, Write(Guard.HOLD, {"Put": put})]
+
+    def commit(self, hold: Hold) -> list[Write]:
+        """Writes that turn an active hold into sold units (after payment)."""
+        return [_stock_line(self.settings, sku, "SET reserved = reserved - :q", q) for sku, q in hold.items] \
+            + [_hold_move(self.settings, hold, HoldState.COMMITTED, HoldState.ACTIVE)]
+
+    def release(self, hold: Hold, to: HoldState = HoldState.RELEASED) -> list[Write]:
+        """Writes that give an active hold's units back to `available` (released, or expired)."""
+        expression = "SET available = available + :q, reserved = reserved - :q"
+        return [_stock_line(self.settings, sku, expression, q) for sku, q in hold.items] \
+            + [_hold_move(self.settings, hold, to, HoldState.ACTIVE)]
+
+    def put_back(self, hold: Hold) -> list[Write]:
+        """Writes that put committed (sold, then refunded) units back on sale."""
+        expression = "SET available = available + :q"
+        return [_stock_line(self.settings, sku, expression, q) for sku, q in hold.items] \
+            + [_hold_move(self.settings, hold, HoldState.RETURNED, HoldState.COMMITTED)]
 
 
-def set_stock(settings: Settings, sku: str, quantity: int) -> dict[str, Any]:
+def set_stock(settings: Settings, sku: str, quantity: int) -> StockLevel:
     """Set a product's available quantity (reserved units are left as they are)."""
     with aws_errors():
         new = clients.client("dynamodb", settings).update_item(
@@ -73,7 +109,7 @@ def set_stock(settings: Settings, sku: str, quantity: int) -> dict[str, Any]:
     return stock_view(from_item(new))
 
 
-def get_stock(settings: Settings, sku: str) -> dict[str, Any] | None:
+def get_stock(settings: Settings, sku: str) -> StockLevel | None:
     """{"sku", "available", "reserved"} of one product, or None if unknown."""
     with aws_errors():
         item = clients.client("dynamodb", settings).get_item(
@@ -82,12 +118,12 @@ def get_stock(settings: Settings, sku: str) -> dict[str, Any] | None:
     return stock_view(from_item(item)) if item else None
 
 
-def stock_view(record: dict[str, Any]) -> dict[str, Any]:
+def stock_view(record: dict[str, Any]) -> StockLevel:
     return {"sku": record["sku"], "available": int(record.get("available", 0)),
             "reserved": int(record.get("reserved", 0))}
 
 
-def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
+def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, StockLevel]:
     """Current stock of several products with BatchGetItem (unknown ones absent)."""
     skus = sorted(set(skus))
     table, found = table_name(settings, "stock"), {}
@@ -141,93 +177,34 @@ def restock(settings: Settings, sku: str, quantity: int, restock_id: str) -> boo
     return transact(settings, [{"Put": marker}, {"Update": add}]) is None
 
 
-def _stock_op(settings: Settings, sku: str, expression: str, quantity: int,
-              condition: str | None = None) -> dict[str, Any]:
+def load_hold(settings: Settings, order_id: str) -> Hold | None:
+    """The order's hold, from its own item."""
+    with aws_errors():
+        item = clients.client("dynamodb", settings).get_item(
+            TableName=table_name(settings, "orders"), Key=to_item({"pk": order_id, "sk": HOLD_SK}),
+            ConsistentRead=True).get("Item")
+    return Hold.from_data(from_item(item)) if item else None
+
+
+def _stock_line(settings: Settings, sku: str, expression: str, quantity: int,
+                condition: str | None = None) -> Write:
     op = {"TableName": table_name(settings, "stock"), "Key": to_item({"sku": sku}),
           "UpdateExpression": expression + ", version = version + :one",
           "ExpressionAttributeValues": to_item({":q": quantity, ":one": 1})}
     if condition:
         op["ConditionExpression"] = condition
-    return {"Update": op}
+    return Write(Guard.STOCK, {"Update": op})
 
 
-def reserve(settings: Settings, store: OrderStore, record: dict[str, Any],
-            order: Order) -> dict[str, Any]:
-    """Reserve every line of `order` and move it to `reserved`, atomically; the new record.
-
-    OutOfStock (with `shortages`) if any line is short; ConcurrentUpdate if the
-    order or its hold changed meanwhile (the caller retries).
-    """
-    expires = math.ceil(time.time() + settings.reservation_ttl_seconds)  # whole seconds, never early
-    hold = Hold(order.order_id, tuple((i.sku, i.quantity) for i in order.items), expires, "active")
-    items = [_stock_op(settings, sku, "SET available = available - :q, reserved = reserved + :q",
-                       q, "available >= :q") for sku, q in hold.items]
-    items.append({"Put": {
-        "TableName": store.table, "ConditionExpression": "attribute_not_exists(pk)",
-        "Item": to_item({"pk": order.order_id, "sk": HOLD_SK, "holdState": "active", "state": "active",
-                         "expiresAt": expires, "items": hold.as_data(), "at": now_iso()})}})
-    op, reserved = store.prepare(record, "reserved", "reserve",
-                                 fields={"reservationExpiresAt": expires})
-    codes = transact(settings, [*items, {"Update": op}])
-    if codes is None:
-        return reserved
-    if any(c == "ConditionalCheckFailed" for c in codes[:len(hold.items)]):
-        raise out_of_stock(settings, hold)
-    raise ConcurrentUpdate(f"order {order.order_id} or its hold changed while reserving: {codes}")
-
-
-def out_of_stock(settings: Settings, hold: Hold) -> OutOfStock:
-    levels = stock_levels(settings, [sku for sku, _ in hold.items])
-    shortages = [{"sku": sku, "requested": q, "available": levels.get(sku, {}).get("available", 0)}
-                 for sku, q in hold.items if levels.get(sku, {}).get("available", 0) < q]
-    error = OutOfStock("out of stock: " + ", ".join(
-        f"{s['sku']} (requested {s['requested']}, available {s['available']})" for s in shortages))
-    error.shortages = shortages  # type: ignore[attr-defined]
-    return error
-
-
-def hold_of(settings: Settings, record: dict[str, Any]) -> Hold | None:
-    """The order's hold: read from the order while it is `reserved` (the hold is then active,
-    since every change of an active hold moves the order too), else from its own item."""
-    if record.get("status") == "reserved" and record.get("reservationExpiresAt"):
-        items = tuple((i["sku"], int(i["quantity"])) for i in record["order"]["items"])
-        return Hold(record["orderId"], items, float(record["reservationExpiresAt"]), "active")
-    return load_hold(settings, record["orderId"])
-
-
-def load_hold(settings: Settings, order_id: str) -> Hold | None:
-    with aws_errors():
-        item = clients.client("dynamodb", settings).get_item(
-            TableName=table_name(settings, "orders"), Key=to_item({"pk": order_id, "sk": HOLD_SK}),
-            ConsistentRead=True).get("Item")
-    return Hold.from_record(from_item(item)) if item else None
-
-
-def _hold_op(settings: Settings, hold: Hold, new_state: str, from_state: str) -> dict[str, Any]:
-    condition = "holdState = :from" if from_state == "active" else "#state = :from"
-    return {"Update": {
+def _hold_move(settings: Settings, hold: Hold, to: HoldState, from_state: HoldState) -> Write:
+    # While active, the hold is found by its sparse index key (holdState); the move removes that key.
+    condition = "holdState = :from" if from_state is HoldState.ACTIVE else "#state = :from"
+    return Write(Guard.HOLD, {"Update": {
         "TableName": table_name(settings, "orders"), "Key": to_item({"pk": hold.order_id, "sk": HOLD_SK}),
         "UpdateExpression": "REMOVE holdState SET #state = :to, changedAt = :now",
         "ConditionExpression": condition, "ExpressionAttributeNames": {"#state": "state"},
-        "ExpressionAttributeValues": to_item({":to": new_state, ":from": from_state, ":now": now_iso()})}}
-
-
-def release_ops(settings: Settings, hold: Hold, new_state: str = "released") -> list[dict[str, Any]]:
-    """Transaction items that give an active hold's units back to `available`."""
-    return [_stock_op(settings, sku, "SET available = available + :q, reserved = reserved - :q", q)
-            for sku, q in hold.items] + [_hold_op(settings, hold, new_state, "active")]
-
-
-def commit_ops(settings: Settings, hold: Hold) -> list[dict[str, Any]]:
-    """Transaction items that turn an active hold into sold units (after payment)."""
-    return [_stock_op(settings, sku, "SET reserved = reserved - :q", q) for sku, q in hold.items] \
-        + [_hold_op(settings, hold, "committed", "active")]
-
-
-def return_ops(settings: Settings, hold: Hold) -> list[dict[str, Any]]:
-    """Transaction items that put committed (sold, then refunded) units back on sale."""
-    return [_stock_op(settings, sku, "SET available = available + :q", q) for sku, q in hold.items] \
-        + [_hold_op(settings, hold, "returned", "committed")]
+        "ExpressionAttributeValues": to_item({":to": to.value, ":from": from_state.value,
+                                              ":now": now_iso()})}})
 
 
 def expired_holds(settings: Settings, now: float | None = None, limit: int = 100) -> list[str]:
@@ -236,5 +213,6 @@ def expired_holds(settings: Settings, now: float | None = None, limit: int = 100
         response = clients.client("dynamodb", settings).query(
             TableName=table_name(settings, "orders"), IndexName=HOLDS_INDEX, Limit=limit,
             KeyConditionExpression="holdState = :active AND expiresAt <= :now",
-            ExpressionAttributeValues=to_item({":active": "active", ":now": int(now or time.time())}))
+            ExpressionAttributeValues=to_item({":active": HoldState.ACTIVE.value,
+                                               ":now": int(now or time.time())}))
     return [from_item(item)["pk"] for item in response.get("Items", [])]

@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.tables import aws_errors, condition_failed, from_item, now_iso, plain, table_name, to_item
+from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
 from orders.domain.errors import ConcurrentUpdate
 from orders.domain.order import Order
+from orders.domain.records import Change, OrderRecord, public_view
+from orders.domain.states import FINAL_STATES, OrderState, Step
+from orders.domain.times import now_iso
+from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
 
 log = logging.getLogger(__name__)
-
-FINAL_STATES = ("completed", "cancelled", "rejected", "failed")
-#: The stages an order passes through, in order (history entries carry these names).
-STAGES = ("placed", "validated", "reviewed", "reserved", "paid", "shipped", "completed")
 
 
 class OrderStore:
@@ -44,12 +44,12 @@ class OrderStore:
     def key(self, order_id: str, sk: str = "order") -> dict[str, Any]:
         return to_item({"pk": order_id, "sk": sk})
 
-    def load(self, order_id: str) -> dict[str, Any] | None:
-        """The raw record (Decimals and all), as the pipeline steps use it."""
+    def load(self, order_id: str) -> OrderRecord | None:
+        """The order's record, as the pipeline steps use it."""
         with aws_errors():
             item = self.ddb.get_item(TableName=self.table, Key=self.key(order_id),
                                      ConsistentRead=True).get("Item")
-        return from_item(item) if item else None
+        return OrderRecord.from_data(from_item(item)) if item else None
 
     def get(self, order_id: str) -> dict[str, Any] | None:
         """The order's public view: orderId, status, reason, history [{status, at, ...}], ..."""
@@ -57,95 +57,75 @@ class OrderStore:
         return public_view(record) if record else None
 
     def create(self, order: Order, placed_at: str, correlation_id: str,
-               review: bool) -> tuple[dict[str, Any], bool]:
+               review: bool) -> tuple[OrderRecord, bool]:
         """Record a validated order (placed, then validated); (record, False) if it already existed."""
-        at = now_iso()
-        record = {
-            "pk": order.order_id, "sk": "order", "orderId": order.order_id,
-            "status": "validated", "version": 1, "reason": None,
-            "customerId": order.customer_id, "customerTier": order.tier,
-            "totalAmount": order.total, "currency": order.currency, "order": order.to_json(),
-            "fingerprint": order.fingerprint(), "needsReview": review,
-            "correlationId": correlation_id, "placedAt": placed_at, "updatedAt": at,
-            "history": [{"status": "placed", "at": placed_at, "step": "place"},
-                        {"status": "validated", "at": at, "step": "place"}],
-            "notifications": {},
-        }
-        return self._put_new(record)
+        return self._put_new(OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review))
 
-    def reject(self, order_id: str, problems: list[str], placed_at: str,
-               correlation_id: str) -> tuple[dict[str, Any], bool]:
+    def reject(self, order_id: str, problems: Sequence[str], placed_at: str,
+               correlation_id: str) -> tuple[OrderRecord, bool]:
         """Record an order refused by validation, with every problem; (record, created)."""
-        at = now_iso()
-        record = {
-            "pk": order_id, "sk": "order", "orderId": order_id, "status": "rejected",
-            "version": 1, "reason": "invalid-order", "problems": problems,
-            "correlationId": correlation_id, "placedAt": placed_at, "updatedAt": at,
-            "history": [{"status": "placed", "at": placed_at, "step": "place"},
-                        {"status": "rejected", "at": at, "step": "place",
-                         "reason": "invalid-order"}],
-            "notifications": {},
-        }
-        return self._put_new(record)
+        return self._put_new(OrderRecord.rejected(order_id, problems, placed_at, now_iso(), correlation_id))
 
-    def _put_new(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _put_new(self, record: OrderRecord) -> tuple[OrderRecord, bool]:
+        item = {"pk": record.order_id, "sk": "order", **record.to_data()}
         try:
             with aws_errors():
-                self.ddb.put_item(TableName=self.table, Item=to_item(record),
+                self.ddb.put_item(TableName=self.table, Item=to_item(item),
                                   ConditionExpression="attribute_not_exists(pk)")
             return record, True
         except Exception as exc:
             if not condition_failed(exc):
                 raise
-        existing = self.load(record["pk"])
+        existing = self.load(record.order_id)
         assert existing is not None
         return existing, False
 
-    def prepare(self, record: dict[str, Any], status: str, step: str, reason: str | None = None,
-                fields: dict[str, Any] | None = None,
-                via: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The conditional update that moves `record` to `status` (through `via` first), and the
-        record as it will be once that update is applied.
+    def prepare(self, record: OrderRecord, change: Change) -> tuple[Write, OrderRecord]:
+        """The conditional write that makes `change` to `record`, and the record as it will be once
+        that write is applied.
 
-        The update is returned rather than run so that inventory can put it in the
-        same transaction as the stock it changes.
+        The write is returned rather than run so that it can go in the same transaction
+        as the stock it changes with.
         """
         at = now_iso()
-        entries = [{"status": s, "at": at, "step": step} for s in (*via, status)]
-        if reason:
-            entries[-1]["reason"] = reason
-        changes = {k: v for k, v in {"reason": reason, **(fields or {})}.items() if v is not None}
-        values: dict[str, Any] = {":status": status, ":one": 1, ":entries": entries,
-                                  ":now": at, ":version": record["version"]}
+        fields = change.fields()
+        values: dict[str, Any] = {":status": change.status.value, ":one": 1,
+                                  ":entries": [e.to_data() for e in change.entries(at)],
+                                  ":now": at, ":version": record.version}
         sets = ["#status = :status", "version = version + :one",
                 "history = list_append(history, :entries)", "updatedAt = :now"]
         names = {"#status": "status"}
-        for n, (name, value) in enumerate(changes.items()):
+        for n, (name, value) in enumerate(fields.items()):
             names[f"#f{n}"] = name
             values[f":f{n}"] = value
             sets.append(f"#f{n} = :f{n}")
-        op = {"TableName": self.table, "Key": self.key(record["orderId"]),
+        op = {"TableName": self.table, "Key": self.key(record.order_id),
               "UpdateExpression": "SET " + ", ".join(sets),
               "ConditionExpression": "version = :version",
               "ExpressionAttributeNames": names,
               "ExpressionAttributeValues": to_item(values)}
-        new = {**record, **changes, "status": status, "version": record["version"] + 1,
-               "history": [*record.get("history", []), *entries], "updatedAt": at}
-        return op, new
+        return Write(Guard.ORDER, {"Update": op}), record.after(change, at)
 
-    def transition(self, record: dict[str, Any], status: str, step: str,
-                   reason: str | None = None, fields: dict[str, Any] | None = None,
-                   via: Sequence[str] = ()) -> dict[str, Any]:
-        """Move the order to `status`; ConcurrentUpdate (retryable) if someone wrote it meanwhile."""
-        op, new = self.prepare(record, status, step, reason, fields, via)
+    def transition(self, record: OrderRecord, change: Change) -> OrderRecord:
+        """Make `change`; ConcurrentUpdate (retryable) if someone wrote the order meanwhile."""
+        write, new = self.prepare(record, change)
         try:
             with aws_errors():
-                self.ddb.update_item(**op)
+                self.ddb.update_item(**write.request["Update"])
         except Exception as exc:
             if condition_failed(exc):
-                raise ConcurrentUpdate(f"order {record['orderId']} changed while {step} ran") from exc
+                raise ConcurrentUpdate(f"order {record.order_id} changed while {change.step} ran") from exc
             raise
         return new
+
+    def transact(self, writes: Sequence[Write]) -> Refusal | None:
+        """Run writes to orders, holds and stock as one transaction: None once done, else what refused it."""
+        codes = transact(self.settings, [dict(w.request) for w in writes])
+        if codes is None:
+            return None
+        failed = frozenset(w.guard for w, code in zip(writes, codes, strict=False)
+                           if code == "ConditionalCheckFailed")
+        return Refusal(failed, tuple(codes))
 
     def mark_failed(self, order_id: str, reason: str) -> bool:
         """Mark an order `failed` (its message is in a DLQ); False if already final or failed.
@@ -156,25 +136,21 @@ class OrderStore:
         for _ in range(5):
             record = self.load(order_id)
             if record is None:
-                at = now_iso()
-                _, created = self._put_new({
-                    "pk": order_id, "sk": "order", "orderId": order_id, "status": "failed",
-                    "version": 1, "reason": reason, "failedFrom": "placed", "updatedAt": at,
-                    "history": [{"status": "failed", "at": at, "step": "dlq", "reason": reason}],
-                    "notifications": {}})
+                _, created = self._put_new(OrderRecord.failed_unrecorded(order_id, reason, now_iso()))
                 if created:
                     return True
                 continue
-            if record["status"] in FINAL_STATES:
+            if record.status in FINAL_STATES:
                 return False
             try:
-                self.transition(record, "failed", "dlq", reason, {"failedFrom": record["status"]})
+                failed = Change(OrderState.FAILED, Step.DLQ, reason, failed_from=record.status)
+                self.transition(record, failed)
                 return True
             except ConcurrentUpdate:
                 continue
         raise ConcurrentUpdate(f"order {order_id} kept changing while being marked failed")
 
-    def claim_notification(self, order_id: str, event_type: str) -> dict[str, Any] | None:
+    def claim_notification(self, order_id: str, event_type: str) -> OrderRecord | None:
         """Claim the one notification of (order id, event type): the order record the first
         time, None if it was claimed before or there is no such order.
 
@@ -195,23 +171,4 @@ class OrderStore:
             if condition_failed(exc):
                 return None
             raise
-        return from_item(new)
-
-
-def public_view(record: dict[str, Any]) -> dict[str, Any]:
-    """What `orders status --json` and the API show of an order record."""
-    view = {
-        "orderId": record["orderId"], "status": record["status"], "reason": record.get("reason"),
-        "problems": record.get("problems") or [],
-        "history": [plain(entry) for entry in record.get("history", [])],
-        "customerId": record.get("customerId"), "customerTier": record.get("customerTier"),
-        "totalAmount": str(record["totalAmount"]) if "totalAmount" in record else None,
-        "currency": record.get("currency"), "correlationId": record.get("correlationId"),
-        "placedAt": record.get("placedAt"), "updatedAt": record.get("updatedAt"),
-        "version": plain(record.get("version")),
-        "payment": plain(record.get("payment")), "shipment": plain(record.get("shipment")),
-        "notifications": plain(record.get("notifications") or {}),
-    }
-    if record.get("failedFrom"):
-        view["failedFrom"] = record["failedFrom"]
-    return view
+        return OrderRecord.from_data(from_item(new))

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from orders.domain.records import OrderRecord
 from orders.domain.times import now_iso
 
 SCHEMA_VERSION = 1
@@ -30,6 +31,8 @@ SEVERITIES: dict[str, str] = {
     "StockLow": "warning", "PaymentRefunded": "warning",
     "OutOfStock": "critical", "OrderFailed": "critical",
 }
+
+
 @dataclass(frozen=True)
 class Event:
     """One domain event about one order (or one product, for stock alerts)."""
@@ -72,7 +75,7 @@ class Event:
         return f"Order {self.order_id}: {self.type}" + (f" ({detail})" if detail else "")
 
 
-def event(type_: str, record: dict[str, Any], data: dict[str, Any] | None = None, key: str = "") -> Event:
-    """An event about the order in `record` (a store record)."""
-    return Event(type_, record["orderId"], record.get("correlationId") or record["orderId"],
-                 data or {}, key, tier=record.get("customerTier"))
+def event(type_: str, record: OrderRecord, data: dict[str, Any] | None = None, key: str = "") -> Event:
+    """An event about the order in `record`."""
+    return Event(type_, record.order_id, record.correlation_id or record.order_id, data or {}, key,
+                 tier=record.customer_tier)

@@ -1,4 +1,4 @@
-"""The states of an order: one enum, the only place their names are spelled."""
+"""The states of an order and of a stock hold, and the names of the steps: the only place they are spelled."""
 
 from __future__ import annotations
 
@@ -32,3 +32,33 @@ FINAL_STATES: frozenset[OrderState] = frozenset(
 STAGES: tuple[OrderState, ...] = (OrderState.PLACED, OrderState.VALIDATED, OrderState.REVIEWED,
                                   OrderState.RESERVED, OrderState.PAID, OrderState.SHIPPED,
                                   OrderState.COMPLETED)
+
+
+class Step(StrEnum):
+    """Who changed an order: the pipeline's steps and two hands outside it (history entries carry these)."""
+
+    PLACE = "place"
+    REVIEW = "review"
+    RESERVE = "reserve"
+    CHARGE = "charge"
+    SHIP = "ship"
+    REFUND = "refund"
+    EXPIRE = "expire"  # the periodic sweep of expired reservations
+    DLQ = "dlq"  # the DLQ watcher, when an order's message is dead-lettered
+
+
+class PaymentStatus(StrEnum):
+    """What became of an order's charge."""
+
+    CAPTURED = "captured"
+    DECLINED = "declined"
+
+
+class HoldState(StrEnum):
+    """Where a stock reservation is: taken (active), then sold, given back, run out, or returned (refund)."""
+
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    RETURNED = "returned"

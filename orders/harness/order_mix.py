@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from orders.domain.states import OrderState
+from orders.harness.summary import REFUSED
+
 CENT = Decimal("0.01")
 
 
@@ -50,9 +53,10 @@ WEIGHTS: Mapping[str, float] = {
 #: What each kind should end as: some scarce orders find no stock left and some
 #: large ones come from customers the review declines, by design.
 EXPECTED: Mapping[str, tuple[str, ...]] = {
-    "regular": ("completed",), "vip": ("completed",), "large": ("completed", "cancelled"),
-    "declined": ("cancelled",), "transient": ("completed",),
-    "scarce": ("completed", "cancelled"), "invalid": ("refused at the door", "rejected"),
+    "regular": (OrderState.COMPLETED,), "vip": (OrderState.COMPLETED,),
+    "large": (OrderState.COMPLETED, OrderState.CANCELLED), "declined": (OrderState.CANCELLED,),
+    "transient": (OrderState.COMPLETED,), "scarce": (OrderState.COMPLETED, OrderState.CANCELLED),
+    "invalid": (REFUSED, OrderState.REJECTED),
 }
 APPROVING = (("card", "tok_visa"), ("card", "tok_mastercard"), ("wallet", "wallet_ok"))
 DECLINING = (("card", "tok_chargeDeclined"), ("card", "tok_insufficientFunds"),

@@ -15,9 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from orders.aws.stock import set_stock
+from orders.aws.store import OrderStore
+from orders.aws.tables import aws_errors, from_item
 from orders.domain.errors import InvalidOrder
+from orders.domain.records import OrderRecord, public_view
+from orders.domain.states import FINAL_STATES
 from orders.harness.order_mix import PlannedOrder
-from orders.harness.summary import FINAL_STATES, status_of
+from orders.harness.summary import status_of
 from orders.settings import Settings
 
 #: Orders read from the store per poll at most, so polling never crowds out the pipeline.
@@ -169,7 +174,7 @@ class IdleClock:
 
 def place_order_delay(order: dict[str, Any]) -> Any:
     """What application code does: `place_order.delay(order)`."""
-    from orders import place_order
+    from orders import place_order  # the Celery app loads only when orders are really placed (not a cycle)
 
     return place_order.delay(order)
 
@@ -186,16 +191,12 @@ class OrderReader:
     """
 
     def __init__(self, settings: Settings):
-        from orders.aws.store import OrderStore
-
         self.store = OrderStore(settings)
 
     def get(self, order_id: str) -> dict[str, Any] | None:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        from orders.aws.store import aws_errors, from_item, public_view
-
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(order_ids), 100):
             request = {self.store.table: {"ConsistentRead": True, "Keys": [
@@ -204,7 +205,7 @@ class OrderReader:
                 with aws_errors():
                     response = self.store.ddb.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.store.table, []):
-                    view = public_view(from_item(item))
+                    view = public_view(OrderRecord.from_data(from_item(item)))
                     found[view["orderId"]] = view
                 request = response.get("UnprocessedKeys") or {}
         return found
@@ -246,7 +247,5 @@ def snapshot(outcomes: Sequence[OrderOutcome], elapsed: float) -> Progress:
 
 def seed_catalogue(settings: Settings, stock: dict[str, int]) -> None:
     """Set the available stock of every product before the run."""
-    from orders.aws.stock import set_stock
-
     for sku, quantity in stock.items():
         set_stock(settings, sku, quantity)

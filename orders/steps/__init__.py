@@ -1,1 +1,1 @@
-"""The steps' business logic, written against small interfaces for the store, gateway and publisher."""
+"""The steps' business logic, written against small interfaces (orders.steps.ports): no Celery, no AWS SDK."""

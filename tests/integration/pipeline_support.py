@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from orders.aws.store import FINAL_STATES, OrderStore
+from orders.aws.store import OrderStore
+from orders.domain.states import FINAL_STATES
 from orders.settings import Settings
 from tests.helpers import wait_for, worker
 

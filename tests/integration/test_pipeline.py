@@ -74,10 +74,10 @@ def test_declined_card_cancels_and_releases_the_stock(infra):
         record = wait_final(infra, order["orderId"])
         # The customer hears once that the order is cancelled (the reason says why), not
         # once more for PaymentDeclined, which carries no news for them.
-        wait_for(lambda: OrderStore(infra).load(order["orderId"]).get("notificationsSent") == 2, timeout=60)
+        wait_for(lambda: OrderStore(infra).load(order["orderId"]).notifications_sent == 2, timeout=60)
         time.sleep(2)  # a third notification would have been claimed by now
-    assert set(OrderStore(infra).load(order["orderId"])["notifications"]) == {"OrderPlaced", "OrderCancelled"}
-    assert OrderStore(infra).load(order["orderId"])["notificationsSent"] == 2
+    assert set(OrderStore(infra).load(order["orderId"]).notifications) == {"OrderPlaced", "OrderCancelled"}
+    assert OrderStore(infra).load(order["orderId"]).notifications_sent == 2
     assert (record["status"], record["reason"]) == ("cancelled", "payment-declined")
     assert statuses(record) == ["placed", "validated", "reserved", "cancelled"]
     assert record["payment"] == {"status": "declined", "reason": "card declined"}

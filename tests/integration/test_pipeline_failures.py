@@ -15,8 +15,11 @@ from orders.aws.store import OrderStore
 from orders.aws.tables import to_item
 from orders.celery import app
 from orders.domain.errors import InvalidOrder, RetryableError
+from orders.domain.order import validate
+from orders.runtime.dependencies import dependencies, fail_order
 from orders.runtime.queue_urls import queue_url
-from orders.steps.workflow import StepTask, fail_order
+from orders.runtime.step_tasks import StepTask
+from orders.steps.reservation import take
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import (
     drain_events,
@@ -98,8 +101,8 @@ def test_duplicated_messages_and_orders_charge_once(infra):
     assert Gateway(infra).lookup(f"{order['orderId']}:charge")["paymentId"] == final["payment"]["paymentId"]
     assert get_stock(infra, "SKU-2") == {"sku": "SKU-2", "available": 7, "reserved": 0}
     notified = OrderStore(infra).load(order["orderId"])
-    assert sorted(notified["notifications"]) == ["OrderPlaced", "OrderShipped"]
-    assert notified["notificationsSent"] == 2  # one claim, hence one message, per event type
+    assert sorted(notified.notifications) == ["OrderPlaced", "OrderShipped"]
+    assert notified.notifications_sent == 2  # one claim, hence one message, per event type
 
 
 def test_poison_messages_land_in_the_dlq_and_the_order_shows_failed(infra):
@@ -151,14 +154,11 @@ def test_a_fifo_retry_keeps_its_message_group_and_gets_a_new_dedup_id(infra):
 
 
 def test_a_step_that_died_after_recording_is_finished_by_the_redelivered_message(infra):
-    from orders.aws.stock import reserve
-    from orders.domain.order import validate
-
     set_stock(infra, "SKU-K", 5)
     order = validate(make_order(sku="SKU-K", quantity=2))
     store = OrderStore(infra)
     record, _ = store.create(order, "2026-01-01T00:00:00.000000Z", "corr-k", False)
-    reserve(infra, store, record, order)  # the worker committed the reservation, then died
+    take(dependencies(infra), record, order)  # the worker committed the reservation, then died
     assert store.get(order.order_id)["status"] == "reserved"
     app.send_task("inventory.reserve", args=(order.order_id,), MessageGroupId="SKU-K",
                   MessageDeduplicationId=f"{order.order_id}.reserve")  # SQS redelivers it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,14 +12,15 @@ from click.testing import CliRunner
 
 from orders import place_order
 from orders.aws.gateway import Gateway
-from orders.aws.stock import get_stock, reserve, set_stock
+from orders.aws.stock import get_stock, set_stock
 from orders.aws.store import OrderStore
 from orders.celery import app
 from orders.cli import cli
 from orders.domain.errors import OutOfStock
 from orders.domain.order import validate
 from orders.runtime.config import beat_schedule
-from orders.settings import get_settings
+from orders.runtime.dependencies import dependencies
+from orders.steps.reservation import take
 from tests.helpers import wait_for
 from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final, wait_status
 
@@ -38,7 +40,7 @@ def test_concurrent_orders_for_scarce_stock_never_oversell(infra):
 def test_racing_reservations_take_exactly_the_available_quantity(infra):
     """Reservations straight against DynamoDB from many threads: no FIFO group serializes them."""
     set_stock(infra, "SKU-RACE", 6)
-    store = OrderStore(infra)
+    store, deps = OrderStore(infra), dependencies(infra)
     records = []
     for _ in range(16):
         order = validate(make_order(sku="SKU-RACE"))
@@ -47,7 +49,7 @@ def test_racing_reservations_take_exactly_the_available_quantity(infra):
     def attempt(pair):
         record, order = pair
         try:
-            reserve(infra, store, record, order)
+            take(deps, record, order)
             return True
         except OutOfStock:
             return False
@@ -56,25 +58,24 @@ def test_racing_reservations_take_exactly_the_available_quantity(infra):
         won = sum(pool.map(attempt, records))
     assert won == 6
     assert get_stock(infra, "SKU-RACE") == {"sku": "SKU-RACE", "available": 0, "reserved": 6}
-    assert sum(store.get(r["orderId"])["status"] == "reserved" for r, _ in records) == 6
+    assert sum(store.get(r.order_id)["status"] == "reserved" for r, _ in records) == 6
 
 
-def short_holds(monkeypatch):
-    """Reservations that expire after one second."""
-    monkeypatch.setenv("ORDERS_RESERVATION_TTL", "1")
-    get_settings.cache_clear()
+def short_holds(settings):
+    """Reservations that expire after one second (the app's tasks run with these settings)."""
+    app.reconfigure(dataclasses.replace(settings, reservation_ttl_seconds=1))
 
 
 def sweep_once_expired(settings, order_id):
     """Wait until the order's hold has expired, then send the expiry sweep as beat does."""
-    expires = OrderStore(settings).load(order_id)["reservationExpiresAt"]
+    expires = OrderStore(settings).load(order_id).reservation_expires_at
     time.sleep(max(0.0, float(expires) - time.time()) + 0.1)
     sweep = beat_schedule(settings)["release-expired-holds"]
     app.send_task(sweep["task"], **sweep["options"])
 
 
-def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypatch):
-    short_holds(monkeypatch)
+def test_an_expired_reservation_is_released_by_the_periodic_task(infra):
+    short_holds(infra)
     set_stock(infra, "SKU-E", 3)
     order = make_order(sku="SKU-E", quantity=2)
     place_order.delay(order)
@@ -92,8 +93,8 @@ def test_an_expired_reservation_is_released_by_the_periodic_task(infra, monkeypa
     assert OrderStore(infra).get(order["orderId"])["version"] == record["version"]
 
 
-def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infra, monkeypatch):
-    short_holds(monkeypatch)
+def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infra):
+    short_holds(infra)
     set_stock(infra, "SKU-K", 3)
     order = make_order(sku="SKU-K", quantity=2, price="15.00")
     place_order.delay(order)
@@ -112,8 +113,8 @@ def test_a_capture_never_recorded_is_refunded_when_the_reservation_runs_out(infr
     assert get_stock(infra, "SKU-K") == {"sku": "SKU-K", "available": 3, "reserved": 0}
 
 
-def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra, monkeypatch):
-    short_holds(monkeypatch)
+def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra):
+    short_holds(infra)
     set_stock(infra, "SKU-R", 3)
     order = make_order(sku="SKU-R", quantity=1, price="20.00")
     place_order.delay(order)
@@ -127,10 +128,10 @@ def test_a_charge_that_captures_after_the_expiry_sweep_is_refunded(infra, monkey
     with pipeline(["payments"]):
         wait_for(lambda: (Gateway(infra).lookup(f"{order['orderId']}:refund") or {}).get("status")
                  == "refunded", timeout=60)
-        wait_for(lambda: OrderStore(infra).load(order["orderId"]).get("refund") is not None, timeout=30)
+        wait_for(lambda: OrderStore(infra).load(order["orderId"]).refund is not None, timeout=30)
     record = OrderStore(infra).load(order["orderId"])
-    assert (record["status"], record["reason"]) == ("cancelled", "reservation-expired")
-    assert record["payment"]["status"] == "captured" and Decimal(record["refund"]["amount"]) == 20
+    assert (record.status, record.reason) == ("cancelled", "reservation-expired")
+    assert record.payment.status == "captured" and Decimal(record.refund.amount) == 20
     assert get_stock(infra, "SKU-R") == {"sku": "SKU-R", "available": 3, "reserved": 0}
 
 

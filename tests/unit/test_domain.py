@@ -1,4 +1,4 @@
-"""The order domain: validation lists every problem; money stays decimal."""
+"""The order domain: validation lists every problem; money stays decimal; records keep the stored layout."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from orders.domain.details import Payment, Refund, Shipment, Shortage
 from orders.domain.errors import InvalidOrder
 from orders.domain.order import MAX_LINES, needs_review, review_concerns, validate
+from orders.domain.records import Change, Hold, OrderRecord, public_view
+from orders.domain.states import HoldState, OrderState, PaymentStatus, Step
 
 
 def good(**overrides):
@@ -108,3 +111,90 @@ def test_review_step_rules():
     assert review_concerns(order, Decimal("4"))[0].startswith("total 44.98 USD is above")
     flagged = validate(good(customerId="flagged-7"))
     assert review_concerns(flagged, Decimal("40")) == ["customer flagged-7 is flagged by risk scoring"]
+
+
+#: An order item as the pipeline has always stored it (numbers come back from DynamoDB as Decimal).
+STORED = {
+    "pk": "ord-1", "sk": "order", "orderId": "ord-1", "status": "paid", "version": Decimal(4),
+    "customerId": "cust-1", "customerTier": "vip", "totalAmount": Decimal("44.98"), "currency": "USD",
+    "order": {"orderId": "ord-1", "items": [{"sku": "A", "quantity": Decimal(2), "unitPrice": "19.99"}]},
+    "fingerprint": "f" * 32, "needsReview": False, "correlationId": "corr-1",
+    "placedAt": "2026-01-01T00:00:00.000000Z", "updatedAt": "2026-01-01T00:00:03.000000Z",
+    "history": [{"status": "placed", "at": "2026-01-01T00:00:00.000000Z", "step": "place"},
+                {"status": "validated", "at": "2026-01-01T00:00:01.000000Z", "step": "place"},
+                {"status": "reserved", "at": "2026-01-01T00:00:02.000000Z", "step": "reserve"},
+                {"status": "paid", "at": "2026-01-01T00:00:03.000000Z", "step": "charge"}],
+    "notifications": {"OrderPlaced": "2026-01-01T00:00:01.500000Z"}, "notificationsSent": Decimal(1),
+    "reservationExpiresAt": Decimal(1767226500),
+    "payment": {"paymentId": "pay_1", "amount": "44.98", "currency": "USD", "attempts": Decimal(1),
+                "status": "captured"},
+}
+
+
+def test_a_stored_order_loads_typed_and_writes_back_the_same_layout():
+    record = OrderRecord.from_data(STORED)
+    assert (record.status, record.version, record.last_step) == (OrderState.PAID, 4, Step.CHARGE)
+    assert record.payment == Payment.captured("pay_1", Decimal("44.98"), "USD", 1)
+    assert record.reservation_expires_at == 1767226500 and record.notifications_sent == 1
+    assert record.to_data() == {k: v for k, v in STORED.items() if k not in ("pk", "sk")}
+
+
+def test_new_records_have_the_layout_the_store_always_wrote():
+    order = validate(good())
+    placed = OrderRecord.placed(order, "t0", "t1", "corr", True).to_data()
+    assert set(placed) == {"orderId", "status", "version", "customerId", "customerTier", "totalAmount",
+                           "currency", "order", "fingerprint", "needsReview", "correlationId", "placedAt",
+                           "updatedAt", "history", "notifications"}
+    assert placed["history"] == [{"status": "placed", "at": "t0", "step": "place"},
+                                 {"status": "validated", "at": "t1", "step": "place"}]
+    rejected = OrderRecord.rejected("ord-x", ["bad"], "t0", "t1", "corr").to_data()
+    assert rejected["history"][-1] == {"status": "rejected", "at": "t1", "step": "place",
+                                       "reason": "invalid-order"}
+    assert "needsReview" not in rejected and rejected["problems"] == ["bad"]
+    failed = OrderRecord.failed_unrecorded("ord-y", "dead", "t1").to_data()
+    assert (failed["status"], failed["failedFrom"], failed["notifications"]) == ("failed", "placed", {})
+
+
+def test_a_change_appends_history_and_keeps_what_it_does_not_set():
+    record = OrderRecord.from_data({**STORED, "status": "paid", "reason": "kept"})
+    done = record.after(Change(OrderState.COMPLETED, Step.SHIP, via=(OrderState.SHIPPED,),
+                               shipment=Shipment.booked("SIM", "1ZABC", "t9")), "t9")
+    assert done.version == 5 and done.reason == "kept" and done.payment == record.payment
+    assert [(e.status, e.step) for e in done.history[-2:]] == [(OrderState.SHIPPED, Step.SHIP),
+                                                              (OrderState.COMPLETED, Step.SHIP)]
+    refused = record.after(Change(OrderState.REFUNDING, Step.SHIP, "undeliverable-address",
+                                  shipment=Shipment.refusal("no")), "t9")
+    assert refused.history[-1].reason == "undeliverable-address"
+    assert Change(OrderState.REFUNDING, Step.SHIP, "x", shipment=Shipment.refusal("no")).fields() == \
+        {"reason": "x", "shipment": {"status": "refused", "detail": "no"}}
+
+
+def test_the_public_view_keeps_its_shape():
+    view = public_view(OrderRecord.from_data({**STORED, "failedFrom": "reserved", "status": "failed"}))
+    assert view["status"] == "failed" and view["failedFrom"] == "reserved"
+    assert view["totalAmount"] == "44.98" and view["version"] == 4 and view["problems"] == []
+    assert view["payment"] == {"paymentId": "pay_1", "amount": "44.98", "currency": "USD", "attempts": 1,
+                               "status": "captured"}
+    assert view["history"][0] == {"status": "placed", "at": "2026-01-01T00:00:00.000000Z", "step": "place"}
+    assert set(view) == {"orderId", "status", "reason", "problems", "history", "customerId", "customerTier",
+                         "totalAmount", "currency", "correlationId", "placedAt", "updatedAt", "version",
+                         "payment", "shipment", "notifications", "failedFrom"}
+
+
+def test_details_keep_their_stored_shapes():
+    assert Payment.declined("card declined").to_data() == {"status": "declined", "reason": "card declined"}
+    assert Payment.from_data({"status": "declined", "reason": "r"}).status is PaymentStatus.DECLINED
+    refund = Refund("re_1", "pay_1", Decimal("20.00"), "USD")
+    assert Refund.from_data(refund.to_data()) == refund and refund.to_data()["amount"] == "20.00"
+    stored = {"sku": "A", "requested": Decimal(2), "available": Decimal(1)}
+    assert Shortage.from_data(stored) == Shortage("A", 2, 1)
+
+
+def test_a_hold_expires_only_while_active():
+    hold = Hold.of(validate(good()), 100)
+    assert hold.items == (("A", 2), ("B", 1)) and hold.as_data()[0] == {"sku": "A", "quantity": 2}
+    assert hold.expired(now=100) and not hold.expired(now=99)
+    stored = {"pk": "ord-1", "items": [{"sku": "A", "quantity": Decimal(2)}], "expiresAt": Decimal(100),
+              "state": "committed"}
+    assert not Hold.from_data(stored).expired(now=200)
+    assert Hold.from_data(stored).state is HoldState.COMMITTED

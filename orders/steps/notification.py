@@ -1,0 +1,50 @@
+"""The notify step: tell the customer about each customer event, once.
+
+Customer events (orders.topology.CUSTOMER_EVENTS: the confirmation, the tracking
+number, a cancellation with its reason, a rejection) reach the notifications queue
+from SNS. Each (order id, event type) is claimed once with a conditional write on the
+order (its `notifications` map, the step's idempotency record) before anything is
+sent, so a duplicate event notifies nobody twice. Delivery is SIMULATED: the rendered
+message is logged (a real service would hand it to SES/SNS SMS here).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from orders.domain.records import OrderRecord
+from orders.steps.ports import Orders
+
+log = logging.getLogger(__name__)
+
+SMS_EVENTS = ("OrderShipped", "OrderCancelled")
+
+
+def notify(orders: Orders, event: Any) -> dict[str, Any]:
+    """Send the customer notification for one event envelope (once per order and event type)."""
+    if not isinstance(event, dict) or not event.get("orderId") or not event.get("eventType"):
+        log.warning("notify: not an order event, dropped: %r", event)
+        return {"sent": False, "skipped": True}
+    order_id, kind = str(event["orderId"]), str(event["eventType"])
+    record = orders.claim_notification(order_id, kind)
+    if record is None:
+        return {"orderId": order_id, "event": kind, "sent": False}
+    message = render(event, record)
+    log.info("notify %s: %s via %s", order_id, message["text"], ", ".join(message["channels"]) or "none")
+    return {"orderId": order_id, "event": kind, "sent": True, **message}
+
+
+def render(event: Mapping[str, Any], record: OrderRecord | None) -> dict[str, Any]:
+    """The customer's message for an event, and where it goes (email always, SMS for a few)."""
+    contact = ((record.content if record else None) or {}).get("contact") or {}
+    channels = [f"email:{contact['email']}"] if contact.get("email") else []
+    if contact.get("phone") and event["eventType"] in SMS_EVENTS:
+        channels.append(f"sms:{contact['phone']}")
+    data = event.get("data") or {}
+    detail = data.get("trackingNumber") or data.get("reason") or ""
+    if event["eventType"] == "OrderCancelled" and record is not None and record.refund:
+        detail += "; your payment has been refunded"  # the one message a refunded customer gets
+    text = f"Your order {event['orderId']}: {event['eventType']}" + (f" ({detail})" if detail else "")
+    return {"eventId": event.get("eventId"), "text": text, "channels": channels}

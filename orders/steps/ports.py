@@ -1,0 +1,108 @@
+"""What the steps need from the world, as small interfaces, and the bundle they are passed in.
+
+The AWS implementations are in orders.aws (OrderStore, Stock, Gateway, SimulatedCarrier,
+the metrics module); orders.runtime.dependencies puts them together. Tests can pass
+stand-ins. Events are not published from here: a step returns them (orders.steps.state_machine.Outcome)
+and the runtime publishes them and sends the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from orders.domain.details import Payment, Refund, Shipment
+from orders.domain.order import Order
+from orders.domain.records import Change, Hold, OrderRecord, StockLevel
+from orders.domain.states import HoldState
+from orders.domain.writes import Refusal, Write
+from orders.settings import Settings
+
+
+class Orders(Protocol):
+    """The order store: each order's record, changed only by conditional writes on its version."""
+
+    def load(self, order_id: str) -> OrderRecord | None: ...
+
+    def create(self, order: Order, placed_at: str, correlation_id: str,
+               review: bool) -> tuple[OrderRecord, bool]: ...
+
+    def reject(self, order_id: str, problems: Sequence[str], placed_at: str,
+               correlation_id: str) -> tuple[OrderRecord, bool]: ...
+
+    def prepare(self, record: OrderRecord, change: Change) -> tuple[Write, OrderRecord]: ...
+
+    def transition(self, record: OrderRecord, change: Change) -> OrderRecord: ...
+
+    def transact(self, writes: Sequence[Write]) -> Refusal | None: ...
+
+    def mark_failed(self, order_id: str, reason: str) -> bool: ...
+
+    def claim_notification(self, order_id: str, event_type: str) -> OrderRecord | None: ...
+
+
+class Inventory(Protocol):
+    """Stock levels and holds; the hold's moves come back as writes for `Orders.transact`."""
+
+    def unknown_skus(self, skus: Iterable[str]) -> list[str]: ...
+
+    def levels(self, skus: Iterable[str]) -> dict[str, StockLevel]: ...
+
+    def level(self, sku: str) -> StockLevel | None: ...
+
+    def load_hold(self, order_id: str) -> Hold | None: ...
+
+    def expired_holds(self, now: float | None = None) -> list[str]: ...
+
+    def restock(self, sku: str, quantity: int, restock_id: str) -> bool: ...
+
+    def take(self, hold: Hold) -> list[Write]: ...
+
+    def commit(self, hold: Hold) -> list[Write]: ...
+
+    def release(self, hold: Hold, to: HoldState = HoldState.RELEASED) -> list[Write]: ...
+
+    def put_back(self, hold: Hold) -> list[Write]: ...
+
+
+class PaymentGateway(Protocol):
+    """A card processor, idempotent per order: charge raises PaymentDeclined or GatewayUnavailable."""
+
+    def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment: ...
+
+    def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund: ...
+
+    def capture_of(self, order_id: str) -> Payment | None: ...
+
+
+class Carrier(Protocol):
+    """A shipping carrier, idempotent per order: a booked shipment or its refusal."""
+
+    def book(self, order: Order) -> Shipment: ...
+
+
+class Metrics(Protocol):
+    """Business and stage metrics (buffered by the implementation; never raises on the step's path)."""
+
+    def stage_time(self, stage: str, seconds: float) -> None: ...
+
+    def order_completed(self, total: Decimal, currency: str, placed_at: datetime | None = None) -> None: ...
+
+    def order_cancelled(self, reason: str) -> None: ...
+
+    def order_rejected(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything a step may use, passed in."""
+
+    settings: Settings
+    orders: Orders
+    stock: Inventory
+    gateway: PaymentGateway
+    carrier: Carrier
+    metrics: Metrics

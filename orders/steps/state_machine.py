@@ -1,0 +1,97 @@
+"""How a step moves an order, safely twice: from the states it expects, or re-announcing its own change.
+
+A step that finds its own state change already recorded (the message came twice,
+or the worker died after recording) announces again what that change means (the
+same events, the same next step): the events keep their ids and the next step is
+idempotent too. A message for an order past the step, or unknown, changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from orders.domain.errors import ConcurrentUpdate
+from orders.domain.events import Event
+from orders.domain.records import OrderRecord
+from orders.domain.states import OrderState, Step
+from orders.domain.times import parse_time
+from orders.domain.writes import Write
+from orders.steps.ports import Deps, Metrics, Orders
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did to one order: the record it left, the events to publish, the step to run next.
+
+    `skipped`: the message found nothing to do; `conflict`: a placement with another
+    order's id. The runtime publishes `events`, then sends `then` (if any), in that order.
+    """
+
+    order_id: str
+    record: OrderRecord | None
+    events: tuple[Event, ...] = ()
+    then: Step | None = None
+    skipped: bool = False
+    conflict: bool = False
+
+
+#: A step's change, from a state it expects: the new record and any events of the change itself.
+Act = Callable[[OrderRecord], tuple[OrderRecord, list[Event]]]
+#: What the state an order is in means: the events to announce and the next step.
+Announce = Callable[[OrderRecord], tuple[list[Event], Step | None]]
+Expected = Collection[OrderState] | Callable[[OrderRecord], Collection[OrderState]]
+
+
+def run_step(deps: Deps, order_id: object, step: Step, expected: Expected,
+             act: Act, announce: Announce) -> Outcome:
+    """One pipeline step, safe to run twice (see the module's docstring)."""
+    record = deps.orders.load(order_id) if isinstance(order_id, str) and order_id else None
+    if record is None:
+        return skipped(str(order_id), step, record)
+    if ready_for(record, expected(record) if callable(expected) else expected):
+        record, extra = act(record)
+        record_metrics(deps.metrics, record)
+    elif record.last_step is step:
+        extra = []
+    else:
+        return skipped(str(order_id), step, record)
+    events, then = announce(record)
+    return Outcome(record.order_id, record, (*events, *extra), then)
+
+
+def ready_for(record: OrderRecord, expected: Collection[OrderState]) -> bool:
+    """Whether the order waits for this step (or failed there and its message was redriven)."""
+    if record.status is OrderState.FAILED:
+        return record.failed_from in expected
+    return record.status in expected
+
+
+def skipped(order_id: str, step: Step, record: OrderRecord | None) -> Outcome:
+    log.info("%s: order %s is %s; nothing to do", step, order_id, record.status if record else "unknown")
+    return Outcome(order_id, record, skipped=True)
+
+
+def record_metrics(metrics: Metrics, record: OrderRecord) -> None:
+    """Stage latency of the change just made and, at a final state, the business metrics."""
+    history = record.history
+    if len(history) >= 2:
+        seconds = (parse_time(history[-1].at) - parse_time(history[-2].at)).total_seconds()
+        metrics.stage_time(history[-1].status.value, seconds)
+    if record.status is OrderState.COMPLETED and record.total_amount is not None and record.currency:
+        metrics.order_completed(record.total_amount, record.currency,
+                                parse_time(history[0].at) if history else None)
+    elif record.status is OrderState.CANCELLED:
+        metrics.order_cancelled(record.reason or "unknown")
+    elif record.status is OrderState.REJECTED:
+        metrics.order_rejected()
+
+
+def commit(orders: Orders, writes: Sequence[Write]) -> None:
+    """Run writes that must all happen: ConcurrentUpdate (retryable) if any condition failed."""
+    refusal = orders.transact(writes)
+    if refusal is not None:
+        raise ConcurrentUpdate(f"transaction cancelled: {list(refusal.codes)}")

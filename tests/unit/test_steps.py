@@ -1,0 +1,263 @@
+"""The steps' decisions against in-memory stand-ins of their ports (the real ones run in tests/integration).
+
+The stand-in keeps the conditions the real store keeps (an order's version, a hold's
+state, a product's available units), so that a refused transaction is refused for the
+same reason it would be on DynamoDB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+from orders.domain.details import Payment, Refund, Shipment
+from orders.domain.errors import ConcurrentUpdate, PaymentDeclined
+from orders.domain.records import Change, Hold, OrderRecord
+from orders.domain.states import HoldState, OrderState, Step
+from orders.domain.times import now_iso
+from orders.domain.writes import Guard, Refusal, Write
+from orders.settings import Settings
+from orders.steps import admission, charge, notification, reservation, shipment
+from orders.steps.flow import happy_path, next_step
+from orders.steps.ports import Deps
+
+
+class World:
+    """Orders, holds and stock in memory, with the store's conditions (ports Orders and Inventory)."""
+
+    def __init__(self, stock: dict[str, int]):
+        self.records: dict[str, OrderRecord] = {}
+        self.holds: dict[str, Hold] = {}
+        self.available, self.reserved = dict(stock), dict.fromkeys(stock, 0)
+
+    def load(self, order_id: str) -> OrderRecord | None:
+        return self.records.get(order_id)
+
+    def create(self, order: Any, placed_at: str, correlation_id: str,
+               review: bool) -> tuple[OrderRecord, bool]:
+        if order.order_id in self.records:
+            return self.records[order.order_id], False
+        record = OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review)
+        self.records[record.order_id] = record
+        return record, True
+
+    def prepare(self, record: OrderRecord, change: Change) -> tuple[Write, OrderRecord]:
+        new = record.after(change, now_iso())
+        return Write(Guard.ORDER, {"expect": record.version, "new": new}), new
+
+    def transition(self, record: OrderRecord, change: Change) -> OrderRecord:
+        write, new = self.prepare(record, change)
+        if self.transact([write]) is not None:
+            raise ConcurrentUpdate("changed")
+        return new
+
+    def transact(self, writes: list[Write]) -> Refusal | None:
+        codes = ["None" if self._allowed(w) else "ConditionalCheckFailed" for w in writes]
+        if "ConditionalCheckFailed" in codes:
+            return Refusal(frozenset(w.guard for w, c in zip(writes, codes, strict=True) if c != "None"),
+                           tuple(codes))
+        for w in writes:
+            self._apply(w.request)
+        return None
+
+    def _allowed(self, write: Write) -> bool:
+        r = write.request
+        if write.guard is Guard.ORDER:
+            return self.records[r["new"].order_id].version == r["expect"]
+        if write.guard is Guard.STOCK:
+            return self.available[r["sku"]] >= r.get("need", 0)
+        held = self.holds.get(r["hold"].order_id)
+        return held is None if r["from"] is None else held is not None and held.state is r["from"]
+
+    def _apply(self, r: Any) -> None:
+        if "new" in r:
+            self.records[r["new"].order_id] = r["new"]
+        elif "sku" in r:
+            self.available[r["sku"]] += r["available"]
+            self.reserved[r["sku"]] += r["reserved"]
+        else:
+            self.holds[r["hold"].order_id] = dataclasses.replace(r["hold"], state=r["to"])
+
+    def unknown_skus(self, skus: Any) -> list[str]:
+        return [s for s in skus if s not in self.available]
+
+    def levels(self, skus: Any) -> dict[str, Any]:
+        return {s: {"sku": s, "available": self.available[s], "reserved": self.reserved[s]}
+                for s in skus if s in self.available}
+
+    def load_hold(self, order_id: str) -> Hold | None:
+        return self.holds.get(order_id)
+
+    def _lines(self, hold: Hold, available: int, reserved: int, need: bool = False) -> list[Write]:
+        return [Write(Guard.STOCK, {"sku": sku, "available": available * q, "reserved": reserved * q,
+                                    "need": q if need else 0}) for sku, q in hold.items]
+
+    def _move(self, hold: Hold, to: HoldState, from_state: HoldState | None) -> Write:
+        return Write(Guard.HOLD, {"hold": hold, "to": to, "from": from_state})
+
+    def take(self, hold: Hold) -> list[Write]:
+        return [*self._lines(hold, -1, 1, need=True), self._move(hold, HoldState.ACTIVE, None)]
+
+    def commit(self, hold: Hold) -> list[Write]:
+        return [*self._lines(hold, 0, -1), self._move(hold, HoldState.COMMITTED, HoldState.ACTIVE)]
+
+    def release(self, hold: Hold, to: HoldState = HoldState.RELEASED) -> list[Write]:
+        return [*self._lines(hold, 1, -1), self._move(hold, to, HoldState.ACTIVE)]
+
+    def put_back(self, hold: Hold) -> list[Write]:
+        return [*self._lines(hold, 1, 0), self._move(hold, HoldState.RETURNED, HoldState.COMMITTED)]
+
+
+class Gateway:
+    """Approves everything (or declines, or runs `meanwhile` as the money is taken)."""
+
+    def __init__(self, decline: str | None = None, meanwhile: Any = None):
+        self.decline, self.meanwhile, self.charges = decline, meanwhile, 0
+
+    def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment:
+        if self.decline:
+            raise PaymentDeclined(self.decline)
+        self.charges += 1
+        if self.meanwhile:
+            self.meanwhile()
+        return Payment.captured(f"pay_{order_id}", amount, currency, 1)
+
+    def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund:
+        return Refund(f"re_{order_id}", payment_id, amount, currency)
+
+    def capture_of(self, order_id: str) -> Payment | None:
+        return None
+
+
+class Carrier:
+    def book(self, order: Any) -> Shipment:
+        return Shipment.booked("SIM", "1Z" + order.order_id, now_iso())
+
+
+class Metrics:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def make_order(sku: str = "A", quantity: int = 2, **overrides: Any) -> dict[str, Any]:
+    """A valid order for one product at 10.00 each."""
+    return {"orderId": "ord-1", "customerId": "cust-1", "customerTier": "standard",
+            "items": [{"sku": sku, "quantity": quantity, "unitPrice": "10.00"}],
+            "totalAmount": str(10 * quantity), "currency": "USD",
+            "payment": {"method": "card", "token": "tok_visa"},
+            "shippingAddress": {"line1": "1 Main St", "city": "Springfield", "postalCode": "12345",
+                                "country": "US"},
+            "contact": {"email": "pat@example.com"}, **overrides}
+
+
+def deps(world: World, gateway: Gateway | None = None) -> Deps:
+    settings = Settings(env="unit")
+    return Deps(settings, world, world, gateway or Gateway(), Carrier(), Metrics())  # type: ignore[arg-type]
+
+
+def placed(d: Deps, **overrides: Any) -> str:
+    order = make_order(sku="A", quantity=2, **overrides)
+    outcome = admission.place(d, order, now_iso(), "corr")
+    assert outcome.record is not None and outcome.then is Step.RESERVE
+    return str(order["orderId"])
+
+
+def kinds(outcome: Any) -> list[str]:
+    return [e.type for e in outcome.events]
+
+
+def test_the_flow_is_defined_once_and_reviews_only_large_orders():
+    assert happy_path(review=True) == [Step.PLACE, Step.REVIEW, Step.RESERVE, Step.CHARGE, Step.SHIP]
+    assert happy_path(review=False) == [Step.PLACE, Step.RESERVE, Step.CHARGE, Step.SHIP]
+    record = OrderRecord("o", OrderState.VALIDATED, 1, needs_review=True)
+    assert next_step(record, Step.PLACE) is Step.REVIEW and next_step(record, Step.SHIP) is None
+
+
+def test_an_order_goes_through_every_step_with_its_events():
+    world = World({"A": 5})
+    d = deps(world)
+    order_id = placed(d)
+    reserved = reservation.reserve(d, order_id)
+    assert (reserved.then, kinds(reserved)) == (Step.CHARGE, ["StockReserved", "StockLow"])
+    assert (world.available["A"], world.reserved["A"]) == (3, 2)
+    paid = charge.charge(d, order_id)
+    assert (paid.then, kinds(paid)) == (Step.SHIP, ["PaymentCaptured"])
+    assert world.holds[order_id].state is HoldState.COMMITTED and world.reserved["A"] == 0
+    shipped = shipment.ship(d, order_id)
+    assert shipped.then is None and kinds(shipped) == ["OrderShipped", "OrderCompleted"]
+    assert [e.status for e in world.records[order_id].history][-2:] == [OrderState.SHIPPED,
+                                                                        OrderState.COMPLETED]
+
+
+def test_a_step_that_runs_again_announces_again_and_changes_nothing():
+    world = World({"A": 50})
+    d = deps(world)
+    order_id = placed(d)
+    first = reservation.reserve(d, order_id)
+    again = reservation.reserve(d, order_id)
+    assert kinds(again) == ["StockReserved"] and again.then is Step.CHARGE and not again.skipped
+    assert again.record == first.record and world.available["A"] == 48
+    later = admission.place(d, make_order(orderId=order_id, sku="A", quantity=2), now_iso(), "corr")
+    assert later.skipped and not later.events  # placed again, already past placement
+
+
+def test_a_short_line_cancels_the_order_naming_every_shortage():
+    world = World({"A": 1})
+    d = deps(world)
+    order_id = placed(d)
+    outcome = reservation.reserve(d, order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.CANCELLED, "out-of-stock")
+    assert [s.to_data() for s in record.shortages] == [{"sku": "A", "requested": 2, "available": 1}]
+    assert kinds(outcome) == ["OrderCancelled", "OutOfStock"] and world.available["A"] == 1
+
+
+def test_a_hold_that_runs_out_while_the_money_is_taken_sends_the_order_to_refund():
+    world = World({"A": 5})
+    d = deps(world)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+
+    def sweep() -> None:  # the expiry sweep releases the hold between the charge's check and its commit
+        hold = world.holds[order_id]
+        world.transact(world.release(hold, HoldState.EXPIRED))
+
+    outcome = charge.charge(dataclasses.replace(d, gateway=Gateway(meanwhile=sweep)), order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.REFUNDING, "reservation-expired")
+    assert record.payment is not None and outcome.then is Step.REFUND
+    assert kinds(outcome) == ["PaymentCaptured"]
+
+
+def test_a_declined_card_releases_the_hold_and_cancels():
+    world = World({"A": 5})
+    d = deps(world)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    outcome = charge.charge(dataclasses.replace(d, gateway=Gateway(decline="card declined")), order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.CANCELLED, "payment-declined")
+    assert record.payment == Payment.declined("card declined")
+    assert kinds(outcome) == ["PaymentDeclined", "OrderCancelled", "StockReleased"] and outcome.then is None
+    assert (world.available["A"], world.holds[order_id].state) == (5, HoldState.RELEASED)
+
+
+def test_a_message_for_an_unknown_or_finished_order_is_skipped():
+    world = World({"A": 5})
+    d = deps(world)
+    assert charge.charge(d, "no-such-order").skipped
+    assert charge.charge(d, None).skipped
+    order_id = placed(d)
+    assert shipment.ship(d, order_id).skipped  # not paid yet
+
+
+def test_notifications_go_by_email_and_sms_and_mention_a_refund():
+    contact = {"email": "a@b.c", "phone": "+1"}
+    record = OrderRecord("o1", OrderState.CANCELLED, 3, content={"contact": contact},
+                         refund=Refund("re", "pay", Decimal(1), "USD"))
+    event = {"orderId": "o1", "eventType": "OrderCancelled", "eventId": "e1", "data": {"reason": "x"}}
+    message = notification.render(event, record)
+    assert message["channels"] == ["email:a@b.c", "sms:+1"]
+    assert message["text"] == "Your order o1: OrderCancelled (x; your payment has been refunded)"
+    assert notification.notify(World({}), "not an event") == {"sent": False, "skipped": True}
