@@ -1,20 +1,24 @@
 """Custom CloudWatch metrics, aggregated in each process and sent in batched PutMetricData calls.
 
-Recording a value is a dictionary update under a lock: no AWS call per task. A
-background thread flushes the buffer every `ORDERS_METRICS_FLUSH_SECONDS` (and
-workers flush at shutdown), packing up to 1000 metric data per request. Timings
+Recording a value merges it into its series (name, unit, dimensions) in the
+process's background batcher (orders.aws.background): no AWS call per task.
+Series go out `metrics_flush_seconds` after the first value of an interval (and
+workers flush at shutdown), packed up to 1000 metric data per request. Timings
 are sent as Values/Counts (3 significant digits) so that CloudWatch can compute
 percentiles; counts and amounts as exact statistic sets.
+
+Where the values go (environment dimension, endpoint, interval, on or off) is the
+Settings the process is bound to with `bind(settings)`: a worker binds its app's
+settings when it starts (orders.runtime.task_metrics). A process nobody bound
+uses the environment's settings, read once.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from orders.aws import clients
+from orders.aws.background import BackgroundBatcher
 from orders.settings import ConfigurationError, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,11 +42,11 @@ MAX_PENDING_SERIES = 20_000
 Key = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Series:
     """What one metric (name, unit, dimensions) accumulated since the last flush."""
 
-    values: Counter[float] = field(default_factory=Counter)  # timings: rounded value -> count
+    values: defaultdict[float, int] = field(default_factory=lambda: defaultdict(int))  # timing -> count
     count: float = 0.0  # amounts and counts: exact statistic set
     total: float = 0.0
     low: float = float("inf")
@@ -53,106 +58,80 @@ class Series:
         self.low, self.high = min(self.low, value), max(self.high, value)
 
     def merge(self, other: Series) -> None:
-        self.values.update(other.values)
-        self.count += other.count
-        self.total += other.total
-        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        for value, n in other.values.items():
+            self.values[value] += n
+        if other.count:
+            self.count += other.count
+            self.total += other.total
+            self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+
+
+class Destination:
+    """Where a process's values go: its settings. The batcher's target, hashed by identity: hashing
+    the whole Settings for every value would cost more than recording it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.environment = settings.env
+
+
+#: What the batcher holds: a series and what it accumulated.
+Point = tuple[Key, Series]
 
 
 class MetricsBuffer:
-    """One per process: values are added by any thread and flushed in batches."""
+    """One per process: values are added by any thread, merged per series, and sent in batches."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._series: dict[Key, Series] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self.requests = 0  # PutMetricData calls made, for tests and benchmarks
         self.dropped = 0
+        self._lock = threading.Lock()
+        self._batcher: BackgroundBatcher[Destination, Point] = BackgroundBatcher(
+            "metrics", self._send, linger=lambda dest: dest.settings.metrics_flush_seconds,
+            max_pending=MAX_PENDING_SERIES, merge_key=lambda point: point[0],
+            merge=lambda into, point: into[1].merge(point[1]))
 
-    def timing(self, name: str, seconds: float, dims: Mapping[str, str]) -> None:
-        with self._lock:
-            series = self._get(name, "Seconds", dims)
-            if series is not None:
-                series.values[_round(seconds)] += 1
-        self._ensure_flusher()
+    def timing(self, dest: Destination, name: str, seconds: float, dims: Mapping[str, str]) -> None:
+        series = Series(defaultdict(int, {_round(seconds): 1}))
+        self._add(dest, (name, "Seconds", tuple(sorted(dims.items()))), series)
 
-    def amount(self, name: str, value: float, unit: str, dims: Mapping[str, str]) -> None:
-        with self._lock:
-            series = self._get(name, unit, dims)
-            if series is not None:
-                series.add_amount(value)
-        self._ensure_flusher()
+    def amount(self, dest: Destination, name: str, value: float, unit: str, dims: Mapping[str, str]) -> None:
+        self._add(dest, (name, unit, tuple(sorted(dims.items()))), Series(count=1, total=value, low=value,
+                                                                          high=value))
 
-    def _get(self, name: str, unit: str, dims: Mapping[str, str]) -> Series | None:
-        key = (name, unit, tuple(sorted(dims.items())))
-        series = self._series.get(key)
-        if series is None:
-            if len(self._series) >= MAX_PENDING_SERIES:
+    def _add(self, dest: Destination, key: Key, series: Series) -> None:
+        if not self._batcher.submit(dest, (key, series)):
+            with self._lock:
                 self.dropped += 1
-                return None
-            series = self._series[key] = Series()
-        return series
 
-    def flush(self, settings: Settings | None = None) -> int:
-        """Send everything pending now; returns the number of PutMetricData calls."""
-        with self._lock:
-            pending, self._series = self._series, {}
-        if not pending:
-            return 0
-        settings = settings or get_settings()
-        calls = 0
+    def flush(self, timeout: float = 30.0) -> int:
+        """Send everything pending now; returns the number of PutMetricData calls made meanwhile."""
+        before = self.requests
+        self._batcher.flush(timeout)
+        return self.requests - before
+
+    def close(self) -> None:
+        """Send what is pending (worker shutdown, process exit); values added later are sent as usual."""
+        self.flush()
+
+    def _send(self, dest: Destination, points: list[Point]) -> None:
+        pending = dict(points)
         chunks = list(_chunks(list(_data(pending, datetime.now(UTC)))))
         for n, chunk in enumerate(chunks):
             try:
-                clients.client("cloudwatch", settings).put_metric_data(
+                clients.client("cloudwatch", dest.settings).put_metric_data(
                     Namespace=NAMESPACE, MetricData=[datum for _, datum in chunk])
-                calls += 1
+                self.requests += 1
             except ConfigurationError as exc:  # nowhere to send them: a process without AWS settings
                 log.debug("metrics dropped: %s", exc)
-                break
+                return
             except Exception as exc:  # metrics must never break the work they measure
                 unsent = {key for rest in chunks[n:] for key, _ in rest}
                 log.warning("PutMetricData failed (%s); %d series kept for the next flush", exc, len(unsent))
-                self._restore({key: pending[key] for key in unsent})
-                break
-        self.requests += calls
-        return calls
-
-    def _restore(self, pending: dict[Key, Series]) -> None:
-        with self._lock:
-            for key, series in pending.items():
-                if key in self._series:
-                    self._series[key].merge(series)
-                elif len(self._series) < MAX_PENDING_SERIES:
-                    self._series[key] = series
-
-    def _ensure_flusher(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="metrics-flusher", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        stop = self._stop
-        while not stop.wait(get_settings().metrics_flush_seconds):
-            self.flush()
-
-    def close(self) -> None:
-        """Stop the flusher and send what is pending (worker shutdown, process exit).
-
-        A value added later starts a new flusher: an in-process test worker stops
-        while the process goes on.
-        """
-        with self._lock:
-            self._stop.set()
-            self._stop, self._thread = threading.Event(), None
-        try:
-            self.flush()
-        except Exception as exc:
-            log.warning("final metrics flush failed: %s", exc)
+                now = time.monotonic()
+                # Not awaited: a flush does not wait for CloudWatch to come back.
+                self._batcher.requeue(dest, [((key, pending[key]), now) for key in unsent], awaited=False)
+                return
 
 
 def _round(value: float) -> float:
@@ -190,24 +169,23 @@ def _chunks(data: list[tuple[Key, dict[str, Any]]]) -> Iterator[list[tuple[Key, 
 
 
 _buffer = MetricsBuffer()
+_bound: Destination | None = None
 
 
-def _fresh_buffer_after_fork() -> None:
-    # A forked child inherits the parent's values (already counted there) and no thread.
-    global _buffer
-    _buffer = MetricsBuffer()
+def bind(settings: Settings) -> None:
+    """Send this process's metrics with `settings` (environment, endpoint, interval); values
+    already recorded still go where they were meant to."""
+    global _bound
+    if _bound is None or _bound.settings != settings:
+        _bound = Destination(settings)
 
 
-def _at_exit() -> None:
-    try:
-        clients.require_aws(get_settings())
-    except ConfigurationError:
-        return  # nowhere to send them (a test process whose emulator is gone)
-    _buffer.close()
-
-
-os.register_at_fork(after_in_child=_fresh_buffer_after_fork)
-atexit.register(_at_exit)
+def destination() -> Destination:
+    """Where this process's values go: its bound settings (the environment's if none were bound)."""
+    if _bound is None:
+        bind(get_settings())
+    assert _bound is not None
+    return _bound
 
 
 def buffer() -> MetricsBuffer:
@@ -215,29 +193,29 @@ def buffer() -> MetricsBuffer:
     return _buffer
 
 
-def _dims(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
-    return {"Environment": settings.env, **{k: str(v) for k, v in extra.items()}}
+def _dims(dest: Destination, extra: Mapping[str, str]) -> dict[str, str]:
+    return {"Environment": dest.environment, **{k: str(v) for k, v in extra.items()}}
 
 
 def count(name: str, n: float = 1, **dims: str) -> None:
     """Add `n` to a count metric (dimensions: Environment plus `dims`)."""
-    settings = get_settings()
-    if settings.metrics_enabled:
-        _buffer.amount(name, float(n), "Count", _dims(settings, dims))
+    dest = destination()
+    if dest.settings.metrics_enabled:
+        _buffer.amount(dest, name, float(n), "Count", _dims(dest, dims))
 
 
 def amount(name: str, value: float | Decimal, unit: str = "None", **dims: str) -> None:
     """Record an amount whose sum matters (revenue): sent as an exact statistic set."""
-    settings = get_settings()
-    if settings.metrics_enabled:
-        _buffer.amount(name, float(value), unit, _dims(settings, dims))
+    dest = destination()
+    if dest.settings.metrics_enabled:
+        _buffer.amount(dest, name, float(value), unit, _dims(dest, dims))
 
 
 def timing(name: str, seconds: float, **dims: str) -> None:
     """Record a duration; CloudWatch can then give its percentiles (p50, p95, p99)."""
-    settings = get_settings()
-    if settings.metrics_enabled:
-        _buffer.timing(name, max(seconds, 0.0), _dims(settings, dims))
+    dest = destination()
+    if dest.settings.metrics_enabled:
+        _buffer.timing(dest, name, max(seconds, 0.0), _dims(dest, dims))
 
 
 def flush() -> int:

@@ -15,21 +15,17 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from orders.aws import clients, metrics
-from orders.aws.errors import is_retryable_aws_error
-from orders.aws.sns import topic_arn
-from orders.domain.errors import PermanentError, RetryableError
+from orders.aws import metrics
+from orders.aws.sns import publish_entries, topic_arn
+from orders.domain.errors import PermanentError
 from orders.ops import archive
-from orders.ops.dead_letters import DeadLetter, classify, classify_exception, release, scan
+from orders.ops.dead_letters import DeadLetter, classify, release, scan
+from orders.ops.failures import exception_kinds, failure_category
+from orders.runtime.dependencies import fail_order  # the pipeline's own path: store + OrderFailed
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES, QueueSpec
 
 log = logging.getLogger(__name__)
-
-
-def exception_kinds(exc: BaseException) -> list[str]:
-    """The exception's classes, most derived first, as module.Name."""
-    return [f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__ if c not in (object, BaseException)]
 
 
 def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
@@ -37,11 +33,8 @@ def on_task_failure(sender: Any = None, task_id: str | None = None, exception: B
     """Celery task_failure handler: record the error (never raises: the worker must go on)."""
     if not task_id or exception is None:
         return
-    kinds = exception_kinds(exception)
-    transient = isinstance(exception, RetryableError) or is_retryable_aws_error(exception)
     queue = (getattr(sender.request, "delivery_info", None) or {}).get("routing_key", "") if sender else ""
-    _record(task_id, getattr(sender, "name", "?"), str(queue), exception, kinds,
-            classify_exception(kinds, transient), str(einfo or ""))
+    _record(task_id, getattr(sender, "name", "?"), str(queue), exception, str(einfo or ""))
 
 
 def on_task_unknown(name: str | None = None, id: str | None = None, exc: BaseException | None = None,
@@ -49,14 +42,13 @@ def on_task_unknown(name: str | None = None, id: str | None = None, exc: BaseExc
     """Celery task_unknown handler: a message naming a task this worker does not have."""
     if id and exc is not None:
         queue = (getattr(message, "delivery_info", None) or {}).get("routing_key", "")
-        _record(id, name or "?", str(queue), exc, exception_kinds(exc), "bug", "")
+        _record(id, name or "?", str(queue), exc, "")  # a KeyError: a bug (a deploy out of step)
 
 
-def _record(task_id: str, task: str, queue: str, exc: BaseException, kinds: list[str],
-            category: str, trace: str) -> None:
+def _record(task_id: str, task: str, queue: str, exc: BaseException, trace: str) -> None:
     try:
-        archive.record_failure(get_settings(), task_id, task, queue,
-                                   f"{type(exc).__name__}: {exc}", kinds, category, trace)
+        archive.record_failure(get_settings(), task_id, task, queue, f"{type(exc).__name__}: {exc}",
+                               exception_kinds(exc), failure_category(exc), trace)
     except Exception as err:  # the message still reaches its DLQ; only its error is missing
         log.warning("could not record the failure of %s %s: %s", task, task_id, err)
 
@@ -116,7 +108,7 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
         arrivals = [Arrival(m, str(known[m.message_id]["category"]), str(known[m.message_id]["why"]),
                             None, new=False)
                     for m in letters if m.message_id in known and "alerted_at" not in known[m.message_id]
-                    and archive.claim_late_alert(settings, m)]
+                    and archive.claim_late_alert(settings, m, known[m.message_id])]
         for letter in new:
             category, why = classify(letter, recorded.get(letter.key))
             if archive.archive(settings, letter, category, why):
@@ -128,29 +120,27 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
 
 
 def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
-    """One critical alert per message on system-health, ten per PublishBatch; each marked once sent."""
+    """One critical alert per message on system-health, through the one SNS path; each marked once sent."""
     try:
         topic = topic_arn(settings, "system-health")  # discovered once per process, not every pass
     except PermanentError:
         log.error("no system-health topic: %d dead-letter alert(s) not sent", len(arrivals))
         return
-    sns = clients.client("sns", settings)
-    for start in range(0, len(arrivals), 10):
-        part = arrivals[start:start + 10]
-        entries = [_entry(str(i), a.alert(settings)) for i, a in enumerate(part)]
-        answer = sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)
-        for entry in answer.get("Failed", []):
-            log.error("dead-letter alert not published (retried next pass): %s", entry)
-        for entry in answer.get("Successful", []):
-            archive.mark_alerted(settings, part[int(entry["Id"])].letter)
+    outcomes = publish_entries(settings, [(topic, _entry(a.alert(settings))) for a in arrivals])
+    for arrival, error in zip(arrivals, outcomes, strict=True):
+        if error is None:
+            archive.mark_alerted(settings, arrival.letter)
+        else:
+            log.error("dead-letter alert for %s not published (retried next pass): %s",
+                      arrival.letter.message_id, error)
 
 
-def _entry(entry_id: str, alert: dict[str, Any]) -> dict[str, Any]:
+def _entry(alert: dict[str, Any]) -> dict[str, Any]:
     def attr(value: str) -> dict[str, str]:
         return {"DataType": "String", "StringValue": value}
 
     subject = f"[critical] dead-lettered {alert['task'] or 'message'} on {alert['queue']}"
-    return {"Id": entry_id, "Subject": subject[:100], "Message": json.dumps(alert),
+    return {"Subject": subject[:100], "Message": json.dumps(alert),
             "MessageAttributes": {
                 "severity": attr("critical"), "event_type": attr("MessageDeadLettered"),
                 "queue": attr(alert["queue"]), "classification": attr(alert["classification"])}}
@@ -158,8 +148,6 @@ def _entry(entry_id: str, alert: dict[str, Any]) -> dict[str, Any]:
 
 def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:
     """The order shows `failed` (and OrderFailed is published) while its message awaits triage."""
-    from orders.steps.workflow import fail_order  # the pipeline's own path: store + OrderFailed event
-
     order_id = arrival.letter.order_id
     if order_id is None:
         return False

@@ -3,8 +3,9 @@
 Celery runs the SQS consumer, acks, events and remote control on one event
 loop. Here nothing on that loop waits on the control plane:
 
-- `EventDispatcher` only queues an event; a thread of its own publishes it, and
-  drops events (counted, logged once) while Redis is unreachable;
+- `EventDispatcher` only queues an event; a background batcher's thread
+  (orders.aws.background) publishes it, and drops events (counted, logged once)
+  while Redis is unreachable;
 - `RemoteControl` replaces Celery's Control step (which SQS cannot run: no
   fanout). A thread consumes the worker's pidbox on the control plane and hands
   each command to the loop (`hub.call_soon`), where Celery's handlers run as
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -38,6 +38,7 @@ from kombu import Connection, Producer
 from kombu.exceptions import EncodeError
 from kombu.pidbox import Node
 
+from orders.aws.background import BackgroundBatcher
 from orders.runtime.control_plane import control_connection, control_url, fanout_capable, health
 
 logger = logging.getLogger("orders.runtime.control_plane")
@@ -51,7 +52,8 @@ RETRY_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 10.0
 #: How long the pidbox thread waits for a command before it sends queued replies.
 DRAIN_SECONDS = 0.05
-_STOP = object()
+#: The one target of an event sender's batcher: the dispatcher's exchange.
+EVENTS = "events"
 
 
 class EventDispatcher(celery_dispatcher.EventDispatcher):
@@ -84,89 +86,66 @@ class EventDispatcher(celery_dispatcher.EventDispatcher):
 
 
 class Sender:
-    """A queue and a thread that publish a dispatcher's events on the control plane."""
+    """Publishes a dispatcher's events on the control plane from a background batcher's thread.
+
+    Its specifics: events are coalesced into `<group>.multi` messages, a queue full
+    of events (Redis unreachable for long) drops new ones, and after a failed publish
+    events are dropped for RETRY_SECONDS before the next try.
+    """
 
     def __init__(self, connection: Connection, dispatcher: EventDispatcher):
-        self.connection = connection.clone()  # used only by the thread
+        self.connection = connection.clone()  # used only by the batcher's thread
         self.dispatcher = dispatcher
         self.health = health(connection)
-        self.queue: queue.Queue[Any] = queue.Queue(MAX_PENDING_EVENTS)
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._producer: Producer | None = None
         self._retry_at = 0.0
+        self._batcher: BackgroundBatcher[str, tuple[Any, str]] = BackgroundBatcher(
+            "orders-control-plane-events", self._send, linger=0.0, max_items=MAX_EVENTS_PER_MESSAGE,
+            max_pending=MAX_PENDING_EVENTS)
 
     def put(self, event: Any, routing_key: str) -> None:
-        self._ensure_thread()
+        """Queue an event (never waits: the caller is Celery's event loop)."""
         try:
-            self.queue.put_nowait((event, routing_key))
-        except queue.Full:
+            kept = self._batcher.submit(EVENTS, (event, routing_key))
+        except RuntimeError:  # closed: a stopping worker's late event
+            return
+        if not kept:
             self.health.drop()
 
     def close(self, timeout: float = 1.0) -> None:
         """Send what is queued (briefly: a shutting-down worker's last events), then stop."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid():
-            return
-        try:
-            self.queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
+        if self._batcher.close(timeout) and self._pid == os.getpid():
+            _quietly(self.connection.release)
 
-    def _ensure_thread(self) -> None:
-        # A forked child (a prefork pool process sending a chain's next task) needs its own thread.
-        if self._thread is not None and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._thread is None or self._pid != os.getpid():
-                if self._pid and self._pid != os.getpid():
-                    self.queue = queue.Queue(MAX_PENDING_EVENTS)
-                    self.connection = self.connection.clone()
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                 name="orders-control-plane-events")
-                self._thread.start()
+    def _send(self, _target: str, items: list[tuple[Any, str]]) -> None:
+        if self._pid != os.getpid():
+            # A forked child (a prefork pool process sending a chain's next task) has its own connection.
+            self._pid, self._producer, self._retry_at = os.getpid(), None, 0.0
+            self.connection = self.connection.clone()
+        for routing_key, body in coalesce(items):
+            self._publish(body, routing_key)
 
-    def _run(self) -> None:
-        producer: Producer | None = None
-        stopping = False
-        while not stopping:
-            items = self._take()
-            stopping = _STOP in items
-            for routing_key, body in coalesce([i for i in items if i is not _STOP]):
-                producer = self._send(producer, body, routing_key)
-        _quietly(self.connection.release)
-
-    def _take(self) -> list[Any]:
-        """The next event (waiting for it) and whatever else is already queued."""
-        items = [self.queue.get()]
-        while len(items) < MAX_EVENTS_PER_MESSAGE:
-            try:
-                items.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _send(self, producer: Producer | None, body: Any, routing_key: str) -> Producer | None:
+    def _publish(self, body: Any, routing_key: str) -> None:
         """Publish one message; after a failure, drop events until RETRY_SECONDS have passed."""
         count = len(body) if isinstance(body, list) else 1
         if time.monotonic() < self._retry_at:
             self.health.drop(count)
-            return producer
+            return
         d: Any = self.dispatcher  # the stubs lack its attributes
         try:
-            producer = producer or Producer(self.connection, auto_declare=False)
-            producer.publish(body, routing_key=routing_key, exchange=d.exchange.name, declare=[d.exchange],
-                             serializer=d.serializer, headers=d.headers, delivery_mode=d.delivery_mode)
+            self._producer = self._producer or Producer(self.connection, auto_declare=False)
+            self._producer.publish(body, routing_key=routing_key, exchange=d.exchange.name,
+                                   declare=[d.exchange], serializer=d.serializer, headers=d.headers,
+                                   delivery_mode=d.delivery_mode)
         except Exception as exc:  # any failure only costs monitoring, never a task
             self.health.failed(exc)
             self.health.drop(count)
             self._reconnect()
             self._retry_at = time.monotonic() + RETRY_SECONDS
-            return None
+            self._producer = None
+            return
         self.health.ok()
-        return producer
 
     def _reconnect(self) -> None:
         _quietly(self.connection.collect)

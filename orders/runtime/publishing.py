@@ -1,18 +1,50 @@
-"""Domain events out to SNS from a Celery process: the publisher wired with the Celery rendering
+"""Domain events out to SNS from a Celery process: the SNS publisher wired with the Celery rendering
 of customer events for the notifications queue.
 
-Callers use `publish(settings, events)` from here (not orders.aws.sns directly).
+Callers use `publish(settings, events)` or `publisher(settings)` from here (not orders.aws.sns
+directly): SQS subscribers of customer events get a Celery task message for `notifications.notify`
+(kombu's JSON envelope) carrying the event, so a stock Celery worker consumes the fan-out with no
+extra hop.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 
-from orders.aws import sns
+from celery import current_app
+from kombu.serialization import dumps
+
+from orders.aws.sns import EventPublisher
 from orders.domain.events import Event
 from orders.settings import Settings
+
+NOTIFY_TASK = "notifications.notify"
+
+
+def publisher(settings: Settings) -> EventPublisher:
+    """The SNS publisher of a Celery process: customer events carry a task message for SQS."""
+    return EventPublisher(settings, sqs_message=celery_message)
 
 
 def publish(settings: Settings, events: Sequence[Event]) -> None:
     """Publish events through the one SNS publishing path."""
-    sns.publish(settings, events)
+    publisher(settings).publish(events)
+
+
+def celery_message(ev: Event) -> str:
+    """A Celery task message (kombu's JSON envelope) for notifications.notify(event)."""
+    # The process's Celery app (the one `celery -A orders` runs, or the client's): a layer
+    # below orders.celery, this module does not import it.
+    msg = current_app.amqp.as_task_v2(ev.event_id, NOTIFY_TASK, args=(ev.envelope(),), kwargs={},
+                                      root_id=ev.correlation_id)
+    content_type, encoding, body = dumps(msg.body, serializer="json")
+    body_bytes = body if isinstance(body, bytes) else body.encode(encoding)
+    return json.dumps({
+        "body": base64.b64encode(body_bytes).decode(), "content-encoding": encoding,
+        "content-type": content_type, "headers": msg.headers,
+        "properties": {**msg.properties, "body_encoding": "base64", "priority": 0,
+                       "delivery_tag": ev.event_id,
+                       "delivery_info": {"exchange": "", "routing_key": "notifications"}},
+    }, default=str)

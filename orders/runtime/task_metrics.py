@@ -3,7 +3,7 @@
 Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
 by queue (its average is the success rate the error-rate alarm watches); per
 retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
-which is flushed at worker shutdown.
+bound to the worker's settings when it starts and flushed at worker shutdown.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orders.aws.metrics import amount, buffer, count, timing
+from celery import signals
+
+from orders.aws import metrics
+from orders.aws.metrics import amount, count, timing
+from orders.settings import Settings
+from orders.topology import queue_for_task
 
 _started: dict[str, float] = {}
 
 
 def _queue_of(task: Any) -> str:
-    from orders.topology import queue_for_task
-
     info = getattr(task.request, "delivery_info", None) or {}
     if info.get("routing_key"):
         return str(info["routing_key"])
@@ -48,14 +51,20 @@ def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None 
         count("TaskRetries", Queue=_queue_of(task))
 
 
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    """The worker's metrics go where its app runs (`app.settings`: its environment, endpoint, interval)."""
+    settings = getattr(getattr(sender, "app", None), "settings", None)
+    if isinstance(settings, Settings):
+        metrics.bind(settings)
+
+
 def _on_shutdown(**_: Any) -> None:
-    buffer().close()
+    metrics.buffer().close()
 
 
 def connect_task_signals() -> None:
     """Measure every task of this process and flush at worker shutdown (idempotent)."""
-    from celery import signals
-
+    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="orders.aws.metrics.worker_init")
     signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="orders.aws.metrics.prerun")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="orders.aws.metrics.postrun")
     for name, signal in (("process", signals.worker_process_shutdown), ("worker", signals.worker_shutdown)):

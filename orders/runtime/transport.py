@@ -62,7 +62,7 @@ from orders.aws.batching import (
     send_message_batch,
     shared,
 )
-from orders.settings import get_settings
+from orders.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,13 @@ class Channel(SQSChannel):
         """The process's shared client (orders.aws.clients) unless the broker URL carries credentials."""
         if access_key_id or secret_access_key:
             return super().new_sqs_client(region, access_key_id, secret_access_key, session_token)
-        return clients.client("sqs", get_settings())
+        return clients.client("sqs", self.settings)
+
+    @property
+    def settings(self) -> Settings:
+        """The app's Settings, from the transport option `orders_settings` (the environment's without it)."""
+        given = self.transport_options.get("orders_settings")
+        return given if isinstance(given, Settings) else get_settings()
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         try:

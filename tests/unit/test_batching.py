@@ -1,10 +1,15 @@
-"""The batcher's timing rules, with a recording call in place of AWS (pure code)."""
+"""The background batcher's rules (timing, bounds, merging, flush, close, fork), with a recording
+call in place of AWS (pure code)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
+import pytest
+
+from orders.aws.background import BackgroundBatcher
 from orders.aws.batching import Batcher
 from orders.runtime.transport import ack_linger
 
@@ -28,4 +33,85 @@ def test_a_target_with_no_linger_goes_at_once_and_the_others_wait_for_theirs():
     assert sent == [("q.fifo", 1)] and not standard.done()  # still lingering (30 s)
     assert batcher.flush(timeout=5) and both_sent.is_set()
     assert sent == [("q.fifo", 1), ("q", 1)]
+    batcher.close()
+
+
+def recorder():
+    """A send function that records (target, items) and a way to wait for n calls."""
+    sent: list[tuple[str, list]] = []
+    lock = threading.Condition()
+
+    def send(target, items):
+        with lock:
+            sent.append((target, list(items)))
+            lock.notify_all()
+
+    def wait_for(n: int) -> list[tuple[str, list]]:
+        with lock:
+            assert lock.wait_for(lambda: len(sent) >= n, timeout=5), sent
+            return list(sent)
+
+    return send, wait_for
+
+
+def test_a_full_queue_refuses_new_items_without_waiting():
+    send, _ = recorder()
+    batcher = BackgroundBatcher("bounded", send, linger=30.0, max_pending=3)
+    assert batcher.submit_many("t", [1, 2, 3]) == 3
+    assert not batcher.submit("t", 4)
+    assert batcher.flush(timeout=5) and batcher.submit("t", 5)
+    batcher.close()
+
+
+def test_items_with_one_key_merge_while_they_wait():
+    send, wait_for = recorder()
+    batcher = BackgroundBatcher("merging", send, linger=30.0, merge_key=lambda item: item[0],
+                                merge=lambda into, item: into[1].append(item[1][0]))
+    for key, value in [("a", 1), ("b", 2), ("a", 3)]:
+        batcher.submit("t", (key, [value]))
+    assert batcher.pending() == 2
+    assert batcher.flush(timeout=5)
+    assert wait_for(1) == [("t", [("a", [1, 3]), ("b", [2])])]
+    batcher.close()
+
+
+def test_flush_does_not_wait_for_items_put_back_as_not_awaited():
+    calls: list[list[int]] = []
+
+    def send(target, items):
+        calls.append(items)
+        if len(calls) == 1:  # as metrics do when CloudWatch fails: kept for the next interval
+            batcher.requeue(target, [(item, time.monotonic()) for item in items], awaited=False)
+
+    batcher = BackgroundBatcher("kept", send, linger=30.0)
+    batcher.submit("t", 1)
+    started = time.monotonic()
+    assert batcher.flush(timeout=5) and time.monotonic() - started < 2
+    assert calls == [[1]] and batcher.pending() == 1
+    batcher.close(timeout=0.1)
+
+
+def test_close_sends_what_is_queued_and_refuses_more():
+    send, wait_for = recorder()
+    batcher = BackgroundBatcher("closing", send, linger=30.0, max_items=2)
+    batcher.submit_many("t", [1, 2, 3])
+    assert batcher.close(timeout=5)
+    assert wait_for(2) == [("t", [1, 2]), ("t", [3])]
+    with pytest.raises(RuntimeError):
+        batcher.submit("t", 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_empty_with_its_own_thread():
+    sent: list[tuple[int, list[str]]] = []
+    batcher = BackgroundBatcher("forked", lambda target, items: sent.append((os.getpid(), items)),
+                                linger=30.0)
+    batcher.submit("t", "parent's")  # lingers: the child must not send it
+    pid = os.fork()
+    if pid == 0:  # the child: only its own item, sent by its own thread
+        ok = batcher.pending() == 0 and batcher.submit("t", "child's") and batcher.flush(timeout=5)
+        os._exit(0 if ok and sent == [(os.getpid(), ["child's"])] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert batcher.flush(timeout=5) and sent == [(os.getpid(), ["parent's"])]
     batcher.close()

@@ -1,4 +1,4 @@
-"""Event envelopes, SNS attributes and PublishBatch splitting (no AWS needed)."""
+"""Event envelopes, SNS attributes, and the one publishing path's splitting and retries (no AWS needed)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import json
 
 import pytest
 
-from orders.aws.sns import MAX_BATCH_BYTES, batches, sns_entry
-from orders.domain.errors import PermanentError
+from orders.aws.batching import MAX_ATTEMPTS, MAX_BATCH_BYTES, Batcher, publish_batch
+from orders.aws.sns import deliver, raise_for, sns_entry
+from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.events import Event, event
+from orders.domain.records import OrderRecord
+from orders.domain.states import OrderState
+from orders.runtime.publishing import celery_message
 
 
-def record(**extra):
-    return {"orderId": "ord-1", "correlationId": "corr-1", "customerTier": "vip", **extra}
+def record():
+    return OrderRecord("ord-1", OrderState.VALIDATED, 1, customer_tier="vip", correlation_id="corr-1")
 
 
 def test_envelope_and_filterable_attributes():
@@ -37,7 +41,7 @@ def test_event_ids_are_stable_so_duplicates_can_be_dropped():
 
 
 def test_customer_events_carry_a_celery_message_for_sqs_subscribers():
-    entry = sns_entry(event("OrderShipped", record(), {"trackingNumber": "1ZABC"}))
+    entry = sns_entry(event("OrderShipped", record(), {"trackingNumber": "1ZABC"}), celery_message)
     assert entry["MessageStructure"] == "json"
     per_protocol = json.loads(entry["Message"])
     assert json.loads(per_protocol["default"])["eventType"] == "OrderShipped"
@@ -47,63 +51,87 @@ def test_customer_events_carry_a_celery_message_for_sqs_subscribers():
     assert celery["headers"]["root_id"] == "corr-1"
     args, kwargs, _ = json.loads(base64.b64decode(celery["body"]))
     assert args[0]["eventType"] == "OrderShipped" and kwargs == {}
-    internal = sns_entry(event("StockReserved", record()))
+    internal = sns_entry(event("StockReserved", record()), celery_message)
     assert "MessageStructure" not in internal and json.loads(internal["Message"])["orderId"] == "ord-1"
+
+
+def batches(entries):
+    """The PublishBatch calls the one publishing path makes for these entries (one topic, linger 0)."""
+    sizes = []
+
+    def call(client, arn, batch):
+        sizes.append(len(batch))
+        return {"Successful": [{"Id": e["Id"]} for e in batch]}
+
+    raise_for(deliver(Batcher("test-publish", call, linger=0.0), None, [("arn:topic", e) for e in entries]))
+    return sizes
 
 
 def test_batches_respect_entry_count_and_size():
     small = [sns_entry(Event("StockLow", f"o{n}", "c")) for n in range(23)]
-    assert [len(b) for b in batches(small)] == [10, 10, 3]
+    assert batches(small) == [10, 10, 3]
     big = [sns_entry(Event("StockLow", f"o{n}", "c", {"pad": "x" * 100_000})) for n in range(5)]
-    sizes = [len(b) for b in batches(big)]
+    sizes = batches(big)
     assert sizes == [2, 2, 1]
     huge = sns_entry(Event("StockLow", "o", "c", {"pad": "x" * MAX_BATCH_BYTES}))
     with pytest.raises(PermanentError):
-        list(batches([huge]))
+        batches([huge])
 
 
 class FlakySNS:
-    """An SNS stand-in that fails some entries transiently, then accepts them (no AWS involved)."""
+    """An SNS stand-in that fails some entries transiently, then accepts them (no AWS involved).
+
+    Entries are named by their Message (the batcher numbers their Ids per call).
+    """
 
     def __init__(self, failures):
-        self.failures = list(failures)  # per call: ids to fail, or "throttle"
+        self.failures = list(failures)  # per call: messages to fail, or "throttle"
         self.calls = []
 
     def publish_batch(self, TopicArn, PublishBatchRequestEntries):  # noqa: N803 (boto3's names)
-        self.calls.append([e["Id"] for e in PublishBatchRequestEntries])
+        self.calls.append([e["Message"] for e in PublishBatchRequestEntries])
         plan = self.failures.pop(0) if self.failures else ()
         if plan == "throttle":
             from botocore.exceptions import ClientError
 
             raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"},
                                "ResponseMetadata": {"HTTPStatusCode": 400}}, "PublishBatch")
-        ids = [e["Id"] for e in PublishBatchRequestEntries]
-        failed = [{"Id": i, "Code": "InternalError", "SenderFault": i.startswith("bad")}
-                  for i in ids if i in plan]
-        return {"Successful": [], "Failed": failed}
+        failed = [{"Id": e["Id"], "Code": "InternalError", "SenderFault": e["Message"].startswith("bad")}
+                  for e in PublishBatchRequestEntries if e["Message"] in plan]
+        ok = [{"Id": e["Id"], "MessageId": e["Message"]} for e in PublishBatchRequestEntries
+              if e["Message"] not in plan]
+        return {"Successful": ok, "Failed": failed}
 
 
 def entries(*ids):
-    return [{"Id": i, "Message": "{}", "MessageAttributes": {}} for i in ids]
+    return [("arn:topic", {"Message": i, "MessageAttributes": {}}) for i in ids]
+
+
+def publish_entries(sns, pairs):
+    """What a publish does: through a batcher (linger 0), raising as a task would see it."""
+    raise_for(deliver(Batcher("test-publish", publish_batch, linger=0.0), sns, pairs))
 
 
 def test_publish_batch_resends_only_the_entries_that_failed_transiently():
-    from orders.aws.sns import publish_batch
-
     sns = FlakySNS([{"b"}, "throttle", ()])
-    publish_batch(sns, "arn:topic", entries("a", "b", "c"))
+    publish_entries(sns, entries("a", "b", "c"))
     assert sns.calls == [["a", "b", "c"], ["b"], ["b"]]
 
 
 def test_publish_batch_gives_up_after_a_bound_and_never_retries_a_sender_fault():
-    from orders.aws.sns import PUBLISH_ATTEMPTS, publish_batch
-    from orders.domain.errors import RetryableError
-
     sns = FlakySNS([{"a"}] * 10)
     with pytest.raises(RetryableError):
-        publish_batch(sns, "arn:topic", entries("a", "b"))
-    assert len(sns.calls) == PUBLISH_ATTEMPTS
+        publish_entries(sns, entries("a", "b"))
+    assert len(sns.calls) == MAX_ATTEMPTS
     refused = FlakySNS([{"bad-1"}])
     with pytest.raises(PermanentError):
-        publish_batch(refused, "arn:topic", entries("bad-1", "ok"))
+        publish_entries(refused, entries("bad-1", "ok"))
     assert len(refused.calls) == 1
+
+
+def test_each_entry_has_its_own_outcome():
+    """The DLQ watcher marks alerted only the alerts that went (the others go again next pass)."""
+    sns = FlakySNS([{"bad-1"}])
+    batcher = Batcher("test-publish", publish_batch, linger=0.0)
+    outcomes = deliver(batcher, sns, entries("ok-1", "bad-1", "ok-2"))
+    assert [o is None for o in outcomes] == [True, False, True]
