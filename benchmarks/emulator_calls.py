@@ -14,7 +14,6 @@ figures little.
 from __future__ import annotations
 
 import argparse
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,27 +27,26 @@ CALLS = ("PutItem (place)", "GetItem (each step)", "TransactWriteItems (reserve)
 
 def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
     """Emulator CPU ms per call of each kind, for `n_orders` orders of the demo's mix."""
-    from orders.aws import clients, stock
-    from orders.aws.store import OrderStore
+    from orders.aws import stock
     from orders.domain.order import validate
+    from orders.domain.records import Change
+    from orders.domain.states import OrderState, Step
     from orders.emulator.server import EmulatorProcess
     from orders.harness.order_mix import OrderMix
     from orders.infra import provisioning
-    from orders.settings import Settings
+    from orders.runtime.dependencies import dependencies
+    from orders.steps.reservation import take
 
     emulator = EmulatorProcess(with_redis=False, as_shipped=as_shipped).start()
-    saved = dict(os.environ)
     try:
-        os.environ.update(emulator.env)
-        os.environ["ORDERS_ENV"] = "calls-" + uuid.uuid4().hex[:6]
-        clients._forget_clients()  # clients read the endpoint when made
-        settings = Settings.from_env(os.environ)
+        settings = emulator.settings({"ORDERS_ENV": "calls-" + uuid.uuid4().hex[:6]})
         provisioning.up(settings)
         mix = OrderMix(seed=1, run_id=uuid.uuid4().hex[:6])
         orders = [validate(p.order) for p in mix.orders(n_orders * 2) if p.kind == "regular"][:n_orders]
         for sku in {i.sku for o in orders for i in o.items}:
             stock.set_stock(settings, sku, 10 * n_orders)
-        store = OrderStore(settings)
+        deps = dependencies(settings)
+        store = deps.orders
         assert emulator._proc is not None
         pid = emulator._proc.pid
 
@@ -60,21 +58,17 @@ def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
         figures: dict[str, float] = {}
         figures[CALLS[0]], created = per_call(
             lambda o: store.create(o, "2026-01-01T00:00:00.000000Z", "bench", False)[0], orders)
-        figures[CALLS[1]], records = per_call(lambda r: store.load(r["orderId"]), created)
+        figures[CALLS[1]], records = per_call(lambda r: store.load(r.order_id), created)
         pairs = list(zip(records, orders, strict=True))
-        figures[CALLS[2]], reserved = per_call(
-            lambda p: stock.reserve(settings, store, p[0], p[1]), pairs)
+        figures[CALLS[2]], reserved = per_call(lambda p: take(deps, p[0], p[1]), pairs)
         figures[CALLS[3]], _ = per_call(lambda o: stock.stock_levels(settings, o.skus), orders)
-        figures[CALLS[4]], _ = per_call(
-            lambda r: store.transition(r, "completed", "ship", via=("shipped",)), reserved)
-        figures[CALLS[5]], _ = per_call(lambda r: store.claim_notification(r["orderId"], "OrderShipped"),
+        shipped = Change(OrderState.COMPLETED, Step.SHIP, via=(OrderState.SHIPPED,))
+        figures[CALLS[4]], _ = per_call(lambda r: store.transition(r, shipped), reserved)
+        figures[CALLS[5]], _ = per_call(lambda r: store.claim_notification(r.order_id, "OrderShipped"),
                                         reserved)
         return figures
     finally:
         emulator.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        clients._forget_clients()
 
 
 def main(argv: list[str] | None = None) -> None:

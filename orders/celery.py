@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, signals
+from kombu import pools
 
-import tasks
-from orders.runtime.config import celery_settings
+from orders.aws import clients
+from orders.runtime.amqp import AMQP
+from orders.runtime.config import broker_url, celery_settings, transport_options
 from orders.runtime.control_plane import ControlPlaneApp
 from orders.runtime.queue_urls import queue_urls
 from orders.runtime.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
 from orders.topology import QUEUES_BY_NAME, topology_problems
 
+
+def _task_modules() -> list[str]:
+    # Found on disk, not imported: the tasks import this app (Celery imports them by name).
+    spec = importlib.util.find_spec("tasks")
+    assert spec is not None and spec.submodule_search_locations is not None, "no tasks package"
+    return sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(spec.submodule_search_locations))
+
+
 #: Every module of the `tasks` package: one per service, found rather than listed
 #: so that adding a service is adding a module.
-TASK_MODULES = sorted(f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__))
+TASK_MODULES = _task_modules()
 
 
 class OrdersCelery(ControlPlaneApp, Celery):
     """Celery on SQS, configured from `orders.settings`; monitoring over the control plane."""
 
+    # Its pools and task-sent dispatcher follow the configuration: see `reconfigure`.
+    amqp_cls = "orders.runtime.amqp:AMQP"
     _settings: Settings | None = None
 
     @property
@@ -32,21 +45,34 @@ class OrdersCelery(ControlPlaneApp, Celery):
         """The settings this app runs with: the environment's, unless `reconfigure`d.
 
         Tasks read their settings here, so that a process serving one environment
-        (a test, the API bound to another) never mixes in another's.
+        (a test, the stack of a demo) never mixes in another's.
         """
         return self._settings or get_settings()
 
     def reconfigure(self, settings: Settings) -> None:
-        """Point this app at another environment (tests use one per test)."""
+        """Point this app at another environment (tests use one per test).
+
+        Only the configuration changes: what was built from the old one (broker and
+        producer pools, the task-sent dispatcher) is rebuilt on next use by
+        orders.runtime.amqp, and clients are keyed by the settings they were made for.
+        """
         self._settings = settings
         self.conf.update(celery_settings(settings))
-        self._pool = None  # the broker pool was built for the old transport options
-        if "amqp" in self.__dict__:
-            # So was the producer pool: kept, it would send to the old environment's queues.
-            self.amqp._producer_pool = None  # type: ignore[attr-defined]
-        self.forget_control_plane()
-        if "amqp" in self.__dict__:
-            self.amqp.queues = self.amqp.Queues(self.conf.task_queues)  # type: ignore[misc]
+
+    @property
+    def pool(self) -> Any:
+        """Celery's broker connection pool, for the configuration in force."""
+        return cast(AMQP, self.amqp).connection_pool
+
+    def producer_pool_for(self, settings: Settings) -> Any:
+        """A producer pool into `settings`' environment, whatever this app is configured for.
+
+        `task.apply_async(..., producer=producer)` with one of its producers sends to
+        that environment's queues (the HTTP API bound to other settings does).
+        """
+        connection = self.connection_for_write(broker_url(settings),
+                                               transport_options=transport_options(settings))
+        return pools.producers[connection]
 
 
 app = OrdersCelery("orders", include=TASK_MODULES)
@@ -55,8 +81,6 @@ app.config_from_object("celeryconfig")
 
 def configuration_problems(queues: list[str], include: list[str] | None = None) -> list[str]:
     """What stops this process from working, in words an operator can act on."""
-    from orders.aws import clients
-
     problems = [f"-Q {name}: no such queue in the topology (declared: {', '.join(QUEUES_BY_NAME)})"
                 for name in unknown_queues(queues)]
     problems += topology_problems()
@@ -65,7 +89,7 @@ def configuration_problems(queues: list[str], include: list[str] | None = None) 
         importlib.import_module(module)
     problems += time_limit_problems(dict(app.tasks))
     try:
-        settings = get_settings()
+        settings = app.settings
         clients.require_aws(settings)
         if not problems:
             # Resolving the URLs now (kombu would on its first receive anyway) turns a

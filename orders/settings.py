@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -70,6 +70,17 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name) or None
 
 
+#: The SDK's variable for one service's endpoint (SQS, DYNAMODB, ...; see orders.aws.clients).
+SERVICE_ENDPOINT = "AWS_ENDPOINT_URL_<SERVICE>"
+
+
+def _service_endpoints(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every AWS_ENDPOINT_URL_<SERVICE> variable set, as sorted (SERVICE, url) pairs."""
+    prefix = SERVICE_ENDPOINT.removesuffix("<SERVICE>")
+    return tuple(sorted((name.removeprefix(prefix), url) for name, url in env.items()
+                        if name.startswith(prefix) and url))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, read once from the environment by `from_env`."""
@@ -77,7 +88,12 @@ class Settings:
     env: str = "dev"
     region: str | None = "us-east-1"
     endpoint_url: str | None = None
-    sqs_endpoint_url: str | None = None
+    #: (SERVICE, url) for each AWS_ENDPOINT_URL_<SERVICE> (SERVICE as the SDK names it: SQS, DYNAMODB...).
+    service_endpoint_urls: tuple[tuple[str, str], ...] = ()
+    # Static credentials, for an emulator (which takes any); None: AWS's own credential chain.
+    # Never read from the environment here: the chain does that, with profiles and roles.
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
     control_url: str | None = None
     review_threshold: Decimal = Decimal("5000.00")
     reservation_ttl_seconds: int = 900
@@ -111,7 +127,7 @@ class Settings:
             env=_environment_name(env.get("ORDERS_ENV", "dev")),
             region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
             endpoint_url=_optional(env, "AWS_ENDPOINT_URL"),
-            sqs_endpoint_url=_optional(env, "AWS_ENDPOINT_URL_SQS"),
+            service_endpoint_urls=_service_endpoints(env),
             control_url=_optional(env, "ORDERS_CONTROL_URL"),
             review_threshold=_decimal(
                 env.get("ORDERS_REVIEW_THRESHOLD", "5000.00"), "ORDERS_REVIEW_THRESHOLD"
@@ -146,7 +162,7 @@ class Settings:
                                      "ORDERS_DLQ_WATCH_SECONDS"),
             dlq_max_redrives=_int(env.get("ORDERS_DLQ_MAX_REDRIVES", "3"),
                                   "ORDERS_DLQ_MAX_REDRIVES", low=0),
-            # The pipeline (orders.steps.workflow): the longest pause between two retries of a
+            # The pipeline (orders.runtime.step_tasks): the longest pause between two retries of a
             # task, the stock level that raises a StockLow alert, how often beat sweeps
             # expired reservations.
             retry_backoff_max=_int(env.get("ORDERS_RETRY_BACKOFF_MAX", "60"),
@@ -164,7 +180,20 @@ class Settings:
 
     @property
     def has_endpoint(self) -> bool:
-        return bool(self.endpoint_url or self.sqs_endpoint_url)
+        return bool(self.endpoint_url or self.service_endpoint_urls)
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint of one service (its SDK name: 'SQS', 'DYNAMODB'...), else the general one."""
+        return dict(self.service_endpoint_urls).get(service) or self.endpoint_url
+
+    @property
+    def sqs_endpoint_url(self) -> str | None:
+        """AWS_ENDPOINT_URL_SQS alone (None when SQS follows AWS_ENDPOINT_URL)."""
+        return dict(self.service_endpoint_urls).get("SQS")
+
+    def with_credentials(self, access_key_id: str, secret_access_key: str) -> Settings:
+        """These settings with static credentials (an emulator's), instead of AWS's chain."""
+        return replace(self, access_key_id=access_key_id, secret_access_key=secret_access_key)
 
     def require_region(self) -> None:
         if not self.region:
@@ -177,3 +206,13 @@ class Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once; tests build their own with `from_env`)."""
     return Settings.from_env()
+
+
+def child_environment(overrides: Mapping[str, str] | None = None,
+                      defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: this one's, over `defaults`, under `overrides`.
+
+    Children get their settings this way, explicitly; this process's own environment
+    is never changed.
+    """
+    return {**(defaults or {}), **os.environ, **(overrides or {})}

@@ -4,8 +4,10 @@
     GET  /orders/<id>     the order's status and history (404 if unknown)
     GET  /health          liveness; `?deep=1` also checks that every queue is reachable
 
-Submission is `place_order.delay(order)`, exactly what application code calls:
-the API validates at the door and hands the order to SQS; workers do the rest.
+Submission is what `place_order.delay(order)` does (validation at the door, then
+one SQS message), into the environment of the settings the API was created with,
+whatever else the process serves: the catalogue looked up, the queue sent to and
+the order store read are all that environment's. Workers do the rest.
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from orders.aws.store import OrderStore
+from orders.aws.tables import aws_errors
+from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
+from orders.domain.times import now_iso
+from orders.runtime.queue_urls import resolve_queue_urls
+from orders.runtime.step_tasks import admit
 from orders.settings import Settings, get_settings
+from tasks.orders import place_order
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The API bound to `settings` (default: the process's settings)."""
     app = Flask("orders.api.app")
-    app.config["ORDERS_SETTINGS"] = settings
+    app.config["ORDERS_SETTINGS"] = settings or get_settings()
     app.add_url_rule("/orders", "submit", submit_order, methods=["POST"])
     app.add_url_rule("/orders/<order_id>", "status", order_status, methods=["GET"])
     app.add_url_rule("/health", "health", health, methods=["GET"])
@@ -31,15 +40,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _settings() -> Settings:
-    from flask import current_app
+    settings: Settings = current_app.config["ORDERS_SETTINGS"]
+    return settings
 
-    return current_app.config["ORDERS_SETTINGS"] or get_settings()
+
+def place(settings: Settings, raw: Any) -> None:
+    """`place_order.delay(raw)` into `settings`' environment; InvalidOrder if invalid, nothing sent then."""
+    order, options = admit(settings, raw)
+    with aws_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
+        place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer, **options)
 
 
 def submit_order() -> ResponseReturnValue:
     """Validate and enqueue one order."""
-    from orders import place_order
-
     order = request.get_json(silent=True)
     if not isinstance(order, dict):
         return _invalid(["the request body must be a JSON object (Content-Type: application/json)"])
@@ -47,7 +60,7 @@ def submit_order() -> ResponseReturnValue:
     # otherwise the API gives one.
     order.setdefault("orderId", f"ord-{uuid.uuid4().hex}")
     try:
-        place_order.delay(order)
+        place(_settings(), order)
     except InvalidOrder as exc:
         return _invalid(exc.problems)
     except RetryableError as exc:
@@ -63,8 +76,6 @@ def _invalid(problems: list[str]) -> ResponseReturnValue:
 
 def order_status(order_id: str) -> ResponseReturnValue:
     """The order store's record: status, reason, history."""
-    from orders.aws.store import OrderStore
-
     record: dict[str, Any] | None = OrderStore(_settings()).get(order_id)
     if record is None:
         return jsonify(error="no such order", orderId=order_id), 404
@@ -76,8 +87,6 @@ def health() -> ResponseReturnValue:
     settings = _settings()
     body: dict[str, Any] = {"status": "ok", "env": settings.env}
     if request.args.get("deep"):
-        from orders.runtime.queue_urls import resolve_queue_urls
-
         try:
             body["queues"] = sorted(resolve_queue_urls(settings))
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy, said in the body

@@ -1,10 +1,13 @@
-"""The one client factory: boto3 clients made lazily, once per process and service.
+"""The one client factory: boto3 clients made lazily from the Settings passed, cached per process.
 
 Clients are never made at import time: a prefork worker forks after import and
-forked children must not share a parent's HTTP connections. Endpoints and
-credentials follow the SDK's own conventions (AWS_ENDPOINT_URL,
-AWS_ENDPOINT_URL_<SERVICE>, the credential chain), so the same code runs on
-moto, on another emulator, and on AWS.
+forked children must not share a parent's HTTP connections. Everything a client
+depends on comes from the Settings it is asked for (region, the endpoint of its
+service, static credentials if any), and the cache is keyed by exactly that: to
+reach another environment, pass other settings. Endpoints follow the SDK's own
+conventions (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_<SERVICE>, read by orders.settings);
+without static credentials, AWS's own credential chain applies. The same code
+runs on moto, on another emulator, and on AWS.
 """
 
 from __future__ import annotations
@@ -15,20 +18,24 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.utils import CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES, SERVICE_NAME_ALIASES
 
-from orders.settings import NO_ENDPOINT_HELP, ConfigurationError, Settings, get_settings
+from orders.settings import NO_ENDPOINT_HELP, ConfigurationError, Settings
 
 #: Standard retry mode: throttling and 5xx are retried by botocore itself with
 #: backoff and jitter before our own error classification ever sees them.
+#: Endpoints configured outside the Settings (a profile's, the process's variables) are
+#: ignored: the Settings passed are the whole truth about where a client goes.
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 4},
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=20,
+    ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # botocore 1.31+; the stubs lag
 )
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str | None, ...], Any] = {}
 
 
 def _forget_clients() -> None:
@@ -38,10 +45,10 @@ def _forget_clients() -> None:
 os.register_at_fork(after_in_child=_forget_clients)
 
 
-def client(service: str, settings: Settings | None = None) -> Any:
+def client(service: str, settings: Settings) -> Any:
     """A cached boto3 client for `service` ('sqs', 'sns', 'dynamodb', 'cloudwatch', ...)."""
-    settings = settings or get_settings()
-    key = (service, settings.region)
+    key = (service, settings.region, endpoint(service, settings),
+           settings.access_key_id, settings.secret_access_key)
     found = _clients.get(key)
     if found is not None:
         return found
@@ -54,14 +61,27 @@ def client(service: str, settings: Settings | None = None) -> Any:
 def new_client(service: str, settings: Settings) -> Any:
     """An uncached client; most code wants `client()`."""
     require_aws(settings)
-    session: Any = boto3.session.Session()  # typed per service name; ours is a variable
-    return session.client(service, region_name=settings.region, config=CLIENT_CONFIG)
+    session: Any = boto3.session.Session(  # typed per service name; ours is a variable
+        aws_access_key_id=settings.access_key_id, aws_secret_access_key=settings.secret_access_key)
+    return session.client(service, region_name=settings.region, endpoint_url=endpoint(service, settings),
+                          config=CLIENT_CONFIG)
+
+
+def endpoint(service: str, settings: Settings) -> str | None:
+    """Where `service`'s calls go: its AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL, else AWS."""
+    return settings.endpoint_for(endpoint_name(service))
+
+
+def endpoint_name(service: str) -> str:
+    """The <SERVICE> of AWS_ENDPOINT_URL_<SERVICE> for a client name, as botocore derives it."""
+    name = SERVICE_NAME_ALIASES.get(service, service)
+    return CLIENT_NAME_TO_HYPHENIZED_SERVICE_ID_OVERRIDES.get(name, name).replace("-", "_").upper()
 
 
 def require_aws(settings: Settings) -> None:
     """Stop with one clear message when neither an emulator nor AWS is configured."""
     settings.require_region()
-    if settings.has_endpoint:
+    if settings.has_endpoint or settings.access_key_id:
         return
     if boto3.session.Session().get_credentials() is None:
         raise ConfigurationError(NO_ENDPOINT_HELP)

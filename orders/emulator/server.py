@@ -15,6 +15,7 @@ both in a small WSGI middleware:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
@@ -30,14 +31,20 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from orders.settings import Settings, child_environment
+
 STATS_PATH = "/_orders/calls"
 _SERVICE_IN_AUTH = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+#: moto reads its options from its own process's environment, at every request: the
+#: emulator's process gets these unless its caller's environment says otherwise.
+#: Any region is served, as by another emulator (AWS's list would refuse a made-up one).
+MOTO_DEFAULTS = {"MOTO_ALLOW_NONEXISTENT_REGION": "true"}
 
 
 def call_counts(endpoint: str, reset: bool = False) -> dict[str, int]:
@@ -257,6 +264,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
     raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
+def require_moto() -> None:
+    """ModuleNotFoundError here and now when moto (the [emulator] extra) is missing.
+
+    The server runs in a process of its own, which would fail later and elsewhere.
+    """
+    if importlib.util.find_spec("moto") is None:
+        raise ModuleNotFoundError("No module named 'moto'", name="moto")
+
+
 def client_environment(endpoint: str, control_url: str | None, region: str = "us-east-1") -> dict[str, str]:
     """The variables a process needs to use the emulator (what `orders emulator` prints)."""
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": region, **CREDENTIALS}
@@ -280,14 +296,15 @@ class EmulatorProcess:
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self) -> EmulatorProcess:
+        require_moto()
         cmd = [sys.executable, "-m", "orders.emulator.server", "--port", "0", "--json",
                "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
         if not self.with_redis:
             cmd.append("--no-redis")
         if self.as_shipped:
             cmd.append("--moto-as-shipped")
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                      env=child_environment(defaults=MOTO_DEFAULTS))
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:
@@ -298,6 +315,12 @@ class EmulatorProcess:
     @property
     def endpoint(self) -> str:
         return self.env["AWS_ENDPOINT_URL"]
+
+    def settings(self, overrides: Mapping[str, str] | None = None) -> Settings:
+        """Settings that reach this emulator (endpoint, region, control plane, its credentials)."""
+        settings = Settings.from_env({**self.env, **(overrides or {})})
+        return settings.with_credentials(CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                         CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -367,10 +390,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--moto-as-shipped", action="store_true",
                         help="without the emulator's fixes to moto, to measure what they change")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
-    run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
-        with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
-        as_shipped=args.moto_as_shipped)
+    try:
+        run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
+            with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
+            as_shipped=args.moto_as_shipped)
+    except (OSError, RuntimeError) as exc:
+        raise SystemExit(f"Error: the emulator could not start ({exc}); is the port taken? "
+                         "Choose others with --port / --redis-port.") from None
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ worker process per queue, beat; provisioned in its own namespace.
     with Stack(latency_ms=15, extra_env={"ORDERS_BATCH_ACKS": "0"}) as stack:
         place orders with `orders.harness.runner.run_orders(stack, ...)`
 
-The process that starts the stack is also its producer: its environment and
-its Celery app point at the stack while it runs, and are put back on `stop()`.
+The process that starts the stack is also its producer: its Celery app is
+pointed at the stack's settings while it runs (and back on `stop()`); the
+children get theirs through the environment they are started with. The
+process's own environment is never changed.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
+
+from orders.celery import app
 from orders.emulator.server import CREDENTIALS, EmulatorProcess, call_counts
 from orders.harness.processes import ChildProcess, StartupError, stop_all, wait_ready
-from orders.settings import Settings, get_settings
+from orders.infra import provisioning
+from orders.settings import Settings, child_environment
 from orders.topology import QUEUES
 
 #: The tasks are I/O-bound AWS calls: threads keep one process per queue light
@@ -68,8 +74,9 @@ class Stack:
         self.emulator: EmulatorProcess | None = None
         self.children: list[ChildProcess] = []
         self.restarts: list[str] = []  # one line per worker that died and was restarted
-        self.env: dict[str, str] = {}
-        self._saved_env: dict[str, str | None] = {}
+        self.env: dict[str, str] = {}  # every child's environment
+        self._settings: Settings | None = None
+        self._app_settings: Settings | None = None  # the app's own, given back on stop()
 
     @property
     def embedded(self) -> bool:
@@ -78,11 +85,14 @@ class Stack:
 
     @property
     def endpoint(self) -> str | None:
-        return self.env.get("AWS_ENDPOINT_URL")
+        return self._settings.endpoint_url if self._settings else None
 
     @property
     def settings(self) -> Settings:
-        return get_settings()
+        """The run's settings (those its children read from their environment)."""
+        if self._settings is None:
+            raise RuntimeError("the stack is not started")
+        return self._settings
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -94,7 +104,7 @@ class Stack:
         """Start everything and return once every worker is consuming; stops all on failure."""
         try:
             self._start_aws()
-            self._export(self._environment())
+            self._configure(self._environment())
             self.provision()
             self._start_children()
         except BaseException:
@@ -121,22 +131,22 @@ class Stack:
             env["AWS_ENDPOINT_URL"] = self.endpoint_option
             if not _has_credentials():
                 env.update(CREDENTIALS)  # an emulator takes any credentials
-        if not (os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")):
+        if not Settings.from_env(child_environment(env)).region:
             env["AWS_DEFAULT_REGION"] = "us-east-1"
         return env
 
-    def _export(self, env: dict[str, str]) -> None:
-        """Point this process (its settings, clients and Celery app) at the stack."""
-        for key, value in env.items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
-        self.env = {**os.environ}
-        _repoint_this_process()
+    def _configure(self, overrides: dict[str, str]) -> None:
+        """The children's environment, the run's settings, and this process's app pointed at them."""
+        self.env = child_environment(overrides)
+        settings = Settings.from_env(self.env)
+        if "AWS_ACCESS_KEY_ID" in overrides:  # chosen for an emulator: this process uses them too
+            settings = settings.with_credentials(overrides["AWS_ACCESS_KEY_ID"],
+                                                 overrides["AWS_SECRET_ACCESS_KEY"])
+        self._app_settings, self._settings = app.settings, settings
+        app.reconfigure(settings)
 
     def provision(self) -> None:
         """Create the namespace's resources."""
-        from orders.infra import provisioning
-
         provisioning.up(self.settings)
 
     def _start_children(self) -> None:
@@ -188,25 +198,15 @@ class Stack:
     def stop(self) -> list[str]:
         """Stop every child (warm shutdown, then SIGKILL) and the emulator; returns who was killed."""
         killed = stop_all(self.children)
-        if self.teardown and self._saved_env:
-            from orders.infra import provisioning
-
-            provisioning.down(self.settings)
+        if self.teardown and self._settings is not None:
+            provisioning.down(self._settings)
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
-        self._restore_env()
+        if self._app_settings is not None:
+            app.reconfigure(self._app_settings)
+            self._app_settings = None
         return killed
-
-    def _restore_env(self) -> None:
-        for key, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if self._saved_env:
-            self._saved_env = {}
-            _repoint_this_process()
 
     def calls(self) -> dict[str, int] | None:
         """AWS calls counted by the emulator's server ('service:Action' -> n); None if not an emulator."""
@@ -231,24 +231,11 @@ def _stderr_to(fd: int) -> Iterator[None]:
 
 def has_periodic_tasks() -> bool:
     """Whether the app declares a beat schedule (after loading every task module)."""
-    from orders.celery import app
-
     app.loader.import_default_modules()
     return bool(app.conf.beat_schedule)
 
 
-def _repoint_this_process() -> None:
-    from orders.aws import clients
-    from orders.celery import app
-
-    get_settings.cache_clear()
-    clients._forget_clients()  # cached clients know the previous endpoint
-    app.reconfigure(get_settings())
-
-
 def _has_credentials() -> bool:
-    import boto3
-
     return boto3.session.Session().get_credentials() is not None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from kombu import Queue
 
@@ -15,7 +16,6 @@ from orders.topology import QUEUES
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """Every Celery setting the platform uses (lowercase names, as celeryconfig takes them)."""
     return {
-        # An empty host: boto3 finds the endpoint itself (AWS_ENDPOINT_URL[_SQS]) or uses AWS's.
         "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport_options(settings),
@@ -75,14 +75,32 @@ def broker_url(settings: Settings) -> str:
     if settings.batch_acks:
         from orders.runtime.transport import SCHEME  # importing it registers the scheme with kombu
 
-        return f"{SCHEME}://"
-    return "sqs://"
+        return f"{SCHEME}://"  # it makes its clients from `orders_settings` (transport_options)
+    return stock_broker_url(settings)
+
+
+def stock_broker_url(settings: Settings) -> str:
+    """kombu's stock SQS URL: it learns an endpoint and static credentials from the URL alone.
+
+    No host: AWS's endpoint for the region; no credentials: AWS's credential chain.
+    """
+    endpoint = settings.endpoint_for("SQS")
+    host = urlsplit(endpoint).netloc if endpoint else ""
+    if settings.access_key_id and settings.secret_access_key:
+        key, secret = quote(settings.access_key_id, safe=""), quote(settings.secret_access_key, safe="")
+        return f"sqs://{key}:{secret}@{host}"
+    return f"sqs://@{host}" if host else "sqs://"
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu SQS transport options: predefined queues, long polling, no capped polling."""
+    endpoint = settings.endpoint_for("SQS")
     return {
         "region": settings.region,
+        # kombu's stock transport: a host in the URL means plain HTTP unless told otherwise.
+        "is_secure": urlsplit(endpoint).scheme == "https" if endpoint else None,
+        # Endpoints come from the settings alone, never from a profile or the process's variables.
+        "client-config": {"ignore_configured_endpoint_urls": True},
         # Predefined queues: kombu never lists or creates queues.
         "predefined_queues": queue_urls(settings),
         # Long polling: an idle worker makes one ReceiveMessage per 20 s per queue.
@@ -98,4 +116,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "ack_linger": settings.ack_linger,
         "send_linger": settings.send_linger,
         "receive_batch_wait": settings.receive_batch_wait,
+        # The settings themselves, for orders.runtime.transport's clients: a connection made
+        # for one environment reaches that environment, whatever else the process serves.
+        "orders_settings": settings,
     }

@@ -29,7 +29,7 @@ from celery.app import control as celery_control
 from celery.app import events as celery_events
 from celery.events import receiver as celery_receiver
 from celery.exceptions import ImproperlyConfigured
-from kombu import Connection
+from kombu import Connection, pidbox
 from kombu.connection import is_connection
 from kombu.exceptions import OperationalError
 from kombu.utils.objects import cached_property
@@ -119,16 +119,6 @@ class ControlPlaneApp:
             return self.control_connection(kwargs.get("connect_timeout"))
         return super().connection(hostname, *args, **kwargs)  # type: ignore[misc]
 
-    def forget_control_plane(self) -> None:
-        """Drop what was built for the previous settings: the task-sent dispatcher of this client."""
-        amqp = self.__dict__.get("amqp")
-        if amqp is None:
-            return
-        amqp.__dict__.pop("send_task_message", None)  # it holds the dispatcher below
-        dispatcher = amqp.__dict__.pop("_event_dispatcher", None)
-        if dispatcher is not None:
-            dispatcher.close()
-
     @cached_property
     def Worker(self) -> Any:  # noqa: N802 (Celery's name)
         return self.subclass_with_self("orders.runtime.control_plane_worker:Worker")  # type: ignore[attr-defined]
@@ -138,14 +128,19 @@ class ControlPlaneApp:
         return self.subclass_with_self("orders.runtime.control_plane_worker:Beat")  # type: ignore[attr-defined]
 
 
+class Mailbox(pidbox.Mailbox):
+    """kombu's mailbox, always publishing with a producer on the channel it is given."""
+
+    def __init__(self, *args: Any, producer_pool: Any = None, **kwargs: Any):
+        # Stock control hands over the broker's (SQS) producer pool, which has no fanout;
+        # without one, kombu publishes on the control-plane channel of the broadcast.
+        super().__init__(*args, **kwargs)
+
+
 class Control(celery_control.Control):
     """Celery's remote control, broadcasting over the control plane instead of SQS."""
 
-    def __init__(self, app: Any = None):
-        super().__init__(app)
-        # Stock control publishes through the broker's (SQS) producer pool; a
-        # plain producer on the control-plane channel is what we want.
-        self.mailbox._producer_pool = None  # type: ignore[attr-defined]
+    Mailbox = Mailbox
 
     def broadcast(self, command: str, arguments: Any = None, destination: Any = None,
                   connection: Any = None, reply: bool = False, timeout: float = 1.0,

@@ -105,7 +105,7 @@ _caches: dict[tuple[Any, ...], QueueUrls] = {}
 
 def queue_urls(settings: Settings) -> QueueUrls:
     """The shared, lazily resolved map of this environment's queue URLs."""
-    key = (settings.env, settings.region, settings.endpoint_url, settings.sqs_endpoint_url)
+    key = (settings.env, settings.region, clients.endpoint("sqs", settings))
     if key not in _caches:
         _caches[key] = QueueUrls(settings)
     return _caches[key]

@@ -4,15 +4,21 @@ import json
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
+from orders.aws import clients
+from orders.aws.store import OrderStore
+from orders.celery import app
 from orders.emulator.server import free_port
 from orders.harness.order_mix import OrderMix
 from orders.harness.runner import OrderReader
+from orders.infra import provisioning
+from orders.runtime.queue_urls import queue_url
 from orders.topology import QUEUES
-from tests.helpers import wait_for, worker
+from tests.helpers import wait_for, worker, worker_process
 
 FINAL = {"completed", "cancelled", "rejected", "failed"}
 
@@ -94,3 +100,39 @@ def test_orders_api_serves_http(infra):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def depth(settings, name):
+    """(visible, in flight) messages of one declared queue."""
+    attrs = clients.client("sqs", settings).get_queue_attributes(
+        QueueUrl=queue_url(settings, name),
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_an_api_for_another_namespace_places_there_and_nowhere_else(infra, emulator, tmp_path):
+    from orders.api.app import create_app
+    from orders.harness.runner import seed_catalogue
+
+    # This process's app serves namespace A (`infra`); the API is created for namespace B,
+    # the only one with a catalogue: a validation that looked in A would refuse the SKU.
+    other = emulator.settings({"ORDERS_ENV": f"t{uuid.uuid4().hex[:10]}", "ORDERS_WAIT_TIME_SECONDS": "1"})
+    provisioning.up(other)
+    seed_catalogue(other, OrderMix().stock(10))
+    assert app.settings.env == infra.env != other.env
+    api = create_app(other).test_client()
+
+    response = api.post("/orders", json=_order("api-b-1"))
+    assert response.status_code == 202, response.json
+    entry = ["orders", "orders-priority.fifo"]
+    assert sum(sum(depth(other, name)) for name in entry) == 1  # in B's entry queue
+    with worker_process(entry, tmp_path / "worker-b.log", extra_args=["--pool", "solo"],
+                        env={"ORDERS_ENV": other.env}):
+        record = wait_for(lambda: (got := api.get("/orders/api-b-1")).status_code == 200 and got.json,
+                          timeout=60)
+    assert record["orderId"] == "api-b-1" and record["history"][0]["status"] == "placed"
+    assert OrderStore(other).get("api-b-1") is not None  # B's table
+    # Nothing in A: no message in any of its queues, no record in its table or through its API.
+    assert {q.name: depth(infra, q.name) for q in QUEUES} == {q.name: (0, 0) for q in QUEUES}
+    assert OrderStore(infra).get("api-b-1") is None
+    assert create_app(infra).test_client().get("/orders/api-b-1").status_code == 404

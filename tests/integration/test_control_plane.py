@@ -57,7 +57,6 @@ def use(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> Settings:
     get_settings.cache_clear()
     settings = get_settings()
     app.reconfigure(settings)
-    app.amqp._producer_pool = None  # Celery keeps its producer pool across reconfigure()
     return settings
 
 
@@ -77,8 +76,7 @@ def ping(hostname: str, timeout: float = 1.0) -> Any:
 
 @pytest.fixture
 def infra_app(infra: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """A provisioned namespace with a fresh producer pool (and the app re-pointed afterwards)."""
-    app.amqp._producer_pool = None
+    """A provisioned namespace (and the app re-pointed afterwards)."""
     yield infra
     monkeypatch.undo()
     get_settings.cache_clear()

@@ -26,7 +26,6 @@ import pytest
 from orders.celery import app
 from orders.emulator.server import free_port
 from orders.infra import provisioning
-from orders.settings import get_settings
 from tests.helpers import logged_process, wait_for
 from tests.monitoring_tasks import monitoring_add, monitoring_fail
 
@@ -67,17 +66,17 @@ def stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     logs = tmp_path_factory.mktemp("flower")
     worker = f"flower-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     port = free_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ORDERS_ENV", f"t{uuid.uuid4().hex[:10]}")
-        mp.setenv("ORDERS_WAIT_TIME_SECONDS", "1")
-        get_settings.cache_clear()
-        app.reconfigure(get_settings())
-        provisioning.up(get_settings())
+    # The module's namespace: its processes get it in their environment, this one as settings.
+    env = {"ORDERS_ENV": f"t{uuid.uuid4().hex[:10]}", "ORDERS_WAIT_TIME_SECONDS": "1"}
+    settings, before = emulator.settings(env), app.settings
+    app.reconfigure(settings)
+    try:
+        provisioning.up(settings)
         celery = [sys.executable, "-m", "celery", "-A", "orders"]
-        with logged_process([*celery, "worker", "-Q", "orders", "-n", worker, "-c", "2",
-                             "-I", "tests.monitoring_tasks", "--loglevel", "INFO"], logs / "worker.log"), \
+        with logged_process([*celery, "worker", "-Q", "orders", "-n", worker, "-c", "2", "-I",
+                             "tests.monitoring_tasks", "--loglevel", "INFO"], logs / "worker.log", env=env), \
              logged_process([*celery, "flower", f"--port={port}", "--address=127.0.0.1"], logs / "flower.log",
-                            env={"FLOWER_UNAUTHENTICATED_API": "true"}):
+                            env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}):
             url = f"http://127.0.0.1:{port}"
             # Flower has the worker's heartbeats: its event capture listens, tasks can go.
             wait_for(lambda: (get(url + "/api/workers?status=true") or {}).get(worker), timeout=60)
@@ -86,8 +85,8 @@ def stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             wait_for(lambda: len(task_states(url)) >= 4 and "RECEIVED" not in task_states(url).values()
                      and "STARTED" not in task_states(url).values())
             yield Stack(url, worker, succeeded, failed, logs)
-    get_settings.cache_clear()
-    app.reconfigure(get_settings())
+    finally:
+        app.reconfigure(before)
 
 
 def test_flower_api_lists_the_sqs_worker_and_its_tasks(stack: Stack) -> None:

@@ -47,17 +47,12 @@ def depth(settings: Any, name: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-@pytest.fixture(autouse=True)
-def fresh_producers(settings: Any) -> None:
-    """Publish to this test's namespace: Celery keeps its producer pool across reconfigure()."""
-    app.amqp._producer_pool = None
-
-
 def use_transport_options(**options: Any) -> None:
-    """Change this test's transport options (the settings fixture resets them for the next test)."""
+    """Change this test's transport options (the settings fixture resets them for the next test).
+
+    The app's pools follow its configuration (orders.runtime.amqp): nothing to reset.
+    """
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, **options}
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 def test_every_message_runs_once_and_is_deleted_once(infra, emulator):

@@ -1,11 +1,12 @@
 """Settings: parsed once from the environment; a bad value is one clear ConfigurationError."""
 
+import os
 from decimal import Decimal
 
 import pytest
 
 from orders.aws import clients
-from orders.settings import NO_ENDPOINT_HELP, ConfigurationError, Settings
+from orders.settings import NO_ENDPOINT_HELP, ConfigurationError, Settings, child_environment
 
 
 def test_defaults_without_any_variable():
@@ -89,3 +90,63 @@ def test_no_endpoint_and_no_credentials_says_how_to_get_one(monkeypatch, tmp_pat
 def test_an_endpoint_needs_no_credential_lookup():
     clients.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1",
                                        "AWS_ENDPOINT_URL": "http://localhost:5000"}))
+
+
+def test_every_service_endpoint_variable_is_read_and_the_general_one_is_the_fallback():
+    s = Settings.from_env({"AWS_ENDPOINT_URL": "http://general:1", "AWS_ENDPOINT_URL_SQS": "http://sqs:2",
+                           "AWS_ENDPOINT_URL_DYNAMODB_STREAMS": "http://streams:3",
+                           "AWS_ENDPOINT_URL_SNS": ""})
+    assert s.service_endpoint_urls == (("DYNAMODB_STREAMS", "http://streams:3"), ("SQS", "http://sqs:2"))
+    assert clients.endpoint("sqs", s) == "http://sqs:2"
+    assert clients.endpoint("dynamodbstreams", s) == "http://streams:3"
+    assert clients.endpoint("sns", s) == clients.endpoint("dynamodb", s) == "http://general:1"
+    assert clients.endpoint("sqs", Settings.from_env({})) is None  # AWS's own
+
+
+def test_endpoint_variables_are_named_as_the_sdk_names_them():
+    names = {service: clients.endpoint_name(service)
+             for service in ("sqs", "sns", "dynamodb", "cloudwatch", "dynamodbstreams", "logs")}
+    assert names == {"sqs": "SQS", "sns": "SNS", "dynamodb": "DYNAMODB", "cloudwatch": "CLOUDWATCH",
+                     "dynamodbstreams": "DYNAMODB_STREAMS", "logs": "CLOUDWATCH_LOGS"}
+
+
+def test_credentials_are_never_read_from_the_environment_and_never_shown():
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cret"}
+    assert Settings.from_env(env).access_key_id is None  # AWS's credential chain reads them
+    given = Settings.from_env({}).with_credentials("AKIAEXAMPLE", "s3cret")
+    assert (given.access_key_id, given.secret_access_key) == ("AKIAEXAMPLE", "s3cret")
+    assert "s3cret" not in repr(given) and "AKIAEXAMPLE" not in repr(given)
+
+
+def test_static_credentials_need_no_credential_lookup(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    clients.require_aws(Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1"}).with_credentials("k", "s"))
+
+
+def test_clients_follow_the_settings_passed_not_the_process_environment(monkeypatch):
+    # The process names one endpoint; the settings another: the settings win, and other
+    # settings are another client (made without any network call).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://process-env:9")
+    one = Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://one:1"})
+    two = Settings.from_env({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SQS": "http://two:2"})
+    aws = Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}).with_credentials("k", "s")
+    assert clients.client("sqs", one).meta.endpoint_url == "http://one:1"
+    assert clients.client("sqs", two).meta.endpoint_url == "http://two:2"
+    assert clients.client("sqs", aws).meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
+    assert clients.client("sqs", one) is clients.client("sqs", one)
+    assert clients.client("sqs", one) is not clients.client("sqs", one.with_credentials("k", "s"))
+
+
+def test_a_child_environment_adds_to_this_one_and_changes_nothing(monkeypatch):
+    monkeypatch.setenv("ORDERS_ENV", "mine")
+    monkeypatch.delenv("MOTO_ALLOW_NONEXISTENT_REGION", raising=False)
+    before = dict(os.environ)
+    defaults = {"MOTO_ALLOW_NONEXISTENT_REGION": "true", "ORDERS_ENV": "default"}
+    env = child_environment({"ORDERS_ENV": "child"}, defaults=defaults)
+    assert env["ORDERS_ENV"] == "child" and env["MOTO_ALLOW_NONEXISTENT_REGION"] == "true"
+    assert child_environment(defaults={"ORDERS_ENV": "default"})["ORDERS_ENV"] == "mine"
+    assert dict(os.environ) == before

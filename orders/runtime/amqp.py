@@ -1,0 +1,97 @@
+"""Celery's messaging helpers (`app.amqp`), made to follow the app's configuration.
+
+Stock Celery builds its broker and producer pools and the dispatcher of task-sent
+events once, from the configuration of the moment, and keeps them: an app pointed
+at another environment (`OrdersCelery.reconfigure`) would go on sending into the
+old one unless someone reset Celery's private attributes. Here each is kept
+together with the configuration it was built from and rebuilt when that changes
+(or after a fork), so pointing the app elsewhere is only changing its configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from celery.app import amqp as celery_amqp
+from kombu import pools
+
+T = TypeVar("T")
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    # Configuration objects by identity: comparing the transport options by value would
+    # look every queue URL up (QueueUrls is a lazily resolved mapping).
+    return len(a) == len(b) and all(x is y or (isinstance(x, (str, int)) and type(x) is type(y) and x == y)
+                                    for x, y in zip(a, b, strict=True))
+
+
+class Rebuilt(Generic[T]):
+    """One object built from some configuration; built again when that changes or after a fork."""
+
+    def __init__(self, build: Callable[[], T], close: Callable[[T], Any] | None = None):
+        self._build = build
+        self._close = close
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] = ()
+        self._value: T | None = None
+
+    def get(self, *configuration: Any) -> T:
+        """The object for this configuration (the previous one is closed, in this process only)."""
+        key = (os.getpid(), *configuration)
+        with self._lock:
+            old_key, old = self._key, self._value
+            if old is not None and _same(old_key, key):
+                return old
+            self._key, self._value = key, self._build()
+            value = self._value
+        if old is not None and self._close is not None and old_key[0] == key[0]:
+            self._close(old)
+        return value
+
+
+class AMQP(celery_amqp.AMQP):
+    """Celery's AMQP helpers whose pools and task-sent dispatcher follow the configuration."""
+
+    def __init__(self, app: Any):
+        super().__init__(app)
+        self._connections: Rebuilt[Any] = Rebuilt(self._new_connection_pool)
+        self._producers: Rebuilt[Any] = Rebuilt(self._new_producer_pool)
+        self._sent_events: Rebuilt[Any] = Rebuilt(
+            lambda: self.app.events.Dispatcher(enabled=False), close=lambda d: d.close())
+
+    def _broker(self) -> tuple[Any, ...]:
+        # Both change together in orders.runtime.config (and these look-ups are cheap:
+        # this runs on every send).
+        conf = self.app.conf
+        return conf.get("broker_url"), conf.get("broker_transport_options")
+
+    @property
+    def connection_pool(self) -> Any:
+        """The broker connection pool (`app.pool`) of the configuration in force."""
+        return self._connections.get(*self._broker())
+
+    @property  # type: ignore[override]
+    def producer_pool(self) -> Any:
+        """The producer pool of the configuration in force (Celery's is built once and kept)."""
+        return self._producers.get(*self._broker())
+
+    @property  # type: ignore[override]
+    def send_task_message(self) -> Callable[..., Any]:
+        """Celery's task sender, its task-sent events going to the control plane in force."""
+        conf = self.app.conf
+        dispatcher = self._sent_events.get(conf.get("orders_control_url"), conf.get("orders_control_prefix"))
+        # A caller's own event_dispatcher (an apply_async option) still wins over this one.
+        return partial(super().send_task_message, event_dispatcher=dispatcher)
+
+    def _new_connection_pool(self) -> Any:
+        pools.set_limit(self.app.conf.broker_pool_limit)
+        return pools.connections[self.app.connection_for_write()]
+
+    def _new_producer_pool(self) -> Any:
+        pool = pools.producers[self.app.connection_for_write()]
+        pool.limit = self.connection_pool.limit  # as Celery sizes its own
+        return pool

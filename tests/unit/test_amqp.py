@@ -1,0 +1,55 @@
+"""The app's pools and task-sent dispatcher follow its configuration: nothing to reset by hand."""
+
+from __future__ import annotations
+
+from orders.celery import OrdersCelery
+from orders.runtime.amqp import Rebuilt
+from orders.settings import Settings
+
+
+def _settings(env: str, **extra: str) -> Settings:
+    return Settings.from_env({"ORDERS_ENV": env, "AWS_DEFAULT_REGION": "us-east-1",
+                              "AWS_ENDPOINT_URL": "http://127.0.0.1:1", **extra})
+
+
+def test_a_reconfigured_app_sends_with_the_new_configuration() -> None:
+    app = OrdersCelery("pools", set_as_current=False)
+    one, two = _settings("one"), _settings("two", ORDERS_BATCH_ACKS="0")
+    app.reconfigure(one)
+    first = app.amqp.producer_pool
+    assert app.amqp.producer_pool is first and app.pool is app.pool  # built once per configuration
+    assert first.connections.connection.transport_options["orders_settings"] is one
+    app.reconfigure(two)
+    second = app.amqp.producer_pool
+    assert second is not first and app.producer_pool is second
+    assert second.connections.connection.transport_options["orders_settings"] is two
+    assert second.connections.connection.transport_cls == "sqs"  # stock kombu, as `two` says
+    assert app.pool.connection.transport_options["orders_settings"] is two
+
+
+def test_a_pool_for_other_settings_leaves_the_apps_own_alone() -> None:
+    app = OrdersCelery("pools-for", set_as_current=False)
+    mine, other = _settings("mine"), _settings("other")
+    app.reconfigure(mine)
+    own = app.amqp.producer_pool
+    theirs = app.producer_pool_for(other)
+    assert theirs.connections.connection.transport_options["orders_settings"] is other
+    assert app.amqp.producer_pool is own
+
+
+def test_rebuilt_builds_once_per_configuration_and_closes_what_it_replaces() -> None:
+    built: list[object] = []
+    closed: list[object] = []
+
+    def build() -> object:
+        built.append(object())
+        return built[-1]
+
+    rebuilt: Rebuilt[object] = Rebuilt(build, close=closed.append)
+    options = {"a": 1}
+    first = rebuilt.get("url", options)
+    assert rebuilt.get("url", options) is first and closed == []
+    # Another object with equal content is another configuration: compared by identity.
+    second = rebuilt.get("url", {"a": 1})
+    assert second is not first and closed == [first]
+    assert rebuilt.get("url", {"a": 1}) is not second
