@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -10,9 +12,10 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import clients
+from orders.cli.template import template_command
 from orders.infra import provisioning
 from orders.infra.converger import Report
-from orders.settings import Settings, get_settings
+from orders.settings import Settings, child_environment, get_settings
 
 T = TypeVar("T")
 
@@ -69,15 +72,16 @@ def down_cmd(yes: bool) -> None:
 @click.option("--no-redis", is_flag=True, help="Run without the control plane (no Flower).")
 def emulator_cmd(port: int, redis_port: int, latency_ms: float, no_redis: bool) -> None:
     """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes."""
-    from orders.emulator import server
+    from orders.emulator.server import MOTO_DEFAULTS, require_moto
+
+    require_moto()  # said by this command, not by the process that takes its place
 
     args = ["--port", str(port), "--redis-port", str(redis_port), "--latency-ms", str(latency_ms)]
-    try:
-        server.main(args + (["--no-redis"] if no_redis else []))
-    except (OSError, RuntimeError) as exc:
-        raise click.ClickException(
-            f"the emulator could not start ({exc}); is the port taken? "
-            "Choose others with --port / --redis-port.") from None
+    # The server takes this process's place, with moto's options in its environment (moto
+    # reads them from there at each request): this process's own environment stays as it is.
+    os.execve(sys.executable, [sys.executable, "-m", "orders.emulator.server", *args,
+                               *(["--no-redis"] if no_redis else [])],
+              child_environment(defaults=MOTO_DEFAULTS))
 
 
 def _ready_settings() -> Settings:
@@ -89,7 +93,7 @@ def _ready_settings() -> Settings:
 
 
 def _where(settings: Settings) -> str:
-    endpoint = settings.sqs_endpoint_url or settings.endpoint_url
+    endpoint = clients.endpoint("sqs", settings)
     return f"{endpoint} (region {settings.region})" if endpoint else f"AWS region {settings.region}"
 
 
@@ -116,4 +120,5 @@ def _print_notes(report: Report) -> None:
     _print_lines(report.unverifiable, "Not verifiable on this endpoint (neither drift nor a change):")
 
 
+infra_group.add_command(template_command)
 commands = [infra_group, emulator_cmd]

@@ -25,7 +25,7 @@ def converge_tables(converger: Converger) -> None:
         except ddb.exceptions.ResourceNotFoundException:
             converger.report.add(f"table {name}: {'created' if converger.apply else 'missing'}")
             if converger.apply:
-                ddb.create_table(**_table_definition(spec, name),
+                ddb.create_table(**table_definition(spec, name),
                                  Tags=[{"Key": k, "Value": v}
                                        for k, v in tags(converger.settings, spec.service).items()])
                 if spec.ttl:  # time to live can be set once the table is active
@@ -41,7 +41,7 @@ def converge_tables(converger: Converger) -> None:
             converger.report.add(f"table {name}: index {index} missing"
                                  + (" (created)" if converger.apply else ""))
             if converger.apply:
-                definition = _table_definition(spec, name)
+                definition = table_definition(spec, name)
                 ddb.update_table(TableName=name,
                                  AttributeDefinitions=definition["AttributeDefinitions"],
                                  GlobalSecondaryIndexUpdates=[{"Create": gsi} for gsi in
@@ -71,7 +71,7 @@ def _key_schema(keys: tuple[str, str | None]) -> list[dict[str, str]]:
     return schema
 
 
-def _table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
+def table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
     attributes = {a for a in spec.keys if a}
     for keys in spec.indexes.values():
         attributes |= {a for a in keys if a}

@@ -136,12 +136,16 @@ def allow_topic_to_send(converger: Converger, queue_arn: str, topic_arn: str) ->
                              "send to it")
     if not converger.apply:
         return
-    policy["Statement"].append({
-        "Sid": sid, "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
-        "Action": "sqs:SendMessage", "Resource": queue_arn,
-        "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-    })
+    policy["Statement"].append(send_statement(sid, queue_arn, topic_arn))
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
+
+def send_statement(sid: str, queue_arn: Any, topic_arn: Any) -> dict[str, Any]:
+    """The queue-policy statement that lets a topic deliver to a queue (ARNs as values or as template
+    intrinsics); its Sid, "sns-<topic's SNS name>", is what the drift check looks for."""
+    return {"Sid": sid, "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage", "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}
 
 
 def delete_topics(settings: Settings) -> list[str]:
