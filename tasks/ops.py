@@ -16,7 +16,6 @@ from orders.celery import app
 from orders.ops.watch import on_task_failure, on_task_unknown, watch
 from orders.runtime import task_metrics
 from orders.runtime.queue_urls import queue_url
-from orders.settings import get_settings
 from orders.topology import QUEUES, SERVICE_LEVELS
 
 signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.ops.dead_letters.task_failure")
@@ -27,7 +26,7 @@ task_metrics.connect_task_signals()
 @app.task(name="ops.watch_dlqs", ignore_result=True)
 def watch_dlqs() -> dict[str, Any]:
     """Archive, classify and alert on every message newly dead-lettered; mark its order failed."""
-    arrivals = watch(get_settings())
+    arrivals = watch(app.settings)
     return {"new": sum(a.new for a in arrivals),
             "by_queue": {a.letter.queue.name: a.category for a in arrivals}}
 
@@ -35,7 +34,7 @@ def watch_dlqs() -> dict[str, Any]:
 @app.task(name="ops.sample_queues", ignore_result=True)
 def sample_queues() -> dict[str, float]:
     """Queue utilisation: messages waiting as a share (%) of the backlog each queue drains on time."""
-    settings = get_settings()
+    settings = app.settings
     sqs = clients.client("sqs", settings)
     utilisation = {}
     for spec in QUEUES:
