@@ -101,6 +101,8 @@ class Settings:
     alert_sms: str | None = None
     customer_email: str | None = None
     lambda_arn: str | None = None
+    #: The one queue a Lambda consumer serves (orders.aws_lambda), as its template sets it.
+    lambda_queue: str | None = None
     wait_time_seconds: int = 20
     polling_interval: float = 0.05
     prefetch_multiplier: int = 10
@@ -138,6 +140,7 @@ class Settings:
             alert_sms=_optional(env, "ORDERS_ALERT_SMS"),
             customer_email=_optional(env, "ORDERS_CUSTOMER_EMAIL"),
             lambda_arn=_optional(env, "ORDERS_LAMBDA_ARN"),
+            lambda_queue=_optional(env, "ORDERS_LAMBDA_QUEUE"),
             # SQS accepts long polls of 0 to 20 seconds.
             wait_time_seconds=_int(env.get("ORDERS_WAIT_TIME_SECONDS", "20"),
                                    "ORDERS_WAIT_TIME_SECONDS", high=20),

@@ -7,6 +7,7 @@ docs all read these declarations; nothing else names a queue's attributes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from orders.settings import Settings
@@ -201,9 +202,25 @@ def tags(settings: Settings, service: str) -> dict[str, str]:
     return {"environment": settings.env, "service": service, "app": "orders"}
 
 
+def aws_name(name: str) -> str:
+    """A declared name in the alphabet ECS, Lambda and IAM names allow (no '.')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def cluster_name(settings: Settings) -> str:
+    """The ECS cluster of the environment's services (`orders infra template`)."""
+    return f"{settings.prefix}orders"
+
+
+def worker_name(settings: Settings, queue: str) -> str:
+    """The name of a queue's workers on AWS: its ECS service (which `ops.sample_queues` describes
+    for BacklogPerTask), or its Lambda function when the queue runs on Lambda."""
+    return f"{settings.prefix}worker-{aws_name(queue)}"
+
+
 #: Where each service's tasks run, keyed by the first part of the task name
-#: (`payments.charge` runs on `payments`). The `orders.*` tasks of VIP
-#: customers are sent to `orders-priority.fifo` by the router at call time.
+#: (`payments.charge` runs on `payments`). VIP orders' `orders.place` is sent to
+#: `orders-priority.fifo` explicitly (ALSO_SENT_TO).
 SERVICE_QUEUES: dict[str, str] = {
     "orders": "orders",
     "inventory": "inventory.fifo",
@@ -214,9 +231,19 @@ SERVICE_QUEUES: dict[str, str] = {
 }
 
 
+#: Queues a task is also sent to explicitly, besides its service's: its time limit must fit
+#: every one of them (a VIP placement runs under the priority queue's 120 s visibility).
+ALSO_SENT_TO: dict[str, tuple[str, ...]] = {"orders.place": ("orders-priority.fifo",)}
+
+
 def queue_for_task(task_name: str) -> QueueSpec:
     """The declared queue that a task name routes to (KeyError if none does)."""
     return QUEUES_BY_NAME[SERVICE_QUEUES[task_name.split(".", 1)[0]]]
+
+
+def queues_for_task(task_name: str) -> list[QueueSpec]:
+    """Every declared queue a task may run on: its service's and those it is also sent to."""
+    return [queue_for_task(task_name), *(QUEUES_BY_NAME[q] for q in ALSO_SENT_TO.get(task_name, ()))]
 
 
 def topology_problems(queues: tuple[QueueSpec, ...] = QUEUES,

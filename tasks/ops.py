@@ -11,12 +11,11 @@ from typing import Any
 
 from celery import signals
 
-from orders.aws import clients, metrics
+from orders.aws import metrics
 from orders.celery import app
+from orders.ops import sampling
 from orders.ops.watch import on_task_failure, on_task_unknown, watch
 from orders.runtime import task_metrics
-from orders.runtime.queue_urls import queue_url
-from orders.topology import QUEUES, SERVICE_LEVELS
 
 signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.ops.dead_letters.task_failure")
 signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="orders.ops.dead_letters.task_unknown")
@@ -32,16 +31,17 @@ def watch_dlqs() -> dict[str, Any]:
 
 
 @app.task(name="ops.sample_queues", ignore_result=True)
-def sample_queues() -> dict[str, float]:
-    """Queue utilisation: messages waiting as a share (%) of the backlog each queue drains on time."""
+def sample_queues() -> dict[str, dict[str, float]]:
+    """Per queue, QueueUtilisation and (for a queue whose workers are an ECS service) BacklogPerTask."""
     settings = app.settings
-    sqs = clients.client("sqs", settings)
-    utilisation = {}
-    for spec in QUEUES:
-        attrs = sqs.get_queue_attributes(QueueUrl=queue_url(settings, spec.name),
-                                         AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-        limit = SERVICE_LEVELS[spec.name].backlog_limit
-        utilisation[spec.name] = round(100 * int(attrs["ApproximateNumberOfMessages"]) / limit, 2)
-        metrics.amount("QueueUtilisation", utilisation[spec.name], "Percent", Queue=spec.name)
-    metrics.flush()
-    return utilisation
+    try:
+        backlog = sampling.waiting(settings)
+        used = sampling.utilisation(backlog)
+        for name, percent in used.items():
+            metrics.amount("QueueUtilisation", percent, "Percent", Queue=name)
+        per_task = sampling.backlog_per_task(settings, backlog)
+        for name, messages in per_task.items():
+            metrics.amount("BacklogPerTask", messages, "Count", Queue=name)
+    finally:
+        metrics.flush()
+    return {"utilisation": used, "backlog_per_task": per_task}

@@ -64,19 +64,22 @@ def down_cmd(yes: bool) -> None:
 
 
 @click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on (0.0.0.0 for other containers or machines to reach it).")
 @click.option("--port", type=int, default=5000, show_default=True, help="AWS emulator (moto) port.")
 @click.option("--redis-port", type=int, default=6390, show_default=True,
               help="Control-plane redis-server port.")
 @click.option("--latency-ms", type=float, default=0.0, show_default=True,
               help="Delay added to every AWS call, to behave like a real network.")
 @click.option("--no-redis", is_flag=True, help="Run without the control plane (no Flower).")
-def emulator_cmd(port: int, redis_port: int, latency_ms: float, no_redis: bool) -> None:
+def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool) -> None:
     """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes."""
     from orders.emulator.server import MOTO_DEFAULTS, require_moto
 
     require_moto()  # said by this command, not by the process that takes its place
 
-    args = ["--port", str(port), "--redis-port", str(redis_port), "--latency-ms", str(latency_ms)]
+    args = ["--host", host, "--port", str(port), "--redis-port", str(redis_port),
+            "--latency-ms", str(latency_ms)]
     # The server takes this process's place, with moto's options in its environment (moto
     # reads them from there at each request): this process's own environment stays as it is.
     os.execve(sys.executable, [sys.executable, "-m", "orders.emulator.server", *args,

@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m orders.emulator.server")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--redis-port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="without the emulator's fixes to moto, to measure what they change")
     args = parser.parse_args(argv)
     try:
-        run(port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
+        run(host=args.host, port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
             with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
             as_shipped=args.moto_as_shipped)
     except (OSError, RuntimeError) as exc:

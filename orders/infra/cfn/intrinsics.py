@@ -43,11 +43,6 @@ def logical_id(name: str, suffix: str = "") -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name)) + suffix
 
 
-def aws_name(name: str) -> str:
-    """A declared name in the alphabet ECS, Lambda and IAM names allow (no '.')."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
-
-
 def tag_list(settings: Settings, service: str) -> list[dict[str, str]]:
     """The tags every resource carries (orders.topology.tags), as CloudFormation lists them."""
     return [{"Key": key, "Value": value} for key, value in tags(settings, service).items()]
