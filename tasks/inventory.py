@@ -20,7 +20,7 @@ def reserve_stock(self: StepTask, order_id: Any = None) -> dict[str, Any]:
 @app.task(base=StepTask, bind=True, name="inventory.release_expired")
 def release_expired(self: StepTask) -> dict[str, Any]:
     """Periodic (beat): give back every expired hold and cancel the orders still waiting on one."""
-    return {"released": sweep(self.dependencies(), self.conclude)}
+    return {"released": sweep(self.dependencies(), self.settle)}
 
 
 @app.task(base=StepTask, bind=True, name="inventory.restock")

@@ -1,4 +1,4 @@
-"""The order service: `place_order` (validation at the door, then `orders.place`) and the review step."""
+"""The order service: `place_order` (validation at the door, then the order's chain) and the review step."""
 
 from __future__ import annotations
 
@@ -8,32 +8,64 @@ from celery.result import AsyncResult
 
 from orders.aws.tables import aws_errors
 from orders.celery import app
+from orders.domain.errors import InvalidOrder
+from orders.domain.order import needs_review, validate
 from orders.domain.times import now_iso
+from orders.runtime import pipeline
 from orders.runtime.step_tasks import StepTask, admit
 from orders.steps.admission import place, reject_malformed
 from orders.steps.review import review
 
 
 class PlaceOrderTask(StepTask):
-    """`place_order.delay(order)` validates before anything is sent and picks the entry queue."""
+    """`place_order.delay(order)` validates before anything is sent; sending it sends the order's pipeline."""
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        """Validate `order` (every problem, unknown SKUs too) and send it; InvalidOrder if invalid."""
+        """Validate `order` (every problem, unknown SKUs too) and send its pipeline; InvalidOrder if invalid.
+
+        The handle is the chain's last task's; `.parent` leads back to `orders.place`.
+        """
         if len(args) != 1 or kwargs:
             raise TypeError("usage: place_order.delay(order)")
         message_args, message_kwargs, options = placement(args[0])
         with aws_errors():  # SQS unreachable or throttling: a RetryableError for the caller
             return self.apply_async(message_args, message_kwargs, **options)
 
+    def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
+                    producer: Any = None, *extra: Any, **options: Any) -> AsyncResult:
+        """Send one order's whole pipeline (orders.runtime.pipeline), `options` on its first message.
+
+        Celery's own sends of this task (the first message of a chain, a retry) carry
+        the `chain` option and go as they are; so does a message that holds no valid
+        order, for `orders.place` to reject.
+        """
+        canvas = None if "chain" in options or extra else _canvas(args, kwargs)
+        if canvas is None:
+            return super().apply_async(args, kwargs, task_id, producer, *extra, **options)
+        return pipeline.send(canvas, producer, **({"task_id": task_id} if task_id else {}), **options)
+
 
 def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     """What `place_order.delay(raw)` sends: (args, kwargs, send options); InvalidOrder if invalid.
 
     Callers that send many orders together (a batching API, the benchmark) use it
-    to send exactly what delay() would.
+    and `place_order.apply_async(args, kwargs, **options)` to send exactly what delay() would.
     """
     order, options = admit(app.settings, raw)
     return (order.to_json(),), {"placed_at": now_iso()}, options
+
+
+def _canvas(args: Any, kwargs: Any) -> Any:
+    """The pipeline of the order in a place message's arguments, or None if they hold no valid order."""
+    placed_at = (kwargs or {}).get("placed_at")
+    if not (isinstance(args, (list, tuple)) and len(args) == 1 and set(kwargs or {}) <= {"placed_at"}
+            and isinstance(placed_at, (str, type(None)))):
+        return None
+    try:
+        order = validate(args[0])
+    except InvalidOrder:
+        return None
+    return pipeline.canvas(app, order, placed_at, needs_review(order, app.settings.review_threshold))
 
 
 @app.task(base=PlaceOrderTask, bind=True, name="orders.place")

@@ -1,26 +1,35 @@
 """Domain events out to SNS from a Celery process: the SNS publisher wired with the Celery rendering
-of customer events for the notifications queue.
+of customer events for the notifications queue, and the publishing task's messages.
 
 Callers use `publish(settings, events)` or `publisher(settings)` from here (not orders.aws.sns
 directly): SQS subscribers of customer events get a Celery task message for `notifications.notify`
 (kombu's JSON envelope) carrying the event, so a stock Celery worker consumes the fan-out with no
 extra hop.
+
+The pipeline's steps publish in the step (a PublishBatch shared by the tasks running
+together; docs/architecture.md says why). Producers outside it that must not wait on SNS
+(the API, an admin tool) hand their events to the `notifications.publish` task with
+`publish_later(events)`: the same publishing path, run by a notifications worker.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from celery import current_app
+from celery.result import AsyncResult
 from kombu.serialization import dumps
 
 from orders.aws.sns import EventPublisher
-from orders.domain.events import Event
+from orders.domain.events import EVENT_TOPICS, Event
 from orders.settings import Settings
 
 NOTIFY_TASK = "notifications.notify"
+PUBLISH_TASK = "notifications.publish"
 
 
 def publisher(settings: Settings) -> EventPublisher:
@@ -31,6 +40,24 @@ def publisher(settings: Settings) -> EventPublisher:
 def publish(settings: Settings, events: Sequence[Event]) -> None:
     """Publish events through the one SNS publishing path."""
     publisher(settings).publish(events)
+
+
+def publish_later(events: Sequence[Event]) -> AsyncResult:
+    """Hand events to the publishing task (one message); it publishes them as `publish` would."""
+    return current_app.send_task(PUBLISH_TASK, args=([dataclasses.asdict(ev) for ev in events],))
+
+
+def events_from(message: Any) -> list[Event]:
+    """The events of a publishing task's message; ValueError if it holds anything else (a poison message)."""
+    try:
+        events = [Event(**fields) for fields in message]
+    except TypeError as exc:  # not a list of mappings, or fields an Event does not have
+        raise ValueError(f"{PUBLISH_TASK} takes a list of events: {exc}") from None
+    unknown = sorted({repr(ev.type) for ev in events
+                      if not (isinstance(ev.type, str) and ev.type in EVENT_TOPICS)})
+    if unknown:
+        raise ValueError(f"{PUBLISH_TASK}: no topic carries {', '.join(unknown)}")
+    return events
 
 
 def celery_message(ev: Event) -> str:

@@ -1,41 +1,40 @@
-"""The pipeline's steps as Celery tasks: the base task (bounded retries, FIFO ids kept), the routing of
-each step's message, and what happens after a step (its events published, the next step sent).
+"""The pipeline's steps as Celery tasks: the base task (bounded retries, FIFO ids kept) and what
+happens after a step: its events published, then the order goes on along the chain, ends there,
+or branches off it.
 
-Routing: VIP orders enter through `orders-priority.fifo` (message group = the
-customer, deduplication id = the order id); the others through `orders`.
-Inventory messages join the FIFO group of the order's first product (its first line),
-with the deduplication id `<order id>.reserve`.
-
-Hand-offs are explicit sends, not a Celery chain in the message, because the next
-step depends on the outcome (cancel, refund) and on the order (FIFO ids): each
-step's Outcome names it (orders.steps.flow) and `StepTask.conclude` sends it.
+The chain (orders.runtime.pipeline) is the plan; the state machine decides. A step
+whose order needs, next, a step still ahead in the chain returns, and Celery sends
+the chain's next message. An order that needs no further step ends the chain there
+(`Ignore`: the message is acked and the rest is never sent). Any other next step is
+a branch (`Task.replace`): compensation, or the pipeline rebuilt from the order for a
+message that carries no chain (sent by hand, or by an older release).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import threading
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from celery import Task
+from celery.exceptions import Ignore
+from celery.utils.saferepr import saferepr
 
 from orders.domain.errors import RetryableError
 from orders.domain.events import Event
 from orders.domain.order import Order
-from orders.domain.records import OrderRecord
-from orders.domain.states import Step
-from orders.runtime import publishing
+from orders.runtime import pipeline, publishing
 from orders.runtime.dependencies import dependencies
 from orders.settings import Settings
 from orders.steps.admission import check
+from orders.steps.flow import task_of
 from orders.steps.ports import Deps
 from orders.steps.state_machine import Outcome
 
-#: The Celery task of each step (names are a contract: messages in flight carry them).
-TASKS: dict[Step, str] = {Step.PLACE: "orders.place", Step.REVIEW: "orders.review",
-                          Step.RESERVE: "inventory.reserve", Step.CHARGE: "payments.charge",
-                          Step.SHIP: "shipping.create_shipment", Step.REFUND: "payments.refund"}
-PRIORITY_QUEUE = "orders-priority.fifo"
+log = logging.getLogger(__name__)
 
 
 def admit(settings: Settings, raw: Any) -> tuple[Order, dict[str, Any]]:
@@ -44,22 +43,7 @@ def admit(settings: Settings, raw: Any) -> tuple[Order, dict[str, Any]]:
     Raises InvalidOrder listing every problem; nothing has been sent then.
     """
     order = check(dependencies(settings).stock, raw)
-    return order, entry_options(order)
-
-
-def entry_options(order: Order) -> dict[str, Any]:
-    """Where `orders.place` goes: VIP customers through the priority FIFO queue."""
-    if order.is_vip:
-        return {"queue": PRIORITY_QUEUE, "MessageGroupId": order.customer_id,
-                "MessageDeduplicationId": order.order_id}
-    return {"queue": "orders"}
-
-
-def step_options(step: Step, order: Order) -> dict[str, Any]:
-    """The message options of `step` for an order (FIFO ids for the inventory queue)."""
-    if step is Step.RESERVE:
-        return {"MessageGroupId": order.lead_sku, "MessageDeduplicationId": f"{order.order_id}.{step.value}"}
-    return {}
+    return order, pipeline.entry_options(order)
 
 
 def task_result(outcome: Outcome) -> dict[str, Any]:
@@ -72,11 +56,25 @@ def task_result(outcome: Outcome) -> dict[str, Any]:
         return {"orderId": outcome.order_id, "status": status, "reason": record.reason if record else None,
                 "paid": bool(record and record.payment), "skipped": True}
     return {"orderId": outcome.order_id, "status": status, "reason": record.reason if record else None,
-            "next": TASKS.get(outcome.then) if outcome.then else None}
+            "next": task_of(outcome.then) if outcome.then else None}
 
 
 class _AppWithSettings(Protocol):
     settings: Settings
+
+
+_dispatchers: dict[tuple[Any, ...], Any] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def _dispatcher(app: Any, hostname: str) -> Any:
+    """This process's event dispatcher for `hostname` on the app's control plane (made once: sending
+    an event only queues it, and a control-plane outage never holds a task up)."""
+    key = (os.getpid(), app.conf.get("orders_control_url"), app.conf.get("orders_control_prefix"), hostname)
+    with _dispatchers_lock:
+        if key not in _dispatchers:
+            _dispatchers[key] = app.events.Dispatcher(hostname=hostname)
+        return _dispatchers[key]
 
 
 class StepTask(Task):  # type: ignore[misc]
@@ -103,25 +101,54 @@ class StepTask(Task):  # type: ignore[misc]
         return dependencies(self.settings)
 
     def conclude(self, outcome: Outcome) -> dict[str, Any]:
-        """Publish a step's events together, then send its next step; the task's JSON result."""
+        """Publish a step's events together, then let the order go on (see the module's docstring).
+
+        Every send happens before this returns, and so before the message is acked:
+        the events, a branch (Task.replace sends it, then raises Ignore), or the
+        chain's next message (Celery's tracer sends it once this returns, in this thread).
+        """
+        self.publish(outcome.events)
+        result = task_result(outcome)
+        if outcome.then is None:
+            return self.end(result) if self.request.chain else result
+        if outcome.record is None or self.ahead(task_of(outcome.then)):
+            return result
+        return cast(dict[str, Any], self.replace(pipeline.resume(self.app, outcome.record, outcome.then)))
+
+    def settle(self, outcome: Outcome) -> dict[str, Any]:
+        """What `conclude` does for a task outside the chain (the expiry sweep): publish, send any branch."""
         self.publish(outcome.events)
         if outcome.then is not None and outcome.record is not None:
-            self.hand_off(outcome.record, outcome.then)
+            pipeline.resume(self.app, outcome.record, outcome.then).apply_async()
         return task_result(outcome)
+
+    def ahead(self, task: str) -> bool:
+        """Whether `task` is still to come in the chain this task's message carries."""
+        # The chain's signatures as the message carries them (dicts), next one last.
+        rest = cast(list[dict[str, Any]], self.request.chain or [])
+        return any(signature.get("task") == task for signature in rest)
+
+    def end(self, result: dict[str, Any]) -> NoReturn:
+        """End the chain here (Celery's Ignore: the message is acked, the rest of the chain never sent).
+
+        Celery reports an ignored task to no one; Flower hears from here how it ended.
+        """
+        if self.app.conf.worker_send_task_events and self.request.hostname:
+            try:
+                _dispatcher(self.app, self.request.hostname).send(
+                    "task-succeeded", uuid=self.request.id, result=saferepr(result), runtime=None)
+            except Exception as exc:  # monitoring only: the order has ended, its message must be acked
+                log.warning("could not report the end of %s to the control plane: %s", self.request.id, exc)
+        raise Ignore(f"order {result['orderId']} is {result['status']}: the rest of its chain is not sent")
 
     def publish(self, events: Sequence[Event]) -> None:
         if events:
             publishing.publish(self.settings, events)
 
-    def hand_off(self, record: OrderRecord, step: Step) -> None:
-        """Send the order id to `step`'s task."""
-        # Only the inventory queue's ids need the order's content: other hand-offs do not read it.
-        options = step_options(step, record.order()) if step is Step.RESERVE else {}
-        self.app.send_task(TASKS[step], args=(record.order_id,), **options)
-
     def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: Any = None, **options: Any) -> Any:
-        """A retry that keeps its FIFO message group and gets a fresh deduplication id.
+        """A retry that keeps the rest of its chain (Celery's), its FIFO message group, and gets a fresh
+        deduplication id.
 
         FIFO queues take no per-message delay: the countdown is held by the
         worker that receives the retry (Celery's ETA), which is why the cap

@@ -3,7 +3,7 @@
 The AWS implementations are in orders.aws (OrderStore, Stock, Gateway, SimulatedCarrier,
 the metrics module); orders.runtime.dependencies puts them together. Tests can pass
 stand-ins. Events are not published from here: a step returns them (orders.steps.state_machine.Outcome)
-and the runtime publishes them and sends the next step.
+and the runtime publishes them and lets the order go on (orders.runtime.step_tasks).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ class Outcome:
     """What a step did to one order: the record it left, the events to publish, the step to run next.
 
     `skipped`: the message found nothing to do; `conflict`: a placement with another
-    order's id. The runtime publishes `events`, then sends `then` (if any), in that order.
+    order's id. The runtime publishes `events`, then lets the order go on to `then`: along
+    its chain, or a branch off it; with no `then`, the order's chain ends here.
     """
 
     order_id: str

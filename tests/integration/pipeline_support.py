@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from celery import signals
+
 from orders.aws.store import OrderStore
 from orders.domain.states import FINAL_STATES
 from orders.settings import Settings
@@ -41,6 +43,33 @@ def pipeline(queues: list[str] | None = None, concurrency: int = 8) -> Iterator[
     """One real in-thread worker consuming every pipeline queue (or `queues`)."""
     with worker(queues or ALL_QUEUES, concurrency=concurrency) as w:
         yield w
+
+
+#: (task, order id, task id) of task messages, in the order they were published.
+Sent = list[tuple[str, str | None, str]]
+
+
+@contextmanager
+def recorded_sends() -> Iterator[Sent]:
+    """Every task message this process publishes inside the block (the door's, and the hand-offs of
+    its in-thread workers), through Celery's `before_task_publish` signal."""
+    log: Sent = []
+
+    def record(sender: str | None = None, headers: Any = None, body: Any = None, **_: Any) -> None:
+        first = (body[0] or [None])[0] if body else None
+        order_id = first.get("orderId") if isinstance(first, dict) else first
+        log.append((str(sender), order_id if isinstance(order_id, str) else None, headers["id"]))
+
+    signals.before_task_publish.connect(record, weak=False, dispatch_uid="tests.recorded_sends")
+    try:
+        yield log
+    finally:
+        signals.before_task_publish.disconnect(dispatch_uid="tests.recorded_sends")
+
+
+def path(sent: Sent, order: dict[str, Any]) -> list[str]:
+    """The tasks an order's chain sent, in order."""
+    return [task for task, order_id, _ in sent if order_id == order["orderId"]]
 
 
 def wait_status(settings: Settings, order_id: str, status: str, timeout: float = 60.0) -> None:

@@ -1,9 +1,9 @@
 """Flower shows workers that consume SQS, and the tasks they ran, through the control plane.
 
 One stack per module: a worker process (prefork, as production runs it) on the
-`orders` queue and `celery -A orders flower`, both on the session emulator's
-SQS and Redis. The API test reads Flower's HTTP API; the browser test loads
-its pages in headless Chromium when /usr/bin/chromium exists.
+`orders` queue, one on the pipeline's later queues, and `celery -A orders flower`,
+all on the session emulator's SQS and Redis. The API tests read Flower's HTTP API;
+the browser test loads its pages in headless Chromium when /usr/bin/chromium exists.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from typing import Any
 
 import pytest
 
+from orders import place_order
+from orders.aws.stock import set_stock
 from orders.celery import app
 from orders.emulator.server import free_port
 from orders.infra import provisioning
 from tests.helpers import logged_process, wait_for
+from tests.integration.pipeline_support import make_order
 from tests.monitoring_tasks import monitoring_add, monitoring_fail
 
 pytestmark = pytest.mark.integration
@@ -46,6 +49,8 @@ class Stack:
     succeeded: list[str]
     failed: str
     logs: Path
+    chain: list[str]  # an order's tasks, first to last (the ids its handle knows)
+    declined: list[str]  # the chain of an order whose payment was declined
 
 
 def get(url: str) -> Any:
@@ -57,14 +62,29 @@ def get(url: str) -> Any:
     return json.loads(body) if body.startswith(("{", "[")) else body
 
 
+def online(stack_url: str) -> dict[str, Any]:
+    """Flower's workers and whether each is online (empty until it heard from one)."""
+    return get(stack_url + "/api/workers?status=true") or {}
+
+
 def task_states(stack_url: str) -> dict[str, str]:
     return {tid: t["state"] for tid, t in (get(stack_url + "/api/tasks") or {}).items()}
+
+
+def chain_ids(handle: Any) -> list[str]:
+    """The task ids of a chain, first to last, from the handle of its last task."""
+    ids = []
+    while handle is not None:
+        ids.append(handle.id)
+        handle = handle.parent
+    return ids[::-1]
 
 
 @pytest.fixture(scope="module")
 def stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("flower")
     worker = f"flower-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    steps = f"flower-steps-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     port = free_port()
     # The module's namespace: its processes get it in their environment, this one as settings.
     env = {"ORDERS_ENV": f"t{uuid.uuid4().hex[:10]}", "ORDERS_WAIT_TIME_SECONDS": "1"}
@@ -72,19 +92,24 @@ def stack(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     app.reconfigure(settings)
     try:
         provisioning.up(settings)
+        set_stock(settings, "SKU-FLOWER", 10)
         celery = [sys.executable, "-m", "celery", "-A", "orders"]
         with logged_process([*celery, "worker", "-Q", "orders", "-n", worker, "-c", "2", "-I",
                              "tests.monitoring_tasks", "--loglevel", "INFO"], logs / "worker.log", env=env), \
+             logged_process([*celery, "worker", "-Q", "inventory.fifo,payments,shipping", "-n", steps,
+                             "-c", "2", "--loglevel", "INFO"], logs / "steps.log", env=env), \
              logged_process([*celery, "flower", f"--port={port}", "--address=127.0.0.1"], logs / "flower.log",
                             env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}):
             url = f"http://127.0.0.1:{port}"
-            # Flower has the worker's heartbeats: its event capture listens, tasks can go.
-            wait_for(lambda: (get(url + "/api/workers?status=true") or {}).get(worker), timeout=60)
+            # Flower has the workers' heartbeats: its event capture listens, tasks can go.
+            wait_for(lambda: all(online(url).get(w) for w in (worker, steps)), timeout=60)
             succeeded = [monitoring_add.delay(i, i).id for i in range(3)]
             failed = monitoring_fail.delay("card declined").id
-            wait_for(lambda: len(task_states(url)) >= 4 and "RECEIVED" not in task_states(url).values()
-                     and "STARTED" not in task_states(url).values())
-            yield Stack(url, worker, succeeded, failed, logs)
+            order = chain_ids(place_order.delay(make_order(sku="SKU-FLOWER")))
+            declined = chain_ids(place_order.delay(make_order(sku="SKU-FLOWER", token="tok_chargeDeclined")))
+            wait_for(lambda: len(task_states(url)) >= 11 and "RECEIVED" not in task_states(url).values()
+                     and "STARTED" not in task_states(url).values(), timeout=60)
+            yield Stack(url, worker, succeeded, failed, logs, order, declined)
     finally:
         app.reconfigure(before)
 
@@ -99,6 +124,26 @@ def test_flower_api_lists_the_sqs_worker_and_its_tasks(stack: Stack) -> None:
         assert tasks[task_id]["name"] == "ops.monitoring_add"
     assert tasks[stack.failed]["state"] == "FAILURE"
     assert "card declined" in tasks[stack.failed]["exception"]
+
+
+def test_flower_shows_an_order_s_chain_from_its_first_task(stack: Stack) -> None:
+    """Each task of the chain lists the next as its child; all name the first as their root."""
+    tasks = [get(stack.url + f"/api/task/info/{task_id}") for task_id in stack.chain]
+    assert [t["name"] for t in tasks] == ["orders.place", "inventory.reserve", "payments.charge",
+                                          "shipping.create_shipment"]
+    assert all(t["state"] == "SUCCESS" for t in tasks)
+    assert [t["children"] for t in tasks] == [[child] for child in stack.chain[1:]] + [[]]
+    assert [t["parent_id"] for t in tasks] == [None, *stack.chain[:-1]]
+    assert {t["root_id"] for t in tasks} == {stack.chain[0]}
+
+
+def test_flower_shows_where_a_declined_order_s_chain_ended(stack: Stack) -> None:
+    """The charge ended the chain (Ignore: Celery reports nothing); it says so itself, and sent no child."""
+    place, reserve, charge, ship = stack.declined
+    ended = get(stack.url + f"/api/task/info/{charge}")
+    assert (ended["name"], ended["state"], ended["children"]) == ("payments.charge", "SUCCESS", [])
+    assert "payment-declined" in ended["result"]
+    assert get(stack.url + f"/api/task/info/{ship}") is None  # never sent
 
 
 def chromium(page: str, *args: str) -> str:
@@ -120,6 +165,8 @@ def test_flower_pages_show_worker_and_tasks_in_a_browser(stack: Stack) -> None:
     for task_id in [*stack.succeeded, stack.failed]:
         assert task_id in tasks_page
     assert "SUCCESS" in tasks_page and "FAILURE" in tasks_page
+    first = chromium(stack.url + f"/task/{stack.chain[0]}", "--dump-dom")
+    assert f'href="/task/{stack.chain[1]}"' in first  # its child, the next step, links on
     shot = stack.logs / "tasks.png"  # what docs/img/flower-tasks.png shows, for a person to look at
     chromium(stack.url + "/tasks", f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000  # a rendered page, not an empty one

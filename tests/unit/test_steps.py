@@ -18,8 +18,8 @@ from orders.domain.states import HoldState, OrderState, Step
 from orders.domain.times import now_iso
 from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
-from orders.steps import admission, charge, notification, reservation, shipment
-from orders.steps.flow import happy_path, next_step
+from orders.steps import admission, charge, flow, notification, reservation, shipment
+from orders.steps.flow import Stage, happy_path, next_step, stages, task_of
 from orders.steps.ports import Deps
 
 
@@ -174,6 +174,22 @@ def test_the_flow_is_defined_once_and_reviews_only_large_orders():
     assert next_step(record, Step.PLACE) is Step.REVIEW and next_step(record, Step.SHIP) is None
 
 
+def test_the_pipeline_s_stages_name_their_tasks_and_a_check_is_no_step_of_the_state_machine(monkeypatch):
+    assert [s.task for s in stages(review=False)] == ["orders.place", "inventory.reserve", "payments.charge",
+                                                      "shipping.create_shipment"]
+    assert [s.task for s in stages(review=True, start=Step.CHARGE)] == ["payments.charge",
+                                                                        "shipping.create_shipment"]
+    assert stages(review=True, start=Step.REFUND) == [Stage("payments.refund", Step.REFUND)]  # a branch
+    assert stages(review=False, start=Step.EXPIRE) == []  # a hand outside the pipeline
+    assert task_of(Step.REVIEW) == "orders.review" and task_of(Step.REFUND) == "payments.refund"
+    check = Stage("orders.fraud_check")
+    monkeypatch.setattr(flow, "PIPELINE", (*flow.PIPELINE[:2], check, *flow.PIPELINE[2:]))
+    assert [s.task for s in stages(review=True)][1:4] == ["orders.review", "orders.fraud_check",
+                                                          "inventory.reserve"]
+    assert flow.following(Step.REVIEW, review=True) is Step.RESERVE  # the check records no state
+    assert happy_path(review=False) == [Step.PLACE, Step.RESERVE, Step.CHARGE, Step.SHIP]
+
+
 def test_an_order_goes_through_every_step_with_its_events():
     world = World({"A": 5})
     d = deps(world)
@@ -200,6 +216,16 @@ def test_a_step_that_runs_again_announces_again_and_changes_nothing():
     assert again.record == first.record and world.available["A"] == 48
     later = admission.place(d, make_order(orderId=order_id, sku="A", quantity=2), now_iso(), "corr")
     assert later.skipped and not later.events  # placed again, already past placement
+
+
+def test_an_order_reviewed_though_small_is_still_reserved():
+    """A door with a lower review threshold than the workers' sent it through review."""
+    world = World({"A": 5})
+    d = deps(world)
+    order_id = placed(d)
+    world.transition(world.records[order_id], Change(OrderState.REVIEWED, Step.REVIEW))
+    assert reservation.reserve(d, order_id).then is Step.CHARGE
+    assert world.records[order_id].status is OrderState.RESERVED
 
 
 def test_a_short_line_cancels_the_order_naming_every_shortage():
