@@ -3,6 +3,14 @@
 Money is `Decimal` everywhere inside; JSON carries it as strings (numbers are
 accepted on the way in and converted through their decimal text, so 19.99
 stays 19.99). `validate` lists every problem of an order, not just the first.
+
+Validation takes any input and runs in time linear in what it reads: every
+field's type and length are checked before anything else looks at it, no
+pattern can backtrack, and a problem quotes at most QUOTE_CHARS of a value.
+Text fields refuse control characters (line breaks included) and lone
+surrogates, which would break a label, a log line or the UTF-8 that AWS takes.
+Fields the order does not know are ignored (never stored or sent). The limits
+below are the contract, documented in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -27,10 +35,30 @@ MAX_QUANTITY = 1000
 MAX_UNIT_PRICE = Decimal("100000")
 MAX_TOTAL = Decimal("1000000")
 #: Ids end up in DynamoDB keys and SQS group/dedup ids (128 chars of [A-Za-z0-9!-~]).
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MAX_ID_LENGTH = 64
+ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+#: The longest text of an amount ("123456.78"); longer text is refused before it is parsed.
+MAX_AMOUNT_CHARS = 32
+MAX_TOKEN_LENGTH = 128
+TOKEN_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,128}\Z")
+#: RFC 5321's limits of an address and of its local part.
+MAX_EMAIL_LENGTH = 254
+MAX_EMAIL_LOCAL_LENGTH = 64
+MAX_PHONE_LENGTH = 21  # "+" and 20 digits, spaces, parentheses or dashes
+PHONE_PATTERN = re.compile(r"\A\+?[0-9 ()-]{6,20}\Z")
 ADDRESS_FIELDS = ("line1", "city", "postalCode", "country")
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PHONE_PATTERN = re.compile(r"^\+?[0-9 ()-]{6,20}$")
+#: Every field a shipping address may have and its longest length (the others are ignored);
+#: `country` is an ISO 3166 two-letter code.
+ADDRESS_LIMITS: dict[str, int] = {"name": 100, "line1": 100, "line2": 100, "city": 60, "region": 60,
+                                  "postalCode": 16}
+#: What the largest valid order weighs as JSON at most (tests/unit/test_domain.py builds it):
+#: far below DynamoDB's 400 KB item and SQS's 256 KiB message, with room for the chain's copies.
+MAX_ORDER_BYTES = 32_768
+#: Characters of an offending value a problem quotes, and problems listed at most.
+QUOTE_CHARS = 40
+MAX_PROBLEMS = 100
+#: Control characters (line breaks included), Unicode line separators and lone surrogates.
+UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 #: Customers whose id starts with this are declined by the (simulated) review step.
 REVIEW_FLAGGED_PREFIX = "flagged"
 
@@ -101,13 +129,35 @@ class Order:
 
 
 class _Problems:
-    """Collects every problem found while reading an order."""
+    """Collects every problem found while reading an order (at most MAX_PROBLEMS are kept)."""
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.dropped = 0
 
     def add(self, where: str, what: str) -> None:
-        self.items.append(f"{where}: {what}")
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append(f"{where}: {what}")
+        else:
+            self.dropped += 1
+
+    def listed(self) -> list[str]:
+        return self.items + ([f"... and {self.dropped} more problem(s)"] if self.dropped else [])
+
+
+def show(value: Any) -> str:
+    """A value as a problem quotes it: text clipped to QUOTE_CHARS, other things by their type."""
+    if isinstance(value, str):
+        clipped = repr(value[:QUOTE_CHARS])
+        return clipped + (f" (cut, {len(value)} characters)" if len(value) > QUOTE_CHARS else "")
+    if value is None or isinstance(value, bool | float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if abs(value) < 10**QUOTE_CHARS else "a very large integer"
+    if isinstance(value, Decimal):
+        text = str(value)
+        return text if len(text) <= QUOTE_CHARS else "a very long number"
+    return f"a {type(value).__name__}"
 
 
 def validate(raw: Any) -> Order:
@@ -120,9 +170,10 @@ def validate(raw: Any) -> Order:
     order_id = _identifier(raw.get("orderId"), "orderId", p)
     customer_id = _identifier(raw.get("customerId"), "customerId", p)
     tier = _choice(raw.get("customerTier", "standard"), "customerTier", TIERS, p)
-    items = _items(raw.get("items"), places, p)
+    raw_items = raw.get("items")
+    items = _items(raw_items, places, p)
     total = _money(raw.get("totalAmount"), "totalAmount", places, p, maximum=MAX_TOTAL)
-    if total is not None and items is not None and len(items) == len(raw.get("items") or ()):
+    if total is not None and items is not None and len(items) == len(raw_items or ()):
         expected = sum((i.subtotal for i in items), Decimal(0))
         if total != expected:
             p.add("totalAmount", f"{total} does not equal the sum of the items ({expected})")
@@ -130,47 +181,64 @@ def validate(raw: Any) -> Order:
     address = _address(raw.get("shippingAddress"), p)
     contact = _contact(raw.get("contact"), p)
     if p.items:
-        raise InvalidOrder(p.items)
+        raise InvalidOrder(p.listed())
     assert order_id and customer_id and tier and items is not None and total is not None
     assert currency and method and token
     return Order(order_id, customer_id, tier, tuple(items), total, currency, method, token,
                  address, contact)
 
 
-def _identifier(value: Any, where: str, p: _Problems) -> str | None:
+def _text(value: Any, where: str, p: _Problems, limit: int, required: bool = True) -> str | None:
+    """`value` if it is acceptable text of at most `limit` characters; else a problem, None."""
     if value is None or value == "":
-        p.add(where, "required")
-    elif not isinstance(value, str) or not ID_PATTERN.match(value):
-        p.add(where, "must be 1-64 letters, digits or _.:- (starting with a letter or digit)")
+        if required:
+            p.add(where, "required")
+    elif not isinstance(value, str):
+        p.add(where, f"must be text, got {show(value)}")
+    elif len(value) > limit:  # before anything reads it
+        p.add(where, f"is {len(value)} characters long, above the limit of {limit}")
+    elif UNSAFE_TEXT.search(value):
+        p.add(where, "must not contain control characters, line breaks or lone surrogates")
     else:
         return value
     return None
 
 
-def _choice(value: Any, where: str, allowed: tuple[str, ...], p: _Problems) -> str | None:
-    if value not in allowed:
-        p.add(where, f"must be one of {', '.join(allowed)}, got {value!r}")
+def _identifier(value: Any, where: str, p: _Problems) -> str | None:
+    text = _text(value, where, p, MAX_ID_LENGTH)
+    if text is not None and not ID_PATTERN.match(text):
+        p.add(where, f"must be 1-{MAX_ID_LENGTH} letters, digits or _.:- (starting with a letter or digit)")
         return None
-    return str(value)
+    return text
+
+
+def _choice(value: Any, where: str, allowed: tuple[str, ...], p: _Problems) -> str | None:
+    if not isinstance(value, str) or value not in allowed:
+        p.add(where, f"must be one of {', '.join(allowed)}, got {show(value)}")
+        return None
+    return value
 
 
 def _currency(value: Any, p: _Problems) -> str | None:
     if value is None:
         p.add("currency", "required")
-    elif value not in CURRENCIES:
-        p.add("currency", f"unknown currency {value!r} (known: {', '.join(sorted(CURRENCIES))})")
+    elif not isinstance(value, str) or value not in CURRENCIES:
+        p.add("currency", f"unknown currency {show(value)} (known: {', '.join(sorted(CURRENCIES))})")
     else:
-        return str(value)
+        return value
     return None
 
 
 def to_decimal(value: Any) -> Decimal | None:
     """A finite Decimal from a string, int, Decimal or float (through its text); None if not one."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         return None
+    if isinstance(value, str) and len(value) > MAX_AMOUNT_CHARS:
+        return None  # no amount is this long: never parsed
     try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
+        # An int goes in whole (its text could be too long for str()); the others through their text.
+        number = Decimal(value) if isinstance(value, int) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
         return None
     return number if number.is_finite() else None
 
@@ -182,24 +250,25 @@ def _money(value: Any, where: str, places: int, p: _Problems,
         return None
     number = to_decimal(value)
     if number is None:
-        p.add(where, f"must be a decimal amount, got {value!r}")
+        p.add(where, f"must be a decimal amount, got {show(value)}")
     elif number <= 0:
-        p.add(where, f"must be positive, got {number}")
+        p.add(where, f"must be positive, got {show(number)}")
     elif number > maximum:
-        p.add(where, f"{number} is above the limit of {maximum}")
+        p.add(where, f"{show(number)} is above the limit of {maximum}")
     elif -number.as_tuple().exponent > places:  # type: ignore[operator]
-        p.add(where, f"{number} has more than {places} decimal places")
+        p.add(where, f"{show(number)} has more than {places} decimal places")
     else:
         return number.quantize(Decimal(1).scaleb(-places))
     return None
 
 
 def _quantity(value: Any, where: str, p: _Problems) -> int | None:
-    whole = isinstance(value, int) or (isinstance(value, Decimal) and value == value.to_integral_value())
+    whole = isinstance(value, int) or (isinstance(value, Decimal) and value.is_finite()
+                                       and value == value.to_integral_value())
     if isinstance(value, bool) or not whole:
-        p.add(where, f"must be a whole number, got {value!r}")
+        p.add(where, f"must be a whole number, got {show(value)}")
     elif not 1 <= value <= MAX_QUANTITY:
-        p.add(where, f"must be between 1 and {MAX_QUANTITY}, got {value}")
+        p.add(where, f"must be between 1 and {MAX_QUANTITY}, got {show(value)}")
     else:
         return int(value)
     return None
@@ -209,8 +278,9 @@ def _items(value: Any, places: int, p: _Problems) -> list[LineItem] | None:
     if not isinstance(value, list) or not value:
         p.add("items", "must be a non-empty list")
         return None
-    if len(value) > MAX_LINES:
+    if len(value) > MAX_LINES:  # its lines are not read: the order is refused anyway
         p.add("items", f"{len(value)} lines is above the limit of {MAX_LINES}")
+        return None
     items, seen = [], set()
     for n, raw in enumerate(value):
         where = f"items[{n}]"
@@ -233,12 +303,14 @@ def _payment(value: Any, p: _Problems) -> tuple[str | None, str | None]:
         p.add("payment", "required: an object with method and token")
         return None, None
     method = _choice(value.get("method"), "payment.method", tuple(PAYMENT_METHODS), p)
-    token = value.get("token")
-    if not isinstance(token, str) or not token:
-        p.add("payment.token", "required")
+    token = _text(value.get("token"), "payment.token", p, MAX_TOKEN_LENGTH)
+    if token is None:
         return method, None
     if method and not token.startswith(PAYMENT_METHODS[method]):
         p.add("payment.token", f"a {method} token starts with {PAYMENT_METHODS[method]!r}")
+        return method, None
+    if not TOKEN_PATTERN.match(token):
+        p.add("payment.token", "must be letters, digits, _ and -")
         return method, None
     return method, token
 
@@ -247,25 +319,44 @@ def _address(value: Any, p: _Problems) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         p.add("shippingAddress", "required: an object with " + ", ".join(ADDRESS_FIELDS))
         return {}
-    for name in ADDRESS_FIELDS:
-        if not isinstance(value.get(name), str) or not value.get(name, "").strip():
+    address = {}
+    for name, limit in ADDRESS_LIMITS.items():
+        text = _text(value.get(name), f"shippingAddress.{name}", p, limit, required=name in ADDRESS_FIELDS)
+        if text is not None and name in ADDRESS_FIELDS and not text.strip():
             p.add(f"shippingAddress.{name}", "required")
-    country = value.get("country")
-    if isinstance(country, str) and country and not re.fullmatch(r"[A-Z]{2}", country):
-        p.add("shippingAddress.country", f"must be an ISO 3166 two-letter code, got {country!r}")
-    return {k: v for k, v in value.items() if isinstance(v, str)}
+        elif text is not None:
+            address[name] = text
+    country = _text(value.get("country"), "shippingAddress.country", p, QUOTE_CHARS)
+    if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
+        p.add("shippingAddress.country", f"must be an ISO 3166 two-letter code, got {show(country)}")
+    elif country is not None:
+        address["country"] = country
+    return address
 
 
 def _contact(value: Any, p: _Problems) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         p.add("contact", "required: an object with email (and optionally phone)")
         return {}
-    email, phone = value.get("email"), value.get("phone")
-    if not isinstance(email, str) or not EMAIL_PATTERN.match(email):
-        p.add("contact.email", f"must be an email address, got {email!r}")
-    if phone is not None and (not isinstance(phone, str) or not PHONE_PATTERN.match(phone)):
-        p.add("contact.phone", f"must be a phone number, got {phone!r}")
-    return {k: v for k, v in value.items() if k in ("email", "phone") and isinstance(v, str)}
+    contact = {}
+    email = _text(value.get("email"), "contact.email", p, MAX_EMAIL_LENGTH)
+    if email is not None and not is_email(email):
+        p.add("contact.email", f"must be an email address, got {show(email)}")
+    elif email is not None:
+        contact["email"] = email
+    phone = _text(value.get("phone"), "contact.phone", p, MAX_PHONE_LENGTH, required=False)
+    if phone is not None and not PHONE_PATTERN.match(phone):
+        p.add("contact.phone", f"must be a phone number, got {show(phone)}")
+    elif phone is not None:
+        contact["phone"] = phone
+    return contact
+
+
+def is_email(text: str) -> bool:
+    """One @, a local part and a domain with a dot inside, no spaces (linear: no pattern)."""
+    local, at, domain = text.rpartition("@")
+    return (bool(at) and 0 < len(local) <= MAX_EMAIL_LOCAL_LENGTH and "@" not in local
+            and "." in domain[1:-1] and not any(c.isspace() for c in text))
 
 
 def needs_review(order: Order, threshold: Decimal) -> bool:
