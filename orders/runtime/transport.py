@@ -33,6 +33,13 @@ changes, and why it keeps at-least-once delivery:
   only once ten messages (or half its prefetch) fit, not for every slot freed.
 - Declares. Celery declares a queue on each new connection and kombu answers
   with its depth (a GetQueueAttributes): skipped, the queues are predefined.
+- Poison. Every received message is read first as kombu and Celery will read it
+  (orders.runtime.envelope); one that is not a task this worker knows never
+  reaches them (where some shapes made the worker process exit, and Celery deleted
+  others) but goes to its queue's DLQ at once, whole, with the reason
+  (orders.runtime.quarantine). Should kombu or Celery still raise on a message,
+  that message is quarantined the same way and the worker goes on. Receives ask for
+  the messages' attributes, so that the DLQ copy keeps them.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from typing import Any
 
 import kombu.transport
 from amqp.protocol import queue_declare_ok_t
+from celery import current_app
+from kombu.serialization import prepare_accept_content
 from kombu.transport import virtual
 from kombu.transport.SQS import SQS_MAX_MESSAGES
 from kombu.transport.SQS import Channel as SQSChannel
@@ -62,6 +71,9 @@ from orders.aws.batching import (
     send_message_batch,
     shared,
 )
+from orders.runtime import envelope
+from orders.runtime.envelope import Poison
+from orders.runtime.quarantine import Quarantine
 from orders.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -138,11 +150,13 @@ class Channel(SQSChannel):
     """kombu's SQS channel with batched acks and sends, and receives that wait to fill up."""
 
     _acks: Batcher | None = None
+    _quarantine: Quarantine | None = None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._requested: dict[str, int] = {}
         self.receives: Counter[str] = Counter()
+        self._expected: tuple[Any, frozenset[str]] | None = None
 
     @property
     def acks(self) -> Batcher:
@@ -182,6 +196,24 @@ class Channel(SQSChannel):
         # Frees the prefetch slot now: the delete is the batcher's business from here.
         virtual.Channel.basic_ack(self, delivery_tag)
 
+    @property
+    def quarantine(self) -> Quarantine:
+        """Where this channel's poison messages go (their DLQs), made on the first one."""
+        if self._quarantine is None:
+            self._quarantine = Quarantine(self.settings, lambda queue: self.sqs(queue=queue))
+        return self._quarantine
+
+    @property
+    def get_message_attributes(self) -> dict[str, Any]:
+        """kombu's choice, plus every message attribute and the FIFO group: a poison message's
+        DLQ copy carries them (an attribute-less message costs nothing more)."""
+        wanted = dict(super().get_message_attributes)
+        system = wanted.get("MessageSystemAttributeNames") or []
+        if not any(name.lower() == "all" for name in system):
+            wanted["MessageSystemAttributeNames"] = sorted({*system, "MessageGroupId"})
+        wanted["MessageAttributeNames"] = ["All"]
+        return wanted
+
     def flush_acks(self, timeout: float = 10.0) -> bool:
         """Send every pending ack now; True once all are settled."""
         return self._acks.flush(timeout) if self._acks is not None else True
@@ -190,6 +222,8 @@ class Channel(SQSChannel):
         # Before kombu's close, which restores (makes visible again) what is unacked.
         if self.receives["calls"]:
             logger.info("sqs-receives: %(messages)d messages in %(calls)d calls", self.receives)
+        if self._quarantine is not None:
+            self._quarantine.close(self.transport_options.get("ack_close_timeout", 10.0))
         if self._acks is not None and not self._acks.closed:
             self._acks.close(self.transport_options.get("ack_close_timeout", 10.0))
             with _stats_lock:
@@ -247,7 +281,59 @@ class Channel(SQSChannel):
         # handler then calls .get on it: the worker died ("Unrecoverable error"). An empty
         # answer is what it is; the next receive follows as usual.
         answer = messages if isinstance(messages, dict) else {}
-        return super()._on_messages_ready(queue, qname, answer)  # type: ignore[misc]  # untyped in stubs
+        received = answer.get("Messages")
+        callback = (self.connection._callbacks or {}).get(qname)
+        if not received or not isinstance(received, list) or callback is None:
+            return super()._on_messages_ready(queue, qname, answer)  # type: ignore[misc]  # untyped
+        for message in received:
+            self._deliver_or_quarantine(message, qname, queue, callback)
+        return len(received)
+
+    def _deliver_or_quarantine(self, message: dict[str, Any], qname: str, queue_url: str,
+                               callback: Any) -> None:
+        """Hand a received message to Celery if it is a task this worker runs, else to its DLQ."""
+        known, accept = self._expectations()
+        try:
+            envelope.decode(message.get("Body"), known, accept)
+        except Poison as poison:
+            self._quarantine_message(qname, queue_url, message, poison)
+            return
+        try:
+            payload = self._message_to_python(message, qname, queue_url)  # type: ignore[attr-defined]
+            # The queue it came from, not what the message says: kombu's ack and reject
+            # pick their SQS client and queue by this name.
+            payload["properties"]["delivery_info"]["routing_key"] = qname
+            callback(payload)
+        except Exception as exc:  # a shape the envelope check let through: still never a crash
+            logger.exception("kombu or Celery failed on message %s of %s", message.get("MessageId"), qname)
+            self._forget(message)
+            reason = f"the worker could not take it: {envelope.describe_error(exc)}"
+            self._quarantine_message(qname, queue_url, message, Poison("rejected", reason))
+
+    def _quarantine_message(self, qname: str, queue_url: str, message: dict[str, Any],
+                            poison: Poison) -> None:
+        try:
+            self.quarantine.move(qname, queue_url, message, poison)
+        except Exception:  # closing: the message comes back after its visibility timeout
+            logger.exception("poison message %s of %s left in its queue", message.get("MessageId"), qname)
+
+    def _forget(self, message: dict[str, Any]) -> None:
+        """Free the prefetch slot of a message Celery took and failed on (it is moved, not acked)."""
+        tag = str(message.get("ReceiptHandle"))
+        try:
+            self.qos.get(tag)
+        except KeyError:
+            return
+        virtual.Channel.basic_ack(self, tag)
+
+    def _expectations(self) -> tuple[Any, frozenset[str]]:
+        """(the task names this worker runs, the content types it accepts): its Celery app's."""
+        if self._expected is None:
+            # The transport is made by the worker's app, which is the current one in the
+            # worker; kombu hands the channel no reference to it. `app.tasks` is the live registry.
+            app: Any = current_app
+            self._expected = (app.tasks, frozenset(prepare_accept_content(app.conf.accept_content) or ()))
+        return self._expected
 
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
         wait = self.transport_options.get("receive_batch_wait", 0.25)
