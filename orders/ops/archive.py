@@ -5,9 +5,12 @@ Why DynamoDB rather than S3: every write here must be conditional. A message is
 archived exactly once however many watchers race (`attribute_not_exists`), and
 whoever archives it is the one who alerts; the redrive bound is an atomic counter
 with a condition; and one Query by task shows its error, every arrival and every
-redrive. A dead-lettered SQS message (at most 256 KiB; larger ones are stored
-compressed) fits in an item, and a TTL keeps items 90 days, well past the
-DLQ's 14. Items of a task (partition key `key`, the Celery task id):
+redrive. Any message SQS accepts (up to 1 MiB) is archived: its body as it is
+when small, compressed when large, and when even that does not fit in an item
+(400 KB), its first part compressed, marked truncated with its full size and
+digest (the whole message stays in the DLQ, which is what a redrive sends); the
+other fields are clipped. A TTL keeps items 90 days, well past the DLQ's 14.
+Items of a task (partition key `key`, the Celery task id, or the body's digest):
 
 - `failure`: the last error a worker recorded for it (written on task failure);
 - `arrival#<SQS message id>#r<redrives>`: one dead-lettered copy: body, attributes, classification;
@@ -16,6 +19,7 @@ DLQ's 14. Items of a task (partition key `key`, the Celery task id):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zlib
@@ -30,8 +34,12 @@ from orders.ops.dead_letters import DeadLetter
 from orders.settings import Settings
 
 RETENTION_SECONDS = 90 * 86_400
-#: Bodies above this are stored zlib-compressed (a DynamoDB item holds 400 KB).
-COMPRESS_ABOVE = 200_000
+#: Bodies above this many bytes are stored zlib-compressed.
+COMPRESS_ABOVE = 16_000
+#: The most a stored body takes (compressed): a DynamoDB item holds 400 KB, and the other
+#: fields of an arrival take at most a few tens of KB (FIELD_CHARS each).
+MAX_STORED_BODY = 300_000
+FIELD_CHARS = 8_000
 
 
 class ArchiveError(RuntimeError):
@@ -147,17 +155,15 @@ def mark_alerted(settings: Settings, letter: DeadLetter) -> None:
 
 def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> bool:
     """Store this copy of the message durably; True if this call archived it (False: already was)."""
-    body: dict[str, Any] = {"body": letter.body}
-    if len(letter.body.encode()) > COMPRESS_ABOVE:
-        body = {"body_z": zlib.compress(letter.body.encode(), 9)}
     values = {
         "key": letter.key, "item": letter.arrival, "message_id": letter.message_id,
-        "queue_name": letter.queue.name, "task": letter.task, "order_id": letter.order_id,
-        "args": json.dumps(letter.args, default=str), "kwargs": json.dumps(letter.kwargs, default=str),
-        "attributes": json.dumps(letter.attributes), "message_attributes": json.dumps(
-            letter.message_attributes, default=str), "category": category, "why": why[:2000],
-        "decode_error": letter.decode_error, "status": "dead-lettered", "archived_at": now_iso(),
-        "expires_at": int(time.time()) + RETENTION_SECONDS, **body,
+        "queue_name": letter.queue.name, "task": clip(letter.task, 500), "order_id": letter.order_id,
+        "args": clip_json(letter.args), "kwargs": clip_json(letter.kwargs),
+        "attributes": clip_json(letter.attributes),
+        "message_attributes": clip_json(letter.message_attributes),
+        "category": category, "why": clip(why, 2000), "decode_error": clip(letter.decode_error, 2000),
+        "status": "dead-lettered", "archived_at": now_iso(),
+        "expires_at": int(time.time()) + RETENTION_SECONDS, **stored_body(letter.body),
     }
     ddb = _ddb(settings)
     try:
@@ -168,6 +174,42 @@ def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> 
     except Exception as exc:
         raise ArchiveError(f"could not archive message {letter.message_id}: {exc}") from exc
     return True
+
+
+def stored_body(body: str) -> dict[str, Any]:
+    """How a body is stored: as text when small, else compressed, else its first part compressed."""
+    try:
+        data = body.encode()
+    except UnicodeEncodeError:  # lone surrogates: not a DynamoDB string, but kept byte for byte
+        data = body.encode("utf-8", "surrogatepass")
+    else:
+        if len(data) <= COMPRESS_ABOVE:
+            return {"body": body}
+    packed = zlib.compress(data, 9)
+    if len(packed) <= MAX_STORED_BODY:
+        return {"body_z": packed}
+    kept = len(data)
+    while len(packed) > MAX_STORED_BODY:  # incompressible (random bytes, base64): keep what fits
+        kept = kept * MAX_STORED_BODY // len(packed) - 1024
+        packed = zlib.compress(data[:kept], 9)
+    return {"body_z": packed, "body_truncated": True, "body_bytes": len(data),
+            "body_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def clip(text: str | None, limit: int = FIELD_CHARS) -> str | None:
+    """`text` cut to `limit` characters, saying how long it was."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def clip_json(value: Any) -> str:
+    """`value` as JSON, clipped (the message's own copy is in the DLQ)."""
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, TypeError, RecursionError) as exc:
+        text = f"(not JSON: {type(exc).__name__})"
+    return str(clip(text))
 
 
 def set_status(settings: Settings, letter: DeadLetter, status: str) -> None:
@@ -216,6 +258,11 @@ def history(settings: Settings, key: str) -> list[dict[str, Any]]:
 
 
 def archived_body(item: dict[str, Any]) -> str:
+    """The archived body (its first part only when `body_truncated` is set)."""
     if "body_z" in item:
-        return zlib.decompress(bytes(item["body_z"])).decode()
+        data = zlib.decompress(bytes(item["body_z"]))
+        try:
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:  # truncated inside a character
+            return data.decode("utf-8", "replace")
     return str(item["body"])

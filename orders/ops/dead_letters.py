@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from orders.aws import clients
 from orders.domain.errors import FailureCategory
+from orders.domain.order import ID_PATTERN
+from orders.runtime import quarantine
+from orders.runtime.envelope import Poison, describe_error, parse_json
 from orders.settings import Settings
 from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
 
@@ -24,6 +27,8 @@ HOLD_SECONDS = 30
 #: Long poll of a scan's receives: long enough that SQS answers from every server.
 SCAN_WAIT_SECONDS = 1
 NO_FAILURE_RECORDED = "no failure recorded: the worker was lost or the visibility timeout expired"
+#: A task id usable as the archive's key (Celery's are UUIDs); others key by the body's digest.
+USABLE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
 @dataclass
@@ -42,6 +47,8 @@ class DeadLetter:
     kwargs: dict[str, Any] = field(default_factory=dict)
     order_id: str | None = None
     decode_error: str | None = None
+    #: Why a worker refused it and moved it here at once (orders.runtime.quarantine), if it did.
+    poison: str | None = None
     redrives: int = 0  # redrives of its task so far (from the archive, see archive.annotate)
 
     @property
@@ -70,66 +77,89 @@ class DeadLetter:
 
 
 def decode(queue: QueueSpec, message: dict[str, Any]) -> DeadLetter:
-    """A received SQS message as a DeadLetter; an undecodable body is kept and said so."""
+    """A received SQS message as a DeadLetter; an undecodable body is kept and said so, never raised."""
     attributes = dict(message.get("Attributes", {}))
     attributes["MD5OfBody"] = message.get("MD5OfBody", "")
     letter = DeadLetter(queue, message["MessageId"], message["ReceiptHandle"], message["Body"],
                         attributes, dict(message.get("MessageAttributes", {})))
+    reason = letter.message_attributes.get(quarantine.REASON)
+    if isinstance(reason, dict) and isinstance(reason.get("StringValue"), str):
+        letter.poison = reason["StringValue"]
     try:
-        envelope = _json_or_base64_json(message["Body"])
-        headers = envelope.get("headers") or {}
-        payload = _json_or_base64_json(envelope["body"]) if "body" in envelope else envelope
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        letter.decode_error = f"not a Celery message: {exc}"
-        return letter
-    if headers.get("task"):  # Celery message protocol 2: [args, kwargs, embed]
-        letter.task, letter.task_id = headers["task"], headers.get("id")
+        _read_task(letter)
+    except Exception as exc:  # any shape SQS accepts: deep, huge numbers, wrong types
+        letter.decode_error = f"not a Celery message: {describe_error(exc)}"
+    return letter
+
+
+def _read_task(letter: DeadLetter) -> None:
+    """Set the task, its id, arguments and order from the message's Celery envelope (protocol 2 or 1)."""
+    envelope = _json_or_base64_json(letter.body)
+    if not isinstance(envelope, dict):
+        raise ValueError(f"the envelope is {type(envelope).__name__}, not an object")
+    headers = envelope.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise ValueError(f"headers is {type(headers).__name__}, not an object")
+    payload = _json_or_base64_json(envelope["body"]) if "body" in envelope else envelope
+    if isinstance(headers.get("task"), str) and headers["task"]:  # protocol 2: [args, kwargs, embed]
+        letter.task, task_id = headers["task"], headers.get("id")
         ok = isinstance(payload, list) and len(payload) >= 2
         args, kwargs = (payload[0], payload[1]) if ok else ([], {})
-    elif isinstance(payload, dict) and payload.get("task"):  # protocol 1
-        letter.task, letter.task_id = payload["task"], payload.get("id")
+    elif isinstance(payload, dict) and isinstance(payload.get("task"), str) and payload["task"]:  # protocol 1
+        letter.task, task_id = payload["task"], payload.get("id")
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})
     else:
-        letter.decode_error = "not a Celery message: no task name in headers or body"
-        return letter
+        raise ValueError("no task name in headers or body")
+    # The task id keys the archive (a DynamoDB key): an unusable one falls back to the body's digest.
+    letter.task_id = task_id if isinstance(task_id, str) and USABLE_ID.fullmatch(task_id) else None
     letter.args = list(args) if isinstance(args, list | tuple) else [args]
     letter.kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
     letter.order_id = find_order_id(letter.args, letter.kwargs)
-    return letter
 
 
 def _json_or_base64_json(text: Any) -> Any:
     if isinstance(text, dict | list):
         return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return json.loads(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("neither JSON nor base64-encoded JSON") from exc
+    if not isinstance(text, str):
+        raise ValueError(f"a {type(text).__name__}, not JSON text")
+    for attempt in (lambda: text, lambda: base64.b64decode(text, validate=True)):
+        try:
+            return parse_json(attempt(), "message")
+        except Poison as exc:
+            if exc.kind == "too-deep":
+                raise ValueError(exc.reason) from None
+        except (binascii.Error, ValueError):
+            pass
+    raise ValueError("neither JSON nor base64-encoded JSON")
 
 
 def find_order_id(args: list[Any], kwargs: dict[str, Any]) -> str | None:
     """The order a task works on: an `order_id` argument, an order dict, or a leading id string."""
     for name in ("order_id", "orderId"):
-        if isinstance(kwargs.get(name), str):
+        if _is_order_id(kwargs.get(name)):
             return str(kwargs[name])
     for value in [*args, *kwargs.values()]:
         if isinstance(value, dict):
             inner = value.get("order")
             nested: dict[str, Any] = inner if isinstance(inner, dict) else value
             for name in ("orderId", "order_id"):
-                if isinstance(nested.get(name), str):
+                if _is_order_id(nested.get(name)):
                     return str(nested[name])
-    if args and isinstance(args[0], str):
-        return args[0]
+    if args and _is_order_id(args[0]):
+        return str(args[0])
     return None
 
 
+def _is_order_id(value: Any) -> bool:
+    """Only what could be an order's id: a hand-made message may carry anything there."""
+    return isinstance(value, str) and ID_PATTERN.match(value) is not None
+
+
 def classify(letter: DeadLetter, failure: dict[str, Any] | None) -> tuple[str, str]:
-    """(category, why) of a dead-lettered message: its body's if undecodable, else its worker's record."""
+    """(category, why) of a dead-lettered message: the reason a worker refused it, its body's if
+    undecodable, else its worker's record."""
+    if letter.poison:
+        return FailureCategory.INVALID_INPUT, letter.poison
     if letter.decode_error:
         return FailureCategory.INVALID_INPUT, letter.decode_error
     if failure is None:

@@ -67,8 +67,9 @@ class Arrival:
         m = self.letter
         return {"event_type": "MessageDeadLettered", "severity": "critical", "environment": settings.env,
                 "queue": m.queue.name, "dlq": m.queue.dlq_name, "message_id": m.message_id, "key": m.key,
-                "task": m.task, "order_id": m.order_id, "classification": self.category,
-                "error": self.why, "failures": int((self.failure or {}).get("failures", 0)),
+                "task": archive.clip(m.task, 200), "order_id": m.order_id, "classification": self.category,
+                "error": archive.clip(self.why, 2000),
+                "failures": int((self.failure or {}).get("failures", 0)),
                 "action": f"orders dlq show {m.queue.name}; see docs/operations.md#dlq-triage"}
 
 
@@ -86,7 +87,8 @@ def watch(settings: Settings, limit: int = 100) -> list[Arrival]:
             log.exception("DLQ %s not watched this pass", spec.dlq_sqs_name(settings))
     for arrival in (a for a in arrivals if a.new):
         metrics.count("DLQArrivals", Queue=arrival.letter.queue.name, Classification=arrival.category)
-        if arrival.letter.order_id:
+        # A message a worker refused never ran a step: its order is wherever its own messages took it.
+        if arrival.letter.order_id and not arrival.letter.poison:
             metrics.order_failed(arrival.category)
             mark_order_failed(settings, arrival)
     metrics.flush()
@@ -111,8 +113,12 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
                     and archive.claim_late_alert(settings, m, known[m.message_id])]
         for letter in new:
             category, why = classify(letter, recorded.get(letter.key))
-            if archive.archive(settings, letter, category, why):
-                arrivals.append(Arrival(letter, category, why, recorded.get(letter.key)))
+            try:
+                if archive.archive(settings, letter, category, why):
+                    arrivals.append(Arrival(letter, category, why, recorded.get(letter.key)))
+            except archive.ArchiveError as exc:  # it stays in its DLQ; the next pass tries again
+                metrics.count("DLQArchiveFailures", Queue=spec.name)
+                log.error("%s", exc)
         return arrivals
     finally:
         if letters:
@@ -140,7 +146,9 @@ def _entry(alert: dict[str, Any]) -> dict[str, Any]:
         return {"DataType": "String", "StringValue": value}
 
     subject = f"[critical] dead-lettered {alert['task'] or 'message'} on {alert['queue']}"
-    return {"Subject": subject[:100], "Message": json.dumps(alert),
+    # SNS takes a subject of printable ASCII, no line breaks: a task name came from the message.
+    subject = "".join(c if " " <= c <= "~" else "?" for c in subject)
+    return {"Subject": subject[:99], "Message": json.dumps(alert),
             "MessageAttributes": {
                 "severity": attr("critical"), "event_type": attr("MessageDeadLettered"),
                 "queue": attr(alert["queue"]), "classification": attr(alert["classification"])}}

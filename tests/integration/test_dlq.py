@@ -258,3 +258,64 @@ def test_a_late_alert_is_claimed_once_whatever_format_its_times_were_written_in(
     archive.mark_alerted(infra, letter)
     backdate(infra, letter, late_claim=two_minutes_ago)
     assert not archive.claim_late_alert(infra, letter, copy())
+
+
+def test_the_watcher_archives_any_message_sqs_accepts_and_keeps_the_original(infra, monkeypatch):
+    """Bodies up to SQS's limit (incompressible ones are stored truncated, with their size and digest),
+    any shape; one message that cannot be archived stops no other, and is archived on a later pass."""
+    import hashlib
+    import random
+
+    from orders.ops import watch
+
+    sqs = clients.client("sqs", infra)
+    dlq = dead_letters.dlq_url(infra, ORDERS)
+    noise = base64.b64encode(random.Random(3).randbytes(760_000)).decode()  # ~1 MB, incompressible
+    big_args = base64.b64encode(json.dumps([["ord-big", "y" * 700_000], {}, {}]).encode()).decode()
+    bodies = {
+        "noise": noise,
+        "big-args": json.dumps({"body": big_args, "content-type": "application/json", "properties": {},
+                                "headers": {"task": "payments.charge", "id": "task-big"}}),
+        "headers-str": json.dumps({"body": "", "properties": {}, "headers": "x"}),
+        "deep": "[" * 50_000 + "]" * 50_000,
+        "long-id": json.dumps({"body": big_args, "properties": {},
+                               "headers": {"task": "t\n" * 1000, "id": "i" * 100_000}}),
+        "fine": json.dumps({"body": base64.b64encode(b'[["ord-ok"], {}, {}]').decode(), "properties": {},
+                            "headers": {"task": "payments.charge", "id": "task-ok"}}),
+    }
+    ids = {sqs.send_message(QueueUrl=dlq, MessageBody=body)["MessageId"]: name
+           for name, body in bodies.items()}
+
+    real_archive = archive.archive
+
+    def failing_once(settings, letter, category, why):
+        if ids[letter.message_id] == "fine" and not failing_once.failed:
+            failing_once.failed = True
+            raise archive.ArchiveError("DynamoDB said no")
+        return real_archive(settings, letter, category, why)
+
+    failing_once.failed = False
+    monkeypatch.setattr(archive, "archive", failing_once)
+    first = {ids[a.letter.message_id] for a in watch.watch_queue(infra, ORDERS)}
+    assert first == set(bodies) - {"fine"}
+    second = {ids[a.letter.message_id] for a in watch.watch_queue(infra, ORDERS)}
+    assert second == {"fine"}
+
+    letters = {ids[m.message_id]: m for m in dead_letters.scan(infra, ORDERS, hold=2)}
+    dead_letters.release(infra, list(letters.values()))
+    stored = {name: archive.archived(infra, [m])[m.message_id] for name, m in letters.items()}
+    for name, body in bodies.items():
+        item = stored[name]
+        if name == "noise":
+            assert item["body_truncated"] and item["body_bytes"] == len(body)
+            assert item["body_sha256"] == hashlib.sha256(body.encode()).hexdigest()
+            assert body.startswith(archive.archived_body(item))
+        else:
+            assert archive.archived_body(item) == body, name
+    assert stored["headers-str"]["category"] == "invalid-input"
+    assert "nested too deeply" in stored["deep"]["why"]
+    assert stored["long-id"]["key"].startswith("md5-") and len(stored["long-id"]["task"]) < 600
+    assert stored["big-args"]["order_id"] == "ord-big" and len(stored["big-args"]["args"]) < 9000
+    assert in_dlq(infra) == len(bodies), "archiving keeps every original in the DLQ"
+    code, output = invoke("dlq", "show", "orders")
+    assert code == 0 and output.count("classification:") == len(bodies), output[-2000:]
