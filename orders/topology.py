@@ -336,6 +336,8 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("dlq-archive", "ops", keys=("key", "item"),
               indexes={"by-queue": ("queue_name", "archived_at")}, ttl="expires_at",
               purpose="dead-lettered messages, their failures and redrives (kept 90 days)"),
+    TableSpec("idempotency", "api", keys=("key", None), ttl="expiresAt",
+              purpose="Idempotency-Key claims of POST /orders and their answers (kept 24 hours)"),
 )
 
 TABLES_BY_NAME: dict[str, TableSpec] = {t.name: t for t in TABLES}
