@@ -6,10 +6,11 @@ decodes the message (its JSON envelope, base64 or not), Celery's worker `Request
 message's headers and properties as the worker's strategy builds it, and the solo pool runs it
 through Celery's tracer (not eager), so a chain's next step is sent, a retry goes out as a new
 message, and the task signals (metrics, failure records) fire as on a worker. What the worker would
-ack is left to the event source mapping to delete; everything else (a failed task, a rejected or
-undecodable message, an unknown task) is returned in `batchItemFailures`, so that SQS redelivers
-it and, after the queue's maxReceiveCount, moves it to its DLQ. docs/deploy.md says what differs
-from a worker.
+ack is left to the event source mapping to delete; a failed or rejected task is returned in
+`batchItemFailures`, so that SQS redelivers it and, after the queue's maxReceiveCount, moves it to
+its DLQ. A message that is no task of ours (orders.runtime.envelope) is copied to its queue's DLQ
+at once with the reason, as a worker moves it, and reported done: the mapping deletes the original
+only once the copy is stored. docs/deploy.md says what differs from a worker.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from celery import signals
 from celery.concurrency.solo import TaskPool
 from celery.exceptions import TaskRevokedError
 from celery.utils.imports import symbol_by_name
+from kombu.serialization import prepare_accept_content
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2  # type: ignore[attr-defined]  # not in the stubs
 
 from orders.aws import clients, metrics
 from orders.celery import app
+from orders.runtime import envelope
+from orders.runtime.envelope import Poison
+from orders.runtime.quarantine import Quarantine
 from orders.runtime.queue_urls import queue_url
 from orders.settings import ConfigurationError, Settings
 from orders.topology import QUEUES_BY_NAME, QueueSpec
@@ -94,6 +99,8 @@ class Consumer:
         self.channel: Any = self.connection.default_channel  # the SQS channel; StdChannel in the stubs
         self.pool = TaskPool()
         self.hostname = f"lambda@{socket.gethostname()}"
+        self.quarantine = Quarantine(settings, lambda _queue: clients.client("sqs", settings))
+        self.accept = frozenset(prepare_accept_content(app.conf.accept_content) or ())
 
     def close(self) -> None:
         self.connection.release()
@@ -126,6 +133,10 @@ class Consumer:
     def run(self, record: Record, spec: QueueSpec, deadline: Deadline) -> bool:
         """Run one record: True when the worker would have acked its message."""
         delivery = Delivery()
+        try:
+            envelope.decode(record.get("body"), app.tasks, self.accept)
+        except Poison as poison:
+            return self.quarantine.copy(spec.name, sqs_message(record), poison)
         try:
             request = self.request(record, spec, delivery)
             if request is not None and not self.due(request, record, spec, deadline):
@@ -216,7 +227,16 @@ def sqs_message(record: Record) -> dict[str, Any]:
     """An event source mapping's record as ReceiveMessage returns the message (what kombu decodes)."""
     return {"MessageId": record["messageId"], "ReceiptHandle": record["receiptHandle"],
             "Body": record["body"], "MD5OfBody": record.get("md5OfBody"),
-            "Attributes": dict(record.get("attributes") or {})}
+            "Attributes": dict(record.get("attributes") or {}),
+            "MessageAttributes": {name: _attribute(value)
+                                  for name, value in (record.get("messageAttributes") or {}).items()}}
+
+
+def _attribute(value: Any) -> dict[str, Any]:
+    """A record's message attribute (Lambda's camelCase keys) as ReceiveMessage gives it."""
+    names = {"dataType": "DataType", "stringValue": "StringValue", "binaryValue": "BinaryValue"}
+    given = value if isinstance(value, dict) else {}
+    return {names[key]: item for key, item in given.items() if key in names and item is not None}
 
 
 _current: Consumer | None = None

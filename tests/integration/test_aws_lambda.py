@@ -287,10 +287,11 @@ def envelope(headers: Any, body: bytes, content_type: str = "application/json") 
 
 
 @pytest.mark.parametrize("queue", ["shipping", "inventory.fifo"])
-def test_poison_messages_are_reported_and_never_crash_the_batch(infra, queue):
+def test_poison_messages_go_to_the_dlq_with_their_reason_and_never_hold_up_the_batch(infra, queue):
     """Bodies that are not messages, envelopes kombu cannot read, an undecodable task body, an unknown
-    task: each is a batch item failure. On a standard queue the good message runs; on a FIFO queue it
-    comes back unrun behind the failure, to keep its group's order."""
+    task: each is copied to the queue's DLQ at once, with its reason and its own attributes, and
+    reported done (the mapping then deletes the original). The good message runs, on a FIFO queue too:
+    a poison message is no failure that holds its group back."""
     sqs, url, token = clients.client("sqs", infra), queue_url(infra, queue), uuid.uuid4().hex
     fifo = QUEUES_BY_NAME[queue].fifo
     probe = record_inventory if fifo else record_shipping
@@ -298,9 +299,10 @@ def test_poison_messages_are_reported_and_never_crash_the_batch(infra, queue):
     poison = ["this is not JSON", base64.b64encode(b"\x00\xff not text").decode(),
               envelope(["not", "a", "mapping"], b"[[], {}, {}]"), envelope(task, b"{not json"),
               envelope(task, b"[[], {}, {}]", content_type="application/x-python-serialize")]
+    mark = {"origin": {"DataType": "String", "StringValue": token}}
     for i, body in enumerate(poison):
         options = {"MessageGroupId": "g", "MessageDeduplicationId": f"p{i}"} if fifo else {}
-        sqs.send_message(QueueUrl=url, MessageBody=body, **options)
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=mark, **options)
     group = {"MessageGroupId": "g", "MessageDeduplicationId": "unknown"} if fifo else {}
     app.send_task(f"{queue.split('.')[0]}.no_such_task", args=(1,), queue=queue, **group)
     good_id = probe.apply_async((token,), queue=queue, **({"MessageGroupId": "g"} if fifo else {})).id
@@ -308,7 +310,17 @@ def test_poison_messages_are_reported_and_never_crash_the_batch(infra, queue):
 
     result = handler(event(infra, queue, messages), LambdaContext())
 
-    (good,) = [m for m in messages if headers_of(m).get("id") == good_id]
-    expected = [m["MessageId"] for m in messages if fifo or m is not good]
-    assert failures(result) == expected
-    assert attempts.count(token) == (0 if fifo else 1)
+    assert failures(result) == []
+    assert attempts.count(token) == 1
+    dlq = sqs.get_queue_url(QueueName=infra.prefix + QUEUES_BY_NAME[queue].dlq_name)["QueueUrl"]
+    moved: list[dict[str, Any]] = []
+    wait_for(lambda: bool(moved.extend(sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", []))
+        or len(moved) > len(poison)), timeout=10)
+    assert sorted(m["Body"] for m in moved) == sorted(m["Body"] for m in messages if headers_of(m).get("id") != good_id)
+    for message in moved:
+        attributes = message["MessageAttributes"]
+        assert attributes["orders.poison.reason"]["StringValue"]
+        assert attributes["orders.poison.queue"]["StringValue"] == queue
+        if message["Body"] in poison:
+            assert attributes["origin"]["StringValue"] == token
