@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from orders.cli.template import template_command
 from orders.infra.alarms import alarm_specs
 from orders.infra.cfn.compute import PLANS
+from orders.infra.cfn.data import table_id
 from orders.infra.cfn.messaging import queue_id
 from orders.infra.cfn.roles import worker_role_id
 from orders.infra.template import template, template_dict, to_yaml
@@ -181,6 +182,15 @@ def test_a_worker_consumes_its_own_queue_only_and_the_ops_host_watches_the_dlqs(
         assert statements["ConsumeOwnQueue"]["Resource"] == [{"Fn::GetAtt": [queue_id(spec.name), "Arn"]}]
         assert ("WatchDeadLetterQueues" in statements) is (SERVICE_QUEUES["ops"] == spec.name)
         assert "sqs:DeleteMessage" not in statements["SendToPipelineQueues"]["Action"]
+
+
+def test_the_api_claims_idempotency_keys_in_their_table_only():
+    api = resources(template_dict(DEFAULT), "AWS::IAM::Role")["ApiRole"]
+    statements = {s["Sid"]: s for s in api["Policies"][0]["PolicyDocument"]["Statement"]}
+    claims = statements["ClaimIdempotencyKeys"]
+    assert "dynamodb:DeleteItem" in claims["Action"]
+    assert claims["Resource"] == [{"Fn::GetAtt": [table_id("idempotency"), "Arn"]}]
+    assert all("dynamodb:DeleteItem" not in s["Action"] for sid, s in statements.items() if sid != "ClaimIdempotencyKeys")
 
 
 def test_without_leaves_out_a_type_and_what_refers_to_it():

@@ -46,7 +46,11 @@ def roles(settings: Settings, cluster: str, lambda_queues: frozenset[str]) -> Re
         send([q for q in QUEUES if q.service == "orders"]), items(READ_ITEMS),
         # GET /health?deep=1 looks every queue up.
         {"Sid": "LookUpQueues", "Effect": "Allow", "Action": "sqs:GetQueueUrl",
-         "Resource": [get_att(queue_id(q.name), "Arn") for q in QUEUES]}])
+         "Resource": [get_att(queue_id(q.name), "Arn") for q in QUEUES]},
+        # Idempotency-Key claims (orders.api.idempotency): claimed, answered, released on failure.
+        {"Sid": "ClaimIdempotencyKeys", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+         "Resource": [get_att(table_id("idempotency"), "Arn")]}])
     resources["ExecutionRole"] = role("ecs-tasks", [], [EXECUTION_POLICY])
     return resources
 
