@@ -1,7 +1,7 @@
 """Performance and operational metrics of every task, from Celery's own signals.
 
 Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
-by queue (its average is the success rate the error-rate alarm watches); per
+by queue (1 also for a step that ended its order's chain, which Celery calls IGNORED) (its average is the success rate the error-rate alarm watches); per
 retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
 bound to the worker's settings when it starts and flushed at worker shutdown.
 """
@@ -43,7 +43,7 @@ def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None 
         return
     if began is not None:
         timing("TaskDuration", time.perf_counter() - began, Task=task.name)
-    if state == "SUCCESS":
+    if state in ("SUCCESS", "IGNORED"):  # IGNORED: a step that ended its order's chain, or branched off it
         amount("TaskSuccess", 1, Queue=_queue_of(task))
     elif state == "FAILURE":
         amount("TaskSuccess", 0, Queue=_queue_of(task))
