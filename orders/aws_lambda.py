@@ -27,8 +27,8 @@ from celery import signals
 from celery.concurrency.solo import TaskPool
 from celery.exceptions import TaskRevokedError
 from celery.utils.imports import symbol_by_name
-from kombu.serialization import prepare_accept_content
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2  # type: ignore[attr-defined]  # not in the stubs
+from kombu.serialization import prepare_accept_content
 
 from orders.aws import clients, metrics
 from orders.celery import app

@@ -1,8 +1,8 @@
 """Performance and operational metrics of every task, from Celery's own signals.
 
 Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
-by queue (1 also for a step that ended its order's chain, which Celery calls IGNORED) (its average is the success rate the error-rate alarm watches); per
-retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
+by queue, whose average is the success rate the error-rate alarm watches (1 also
+for a step that ended its order's chain, which Celery calls IGNORED); per retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
 bound to the worker's settings when it starts and flushed at worker shutdown.
 """
 
