@@ -151,6 +151,26 @@ TOPICS: tuple[TopicSpec, ...] = (
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 
+
+@dataclass(frozen=True)
+class KeySpec:
+    """The environment's customer managed KMS key: every queue, DLQ, topic and table is encrypted with it."""
+
+    name: str
+    purpose: str
+    #: How long SQS reuses a data key before calling KMS again (AWS's default, 5 minutes).
+    data_key_reuse_seconds: int = 300
+    #: The wait between `orders infra down` scheduling the key's deletion and KMS deleting it
+    #: (the longest KMS allows): until then `aws kms cancel-key-deletion` brings it back.
+    deletion_window_days: int = 30
+
+    def alias_name(self, settings: Settings) -> str:
+        return f"alias/{settings.prefix}{self.name}"
+
+
+#: One key per environment, rotation on; `orders infra up` creates it (orders.infra.kms).
+ENVIRONMENT_KEY = KeySpec("orders", "encryption at rest of the environment's queues, DLQs, topics and tables")
+
 #: The events customers are told about; the notifications queue subscribes to these only.
 #: One message per thing the customer needs to know, never two in the same second:
 #: OrderCompleted comes with OrderShipped (same step), PaymentDeclined and PaymentRefunded
@@ -338,6 +358,10 @@ TABLES: tuple[TableSpec, ...] = (
               purpose="dead-lettered messages, their failures and redrives (kept 90 days)"),
     TableSpec("idempotency", "api", keys=("key", None), ttl="expiresAt",
               purpose="Idempotency-Key claims of POST /orders and their answers (kept 24 hours)"),
+    TableSpec("api-keys", "api", keys=("keyHash", None),
+              purpose="the API's keys: SHA-256 of each key, its client, created, revoked"),
+    TableSpec("api-orders", "api", keys=("orderId", None),
+              purpose="which API client placed each order (a client reads only its own)"),
 )
 
 TABLES_BY_NAME: dict[str, TableSpec] = {t.name: t for t in TABLES}

@@ -56,7 +56,8 @@ def down_cmd(yes: bool) -> None:
     settings = _ready_settings()
     if not yes:
         click.confirm(f"Delete every queue (with its messages), DLQ, topic and subscription "
-                      f"of environment {settings.env!r} on {_where(settings)}?", abort=True)
+                      f"of environment {settings.env!r} on {_where(settings)}, and schedule the deletion "
+                      f"of its KMS key (30 days)?", abort=True)
     deleted = _aws(lambda: provisioning.down(settings))
     _print_lines(deleted, "Deleted:")
     if not deleted:

@@ -19,6 +19,11 @@ moto also checks the 400 KB item limit after each attribute it stores while
 building an item, re-measuring every attribute stored so far: quadratic in the
 attributes, a third of a PutItem. `build_item` measures the item once, against
 the same limit.
+
+moto accepts UpdateTable's SSESpecification and ignores it, so a table made
+before the environment's KMS key stayed unencrypted after `orders infra up`
+(which switches a live table's key with UpdateTable, as AWS allows).
+`apply_encryption` applies it.
 """
 
 from __future__ import annotations
@@ -150,14 +155,36 @@ def build_item(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) 
     dict.update(self.attrs, values)  # LimitedSizeDict re-measures on __setitem__ only
 
 
+def apply_encryption(handler: Any) -> None:
+    """UpdateTable's SSESpecification applied as AWS applies it (moto 5.2 accepts it and ignores it):
+    a KMS key (the given one, else DynamoDB's AWS managed key) or, disabled, the AWS owned key."""
+    sse = handler.body.get("SSESpecification")
+    if sse is None:
+        return
+    table = handler.dynamodb_backend.get_table(handler.body["TableName"])
+    if not sse.get("Enabled"):
+        table.sse_specification = None
+        return
+    key = sse.get("KMSMasterKeyId") or table._get_default_encryption_key(table.account_id, table.region_name)
+    table.sse_specification = {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key}
+
+
 def install() -> None:
-    """Patch moto's DynamoDB in this process (the emulator's): transactions and response JSON."""
+    """Patch moto's DynamoDB in this process (the emulator's): transactions, response JSON, UpdateTable's
+    encryption."""
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.dynamo_type import Item
-    from moto.dynamodb.responses import DynamoResult
+    from moto.dynamodb.responses import DynamoHandler, DynamoResult
 
     setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010 (patching moto)
     setattr(Item, "__init__", build_item)  # noqa: B010 (patching moto)
+    update_table = DynamoHandler.update_table
+
+    def update_table_with_encryption(self: Any) -> Any:
+        apply_encryption(self)
+        return update_table(self)
+
+    setattr(DynamoHandler, "update_table", update_table_with_encryption)  # noqa: B010 (patching moto)
     walk_shape = DynamoResult.execute_result
 
     def execute_result(self: Any, context: Any) -> Any:

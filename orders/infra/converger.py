@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from orders.settings import Settings
+from orders.topology import ENVIRONMENT_KEY
 
 #: Attributes whose JSON value is compared as data, not as text.
 JSON_ATTRIBUTES = frozenset({"RedrivePolicy", "RedriveAllowPolicy", "Policy"})
@@ -44,10 +45,17 @@ class Converger:
     apply: bool
     report: Report = field(default_factory=Report)
     created: set[str] = field(default_factory=set)
+    #: The environment key's ARN, once orders.infra.kms has found or created it (the first kind).
+    key_arn: str | None = None
 
     @property
     def on_emulator(self) -> bool:
         return self.settings.has_endpoint
+
+    @property
+    def key(self) -> str:
+        """What a queue, topic or table is told to encrypt with: the key's ARN (its alias until it exists)."""
+        return self.key_arn or ENVIRONMENT_KEY.alias_name(self.settings)
 
     def drift(self, line: str) -> None:
         """A difference from the declaration: fixed by `up`, reported by `check`."""

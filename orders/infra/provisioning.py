@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orders.infra import alarms, dashboard, queues, tables, topics
+from orders.infra import alarms, dashboard, kms, queues, tables, topics
 from orders.infra.converger import Converger, Report
 from orders.settings import Settings
 
@@ -23,9 +23,11 @@ class ResourceKind:
     delete: Callable[[Settings], list[str]] | None
 
 
-#: In creation order: topics after the queues they deliver to, alarms after the topic they
-#: notify, the dashboard after the alarms it shows. `down` deletes in the reverse order.
+#: In creation order: the key before everything it encrypts, topics after the queues they deliver
+#: to, alarms after the topic they notify, the dashboard after the alarms it shows. `down` deletes
+#: in the reverse order.
 KINDS: tuple[ResourceKind, ...] = (
+    ResourceKind("key", kms.converge_key, kms.delete_key),
     ResourceKind("queues", queues.converge_queues, queues.delete_queues),
     ResourceKind("topics", topics.converge_topics, topics.delete_topics),
     ResourceKind("subscriptions", topics.converge_subscriptions, None),  # deleted with their topics

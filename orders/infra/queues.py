@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orders.aws import clients
+from orders.infra import kms
 from orders.infra.converger import Converger, same_value
 from orders.settings import Settings
 from orders.topology import QUEUES, QueueSpec, tags
@@ -24,12 +25,13 @@ def converge_queues(converger: Converger) -> None:
 def queue_pair(converger: Converger, spec: QueueSpec) -> None:
     """A queue and its DLQ: each needs the other's ARN, so the DLQ comes first."""
     dlq_name, src_name = spec.dlq_sqs_name(converger.settings), spec.sqs_name(converger.settings)
-    dlq_initial = spec.dlq_attributes("")
+    encryption = kms.queue_encryption(converger.key)
+    dlq_initial = {**spec.dlq_attributes(""), **encryption}
     dlq_initial.pop("RedriveAllowPolicy")  # needs the source's ARN, known below
     dlq_url = find_or_create(converger, dlq_name, spec.service, dlq_initial)
     dlq_live = live_attributes(dlq_url, converger.settings) if dlq_url else {}
 
-    src_wanted = spec.attributes(dlq_live.get("QueueArn", ""))
+    src_wanted = {**spec.attributes(dlq_live.get("QueueArn", "")), **encryption}
     if not dlq_url:
         src_wanted.pop("RedrivePolicy")  # the missing DLQ is the finding, not its ARN
     src_url = find_or_create(converger, src_name, spec.service, src_wanted)
@@ -38,7 +40,7 @@ def queue_pair(converger: Converger, spec: QueueSpec) -> None:
         converge_attributes(converger, src_url, src_name, src_live, src_wanted)
         converge_tags(converger, src_url, src_name, spec.service)
     if dlq_url:
-        dlq_wanted = spec.dlq_attributes(src_live["QueueArn"] if src_url else "")
+        dlq_wanted = {**spec.dlq_attributes(src_live["QueueArn"] if src_url else ""), **encryption}
         if not src_url:
             dlq_wanted.pop("RedriveAllowPolicy")
         converge_attributes(converger, dlq_url, dlq_name, dlq_live, dlq_wanted)
@@ -63,9 +65,9 @@ def converge_attributes(converger: Converger, url: str, name: str, live: dict[st
                         wanted: dict[str, str]) -> None:
     """Compare a queue's attributes with the declared ones; set the stale ones (up)."""
     just_created = name in converger.created
-    stale = {}
+    stale = stale_encryption(converger, name, live, wanted)
     for key, value in wanted.items():
-        if same_value(key, live.get(key), value):
+        if key in (kms.KEY_ID, kms.REUSE) or same_value(key, live.get(key), value):
             continue
         if key not in live and key in MAY_NOT_ECHO and converger.on_emulator:
             converger.report.note(f"queue {name}: {key} (the endpoint does not echo it)")
@@ -80,6 +82,20 @@ def converge_attributes(converger: Converger, url: str, name: str, live: dict[st
         converger.report.add(f"queue {name}: {key} cannot change; delete the queue and run up again")
     if stale and converger.apply:
         clients.client("sqs", converger.settings).set_queue_attributes(QueueUrl=url, Attributes=stale)
+
+
+def stale_encryption(converger: Converger, name: str, live: dict[str, str],
+                     wanted: dict[str, str]) -> dict[str, str]:
+    """The queue's SSE-KMS attributes when it is not encrypted as declared (said in one line of drift)."""
+    reuse = wanted[kms.REUSE]
+    problem = kms.misencrypted(converger, live.get(kms.KEY_ID))
+    if problem is None and live.get(kms.REUSE) != reuse:
+        problem = f"{kms.REUSE} is {live.get(kms.REUSE)!r}, declared {reuse!r}"
+    if problem is None:
+        return {}
+    if name not in converger.created:
+        converger.drift(f"queue {name}: {problem}")
+    return {kms.KEY_ID: wanted[kms.KEY_ID], kms.REUSE: reuse}
 
 
 def converge_tags(converger: Converger, url: str, name: str, service: str) -> None:

@@ -1,8 +1,8 @@
 """DynamoDB tables for `orders infra up/check/down`: every table declared in the topology.
 
-Keys and secondary indexes are created with the table; an index declared later
-is added. A table's keys cannot change: a difference is reported, never applied.
-Capacity is on demand (PAY_PER_REQUEST).
+Keys, secondary indexes and encryption with the environment's key are created with the table;
+an index declared later is added, and a table made before the key is encrypted with it. A table's
+keys cannot change: a difference is reported, never applied. Capacity is on demand (PAY_PER_REQUEST).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from orders.aws import clients
+from orders.infra import kms
 from orders.infra.converger import Converger
 from orders.settings import Settings
 from orders.topology import TABLES, TableSpec, tags
 
 
 def converge_tables(converger: Converger) -> None:
-    """Provisioning step: every declared table exists with its keys and indexes."""
+    """Provisioning step: every declared table exists with its keys, indexes and encryption."""
     ddb = clients.client("dynamodb", converger.settings)
     for spec in TABLES:
         name = spec.table_name(converger.settings)
@@ -25,17 +26,13 @@ def converge_tables(converger: Converger) -> None:
         except ddb.exceptions.ResourceNotFoundException:
             converger.report.add(f"table {name}: {'created' if converger.apply else 'missing'}")
             if converger.apply:
-                ddb.create_table(**table_definition(spec, name),
-                                 Tags=[{"Key": k, "Value": v}
-                                       for k, v in tags(converger.settings, spec.service).items()])
-                if spec.ttl:  # time to live can be set once the table is active
-                    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
-                    _converge_ttl(converger, spec, name, quiet=True)
+                _create(converger, spec, name)
             continue
         declared = _key_schema(spec.keys)
         if live["KeySchema"] != declared:
             converger.report.add(f"table {name}: keys are {live['KeySchema']}, declared {declared} "
                                  "(a table's keys cannot change: recreate it)")
+        _converge_encryption(converger, name, live)
         live_indexes = {i["IndexName"] for i in live.get("GlobalSecondaryIndexes", [])}
         for index in sorted(set(spec.indexes) - live_indexes):
             converger.report.add(f"table {name}: index {index} missing"
@@ -49,6 +46,37 @@ def converge_tables(converger: Converger) -> None:
                                                               if gsi["IndexName"] == index])
         if spec.ttl:
             _converge_ttl(converger, spec, name)
+
+
+def _create(converger: Converger, spec: TableSpec, name: str) -> None:
+    ddb = clients.client("dynamodb", converger.settings)
+    ddb.create_table(**table_definition(spec, name), SSESpecification=kms.table_encryption(converger.key),
+                     Tags=[{"Key": k, "Value": v} for k, v in tags(converger.settings, spec.service).items()])
+    if spec.ttl:  # time to live can be set once the table is active
+        ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+        _converge_ttl(converger, spec, name, quiet=True)
+
+
+def _converge_encryption(converger: Converger, name: str, live: dict[str, Any]) -> None:
+    """The table is encrypted with the environment's key; UpdateTable switches a live table's key
+    without interrupting it (before any index is added: one table update at a time)."""
+    sse = live.get("SSEDescription") or {}
+    status = sse.get("Status")  # INACCESSIBLE_ENCRYPTION_CREDENTIALS: DynamoDB cannot use the key
+    usable = status in ("ENABLED", "UPDATING")
+    problem = kms.misencrypted(converger, sse.get("KMSMasterKeyArn") if usable else None)
+    if problem is None:
+        return
+    if status and not usable:
+        problem += f" (its encryption is {status})"
+    converger.drift(f"table {name}: {problem}")
+    if not converger.apply:
+        return
+    ddb = clients.client("dynamodb", converger.settings)
+    ddb.update_table(TableName=name, SSESpecification=kms.table_encryption(converger.key))
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+    if converger.on_emulator and not ddb.describe_table(TableName=name)["Table"].get("SSEDescription"):
+        # moto 5.2 accepts UpdateTable's SSESpecification and ignores it.
+        converger.report.note(f"table {name}: the endpoint ignored UpdateTable's SSESpecification")
 
 
 def _converge_ttl(converger: Converger, spec: TableSpec, name: str, quiet: bool = False) -> None:

@@ -1,9 +1,10 @@
 """`orders infra template`: the environment's CloudFormation stack, generated from the topology.
 
-The same declarations and attribute builders as `orders infra up` make every queue, DLQ, topic,
-subscription, table, alarm and the dashboard, so a stack deployed from it passes `orders infra
-check`. Around them: IAM roles, an ECS Fargate service per queue (or a Lambda consumer) scaling on
-backlog per task, beat, Flower and the API behind a load balancer, and the Redis control plane.
+The same declarations and attribute builders as `orders infra up` make the environment's KMS key
+and every queue, DLQ, topic, subscription, table, alarm and the dashboard, so a stack deployed
+from it passes `orders infra check`. Around them: IAM roles, an ECS Fargate service per queue (or a
+Lambda consumer) scaling on backlog per task, beat, Flower and the API behind a load balancer, and
+the Redis control plane.
 
 `without` leaves out resource types an endpoint cannot create (an emulator), together with
 everything that refers to them; a stack for AWS leaves nothing out.
@@ -16,7 +17,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from orders.infra.cfn import compute, data, messaging, monitoring, roles
+from orders.infra.cfn import compute, data, keys, messaging, monitoring, roles
 from orders.infra.cfn.intrinsics import Resources, get_att, ref, references, sub
 from orders.settings import Settings
 from orders.topology import QUEUES_BY_NAME, cluster_name
@@ -42,6 +43,7 @@ def template_dict(settings: Settings, lambda_queues: Collection[str] = (),
         raise ValueError(f"not declared queues: {', '.join(unknown)} (declared: {', '.join(QUEUES_BY_NAME)})")
     on_lambda = frozenset(lambda_queues)
     resources: Resources = {
+        **keys.keys(settings),
         **messaging.queues(settings), **messaging.topics(settings), **messaging.subscriptions(settings),
         **data.tables(settings),
         **monitoring.alarms(settings), **monitoring.dashboards(settings),

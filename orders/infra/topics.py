@@ -12,6 +12,7 @@ from typing import Any
 from orders import topology
 from orders.aws import clients
 from orders.aws.sns import topic_arns
+from orders.infra import kms
 from orders.infra.converger import Converger, same_value
 from orders.settings import Settings
 from orders.topology import TOPICS, SubscriptionSpec, tags
@@ -26,7 +27,7 @@ def list_subscriptions(sns: Any, topic_arn: str) -> list[dict[str, str]]:
 
 
 def converge_topics(converger: Converger) -> None:
-    """Every declared topic exists and carries its tags."""
+    """Every declared topic exists, encrypted with the environment's key, and carries its tags."""
     sns = clients.client("sns", converger.settings)
     existing = topic_arns(converger.settings)
     wanted_tags = tags(converger.settings, "events")
@@ -36,15 +37,28 @@ def converge_topics(converger: Converger) -> None:
         if arn is None:
             converger.report.add(f"topic {name}: {'created' if converger.apply else 'missing'}")
             if converger.apply:
-                sns.create_topic(Name=name, Tags=[{"Key": k, "Value": v} for k, v in wanted_tags.items()])
+                sns.create_topic(Name=name, Attributes={kms.KEY_ID: converger.key},
+                                 Tags=[{"Key": k, "Value": v} for k, v in wanted_tags.items()])
                 converger.created.add(name)
             continue
+        converge_topic_key(converger, sns, name, arn)
         live = {t["Key"]: t["Value"] for t in sns.list_tags_for_resource(ResourceArn=arn).get("Tags", [])}
         stale = {k: v for k, v in wanted_tags.items() if live.get(k) != v}
         for key, value in stale.items():
             converger.drift(f"topic {name}: tag {key} is {live.get(key)!r}, declared {value!r}")
         if stale and converger.apply:
             sns.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in stale.items()])
+
+
+def converge_topic_key(converger: Converger, sns: Any, name: str, arn: str) -> None:
+    """The topic is encrypted with the environment's key (SNS encrypts each message it stores with it)."""
+    live = sns.get_topic_attributes(TopicArn=arn)["Attributes"].get(kms.KEY_ID)
+    problem = kms.misencrypted(converger, live)
+    if problem is None:
+        return
+    converger.drift(f"topic {name}: {problem}")
+    if converger.apply:
+        sns.set_topic_attributes(TopicArn=arn, AttributeName=kms.KEY_ID, AttributeValue=converger.key)
 
 
 def converge_subscriptions(converger: Converger) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from orders.aws import clients
+from orders.aws.sns import topic_arns
 from orders.cli import cli
 from orders.emulator.server import free_port
 from orders.runtime.queue_urls import queue_url
@@ -44,6 +45,22 @@ def test_up_twice_then_check_then_down(settings):
     assert down.exit_code == 0 and f"queue {settings.prefix}payments" in down.output
     missing = orders("infra", "check")
     assert missing.exit_code == 1 and f"queue {settings.prefix}payments: missing" in missing.output
+
+
+def test_check_shows_a_topic_without_the_environment_key_and_up_encrypts_it(settings):
+    assert orders("infra", "up").exit_code == 0
+    [arn] = [a for a in topic_arns(settings).values() if a.endswith(":" + settings.prefix + "system-health")]
+    clients.client("sns", settings).set_topic_attributes(TopicArn=arn, AttributeName="KmsMasterKeyId",
+                                                         AttributeValue="")
+    line = (f"topic {settings.prefix}system-health: not encrypted with the environment's key "
+            f"alias/{settings.prefix}orders")
+    drift = orders("infra", "check")
+    assert drift.exit_code == 1 and line in drift.output
+    fixed = orders("infra", "up")
+    assert fixed.exit_code == 0 and line + "; fixed" in fixed.output
+    assert orders("infra", "check").exit_code == 0
+    down = orders("infra", "down", "--yes")
+    assert f"key alias/{settings.prefix}orders (KMS deletes it in 30 days" in down.output
 
 
 def test_the_emulator_command_prints_what_to_export(tmp_path):

@@ -147,3 +147,134 @@ def test_down_removes_everything(infra):
     assert topic_arns(infra) == {}
     missing = [line for line in provisioning.check(infra).changes if line.startswith(("queue ", "topic "))]
     assert len(missing) == 16 and all(line.endswith(": missing") for line in missing)
+
+
+def environment_key(settings: Settings) -> dict:
+    kms = clients.client("kms", settings)
+    return kms.describe_key(KeyId=f"alias/{settings.prefix}orders")["KeyMetadata"]
+
+
+def every_queue_url(settings: Settings) -> dict[str, str]:
+    names = [n for name in EXPECTED for n in (name, dlq_of(name))]
+    return {name: queue(settings, name)[0] for name in names}
+
+
+def topic_key(settings: Settings, arn: str) -> str | None:
+    attributes = clients.client("sns", settings).get_topic_attributes(TopicArn=arn)["Attributes"]
+    return attributes.get("KmsMasterKeyId")
+
+
+def test_up_encrypts_every_queue_topic_and_table_with_the_environments_key(infra):
+    kms, sqs, ddb = (clients.client(s, infra) for s in ("kms", "sqs", "dynamodb"))
+    key = environment_key(infra)
+    assert (key["KeyManager"], key["KeyState"]) == ("CUSTOMER", "Enabled")
+    assert key["KeySpec"] == "SYMMETRIC_DEFAULT"
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    policy = json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == [
+        "AdministerByAccount", "DeliverTopicsToEncryptedQueues", "PublishAlarmsToEncryptedTopic"]
+    for name, url in every_queue_url(infra).items():
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attrs.get("KmsMasterKeyId") == key["Arn"], name
+        assert attrs.get("KmsDataKeyReusePeriodSeconds") == "300", name
+    arns = topic_arns(infra)
+    assert len(arns) == 4 and all(topic_key(infra, arn) == key["Arn"] for arn in arns.values())
+    tables = ddb.list_tables()["TableNames"]
+    ours = [t for t in tables if t.startswith(infra.prefix)]
+    assert len(ours) >= 5
+    for table in ours:
+        assert ddb.describe_table(TableName=table)["Table"]["SSEDescription"] == {
+            "Status": "ENABLED", "SSEType": "KMS", "KMSMasterKeyArn": key["Arn"]}, table
+
+
+def test_check_reports_encryption_drift_and_up_repairs_it(infra):
+    kms, sqs, sns = (clients.client(s, infra) for s in ("kms", "sqs", "sns"))
+    key = environment_key(infra)
+    other = kms.create_key(Description="someone else's")["KeyMetadata"]["Arn"]
+    urls = every_queue_url(infra)
+    sqs.set_queue_attributes(QueueUrl=urls["payments"], Attributes={"KmsMasterKeyId": ""})
+    sqs.set_queue_attributes(QueueUrl=urls["shipping-dlq"], Attributes={"KmsMasterKeyId": other})
+    # Any name of the environment's key is the key: no drift for its alias or its id.
+    alias = f"alias/{infra.prefix}orders"
+    sqs.set_queue_attributes(QueueUrl=urls["orders"], Attributes={"KmsMasterKeyId": alias})
+    sqs.set_queue_attributes(QueueUrl=urls["orders-dlq"], Attributes={"KmsMasterKeyId": key["KeyId"]})
+    arns = topic_arns(infra)
+    sns.set_topic_attributes(TopicArn=arns["order-status"], AttributeName="KmsMasterKeyId", AttributeValue="")
+    kms.disable_key_rotation(KeyId=key["KeyId"])
+    anyone = {"Sid": "AdministerByAccount", "Effect": "Allow", "Principal": {"AWS": "*"},
+              "Action": "kms:*", "Resource": "*"}
+    kms.put_key_policy(KeyId=key["KeyId"], PolicyName="default",
+                       Policy=json.dumps({"Version": "2012-10-17", "Statement": [anyone]}))
+
+    drift = provisioning.check(infra)
+    assert sorted(drift.changes) == sorted([
+        f"key {alias}: rotation is off",
+        f"key {alias}: key policy differs from its declaration (statements AdministerByAccount, "
+        "DeliverTopicsToEncryptedQueues, PublishAlarmsToEncryptedTopic)",
+        f"queue {infra.prefix}payments: not encrypted with the environment's key {alias}",
+        f"queue {infra.prefix}shipping-dlq: encrypted with {other}, not with the environment's key {alias}",
+        f"topic {infra.prefix}order-status: not encrypted with the environment's key {alias}",
+    ])
+    assert all(line.endswith("; fixed") for line in provisioning.up(infra).changes)
+    assert provisioning.check(infra).clean
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    assert sqs.get_queue_attributes(QueueUrl=urls["payments"], AttributeNames=["KmsMasterKeyId"])[
+        "Attributes"]["KmsMasterKeyId"] == key["Arn"]
+    assert topic_key(infra, arns["order-status"]) == key["Arn"]
+
+
+def test_a_disabled_key_or_one_scheduled_for_deletion_is_enabled_again(infra):
+    kms = clients.client("kms", infra)
+    key = environment_key(infra)
+    kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    alias = f"alias/{infra.prefix}orders"
+    assert provisioning.check(infra).changes == [f"key {alias}: state is PendingDeletion"]
+    provisioning.up(infra)
+    assert environment_key(infra)["KeyState"] == "Enabled"
+    kms.disable_key(KeyId=key["KeyId"])
+    assert provisioning.check(infra).changes == [f"key {alias}: state is Disabled"]
+    provisioning.up(infra)
+    assert environment_key(infra)["KeyState"] == "Enabled" and provisioning.check(infra).clean
+
+
+def test_an_environment_made_before_the_key_is_encrypted_by_up_with_its_data(infra):
+    """Every resource as it was before the key: no key, nothing encrypted; one `up` converges it all.
+
+    Needs an endpoint that applies UpdateTable's SSESpecification, as AWS does (the embedded
+    emulator's fix to moto, orders.emulator.moto_dynamodb)."""
+    from orders.infra.tables import table_definition
+    from orders.topology import TABLES
+
+    kms, sqs, sns, ddb = (clients.client(s, infra) for s in ("kms", "sqs", "sns", "dynamodb"))
+    alias = f"alias/{infra.prefix}orders"
+    kms.delete_alias(AliasName=alias)
+    for url in every_queue_url(infra).values():
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsMasterKeyId": ""})
+    for arn in topic_arns(infra).values():
+        sns.set_topic_attributes(TopicArn=arn, AttributeName="KmsMasterKeyId", AttributeValue="")
+    for spec in TABLES:  # as `up` made them before the key: the same table, AWS's default encryption
+        name = spec.table_name(infra)
+        ddb.delete_table(TableName=name)
+        ddb.create_table(**table_definition(spec, name))
+    stock = f"{infra.prefix}stock"
+    ddb.put_item(TableName=stock, Item={"sku": {"S": "SKU-OLD"}, "available": {"N": "7"}})
+
+    drift = provisioning.check(infra).changes
+    assert f"key {alias}: missing" in drift
+    not_encrypted = [line for line in drift if "not encrypted with the environment's key" in line]
+    assert len(not_encrypted) == 12 + 4 + len(TABLES)
+    assert provisioning.up(infra).changes
+    report = provisioning.check(infra)
+    assert report.clean, report.changes
+    assert ddb.get_item(TableName=stock, Key={"sku": {"S": "SKU-OLD"}})["Item"]["available"] == {"N": "7"}
+    key = environment_key(infra)
+    assert ddb.describe_table(TableName=stock)["Table"]["SSEDescription"]["KMSMasterKeyArn"] == key["Arn"]
+
+
+def test_down_schedules_the_keys_deletion_and_removes_its_alias(infra):
+    kms = clients.client("kms", infra)
+    key = environment_key(infra)
+    deleted = provisioning.down(infra)
+    assert deleted[-1].startswith(f"key alias/{infra.prefix}orders (KMS deletes it in 30 days")
+    assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    assert f"key alias/{infra.prefix}orders: missing" in provisioning.check(infra).changes

@@ -37,13 +37,14 @@ DEPLOYED_BY_MOTO = {
     "AWS::IAM::Role", "AWS::ECS::Cluster", "AWS::ECS::TaskDefinition", "AWS::ECS::Service",
     "AWS::Logs::LogGroup", "AWS::EC2::SecurityGroup", "AWS::ElasticLoadBalancingV2::LoadBalancer",
     "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::ElasticLoadBalancingV2::Listener",
-    "AWS::ElasticLoadBalancingV2::ListenerRule",
+    "AWS::ElasticLoadBalancingV2::ListenerRule", "AWS::KMS::Key", "AWS::KMS::Alias",
 }
 CUSTOMER_NOTIFICATIONS = {"OrderPlaced", "OrderShipped"}
 
 
 def deploy(settings: Settings, document: dict[str, Any], **parameters: str) -> dict[str, dict[str, str]]:
     """create_stack in the default VPC; the stack's resources by logical id."""
+    document = for_moto(document)
     ec2 = clients.client("ec2", settings)
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     subnets = [s["SubnetId"] for s in
@@ -58,6 +59,37 @@ def deploy(settings: Settings, document: dict[str, Any], **parameters: str) -> d
             if r.get("ResourceType")}
 
 
+def for_moto(document: dict[str, Any]) -> dict[str, Any]:
+    """The document as moto's CloudFormation reads it: a key's policy as a JSON string (an object
+    is stored as is, and DescribeKey then fails), no key Tags (it reads KMS's TagKey/TagValue;
+    `_key_tags` applies them after), a table's SSESpecification by the API's names (it ignores
+    SSEEnabled). What moto deploys is then what the template says, and the drift check judges it."""
+    resources = {}
+    for name, resource in document["Resources"].items():
+        props = dict(resource["Properties"])
+        if resource["Type"] == "AWS::KMS::Key":
+            del props["Tags"]
+            props["KeyPolicy"] = {"Fn::Sub": json.dumps(_as_sub_text(props["KeyPolicy"]))}
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            sse = dict(props["SSESpecification"])
+            props["SSESpecification"] = {"Enabled": sse.pop("SSEEnabled"), **sse}
+        resources[name] = {**resource, "Properties": props}
+    return {**document, "Resources": resources}
+
+
+def _as_sub_text(value: Any) -> Any:
+    """A policy whose Fn::Sub and pseudo-parameter Refs are written as ${...} text, for one Fn::Sub."""
+    if isinstance(value, list):
+        return [_as_sub_text(item) for item in value]
+    if isinstance(value, dict):
+        if "Fn::Sub" in value:
+            return value["Fn::Sub"]
+        if "Ref" in value:
+            return "${" + value["Ref"] + "}"
+        return {key: _as_sub_text(item) for key, item in value.items()}
+    return value
+
+
 def resolve(value: Any, stack: dict[str, dict[str, str]], settings: Settings) -> Any:
     """Ref and GetAtt(Arn of a queue) resolved against the deployed stack; anything else is refused."""
     if isinstance(value, list):
@@ -68,8 +100,11 @@ def resolve(value: Any, stack: dict[str, dict[str, str]], settings: Settings) ->
         return stack[value["Ref"]]["PhysicalResourceId"]
     if "Fn::GetAtt" in value:
         name, attribute = value["Fn::GetAtt"]
-        assert stack[name]["ResourceType"] == "AWS::SQS::Queue" and attribute == "Arn", value
-        return queue_arn(stack[name]["PhysicalResourceId"], settings)
+        kind, physical = stack[name]["ResourceType"], stack[name]["PhysicalResourceId"]
+        assert attribute == "Arn" and kind in ("AWS::SQS::Queue", "AWS::KMS::Key"), value
+        if kind == "AWS::KMS::Key":
+            return clients.client("kms", settings).describe_key(KeyId=physical)["KeyMetadata"]["Arn"]
+        return queue_arn(physical, settings)
     assert not any(key.startswith("Fn::") for key in value), value
     return {key: resolve(item, stack, settings) for key, item in value.items()}
 
@@ -83,14 +118,16 @@ def as_attribute(value: Any) -> str:
 
 def apply_what_moto_leaves_out(settings: Settings, document: dict[str, Any],
                                stack: dict[str, dict[str, str]]) -> None:
-    """What CloudFormation does on AWS and moto's does not: three resource types it lacks, and two
-    properties it accepts and drops (a topic's tags, a table's time to live)."""
+    """What CloudFormation does on AWS and moto's does not: three resource types it lacks, and the
+    properties it drops (a topic's tags, a table's time to live) or cannot take (a key's tags,
+    `for_moto`). A key's policy is left to the drift check: moto's CloudFormation applies it."""
     appliers = {"AWS::SQS::QueuePolicy": _queue_policy, "AWS::SNS::Subscription": _subscription,
                 "AWS::CloudWatch::Alarm": _alarm, "AWS::SNS::Topic": _topic_tags,
-                "AWS::DynamoDB::Table": _time_to_live}
+                "AWS::DynamoDB::Table": _time_to_live, "AWS::KMS::Key": _key_tags}
     for resource in document["Resources"].values():
         if resource["Type"] in appliers:
-            props = resolve(resource["Properties"], stack, settings)
+            properties = {k: v for k, v in resource["Properties"].items() if k != "KeyPolicy"}
+            props = resolve(properties, stack, settings)
             appliers[resource["Type"]](settings, props, stack)
 
 
@@ -124,6 +161,12 @@ def _time_to_live(settings: Settings, props: dict[str, Any], stack: dict[str, di
             TableName=props["TableName"], TimeToLiveSpecification=props["TimeToLiveSpecification"])
 
 
+def _key_tags(settings: Settings, props: dict[str, Any], stack: dict[str, dict[str, str]]) -> None:
+    [key_id] = [r["PhysicalResourceId"] for r in stack.values() if r["ResourceType"] == "AWS::KMS::Key"]
+    clients.client("kms", settings).tag_resource(
+        KeyId=key_id, Tags=[{"TagKey": t["Key"], "TagValue": t["Value"]} for t in props["Tags"]])
+
+
 def test_the_stack_deployed_by_cloudformation_has_no_drift_and_runs_an_order(settings):
     deployable = template_dict(settings, without=NOT_IN_MOTO)
     stack = deploy(settings, deployable)
@@ -137,6 +180,13 @@ def test_the_stack_deployed_by_cloudformation_has_no_drift_and_runs_an_order(set
 
     assert any("alarm" in line for line in before.changes)  # the check does look at what was added
     assert report.clean, report.changes
+    # What the check judged is the stack's key, found by its alias, and every table is encrypted with it.
+    key = clients.client("kms", settings).describe_key(KeyId=f"alias/{settings.prefix}orders")["KeyMetadata"]
+    assert key["KeyId"] == stack["EnvironmentKey"]["PhysicalResourceId"]
+    tables = [r["PhysicalResourceId"] for r in stack.values() if r["ResourceType"] == "AWS::DynamoDB::Table"]
+    ddb = clients.client("dynamodb", settings)
+    keys = {ddb.describe_table(TableName=t)["Table"]["SSEDescription"]["KMSMasterKeyArn"] for t in tables}
+    assert keys == {key["Arn"]}
     set_stock(settings, "SKU-1", 5)
     order = make_order(quantity=2)
     place_order.delay(order)

@@ -3,8 +3,7 @@
 Order data (orders, stock, the gateway's captures and refunds) gets point-in-time recovery,
 deletion protection and a Retain policy: a stack deleted or replaced by mistake must not take
 the records of orders and money with it. The DLQ archive expires by time to live and is not
-protected. Encryption is DynamoDB's default (an AWS-owned key) until the environment's KMS key
-of the security work (issue 12) is set here as SSESpecification.KMSMasterKeyId.
+protected. Every table is encrypted with the environment's KMS key (orders.infra.cfn.keys).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any
 
 from orders.infra import tables as converger_tables
 from orders.infra.cfn.intrinsics import Resource, Resources, logical_id, tag_list
+from orders.infra.cfn.keys import table_encryption
 from orders.settings import Settings
 from orders.topology import TABLES, TableSpec
 
@@ -31,6 +31,7 @@ def tables(settings: Settings) -> Resources:
 def table(settings: Settings, spec: TableSpec) -> Resource:
     """One table: keys, indexes and capacity as `orders infra up` creates them, plus its protection."""
     properties: dict[str, Any] = {**definition(spec, spec.table_name(settings)),
+                                  "SSESpecification": table_encryption(),
                                   "Tags": tag_list(settings, spec.service)}
     if spec.ttl:
         properties["TimeToLiveSpecification"] = {"AttributeName": spec.ttl, "Enabled": True}

@@ -38,6 +38,18 @@ def arn(service: str, resource: str, regional: bool = True) -> dict[str, str]:
     return sub(f"arn:${{AWS::Partition}}:{service}:{region}:${{AWS::AccountId}}:{resource}")
 
 
+def subbed(value: Any) -> Any:
+    """`value` with every string that names a pseudo parameter (${AWS::AccountId}, ...) made an Fn::Sub."""
+    if isinstance(value, str):
+        whole = re.fullmatch(r"\$\{(AWS::\w+)\}", value)
+        return ref(whole.group(1)) if whole else sub(value) if "${AWS::" in value else value
+    if isinstance(value, list):
+        return [subbed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: subbed(item) for key, item in value.items()}
+    return value
+
+
 def logical_id(name: str, suffix: str = "") -> str:
     """A logical id (letters and digits) for a declared name: 'inventory.fifo' -> 'InventoryFifo'."""
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name)) + suffix

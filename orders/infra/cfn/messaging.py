@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from orders import topology
+from orders.infra import kms
 from orders.infra.cfn.intrinsics import (
     Resource,
     Resources,
@@ -20,6 +21,7 @@ from orders.infra.cfn.intrinsics import (
     tag_list,
     typed,
 )
+from orders.infra.cfn.keys import KEY_PLACEHOLDER, key_arn
 from orders.infra.topics import send_statement as topic_send_statement
 from orders.infra.topics import subscription_attributes
 from orders.settings import Settings
@@ -51,11 +53,12 @@ def queue_pair(settings: Settings, spec: QueueSpec) -> Resources:
     """A queue and its DLQ. The queue names the DLQ by GetAtt (so the DLQ exists first); the DLQ
     names its source by a built ARN, since a GetAtt both ways would be a cycle."""
     source_arn = arn("sqs", spec.sqs_name(settings))
+    encryption = typed(kms.queue_encryption(KEY_PLACEHOLDER), {KEY_PLACEHOLDER: key_arn()})
     dlq = {"QueueName": spec.dlq_sqs_name(settings),
-           **typed(spec.dlq_attributes(SOURCE_ARN), {SOURCE_ARN: source_arn}),
+           **typed(spec.dlq_attributes(SOURCE_ARN), {SOURCE_ARN: source_arn}), **encryption,
            "Tags": tag_list(settings, spec.service)}
     source = {"QueueName": spec.sqs_name(settings),
-              **typed(spec.attributes(DLQ_ARN), {DLQ_ARN: get_att(dlq_id(spec.name), "Arn")}),
+              **typed(spec.attributes(DLQ_ARN), {DLQ_ARN: get_att(dlq_id(spec.name), "Arn")}), **encryption,
               "Tags": tag_list(settings, spec.service)}
     return {dlq_id(spec.name): _queue(dlq), queue_id(spec.name): _queue(source)}
 
@@ -68,9 +71,9 @@ def _queue(properties: dict[str, Any]) -> Resource:
 
 
 def topics(settings: Settings) -> Resources:
-    """Every declared topic, tagged as `orders infra up` tags it."""
+    """Every declared topic, encrypted and tagged as `orders infra up` makes it."""
     return {topic_id(spec.name): {"Type": "AWS::SNS::Topic", "Properties": {
-        "TopicName": spec.sns_name(settings), "Tags": tag_list(settings, "events")}}
+        "TopicName": spec.sns_name(settings), kms.KEY_ID: key_arn(), "Tags": tag_list(settings, "events")}}
         for spec in TOPICS}
 
 
