@@ -1,10 +1,15 @@
 """The HTTP API for order submission (the exercise's API Gateway): a small Flask app.
 
     POST /orders          place an order: 202 with its id, 400 with every problem, 409 for a
-                          reused Idempotency-Key, 413 for a body over MAX_BODY_BYTES
-    GET  /orders/<id>     the order's status and history (404 if unknown)
-    GET  /health          liveness; `?deep=1` also checks that every queue is reachable
-    GET  /openapi.json    the OpenAPI document (orders.api.openapi)
+                          reused Idempotency-Key or an order id another client used, 413 for
+                          a body over MAX_BODY_BYTES
+    GET  /orders/<id>     the order's status and history (404 if unknown or another client's)
+    GET  /health          liveness (public); `?deep=1` also checks that every queue is reachable
+    GET  /openapi.json    the OpenAPI document (public; orders.api.openapi)
+
+Every other request carries an API key (`Authorization: Bearer KEY`, orders.api.auth)
+naming its client: 401 without one. A client reads only the orders it placed
+(orders.api.ownership) and its Idempotency-Keys are its own.
 
 Submission is what `place_order.delay(order)` does (validation at the door, then
 one SQS message), into the environment of the settings the API was created with,
@@ -13,26 +18,32 @@ order store read and the idempotency keys are all that environment's. Workers do
 the rest. No input is answered with a 5xx: a body is read only up to its limit,
 parsed without recursion limits being reached, and validated with every problem
 listed (docs/reliability.md); a 503 means AWS was unavailable, whatever the input.
+No answer carries internal error text: a 503 or 500 says what to do and gives the
+request id (also in every answer's X-Request-Id), under which the log has the details.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
 
-from flask import Flask, Request, current_app, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from orders.api.auth import authenticate, current_client
 from orders.api.idempotency import KEY_PATTERN, ClaimState, IdempotencyKeys, fingerprint
-from orders.api.openapi import MAX_BODY_BYTES, document
+from orders.api.openapi import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, document
+from orders.api.ownership import OrderOwners
 from orders.aws.store import OrderStore
 from orders.aws.tables import aws_errors
 from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
-from orders.domain.order import ID_PATTERN
+from orders.domain.order import ID_PATTERN, Order
 from orders.domain.times import now_iso
 from orders.runtime.envelope import depth
 from orders.runtime.queue_urls import resolve_queue_urls
@@ -43,6 +54,9 @@ from tasks.orders import place_order
 #: JSON nested deeper than this is refused before validation (an order is 3 levels deep).
 MAX_BODY_DEPTH = 16
 NOT_AN_OBJECT = "the request body must be a JSON object (Content-Type: application/json)"
+ID_IN_USE = "this orderId is already in use: choose another, or leave it out and the API gives one"
+
+log = logging.getLogger("orders.api")
 
 
 class BadBody(Exception):
@@ -59,9 +73,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.add_url_rule("/orders/<order_id>", "status", order_status, methods=["GET"])
     app.add_url_rule("/health", "health", health, methods=["GET"])
     app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+    app.before_request(_number_request)
+    app.before_request(authenticate)
+    app.after_request(_echo_request_id)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(RetryableError, unavailable)
+    app.register_error_handler(Exception, internal_error)
     return app
+
+
+def _number_request() -> None:
+    # Ours, never the caller's: it goes into log lines as it is.
+    g.request_id = uuid.uuid4().hex
+
+
+def _echo_request_id(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    return response
 
 
 def _settings() -> Settings:
@@ -69,11 +97,14 @@ def _settings() -> Settings:
     return settings
 
 
-def place(settings: Settings, raw: Any) -> None:
-    """`place_order.delay(raw)` into `settings`' environment; InvalidOrder if invalid, nothing sent then."""
-    order, options = admit(settings, raw)
-    with aws_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
-        place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer, **options)
+def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
+    """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails."""
+    try:
+        with aws_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
+            place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer,
+                                    **options)
+    except OperationalError as exc:  # kombu's wrapping of the same connection errors
+        raise RetryableError(f"SQS unavailable: {exc}") from exc
 
 
 def submit_order() -> ResponseReturnValue:
@@ -89,7 +120,7 @@ def submit_order() -> ResponseReturnValue:
         return _place_answer(order, order["orderId"] if "orderId" in order else _new_order_id())
     if not KEY_PATTERN.match(key):
         return _invalid(["Idempotency-Key: must be 1-255 printable ASCII characters without spaces"])
-    return _idempotent(IdempotencyKeys(_settings()), key, order)
+    return _idempotent(IdempotencyKeys(_settings(), current_client()), key, order)
 
 
 def _idempotent(keys: IdempotencyKeys, key: str, order: dict[str, Any]) -> ResponseReturnValue:
@@ -112,7 +143,7 @@ def _idempotent(keys: IdempotencyKeys, key: str, order: dict[str, Any]) -> Respo
     except RetryableError:
         keys.reopen(key)
         raise
-    if status == 400:
+    if status in (400, 409):
         keys.release(key)  # nothing placed: the key is free for a corrected request
     else:
         keys.answer(key, status, body.get_json())
@@ -120,13 +151,34 @@ def _idempotent(keys: IdempotencyKeys, key: str, order: dict[str, Any]) -> Respo
 
 
 def _place_answer(order: dict[str, Any], order_id: Any) -> Any:
-    """Place `order` under `order_id`: the 202 answer, or 400 with every problem."""
+    """Place `order` under `order_id`: the 202 answer, 400 with every problem, 409 if the id is taken.
+
+    Validated, then the id reserved to the client, then sent: a request that fails
+    part-way (503) has sent nothing, or only reserved an id that its retry places.
+    """
+    settings = _settings()
     try:
-        place(_settings(), {**order, "orderId": order_id})
+        valid, options = admit(settings, {**order, "orderId": order_id})
     except InvalidOrder as exc:
         return _invalid(exc.problems)
-    body = {"orderId": order_id, "status": "accepted", "statusUrl": f"/orders/{order_id}"}
-    return jsonify(body), 202, {"Location": f"/orders/{order_id}"}
+    if not _reserve(settings, valid.order_id, chosen="orderId" in order):
+        return jsonify(error=ID_IN_USE), 409, {}
+    send(settings, valid, options)
+    body = {"orderId": valid.order_id, "status": "accepted", "statusUrl": f"/orders/{valid.order_id}"}
+    return jsonify(body), 202, {"Location": f"/orders/{valid.order_id}"}
+
+
+def _reserve(settings: Settings, order_id: str, chosen: bool) -> bool:
+    """Make the client the owner of `order_id`; False if another client, or another producer, used it."""
+    owners = OrderOwners(settings)
+    if chosen:  # an id the API gives is new; one the client chose may not be
+        owner = owners.owner(order_id)
+        if owner is not None:
+            return owner == current_client()
+        # Placed other than through the API (place_order.delay): its record would be read as ours.
+        if OrderStore(settings).load(order_id) is not None:
+            return False
+    return owners.reserve(order_id, current_client())
 
 
 def _new_order_id() -> str:
@@ -158,7 +210,8 @@ def _invalid(problems: list[str]) -> Any:
 def order_status(order_id: str) -> ResponseReturnValue:
     """The order store's record: status, reason, history."""
     record: dict[str, Any] | None = None
-    if ID_PATTERN.match(order_id):  # no order has another id: not looked up
+    # No order has another id: not looked up. Another client's order is answered as an unknown one.
+    if ID_PATTERN.match(order_id) and OrderOwners(_settings()).owner(order_id) == current_client():
         record = OrderStore(_settings()).get(order_id)
     if record is None:
         return jsonify(error="no such order", orderId=order_id[:100]), 404
@@ -172,8 +225,10 @@ def health() -> ResponseReturnValue:
     if request.args.get("deep"):
         try:
             body["queues"] = sorted(resolve_queue_urls(settings))
-        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy, said in the body
-            return jsonify(status="unhealthy", env=settings.env, error=str(exc)), 503
+        except Exception:  # noqa: BLE001 - any failure means unhealthy; what it was goes to the log
+            log.warning("unhealthy %s: a queue cannot be looked up", g.request_id, exc_info=True)
+            return jsonify(status="unhealthy", env=settings.env, error="a queue cannot be looked up",
+                           requestId=g.request_id), 503
     return jsonify(body)
 
 
@@ -188,5 +243,13 @@ def http_error(exc: HTTPException) -> ResponseReturnValue:
 
 
 def unavailable(exc: RetryableError) -> ResponseReturnValue:
-    """AWS was unavailable (throttling, 5xx, network): a retry may well succeed."""
-    return jsonify(error="temporarily unavailable", detail=str(exc)[:300]), 503, {"Retry-After": "5"}
+    """AWS was unavailable (throttling, 5xx, network): a retry may well succeed. The details go to the log."""
+    log.warning("503 %s %s %r: %s", g.request_id, request.method, request.path[:200], exc, exc_info=exc)
+    return (jsonify(error="temporarily unavailable: retry later (with the same Idempotency-Key)",
+                    requestId=g.request_id), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def internal_error(exc: Exception) -> ResponseReturnValue:
+    """Anything else (a bug, AWS refusing for good): 500, the details in the log only."""
+    log.error("500 %s %s %r", g.get("request_id"), request.method, request.path[:200], exc_info=exc)
+    return jsonify(error="internal error", requestId=g.get("request_id")), 500

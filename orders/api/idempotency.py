@@ -16,6 +16,11 @@ the claim open, and a retry with the same key places under the same order id
 again after STALE_CLAIM_SECONDS. An invalid order claims nothing. Keys are kept
 TTL_SECONDS (24 hours) by DynamoDB's time to live; an expired key is free even
 before DynamoDB deletes its item.
+
+Keys are each client's own (the API key's client, orders.aws.api_keys): two
+clients that send the same key claim two items, `<client> <key>`, and never see
+each other's answers. The space cannot occur in a client's name, so no two
+(client, key) pairs make the same item.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class ClaimState(StrEnum):
 class Claim:
     """A key's claim: the body it was for, its order id, and its answer once there is one."""
 
-    key: str
+    key: str  # as stored: `<client> <key>`
     fingerprint: str
     order_id: str
     state: ClaimState
@@ -80,19 +85,24 @@ def fingerprint(body: Any) -> str:
 
 
 class IdempotencyKeys:
-    """The idempotency keys of one environment (its `idempotency` table)."""
+    """One client's idempotency keys in one environment (its `idempotency` table)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, client: str):
         self.settings = settings
+        self.client = client
         self.table = table_name(settings, TABLE)
 
     def _ddb(self) -> Any:
         return clients.client("dynamodb", self.settings)
 
+    def _key(self, key: str) -> dict[str, Any]:
+        """The table key of the client's `key`."""
+        return to_item({"key": f"{self.client} {key}"})
+
     def get(self, key: str) -> Claim | None:
         """The key's live claim, if any (an expired one is none)."""
         with aws_errors():
-            item = self._ddb().get_item(TableName=self.table, Key=to_item({"key": key}),
+            item = self._ddb().get_item(TableName=self.table, Key=self._key(key),
                                         ConsistentRead=True).get("Item")
         if item is None:
             return None
@@ -106,8 +116,9 @@ class IdempotencyKeys:
         if it is still exactly as read.
         """
         now = time.time()
-        item = to_item({"key": key, "fingerprint": digest, "orderId": order_id, "state": ClaimState.PENDING,
-                        "claimedAt": int(now * 1000), "expiresAt": int(now) + TTL_SECONDS})
+        item = self._key(key) | to_item({"fingerprint": digest, "orderId": order_id,
+                                         "state": ClaimState.PENDING, "claimedAt": int(now * 1000),
+                                         "expiresAt": int(now) + TTL_SECONDS})
         if previous is None:
             condition = "attribute_not_exists(#k) OR expiresAt < :now"
             values = to_item({":now": int(now)})
@@ -135,14 +146,14 @@ class IdempotencyKeys:
         self._update(key, "SET #s = :open", {":open": ClaimState.OPEN})
 
     def release(self, key: str) -> None:
-        """Nothing was placed (the order was invalid): the key is free again."""
+        """Nothing was placed (the order was invalid, or its id another's): the key is free again."""
         with aws_errors():
-            self._ddb().delete_item(TableName=self.table, Key=to_item({"key": key}))
+            self._ddb().delete_item(TableName=self.table, Key=self._key(key))
 
     def _update(self, key: str, expression: str, values: dict[str, Any]) -> None:
         names = {"#s": "state", **({"#status": "status"} if "#status" in expression else {})}
         with aws_errors():
-            self._ddb().update_item(TableName=self.table, Key=to_item({"key": key}),
+            self._ddb().update_item(TableName=self.table, Key=self._key(key),
                                     UpdateExpression=expression, ExpressionAttributeNames=names,
                                     ExpressionAttributeValues=to_item(values))
 

@@ -1,4 +1,8 @@
-"""The API's OpenAPI 3.0 document, served at /openapi.json: its limits are the domain's own constants."""
+"""The API's OpenAPI 3.0 document, served at /openapi.json: its limits are the domain's own constants.
+
+Every operation needs an API key (the `apiKey` bearer scheme) but the public ones (`security: []`),
+and says so with its 401; answers carry X-Request-Id, and 503s Retry-After.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ from orders.domain.order import (
 
 #: The largest request body the API reads (bytes); larger ones are answered 413 unread.
 MAX_BODY_BYTES = 64 * 1024
+#: What a 503's Retry-After says: AWS's transient faults (throttling, a failover) pass in seconds.
+RETRY_AFTER_SECONDS = 5
 ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
       "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 AMOUNT = {"oneOf": [{"type": "string", "maxLength": 32, "example": "19.99"}, {"type": "number"}],
@@ -65,6 +71,20 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+UNAUTHORIZED = _json(ERROR, "No valid API key (missing, malformed, unknown or revoked)") | {
+    "headers": {"WWW-Authenticate": _header('Bearer realm="orders"')}}
+UNAVAILABLE = _json(ERROR, "Temporarily unavailable (AWS): retry after Retry-After seconds, "
+                           "with the same Idempotency-Key") | {
+    "headers": {"Retry-After": _header("Seconds", {"type": "integer"})}}
+SECURITY_SCHEMES = {"apiKey": {
+    "type": "http", "scheme": "bearer",
+    "description": "An API key from `orders api-key create CLIENT`, as `Authorization: Bearer ok_...`"}}
+
+
 def _parameter(name: str, where: str, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": where, "required": required, "schema": {"type": "string"}}
 
@@ -78,7 +98,10 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "Orders", "version": "1", "description": (
-            f"Order submission. Request bodies above {MAX_BODY_BYTES} bytes are answered 413.")},
+            f"Order submission. Request bodies above {MAX_BODY_BYTES} bytes are answered 413. Every "
+            "answer carries X-Request-Id, the id under which the API logged the request.")},
+        "components": {"securitySchemes": SECURITY_SCHEMES},
+        "security": [{"apiKey": []}],
         "paths": {
             "/orders": {"post": {
                 "operationId": "placeOrder", "summary": "Place an order (validated, then queued)",
@@ -87,22 +110,27 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "202": _json(ACCEPTED, "Accepted: follow it at statusUrl"),
                     "400": _json(PROBLEMS, "Invalid: every problem listed"),
-                    "409": _json(ERROR, "The Idempotency-Key was used with another body, or is in use"),
+                    "401": UNAUTHORIZED,
+                    "409": _json(ERROR, "The Idempotency-Key was used with another body, or is in use; "
+                                        "or the orderId was used by another client"),
                     "413": _json(ERROR, "The body is too large"),
-                    "503": _json(ERROR, "Temporarily unavailable: retry (with the same Idempotency-Key)")}}},
+                    "503": UNAVAILABLE}}},
             "/orders/{orderId}": {"get": {
                 "operationId": "getOrder", "summary": "An order's status and history",
                 "parameters": [_parameter("orderId", "path", required=True)],
                 "responses": {"200": _json({"type": "object"}, "The order"),
-                              "404": _json(ERROR, "No such order"),
-                              "503": _json(ERROR, "Temporarily unavailable")}}},
+                              "401": UNAUTHORIZED,
+                              "404": _json(ERROR, "No such order, or another client's (the same answer)"),
+                              "503": UNAVAILABLE}}},
             "/health": {"get": {
-                "operationId": "health", "summary": "Liveness; deep=1 also looks every queue up",
+                "operationId": "health", "security": [],
+                "summary": "Liveness, public; deep=1 (with an API key) also looks every queue up",
                 "parameters": [_parameter("deep", "query")],
                 "responses": {"200": _json({"type": "object"}, "Serving"),
+                              "401": UNAUTHORIZED | {"description": "deep=1 without a valid API key"},
                               "503": _json({"type": "object"}, "A queue cannot be reached")}}},
             "/openapi.json": {"get": {
-                "operationId": "openapi", "summary": "This document",
+                "operationId": "openapi", "summary": "This document (public)", "security": [],
                 "responses": {"200": _json({"type": "object"}, "The OpenAPI document")}}},
         },
     }

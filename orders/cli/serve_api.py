@@ -10,7 +10,7 @@ import click
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on.")
 def api(host: str, port: int) -> None:
-    """Serve POST /orders, GET /orders/<id> and GET /health (Ctrl-C stops)."""
+    """Serve POST /orders and GET /orders/<id> (with an API key) and GET /health (Ctrl-C stops)."""
     from werkzeug.serving import run_simple
 
     from orders.api.app import create_app
@@ -20,8 +20,10 @@ def api(host: str, port: int) -> None:
     settings = get_settings()
     clients.require_aws(settings)  # one clear message now, not a 500 on the first request
     click.echo(f"Order API for environment {settings.env!r} on http://{host}:{port}")
+    click.echo("Requests but GET /health and GET /openapi.json need 'Authorization: Bearer KEY' "
+               "(orders api-key create NAME).")
     # Werkzeug's threaded server is enough for a demo and tests; in production put
-    # `orders.api.app:create_app()` behind a WSGI server (gunicorn, waitress) instead.
+    # `orders.api.app:create_app()` behind a WSGI server (gunicorn, as the image does) instead.
     run_simple(host, port, create_app(settings), threaded=True)
 
 

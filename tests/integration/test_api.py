@@ -1,4 +1,8 @@
-"""The order-submission API over a provisioned namespace, with a real worker on every queue."""
+"""The order-submission API over a provisioned namespace, with a real worker on every queue.
+
+Every request carries an API key of client "client-a" (`keyed`); what a missing or another
+client's key gets is in test_api_keys.py.
+"""
 
 import json
 import subprocess
@@ -24,13 +28,26 @@ from tests.helpers import wait_for, worker, worker_process
 FINAL = {"completed", "cancelled", "rejected", "failed"}
 
 
+CLIENT = "client-a"
+
+
+def keyed(settings, client_name=CLIENT):
+    """A test client of the API for `settings` that sends a new key of `client_name` with every request."""
+    from orders.api.app import create_app
+    from orders.aws.api_keys import ApiKeys
+
+    key, _ = ApiKeys(settings).create(client_name)
+    api = create_app(settings).test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return api
+
+
 @pytest.fixture
 def client(infra):
-    from orders.api.app import create_app
     from orders.harness.runner import seed_catalogue
 
     seed_catalogue(infra, OrderMix().stock(10))
-    return create_app(infra).test_client()
+    return keyed(infra)
 
 
 def _order(order_id):
@@ -112,7 +129,6 @@ def depth(settings, name):
 
 
 def test_an_api_for_another_namespace_places_there_and_nowhere_else(infra, emulator, tmp_path):
-    from orders.api.app import create_app
     from orders.harness.runner import seed_catalogue
 
     # This process's app serves namespace A (`infra`); the API is created for namespace B,
@@ -121,7 +137,7 @@ def test_an_api_for_another_namespace_places_there_and_nowhere_else(infra, emula
     provisioning.up(other)
     seed_catalogue(other, OrderMix().stock(10))
     assert app.settings.env == infra.env != other.env
-    api = create_app(other).test_client()
+    api = keyed(other)  # B's key: the API looks keys up in its own environment
 
     response = api.post("/orders", json=_order("api-b-1"))
     assert response.status_code == 202, response.json
@@ -136,7 +152,7 @@ def test_an_api_for_another_namespace_places_there_and_nowhere_else(infra, emula
     # Nothing in A: no message in any of its queues, no record in its table or through its API.
     assert {q.name: depth(infra, q.name) for q in QUEUES} == {q.name: (0, 0) for q in QUEUES}
     assert OrderStore(infra).get("api-b-1") is None
-    assert create_app(infra).test_client().get("/orders/api-b-1").status_code == 404
+    assert keyed(infra).get("/orders/api-b-1").status_code == 404
 
 
 def entry_depth(settings):
@@ -188,6 +204,14 @@ def test_the_openapi_document_is_served_with_the_limits(client):
     order = spec["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert order["properties"]["items"]["maxItems"] == MAX_LINES
     assert {p["name"] for p in spec["paths"]["/orders"]["post"]["parameters"]} == {"Idempotency-Key"}
+    # A bearer key everywhere but the two public operations; each protected one documents its 401.
+    scheme = spec["components"]["securitySchemes"]["apiKey"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert spec["security"] == [{"apiKey": []}]
+    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    assert {name for name, op in operations.items() if op.get("security") == []} == {"health", "openapi"}
+    assert all("401" in op["responses"] for name, op in operations.items() if name != "openapi")
+    assert "Retry-After" in operations["placeOrder"]["responses"]["503"]["headers"]
 
 
 def test_a_retried_request_with_the_same_idempotency_key_creates_nothing(infra, client):
@@ -218,7 +242,7 @@ def test_an_invalid_request_claims_no_key_and_a_failed_one_can_be_retried(infra,
     good = _order("api-k-1")
     assert client.post("/orders", json=good, headers={"Idempotency-Key": "key-2"}).status_code == 202
 
-    keys = IdempotencyKeys(infra)
+    keys = IdempotencyKeys(infra, CLIENT)
     # A request being answered elsewhere: the duplicate is told to retry, nothing is sent.
     assert keys.claim("key-3", fingerprint(good), "api-k-3", None)
     assert not keys.claim("key-3", fingerprint(good), "api-k-4", None)  # a concurrent duplicate loses
@@ -243,10 +267,11 @@ def test_idempotency_keys_expire_after_a_day(infra, client):
     assert ttl["TimeToLiveStatus"] == "ENABLED" and ttl["AttributeName"] == "expiresAt"
     first = client.post("/orders", json=_order("api-ttl-1"), headers={"Idempotency-Key": "key-4"})
     assert first.status_code == 202
-    item = ddb.get_item(TableName=table, Key={"key": {"S": "key-4"}})["Item"]
+    item = ddb.get_item(TableName=table, Key={"key": {"S": f"{CLIENT} key-4"}})["Item"]
     assert abs(int(item["expiresAt"]["N"]) - (time.time() + TTL_SECONDS)) < 60
     # Past its time the key is free again, even before DynamoDB deletes the item.
-    ddb.update_item(TableName=table, Key={"key": {"S": "key-4"}}, UpdateExpression="SET expiresAt = :past",
+    ddb.update_item(TableName=table, Key={"key": {"S": f"{CLIENT} key-4"}},
+                    UpdateExpression="SET expiresAt = :past",
                     ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}})
     other = _order("api-ttl-2")
     assert client.post("/orders", json=other, headers={"Idempotency-Key": "key-4"}).status_code == 202
@@ -272,11 +297,12 @@ def test_a_key_whose_request_died_mid_way_is_taken_over_after_a_while(infra, cli
     from orders.api.idempotency import STALE_CLAIM_SECONDS, IdempotencyKeys, fingerprint
 
     good = _order("api-k-5")
-    assert IdempotencyKeys(infra).claim("key-5", fingerprint(good), "api-k-5", None)  # then the API died
+    # A request claimed the key, then the API died.
+    assert IdempotencyKeys(infra, CLIENT).claim("key-5", fingerprint(good), "api-k-5", None)
     assert client.post("/orders", json=good, headers={"Idempotency-Key": "key-5"}).status_code == 409
     past = int((time.time() - STALE_CLAIM_SECONDS - 5) * 1000)
     clients.client("dynamodb", infra).update_item(
-        TableName=f"{infra.prefix}idempotency", Key={"key": {"S": "key-5"}},
+        TableName=f"{infra.prefix}idempotency", Key={"key": {"S": f"{CLIENT} key-5"}},
         UpdateExpression="SET claimedAt = :past", ExpressionAttributeValues={":past": {"N": str(past)}})
     taken = client.post("/orders", json=good, headers={"Idempotency-Key": "key-5"})
     assert taken.status_code == 202 and taken.json["orderId"] == "api-k-5"

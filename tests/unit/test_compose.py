@@ -3,8 +3,9 @@ themselves are checked.
 
 Services and their commands, worker queues against the topology, every variable
 against what orders/settings.py reads, start-up order, health checks and stop grace
-periods; the images' stages, users and extras; and the image's packaging (a
-non-editable install must carry every package).
+periods; the API under gunicorn and Flower behind a login that is not in the file;
+the images' stages, users and extras; and the image's packaging (a non-editable
+install must carry every package).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from orders.topology import QUEUES, QUEUES_BY_NAME, SERVICE_QUEUES, QueueSpec
 ROOT = Path(__file__).resolve().parents[2]
 #: Read by boto3's credential chain, not by our settings (the SDK's own convention).
 SDK_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+#: Read by Flower itself (FLOWER_<OPTION> is its --<option>), by the flower service only.
+FLOWER_VARIABLES = {"FLOWER_BASIC_AUTH"}
 ENV_NAME = re.compile(r"^(ORDERS|AWS)_[A-Z0-9_]+$")
 
 
@@ -68,7 +71,7 @@ def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
     command = services["aws"]["command"]
     assert command[:2] == ["orders", "emulator"] and "--no-redis" in command
     assert option(command, "--host") == "0.0.0.0" and option(command, "--port") == "5000"
-    assert "5000:5000" in services["aws"]["ports"]
+    assert "127.0.0.1:5000:5000" in services["aws"]["ports"]
     assert services["redis"]["image"].startswith("redis:")
     assert services["infra"]["command"] == ["orders", "infra", "up"]
     assert services["infra"]["restart"] == "no"  # one-shot
@@ -90,7 +93,8 @@ def test_every_variable_is_one_the_settings_read(services: dict[str, dict[str, A
     assert {"ORDERS_ENV", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "ORDERS_CONTROL_URL"} <= known
     for name, service in app_services(services).items():
         env = service["environment"]
-        assert set(env) <= known, f"{name}: {set(env) - known} is read by nothing"
+        readers = known | (FLOWER_VARIABLES if name == "flower" else set())
+        assert set(env) <= readers, f"{name}: {set(env) - readers} is read by nothing"
         assert {"ORDERS_ENV", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "ORDERS_CONTROL_URL",
                 *SDK_VARIABLES} <= set(env), name
         assert env["AWS_ENDPOINT_URL"] == "http://aws:5000"
@@ -174,10 +178,33 @@ def test_each_worker_has_time_to_finish_its_longest_task(services: dict[str, dic
 def test_the_api_runs_under_gunicorn(services: dict[str, dict[str, Any]]) -> None:
     command = services["api"]["command"]
     assert command[0] == "gunicorn" and command[-1] == API_APP
-    assert option(command, "--bind") == "0.0.0.0:8000" and "8000:8000" in services["api"]["ports"]
+    assert option(command, "--bind") == "0.0.0.0:8000" and "127.0.0.1:8000:8000" in services["api"]["ports"]
     module, call = API_APP.split(":")
     factory = getattr(importlib.import_module(module), call.removesuffix("()"))
     assert all(p.default is not p.empty for p in inspect.signature(factory).parameters.values())
+
+
+def test_flower_requires_a_login_that_is_not_in_the_file(services: dict[str, dict[str, Any]]) -> None:
+    """Flower's basic auth comes from FLOWER_BASIC_AUTH (Flower reads it as --basic_auth), which compose
+    must be given: no default, no password in the file or on a command line."""
+    flower = services["flower"]
+    login = flower["environment"]["FLOWER_BASIC_AUTH"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", login), login  # required, no default
+    assert not [arg for arg in flower["command"] if re.match(r"--(basic[_-]auth|auth)\b", arg)]
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+    # Its health check is the one page Flower serves without a login.
+    assert flower["healthcheck"]["test"][-1].endswith("urlopen('http://localhost:5555/healthcheck')")
+    for name, service in services.items():  # nor a login given to Flower any other way
+        assert not [arg for arg in service.get("command", []) if "basic_auth" in arg or "basic-auth" in arg]
+        assert not [var for var in service.get("environment", {}) if var.startswith("FLOWER_")] \
+            or name == "flower", name
+
+
+def test_every_port_is_published_on_the_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    """The emulator (every table) and the control plane have no login, and no port has TLS."""
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert set(published) == {"aws", "redis", "flower", "api"}
+    assert all(port.startswith("127.0.0.1:") for ports in published.values() for port in ports), published
 
 
 def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:

@@ -192,6 +192,17 @@ def test_the_api_claims_idempotency_keys_in_their_table_only():
     assert claims["Resource"] == [{"Fn::GetAtt": [table_id("idempotency"), "Arn"]}]
     others = [s for sid, s in statements.items() if sid != "ClaimIdempotencyKeys"]
     assert all("dynamodb:DeleteItem" not in s["Action"] for s in others)
+    assert statements["CheckApiKeys"]["Action"] == ["dynamodb:GetItem"]
+
+
+def test_no_worker_may_touch_the_api_keys_or_the_order_owners():
+    roles = resources(template_dict(DEFAULT), "AWS::IAM::Role")
+    api_tables = [{"Fn::GetAtt": [table_id(t.name), "Arn"]} for t in TABLES if t.service == "api"]
+    for spec in QUEUES:
+        for statement in roles[worker_role_id(spec.name)]["Policies"][0]["PolicyDocument"]["Statement"]:
+            granted = statement["Resource"]
+            granted = granted if isinstance(granted, list) else [granted]
+            assert not [r for r in granted if r in api_tables], (spec.name, statement["Sid"])
 
 
 def test_without_leaves_out_a_type_and_what_refers_to_it():
@@ -232,3 +243,56 @@ def test_the_deploy_guide_shows_the_plans_in_the_template():
                f"{plan.memory / 1024:g} GB | {level.p95_seconds:g} s at {level.peak_per_second:g}/s | "
                f"{plan.target_backlog(spec)} | {level.backlog_limit} | 1-{plan.max_tasks(spec)} |")
         assert row in guide, f"docs/deploy.md's table of plans is out of date: {row}"
+
+
+def test_the_environment_key_rotates_is_retained_and_has_the_converger_s_policy():
+    from orders.infra.cfn.keys import STACK_ACCOUNT
+    from orders.infra.kms import key_policy
+
+    doc = template_dict(DEFAULT)
+    key = doc["Resources"]["EnvironmentKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == key["UpdateReplacePolicy"] == "Retain"  # the retained tables need it
+    admin, sns, _ = policy = key["Properties"]["KeyPolicy"]["Statement"]
+    assert [s["Sid"] for s in policy] == [s["Sid"] for s in key_policy(DEFAULT, STACK_ACCOUNT)["Statement"]]
+    assert admin["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    assert sns["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:prod-order-status"} in (
+        sns["Condition"]["ArnEquals"]["aws:SourceArn"])
+    [alias] = resources(doc, "AWS::KMS::Alias").values()
+    assert alias == {"AliasName": "alias/prod-orders", "TargetKeyId": {"Ref": "EnvironmentKey"}}
+
+
+def test_every_queue_topic_and_table_is_encrypted_with_the_environment_key():
+    doc = template_dict(EVERYTHING, lambda_queues=["payments"])
+    key = {"Fn::GetAtt": ["EnvironmentKey", "Arn"]}
+    queues = resources(doc, "AWS::SQS::Queue")
+    assert len(queues) == 2 * len(QUEUES)
+    for name, queue in queues.items():
+        assert (queue["KmsMasterKeyId"], queue["KmsDataKeyReusePeriodSeconds"]) == (key, 300), name
+    assert [t["KmsMasterKeyId"] for t in resources(doc, "AWS::SNS::Topic").values()] == [key] * len(TOPICS)
+    tables = resources(doc, "AWS::DynamoDB::Table")
+    assert len(tables) == len(TABLES)
+    for name, table in tables.items():
+        assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS",
+                                             "KMSMasterKeyId": key}, name
+
+
+def test_each_role_uses_the_key_only_through_the_services_it_calls():
+    roles = resources(template_dict(DEFAULT, lambda_queues=["notifications"]), "AWS::IAM::Role")
+    expected = {worker_role_id(q.name): ["sqs", "sns", "dynamodb"] for q in QUEUES}
+    expected.update(BeatRole=["sqs"], ApiRole=["sqs", "dynamodb"])
+    for name, role in roles.items():
+        policies = role.get("Policies", [])
+        statements = policies[0]["PolicyDocument"]["Statement"] if policies else []
+        uses = [s for s in statements if "kms:" in json.dumps(s["Action"])]
+        if name not in expected:
+            assert uses == [], name  # the execution role pulls images and writes logs only
+            continue
+        [use] = uses
+        assert use["Resource"] == {"Fn::GetAtt": ["EnvironmentKey", "Arn"]}, name
+        assert use["Action"] == ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], name
+        assert not any("*" in action for action in use["Action"]), name
+        assert use["Condition"]["StringEquals"]["kms:ViaService"] == [
+            {"Fn::Sub": f"{service}.${{AWS::Region}}.amazonaws.com"} for service in expected[name]], name
