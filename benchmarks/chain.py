@@ -80,7 +80,7 @@ def run_chains(label: str, plan: LoadPlan, batch: bool, latency_ms: float = 0.0,
     import redis
 
     args = worker_args(concurrency, "-I", "benchmarks.chain_tasks")
-    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
+    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, queues=CHAIN_QUEUES,
                worker_args=args, beat=False) as stack:
         settings = stack.settings

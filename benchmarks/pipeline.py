@@ -89,7 +89,7 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
     from orders.harness.order_mix import OrderMix
     from orders.harness.runner import run_orders, seed_catalogue
 
-    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0"}
+    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env,
                worker_args=worker_args(concurrency)) as stack:
         settings = stack.settings

@@ -107,6 +107,10 @@ class Settings:
     polling_interval: float = 0.05
     prefetch_multiplier: int = 10
     batch_acks: bool = True
+    #: kombu's own SQS transport instead of ours (benchmarks compare them): no poison guard, no heartbeat.
+    stock_transport: bool = False
+    #: Seconds a worker receives a message for, extended by a heartbeat while it holds it (0: the queue's).
+    receive_visibility: int = 30
     failure_backoff_seconds: int = 5
     # An ack on a standard queue is off the order's path (the next step is already sent):
     # waiting 1 s lets a queue's acks share one DeleteMessageBatch even at a few orders/s.
@@ -118,6 +122,9 @@ class Settings:
     dlq_watch_seconds: float = 60.0
     dlq_max_redrives: int = 3
     retry_backoff_max: int = 60
+    #: How long a step retries a retryable error (from its first failure); its SQS sends wait out an outage
+    #: as long.
+    retry_budget_seconds: int = 600
     low_stock_threshold: int = 5
     reservation_sweep_seconds: float = 60.0
 
@@ -150,6 +157,10 @@ class Settings:
             prefetch_multiplier=_int(env.get("ORDERS_PREFETCH_MULTIPLIER", "10"),
                                      "ORDERS_PREFETCH_MULTIPLIER", low=1),
             batch_acks=_flag(env.get("ORDERS_BATCH_ACKS", "1"), "ORDERS_BATCH_ACKS"),
+            stock_transport=_flag(env.get("ORDERS_STOCK_TRANSPORT", "0"), "ORDERS_STOCK_TRANSPORT"),
+            # SQS takes visibility timeouts of 0 to 12 hours.
+            receive_visibility=_int(env.get("ORDERS_RECEIVE_VISIBILITY", "30"),
+                                    "ORDERS_RECEIVE_VISIBILITY", high=43_200),
             failure_backoff_seconds=_int(env.get("ORDERS_FAILURE_BACKOFF", "5"),
                                          "ORDERS_FAILURE_BACKOFF", low=0),
             # orders.runtime.transport: how long an ack or a send waits for nine others to share
@@ -170,6 +181,8 @@ class Settings:
             # expired reservations.
             retry_backoff_max=_int(env.get("ORDERS_RETRY_BACKOFF_MAX", "60"),
                                    "ORDERS_RETRY_BACKOFF_MAX", low=1),
+            retry_budget_seconds=_int(env.get("ORDERS_RETRY_BUDGET", "600"),
+                                      "ORDERS_RETRY_BUDGET", low=1, high=3600),
             low_stock_threshold=_int(env.get("ORDERS_LOW_STOCK_THRESHOLD", "5"),
                                      "ORDERS_LOW_STOCK_THRESHOLD", low=0),
             reservation_sweep_seconds=_float(env.get("ORDERS_RESERVATION_SWEEP_SECONDS", "60"),

@@ -28,6 +28,8 @@ TEST_ENV = {
     "ORDERS_WAIT_TIME_SECONDS": "1",
     # A failed message comes back at once, so DLQ tests need not wait out backoffs.
     "ORDERS_FAILURE_BACKOFF": "0",
+    # A killed or stopped test worker's messages come back in seconds, not the 30 s default.
+    "ORDERS_RECEIVE_VISIBILITY": "10",
 }
 
 

@@ -27,7 +27,7 @@ SUITES = ("pipeline", "chain")
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Delay the embedded emulator adds to every AWS call (AWS: 10-20 ms).")
 @click.option("--compare/--no-compare", default=True, show_default=True,
-              help="Also run stock Celery on SQS (ORDERS_BATCH_ACKS=0) and the raw ceiling.")
+              help="Also run stock Celery on SQS (ORDERS_STOCK_TRANSPORT=1) and the raw ceiling.")
 @click.option("--endpoint", default=None, metavar="URL",
               help="An emulator already running, instead of a fresh embedded one per configuration.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True,

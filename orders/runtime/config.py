@@ -71,12 +71,16 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def broker_url(settings: Settings) -> str:
-    """Our batching SQS transport (orders.runtime.transport), or kombu's stock one (ORDERS_BATCH_ACKS=0)."""
-    if settings.batch_acks:
-        from orders.runtime.transport import SCHEME  # importing it registers the scheme with kombu
+    """Our SQS transport (orders.runtime.transport); kombu's stock one if asked (ORDERS_STOCK_TRANSPORT=1).
 
-        return f"{SCHEME}://"  # it makes its clients from `orders_settings` (transport_options)
-    return stock_broker_url(settings)
+    Ours whether it batches or not (ORDERS_BATCH_ACKS): the poison guard and the heartbeat
+    are not optional.
+    """
+    if settings.stock_transport:
+        return stock_broker_url(settings)
+    from orders.runtime.transport import SCHEME  # importing it registers the scheme with kombu
+
+    return f"{SCHEME}://"  # it makes its clients from `orders_settings` (transport_options)
 
 
 def stock_broker_url(settings: Settings) -> str:
@@ -108,11 +112,15 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # kombu's default of 1 s is slept whenever prefetch is full, which caps
         # a busy worker near its prefetch count per second.
         "polling_interval": settings.polling_interval,
-        "visibility_timeout": max(q.visibility_timeout for q in QUEUES),
+        # No `visibility_timeout`: kombu uses it only for queues it creates, and these are predefined.
         "fetch_message_attributes": {
             "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
         },
         # orders.runtime.transport only (kombu's stock transport ignores them).
+        # Receives hide a message for `receive_visibility` s, extended while the worker holds it.
+        "receive_visibility": settings.receive_visibility,
+        "batch_acks": settings.batch_acks,
+        "batch_sends": settings.batch_acks,
         "ack_linger": settings.ack_linger,
         "send_linger": settings.send_linger,
         "receive_batch_wait": settings.receive_batch_wait,

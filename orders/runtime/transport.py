@@ -1,8 +1,10 @@
-"""Our SQS transport: kombu's, with acks and sends batched and receives kept full.
+"""Our SQS transport: kombu's, poison-proof, with a heartbeat, batched acks and sends, full receives.
 
-Selected by `ORDERS_BATCH_ACKS=1` (the default) through the broker URL
-`orders-sqs://`; `ORDERS_BATCH_ACKS=0` runs kombu's stock SQS transport. What
-changes, and why it keeps at-least-once delivery:
+The broker URL `orders-sqs://` selects it, always; `ORDERS_BATCH_ACKS=0` turns off
+the batching of acks and sends (one DeleteMessage and one SendMessage each, as kombu
+does), and only `ORDERS_STOCK_TRANSPORT=1` runs kombu's stock SQS transport (for
+benchmarks that compare the two). What changes, and why it keeps at-least-once
+delivery:
 
 - Acks. Celery acks on the worker's event-loop thread, and kombu's ack is a
   blocking DeleteMessage there, so with AWS round trips the loop, not the pool,
@@ -15,8 +17,8 @@ changes, and why it keeps at-least-once delivery:
   SQS's, else logged and counted and the message is left for SQS to redeliver
   (tasks are idempotent). Pending acks are flushed when the channel closes
   (warm shutdown), before kombu restores the unacked messages. A SIGKILL loses
-  at most `ack_linger` seconds of acks: those messages run again after their
-  visibility timeout.
+  at most `ack_linger` seconds of acks: those messages run again once their
+  receive's visibility (below) runs out.
 - Sends. A publish joins a SendMessageBatch with the other publishes of the
   process that go to the same queue within `send_linger` seconds (chain
   hand-offs of tasks that ran together), and the publishing thread waits until
@@ -40,6 +42,11 @@ changes, and why it keeps at-least-once delivery:
   (orders.runtime.quarantine). Should kombu or Celery still raise on a message,
   that message is quarantined the same way and the worker goes on. Receives ask for
   the messages' attributes, so that the DLQ copy keeps them.
+- Visibility. Receives hide messages for `receive_visibility` seconds (30, not the
+  queue's 5 or 10 minutes), and a heartbeat extends those the worker holds
+  (orders.runtime.visibility): a killed worker's messages come back within that
+  time, and a long task is never redelivered while it runs. At warm shutdown the
+  prefetched ones are made visible at once, in batches.
 """
 
 from __future__ import annotations
@@ -57,7 +64,6 @@ from celery import current_app
 from kombu.serialization import prepare_accept_content
 from kombu.transport import virtual
 from kombu.transport.SQS import SQS_MAX_MESSAGES
-from kombu.transport.SQS import Channel as SQSChannel
 from kombu.transport.SQS import Transport as SQSTransport
 
 from orders.aws import clients
@@ -74,6 +80,7 @@ from orders.aws.batching import (
 from orders.runtime import envelope
 from orders.runtime.envelope import Poison
 from orders.runtime.quarantine import Quarantine
+from orders.runtime.visibility import Channel as HeldChannel
 from orders.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -146,8 +153,9 @@ class _BatchedSendClient:
         return getattr(self._client, name)
 
 
-class Channel(SQSChannel):
-    """kombu's SQS channel with batched acks and sends, and receives that wait to fill up."""
+class Channel(HeldChannel):
+    """kombu's SQS channel (with the heartbeat) plus the poison guard, batched acks and sends, and
+    receives that wait to fill up."""
 
     _acks: Batcher | None = None
     _quarantine: Quarantine | None = None
@@ -183,14 +191,16 @@ class Channel(SQSChannel):
         return given if isinstance(given, Settings) else get_settings()
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        self.stop_holding(delivery_tag)  # before its delete is sent: a beat would extend it in vain
         try:
             info = self.qos.get(delivery_tag).delivery_info
             handle = info["sqs_message"]["ReceiptHandle"]
             queue_url = info["sqs_queue"]
         except KeyError:
             return virtual.Channel.basic_ack(self, delivery_tag)
-        if self._acks is not None and self._acks.closed:
-            return super().basic_ack(delivery_tag)  # late ack after close: the stock, blocking way
+        late = self._acks is not None and self._acks.closed
+        if late or not self.transport_options.get("batch_acks", True):
+            return super().basic_ack(delivery_tag)  # a DeleteMessage of its own, as kombu does
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
         self.acks.submit(self.sqs(queue=queue), queue_url, {"ReceiptHandle": handle})
         # Frees the prefetch slot now: the delete is the batcher's business from here.

@@ -23,6 +23,7 @@ from orders.topology import QUEUES_BY_NAME
 from tests.helpers import wait_for, worker, worker_process
 from tests.integration.test_dlq import alerts_queue, read_alerts
 from tests.integration.test_metrics import stat
+from tests.integration.test_transport import use_transport_options
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +234,7 @@ def test_a_poison_message_whose_dlq_is_unreachable_stays_in_its_queue_until_it_c
     sqs.delete_queue(QueueUrl=dead_letters.dlq_url(settings, QUEUES_BY_NAME["orders"]))
     body = POISON["headers-not-an-object"][0]
     send(settings, "orders", body)
+    use_transport_options(receive_visibility=2)  # the 2 s visibility above, for the receives too
     with worker(["orders"], concurrency=2):
         # Refused twice (maxReceiveCount is 3: SQS's own redrive has not moved it either).
         wait_for(lambda: caplog.text.count("not moved (it stays in its queue)") >= 2, timeout=30)

@@ -209,3 +209,25 @@ def test_a_delete_batch_is_retried_when_sqs_is_at_fault(infra):
     assert future.result(timeout=10) and attempts == [1, 1]
     assert batcher.stats["retried"] == 1 and batcher.stats["ok"] == 1
     assert depth(infra, "orders") == (0, 0)
+
+
+def test_unbatched_it_is_still_our_transport_one_call_per_ack_and_send_and_poison_guarded(infra, emulator):
+    """ORDERS_BATCH_ACKS=0 turns the batching off, not the transport: poison still goes to its DLQ."""
+    deliveries.clear()
+    use_transport_options(batch_acks=False, batch_sends=False)
+    sqs = clients.client("sqs", infra)
+    calls(emulator.endpoint, reset=True)
+    with transport.batched_sends():
+        for n in range(5):
+            transport_probe.delay(n)
+    sqs.send_message(QueueUrl=queue_url(infra, "orders"), MessageBody="this is not a task")
+    dlq = sqs.get_queue_url(QueueName=infra.prefix + "orders-dlq")["QueueUrl"]
+    with worker(["orders"], concurrency=2):
+        wait_for(lambda: len(deliveries) == 5 and depth(infra, "orders") == (0, 0), timeout=30)
+    counted = calls(emulator.endpoint)
+    assert sorted(deliveries) == list(range(5))
+    assert sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "1"
+    # Five tasks, the poison message, its DLQ copy; five acks and the poison's delete.
+    assert (counted["sqs:SendMessage"], counted["sqs:DeleteMessage"]) == (7, 6), counted
+    assert counted["sqs:SendMessageBatch"] == counted["sqs:DeleteMessageBatch"] == 0

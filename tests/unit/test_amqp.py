@@ -14,7 +14,7 @@ def _settings(env: str, **extra: str) -> Settings:
 
 def test_a_reconfigured_app_sends_with_the_new_configuration() -> None:
     app = OrdersCelery("pools", set_as_current=False)
-    one, two = _settings("one"), _settings("two", ORDERS_BATCH_ACKS="0")
+    one, two = _settings("one"), _settings("two", ORDERS_STOCK_TRANSPORT="1")
     app.reconfigure(one)
     first = app.amqp.producer_pool
     assert app.amqp.producer_pool is first and app.pool is app.pool  # built once per configuration
