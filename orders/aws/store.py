@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from orders.aws import clients
 from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
 from orders.domain.errors import ConcurrentUpdate
 from orders.domain.order import Order
-from orders.domain.records import Change, OrderRecord, public_view
+from orders.domain.records import FAILURE_FIELDS, Change, OrderRecord, public_view
 from orders.domain.states import FINAL_STATES, OrderState, Step
 from orders.domain.times import now_iso
 from orders.domain.writes import Guard, Refusal, Write
@@ -59,26 +60,47 @@ class OrderStore:
     def create(self, order: Order, placed_at: str, correlation_id: str,
                review: bool) -> tuple[OrderRecord, bool]:
         """Record a validated order (placed, then validated); (record, False) if it already existed."""
-        return self._put_new(OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review))
+        return self._put_new(OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review),
+                             over_stub=True)
 
     def reject(self, order_id: str, problems: Sequence[str], placed_at: str,
                correlation_id: str) -> tuple[OrderRecord, bool]:
         """Record an order refused by validation, with every problem; (record, created)."""
-        return self._put_new(OrderRecord.rejected(order_id, problems, placed_at, now_iso(), correlation_id))
+        return self._put_new(OrderRecord.rejected(order_id, problems, placed_at, now_iso(), correlation_id),
+                             over_stub=True)
 
-    def _put_new(self, record: OrderRecord) -> tuple[OrderRecord, bool]:
+    def _put_new(self, record: OrderRecord, over_stub: bool = False) -> tuple[OrderRecord, bool]:
+        """Write an order's first record: (record, True); or (the record already there, False).
+
+        With `over_stub`, the DLQ watcher's stub of a placement that never recorded its order
+        (OrderRecord.unrecorded) counts as absent: the redriven placement replaces it.
+        """
+        replacing: OrderRecord | None = None
+        for _ in range(5):
+            if self._put(record, replacing):
+                return record, True
+            existing = self.load(record.order_id)
+            if existing is not None and not (over_stub and existing.unrecorded):
+                return existing, False
+            replacing = existing
+            record = replace(record, version=existing.version + 1) if existing else record
+        raise ConcurrentUpdate(f"order {record.order_id} kept changing while being recorded")
+
+    def _put(self, record: OrderRecord, replacing: OrderRecord | None) -> bool:
+        """Put the record if there is none (or `replacing` is still there, unchanged); False if not."""
         item = {"pk": record.order_id, "sk": "order", **record.to_data()}
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if replacing is not None:
+            condition = {"ConditionExpression": "version = :read",
+                         "ExpressionAttributeValues": to_item({":read": replacing.version})}
         try:
             with aws_errors():
-                self.ddb.put_item(TableName=self.table, Item=to_item(item),
-                                  ConditionExpression="attribute_not_exists(pk)")
-            return record, True
+                self.ddb.put_item(TableName=self.table, Item=to_item(item), **condition)
+            return True
         except Exception as exc:
             if not condition_failed(exc):
                 raise
-        existing = self.load(record.order_id)
-        assert existing is not None
-        return existing, False
+        return False
 
     def prepare(self, record: OrderRecord, change: Change) -> tuple[Write, OrderRecord]:
         """The conditional write that makes `change` to `record`, and the record as it will be once
@@ -99,8 +121,12 @@ class OrderStore:
             names[f"#f{n}"] = name
             values[f":f{n}"] = value
             sets.append(f"#f{n} = :f{n}")
+        # A change that takes a failed order on drops what described the failure (OrderRecord.after).
+        gone = [n for n in FAILURE_FIELDS if n not in fields] if record.status is OrderState.FAILED else []
+        names.update({f"#g{n}": name for n, name in enumerate(gone)})
+        removes = " REMOVE " + ", ".join(f"#g{n}" for n in range(len(gone))) if gone else ""
         op = {"TableName": self.table, "Key": self.key(record.order_id),
-              "UpdateExpression": "SET " + ", ".join(sets),
+              "UpdateExpression": "SET " + ", ".join(sets) + removes,
               "ConditionExpression": "version = :version",
               "ExpressionAttributeNames": names,
               "ExpressionAttributeValues": to_item(values)}

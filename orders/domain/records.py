@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -80,6 +80,10 @@ class Change:
             "failedFrom": self.failed_from.value if self.failed_from else None,
             "reservationExpiresAt": self.reservation_expires_at,
         })
+
+
+#: The stored fields that describe a failure, dropped when a step takes the order on again.
+FAILURE_FIELDS = ("reason", "failedFrom")
 
 
 @dataclass(frozen=True)
@@ -186,9 +190,15 @@ class OrderRecord:
         })
 
     def after(self, change: Change, at: str) -> OrderRecord:
-        """The record once `change` is applied at `at` (one version later)."""
+        """The record once `change` is applied at `at` (one version later).
+
+        A change that takes a failed order on (after a redrive) drops the failure's `reason` and
+        `failedFrom` (FAILURE_FIELDS): they no longer describe the order.
+        """
+        kept = {k: v for k, v in self.to_data().items()
+                if self.status is not OrderState.FAILED or k not in FAILURE_FIELDS}
         return OrderRecord.from_data({
-            **self.to_data(), **change.fields(), "status": change.status.value, "version": self.version + 1,
+            **kept, **change.fields(), "status": change.status.value, "version": self.version + 1,
             "history": [e.to_data() for e in (*self.history, *change.entries(at))], "updatedAt": at})
 
     def order(self) -> Order:
@@ -197,8 +207,27 @@ class OrderRecord:
 
     @property
     def last_step(self) -> Step | None:
-        """The step that made the latest state change."""
-        return self.history[-1].step if self.history else None
+        """The step that made the latest state change (the DLQ watcher's mark, which only says where
+        the order stopped, aside)."""
+        change = self._last_change()
+        return change.step if change else None
+
+    def _last_change(self) -> HistoryEntry | None:
+        return next((e for e in reversed(self.history) if e.step is not Step.DLQ), None)
+
+    def standing(self) -> OrderRecord:
+        """The order as it stood before its message reached a DLQ (itself unless failed): the state
+        a redriven message, or the next step's own, takes it on from, with that state's reason."""
+        if self.status is not OrderState.FAILED or self.failed_from is None:
+            return self
+        change = self._last_change()
+        return replace(self, status=self.failed_from, reason=change.reason if change else None)
+
+    @property
+    def unrecorded(self) -> bool:
+        """A stub the DLQ watcher wrote for a placement that never recorded its order (no content)."""
+        return self.status is OrderState.FAILED and self.content is None \
+            and self.failed_from is OrderState.PLACED
 
 
 def public_view(record: OrderRecord) -> dict[str, Any]:

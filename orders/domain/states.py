@@ -25,7 +25,8 @@ class OrderState(StrEnum):
         return self in FINAL_STATES
 
 
-#: No step moves an order out of these (a redrive of a failed step is the operator's choice).
+#: No step moves an order out of these, but `failed`: a step takes a failed order on from the state it
+#: failed from (its message redriven, or a later step's still on its way; orders.steps.state_machine).
 FINAL_STATES: frozenset[OrderState] = frozenset(
     {OrderState.COMPLETED, OrderState.CANCELLED, OrderState.REJECTED, OrderState.FAILED})
 #: The stages an order passes through on the happy path, in order (history entries carry these names).

@@ -25,6 +25,7 @@ from orders.aws import clients
 from orders.ops import archive
 from orders.ops.archive import RedriveRefused
 from orders.ops.dead_letters import DeadLetter, classify, dlq_url, release, scan
+from orders.runtime import quarantine
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings
 from orders.topology import QueueSpec
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 WORK_HOLD_SECONDS = 300
 MAX_MESSAGES = 1000
 NATIVE_UNSUPPORTED = frozenset({"UnsupportedOperation", "InvalidAction", "NotImplemented"})
+#: What orders.runtime.quarantine adds to a poison message's DLQ copy.
+POISON_ATTRIBUTES = frozenset({quarantine.REASON, quarantine.SOURCE, quarantine.SOURCE_ID})
 _no_native_move: set[str | None] = set()
 
 
@@ -137,8 +140,10 @@ def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) 
 
 
 def _entry(entry_id: str, letter: DeadLetter, attempt: int, spec: QueueSpec) -> dict[str, Any]:
+    # The message goes back as it was sent: without the reason a worker refused it for (a poison
+    # copy's attributes), so that it is judged afresh and, failing again, marks its order failed.
     attributes = {name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-                  for name, value in letter.message_attributes.items()}
+                  for name, value in letter.message_attributes.items() if name not in POISON_ATTRIBUTES}
     attributes["orders_redrive"] = {"DataType": "String", "StringValue": f"{letter.key}:{attempt}"}
     entry: dict[str, Any] = {"Id": entry_id, "MessageBody": letter.body, "MessageAttributes": attributes}
     if spec.fifo:
@@ -149,12 +154,14 @@ def _entry(entry_id: str, letter: DeadLetter, attempt: int, spec: QueueSpec) -> 
 
 
 def _native_move(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> list[Outcome] | None:
-    """Everything at once with StartMessageMoveTask; None where the endpoint lacks it or a message is
-    past its bound (the move task cannot leave one behind)."""
+    """Everything at once with StartMessageMoveTask; None where the endpoint lacks it, a message is
+    past its bound (the move task cannot leave one behind) or carries a poison reason."""
     if settings.endpoint_url in _no_native_move:
         return None
     if any(m.redrives >= settings.dlq_max_redrives for m in letters):  # counted by ensure_archived
         return None
+    if any(POISON_ATTRIBUTES & set(m.message_attributes) for m in letters):
+        return None  # the move task would keep the poison reason on the message (see _entry)
     attempts, refused = _begin(settings, letters)
     if refused:
         return None  # raced with another redrive: the per-message path sorts it out

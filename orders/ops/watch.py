@@ -27,6 +27,9 @@ from orders.topology import QUEUES, QueueSpec
 
 log = logging.getLogger(__name__)
 
+#: Tasks whose messages name no order, though their first argument reads like an id (a restock's sku).
+NO_ORDER = frozenset({"inventory.restock", "inventory.release_expired"})
+
 
 def on_task_failure(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
                     einfo: Any = None, **_: Any) -> None:
@@ -88,7 +91,7 @@ def watch(settings: Settings, limit: int = 100) -> list[Arrival]:
     for arrival in (a for a in arrivals if a.new):
         metrics.count("DLQArrivals", Queue=arrival.letter.queue.name, Classification=arrival.category)
         # A message a worker refused never ran a step: its order is wherever its own messages took it.
-        if arrival.letter.order_id and not arrival.letter.poison:
+        if arrival.letter.order_id and not arrival.letter.poison and arrival.letter.task not in NO_ORDER:
             metrics.order_failed(arrival.category)
             mark_order_failed(settings, arrival)
     metrics.flush()

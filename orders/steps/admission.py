@@ -14,7 +14,7 @@ from typing import Any
 
 from orders.domain.errors import InvalidOrder
 from orders.domain.events import Event, event
-from orders.domain.order import ID_PATTERN, Order, needs_review, validate
+from orders.domain.order import ID_PATTERN, MAX_LINES, Order, needs_review, validate
 from orders.domain.records import OrderRecord
 from orders.domain.states import OrderState, Step
 from orders.steps.flow import next_step
@@ -44,10 +44,12 @@ def check(stock: Inventory, raw: Any) -> Order:
 
 
 def _well_formed_skus(raw: Any) -> list[str]:
+    """The SKUs worth looking up: well formed, of the first MAX_LINES lines only (an order with
+    more lines is refused for that; its size must not decide how many lookups are made)."""
     items = raw.get("items") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         return []
-    return [i["sku"] for i in items if isinstance(i, dict) and isinstance(i.get("sku"), str)
+    return [i["sku"] for i in items[:MAX_LINES] if isinstance(i, dict) and isinstance(i.get("sku"), str)
             and ID_PATTERN.match(i["sku"])]
 
 
@@ -64,8 +66,8 @@ def place(deps: Deps, raw: Any, placed_at: str, correlation_id: str) -> Outcome:
     elif record.fingerprint != order.fingerprint():
         log.warning("order %s placed again with different content: ignored", order.order_id)
         return Outcome(order.order_id, record, conflict=True)
-    elif not (record.status is OrderState.VALIDATED and record.last_step is Step.PLACE):
-        return skipped(order.order_id, Step.PLACE, record)
+    elif not (record.standing().status is OrderState.VALIDATED and record.last_step is Step.PLACE):
+        return skipped(order.order_id, Step.PLACE, record)  # past placement (a failed order: resumed)
     return Outcome(order.order_id, record, (placed_event(record, order),), next_step(record, Step.PLACE))
 
 

@@ -28,13 +28,17 @@ EXPIRED = "reservation-expired"
 
 
 def charge(deps: Deps, order_id: object) -> Outcome:
-    """Charge a reserved order; a message that finds it cancelled unpaid checks for a late capture."""
+    """Charge a reserved order; a message that finds it ended by the expiry sweep makes sure any
+    capture goes back (`refund_late_capture`, `refund_again`)."""
     outcome = run_step(deps, order_id, Step.CHARGE, (OrderState.RESERVED,),
                        lambda record: charge_reserved(deps, record), announce)
     record = outcome.record
-    if outcome.skipped and record is not None and record.status is OrderState.CANCELLED \
-            and record.reason == EXPIRED and record.payment is None:
+    if not outcome.skipped or record is None:
+        return outcome
+    if record.status is OrderState.CANCELLED and record.reason == EXPIRED and record.payment is None:
         return refund_late_capture(deps, outcome)
+    if record.standing().status is OrderState.REFUNDING and record.last_step is Step.EXPIRE:
+        return refund_again(outcome)
     return outcome
 
 
@@ -100,6 +104,17 @@ def refund_late_capture(deps: Deps, skipped: Outcome) -> Outcome:
     if ended.status is not OrderState.REFUNDING:
         return skipped
     commit(deps.orders, [write])
+    return Outcome(skipped.order_id, skipped.record, skipped=True, then=COMPENSATION)
+
+
+def refund_again(skipped: Outcome) -> Outcome:
+    """Send the refund of an order the expiry sweep found captured again.
+
+    The sweep sends the refund once its write is done; a sweep that died in between
+    is not redelivered for this order (its hold is no longer active), but this order's
+    charge message still comes (the sweep ended the order while the charge was due): it
+    sends the refund, which runs once whoever sends it.
+    """
     return Outcome(skipped.order_id, skipped.record, skipped=True, then=COMPENSATION)
 
 

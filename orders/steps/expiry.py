@@ -32,12 +32,16 @@ def sweep(deps: Deps, conclude: Callable[[Outcome], object], now: float | None =
 
 def expire(deps: Deps, order_id: str, now: float | None = None) -> Outcome | None:
     """Release one expired hold; an order still waiting for payment is cancelled with it
-    (or refunded, if its payment was captured but never recorded: charge.end_unpaid)."""
+    (or refunded, if its payment was captured but never recorded: charge.end_unpaid).
+
+    A `failed` order that failed waiting for payment (its charge message in a DLQ) is ended the
+    same way: its stock is never given back while a capture of it is kept.
+    """
     hold, record = deps.stock.load_hold(order_id), deps.orders.load(order_id)
     if hold is None or not hold.expired(now):
         return None
     writes = deps.stock.release(hold, HoldState.EXPIRED)
-    waiting = record is not None and record.status is OrderState.RESERVED
+    waiting = record is not None and record.standing().status is OrderState.RESERVED
     if record is not None and waiting:
         write, record = end_unpaid(deps, record, Step.EXPIRE)
         writes.append(write)

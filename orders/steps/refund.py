@@ -24,7 +24,8 @@ def give_back(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[Event]
     hold = deps.stock.load_hold(record.order_id)
     sold = hold is not None and hold.state is HoldState.COMMITTED
     writes = deps.stock.put_back(hold) if hold is not None and sold else []
-    write, cancelled = deps.orders.prepare(record, Change(OrderState.CANCELLED, Step.REFUND, record.reason,
+    why = record.standing().reason  # why it is refunded, not the DLQ's words if it failed meanwhile
+    write, cancelled = deps.orders.prepare(record, Change(OrderState.CANCELLED, Step.REFUND, why,
                                                           refund=refunded))
     commit(deps.orders, [*writes, write])
     return cancelled, [released_event(record, hold, "refunded")] if hold is not None and sold else []

@@ -4,6 +4,11 @@ A step that finds its own state change already recorded (the message came twice,
 or the worker died after recording) announces again what that change means (the
 same events, the same next step): the events keep their ids and the next step is
 idempotent too. A message for an order past the step, or unknown, changes nothing.
+
+A `failed` order (a message of it reached a DLQ) stands where it failed from
+(`OrderRecord.standing`): the step that expects that state takes it on, and the step
+whose change that state is announces it again, so a redriven message resumes the
+order whether its step failed before or after its own write.
 """
 
 from __future__ import annotations
@@ -60,15 +65,13 @@ def run_step(deps: Deps, order_id: object, step: Step, expected: Expected,
         extra = []
     else:
         return skipped(str(order_id), step, record)
-    events, then = announce(record)
+    events, then = announce(record.standing())
     return Outcome(record.order_id, record, (*events, *extra), then)
 
 
 def ready_for(record: OrderRecord, expected: Collection[OrderState]) -> bool:
-    """Whether the order waits for this step (or failed there and its message was redriven)."""
-    if record.status is OrderState.FAILED:
-        return record.failed_from in expected
-    return record.status in expected
+    """Whether the order waits for this step (or failed there, and its message was redriven)."""
+    return record.standing().status in expected
 
 
 def skipped(order_id: str, step: Step, record: OrderRecord | None) -> Outcome:
@@ -79,7 +82,8 @@ def skipped(order_id: str, step: Step, record: OrderRecord | None) -> Outcome:
 def record_metrics(metrics: Metrics, record: OrderRecord) -> None:
     """Stage latency of the change just made and, at a final state, the business metrics."""
     history = record.history
-    if len(history) >= 2:
+    # A change right after the DLQ watcher's mark timed the triage, not a stage.
+    if len(history) >= 2 and history[-2].step is not Step.DLQ:
         seconds = (parse_time(history[-1].at) - parse_time(history[-2].at)).total_seconds()
         metrics.stage_time(history[-1].status.value, seconds)
     if record.status is OrderState.COMPLETED and record.total_amount is not None and record.currency:

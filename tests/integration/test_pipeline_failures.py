@@ -167,3 +167,34 @@ def test_a_step_that_died_after_recording_is_finished_by_the_redelivered_message
     assert final["status"] == "completed"
     assert statuses(final) == ["placed", "validated", "reserved", "paid", "shipped", "completed"]
     assert get_stock(infra, "SKU-K") == {"sku": "SKU-K", "available": 3, "reserved": 0}
+
+
+def test_a_charge_that_recorded_paid_and_could_not_announce_it_is_resumed_by_its_redrive(infra):
+    """The issue's reproduction: `payment-notifications` deleted, the charge records `paid` and captures,
+    its publish fails until its message is dead-lettered, the watcher marks the order failed from
+    `paid`; with the topic back (`orders infra up`) and the message redriven, the order completes."""
+    from click.testing import CliRunner
+
+    from orders.aws.sns import topic_arns
+    from orders.cli import cli
+    from orders.infra import provisioning
+    from orders.ops import watch
+
+    set_stock(infra, "SKU-P", 5)
+    order = make_order(sku="SKU-P", quantity=2)
+    clients.client("sns", infra).delete_topic(TopicArn=topic_arns(infra)["payment-notifications"])
+    place_order.delay(order)
+    with pipeline():
+        wait_for(lambda: depth(infra, "payments-dlq") == 1 and depth(infra, "payments") == 0, timeout=90)
+        watch.watch(infra)
+        failed = OrderStore(infra).get(order["orderId"])
+        assert (failed["status"], failed["failedFrom"]) == ("failed", "paid")
+        provisioning.up(infra)
+        result = CliRunner().invoke(cli, ["dlq", "redrive", "payments", "--all"])
+        assert result.exit_code == 0, result.output
+        final = wait_for(lambda: (r := OrderStore(infra).get(order["orderId"])) and r["status"] == "completed"
+                         and r, timeout=60)
+    assert statuses(final)[-4:] == ["paid", "failed", "shipped", "completed"]
+    assert final["reason"] is None and "failedFrom" not in final
+    assert Gateway(infra).lookup(f"{order['orderId']}:charge")["captures"] == 1
+    assert get_stock(infra, "SKU-P") == {"sku": "SKU-P", "available": 3, "reserved": 0}

@@ -11,16 +11,20 @@ import dataclasses
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from orders.domain.details import Payment, Refund, Shipment
-from orders.domain.errors import ConcurrentUpdate, PaymentDeclined
+from orders.domain.errors import ConcurrentUpdate, InvalidOrder, PaymentDeclined
+from orders.domain.order import MAX_LINES
 from orders.domain.records import Change, Hold, OrderRecord
 from orders.domain.states import HoldState, OrderState, Step
 from orders.domain.times import now_iso
 from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
-from orders.steps import admission, charge, flow, notification, reservation, shipment
+from orders.steps import admission, charge, expiry, flow, notification, refund, reservation, review, shipment
 from orders.steps.flow import Stage, happy_path, next_step, stages, task_of
 from orders.steps.ports import Deps
+from orders.steps.state_machine import Outcome
 
 
 class World:
@@ -36,11 +40,22 @@ class World:
 
     def create(self, order: Any, placed_at: str, correlation_id: str,
                review: bool) -> tuple[OrderRecord, bool]:
-        if order.order_id in self.records:
-            return self.records[order.order_id], False
+        existing = self.records.get(order.order_id)
+        if existing is not None and not existing.unrecorded:  # a stub counts as absent, as in the store
+            return existing, False
         record = OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review)
         self.records[record.order_id] = record
         return record, True
+
+    def mark_failed(self, order_id: str, reason: str) -> bool:
+        record = self.records.get(order_id)
+        if record is None:
+            self.records[order_id] = OrderRecord.failed_unrecorded(order_id, reason, now_iso())
+            return True
+        if record.status.is_final:
+            return False
+        self.transition(record, Change(OrderState.FAILED, Step.DLQ, reason, failed_from=record.status))
+        return True
 
     def prepare(self, record: OrderRecord, change: Change) -> tuple[Write, OrderRecord]:
         new = record.after(change, now_iso())
@@ -80,7 +95,8 @@ class World:
             self.holds[r["hold"].order_id] = dataclasses.replace(r["hold"], state=r["to"])
 
     def unknown_skus(self, skus: Any) -> list[str]:
-        return [s for s in skus if s not in self.available]
+        self.looked_up = list(skus)
+        return [s for s in self.looked_up if s not in self.available]
 
     def levels(self, skus: Any) -> dict[str, Any]:
         return {s: {"sku": s, "available": self.available[s], "reserved": self.reserved[s]}
@@ -110,10 +126,13 @@ class World:
 
 
 class Gateway:
-    """Approves everything (or declines, or runs `meanwhile` as the money is taken)."""
+    """Approves everything (or declines, or runs `meanwhile` as the money is taken); idempotent per
+    order, like the simulator: `captured` and `refunded` are its ledger."""
 
     def __init__(self, decline: str | None = None, meanwhile: Any = None):
         self.decline, self.meanwhile, self.charges = decline, meanwhile, 0
+        self.captured: dict[str, Payment] = {}
+        self.refunded: dict[str, Refund] = {}
 
     def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment:
         if self.decline:
@@ -121,17 +140,25 @@ class Gateway:
         self.charges += 1
         if self.meanwhile:
             self.meanwhile()
-        return Payment.captured(f"pay_{order_id}", amount, currency, 1)
+        return self.captured.setdefault(order_id, Payment.captured(f"pay_{order_id}", amount, currency, 1))
 
     def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund:
-        return Refund(f"re_{order_id}", payment_id, amount, currency)
+        return self.refunded.setdefault(order_id, Refund(f"re_{order_id}", payment_id, amount, currency))
 
     def capture_of(self, order_id: str) -> Payment | None:
-        return None
+        return self.captured.get(order_id)
+
+    def net(self, order_id: str) -> Decimal:
+        """Captured minus refunded for the order."""
+        taken, back = self.captured.get(order_id), self.refunded.get(order_id)
+        return (taken.amount if taken and taken.amount else Decimal(0)) - \
+            (back.amount if back else Decimal(0))
 
 
 class Carrier:
     def book(self, order: Any) -> Shipment:
+        if order.shipping_address.get("postalCode") == "00000":  # the simulator's undeliverable code
+            return Shipment.refusal("undeliverable")
         return Shipment.booked("SIM", "1Z" + order.order_id, now_iso())
 
 
@@ -287,3 +314,167 @@ def test_notifications_go_by_email_and_sms_and_mention_a_refund():
     assert message["channels"] == ["email:a@b.c", "sms:+1"]
     assert message["text"] == "Your order o1: OrderCancelled (x; your payment has been refunded)"
     assert notification.notify(World({}), "not an event") == {"sent": False, "skipped": True}
+
+
+#: Each step of the pipeline, as its task runs it (placement aside: it takes the order, not its id).
+RUN = {Step.REVIEW: review.review, Step.RESERVE: reservation.reserve, Step.CHARGE: charge.charge,
+       Step.SHIP: shipment.ship, Step.REFUND: refund.refund}
+
+
+def large_order(**overrides: Any) -> dict[str, Any]:
+    """An order above the review threshold (2 x 3,000.00), for one product `A`."""
+    return make_order(items=[{"sku": "A", "quantity": 2, "unitPrice": "3000.00"}], totalAmount="6000.00",
+                      **overrides)
+
+
+def run(d: Deps, step: Step, order: dict[str, Any]) -> Outcome:
+    """What the message of `step` does to the order (a redrive of it included)."""
+    if step is Step.PLACE:
+        return admission.place(d, order, now_iso(), "corr")
+    return RUN[step](d, order["orderId"])
+
+
+def until(d: Deps, order: dict[str, Any], stop: Step | None) -> Outcome | None:
+    """Run the order's steps, each as the last one's outcome says, up to `stop` (not run); the last
+    outcome (None if `stop` is placement)."""
+    step: Step | None = Step.PLACE
+    outcome = None
+    while step is not None and step is not stop:
+        outcome = run(d, step, order)
+        step = outcome.then
+    return outcome
+
+
+def final(d: Deps, order: dict[str, Any], first: Step) -> OrderRecord:
+    """Run `first` (a redriven message), then every step it leads to; the order's record at the end."""
+    until_end = run(d, first, order)
+    while until_end.then is not None:
+        until_end = run(d, until_end.then, order)
+    record = d.orders.load(order["orderId"])
+    assert record is not None
+    return record
+
+
+REFUSED = {"shippingAddress": {"line1": "1 Main St", "city": "Springfield", "postalCode": "00000",
+                               "country": "US"}}
+PATHS = {  # name: (order, the steps its messages run, how it ends)
+    "reviewed": (large_order(), [Step.PLACE, Step.REVIEW, Step.RESERVE, Step.CHARGE, Step.SHIP],
+                 OrderState.COMPLETED),
+    "refused": (make_order(**REFUSED), [Step.PLACE, Step.RESERVE, Step.CHARGE, Step.SHIP, Step.REFUND],
+                OrderState.CANCELLED),
+}
+
+
+@pytest.mark.parametrize("point", ["before its write", "after its write"])
+@pytest.mark.parametrize(("order", "step", "end"), [
+    pytest.param(order, step, end, id=f"{name}-{step}")
+    for name, (order, steps, end) in PATHS.items() for step in steps])
+def test_a_failed_order_s_redriven_message_resumes_it_whenever_its_step_failed(order, step, end, point):
+    """The DLQ watcher marks the order failed where it stands: before the step's change or after it.
+    The step's message, redriven, takes it from there to the end, charged once or refunded."""
+    world, gateway = World({"A": 10}), Gateway()
+    d = deps(world, gateway)
+    until(d, order, step)
+    if point == "after its write":
+        run(d, step, order)
+    before = world.records.get(order["orderId"])
+    marked = world.mark_failed(order["orderId"], "dead-lettered")
+    assert marked is not (before is not None and before.status.is_final)  # a final order stays as it is
+    record = final(d, order, step)
+    assert record.status is end and record.failed_from is None
+    assert record.reason == (None if end is OrderState.COMPLETED else "undeliverable-address")
+    units = 2
+    assert (world.available["A"], world.reserved["A"]) == ((10 - units, 0) if end is OrderState.COMPLETED
+                                                           else (10, 0))
+    total = Decimal(order["totalAmount"])
+    assert gateway.net(order["orderId"]) == (total if end is OrderState.COMPLETED else 0)
+    # The failure stays in the history, but for a placement's stub, which the placement replaced.
+    assert (OrderState.FAILED in [e.status for e in record.history]) is (marked and before is not None)
+
+
+def test_a_step_that_failed_after_its_write_announces_its_change_again_from_the_failed_order():
+    """The charge recorded `paid`, then could not publish until its message was dead-lettered."""
+    world = World({"A": 5})
+    d = deps(world)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    charge.charge(d, order_id)
+    assert world.mark_failed(order_id, "dead-lettered on payments")
+    failed = world.records[order_id]
+    assert (failed.status, failed.failed_from, failed.last_step) == (OrderState.FAILED, OrderState.PAID,
+                                                                     Step.CHARGE)
+    assert failed.standing().status is OrderState.PAID and failed.standing().reason is None
+    again = charge.charge(d, order_id)
+    assert (kinds(again), again.then, again.skipped) == (["PaymentCaptured"], Step.SHIP, False)
+    assert reservation.reserve(d, order_id).skipped  # an earlier step's message: nothing to do
+    shipped = shipment.ship(d, order_id)
+    record = world.records[order_id]
+    assert kinds(shipped) == ["OrderShipped", "OrderCompleted"]
+    assert [e.status for e in record.history][-4:] == [OrderState.PAID, OrderState.FAILED,
+                                                       OrderState.SHIPPED, OrderState.COMPLETED]
+    assert (record.reason, record.failed_from) == (None, None)  # the failure no longer describes it
+
+
+def test_a_placement_redriven_over_the_watcher_s_stub_records_the_order():
+    world = World({"A": 5})
+    d = deps(world)
+    order = make_order()
+    assert world.mark_failed(order["orderId"], "dead-lettered on orders")  # nothing recorded yet: a stub
+    assert world.records[order["orderId"]].unrecorded
+    outcome = admission.place(d, order, now_iso(), "corr")
+    assert not outcome.conflict and kinds(outcome) == ["OrderPlaced"] and outcome.then is Step.RESERVE
+    assert world.records[order["orderId"]].status is OrderState.VALIDATED
+
+
+def reserved(captured: bool) -> tuple[World, Gateway, Deps, str]:
+    """A reserved order (2 of 5 units of `A`) whose charge took the money, if `captured`, and never
+    recorded it."""
+    world, gateway = World({"A": 5}), Gateway()
+    d = deps(world, gateway)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    if captured:
+        gateway.charge(order_id, Decimal(20), "USD", "tok_visa")
+    return world, gateway, d, order_id
+
+
+def test_the_sweep_refunds_a_failed_order_whose_payment_was_captured():
+    """The charge captured, then failed before recording it: its order failed waiting for payment."""
+    world, gateway, d, order_id = reserved(captured=True)
+    world.mark_failed(order_id, "dead-lettered on payments")
+    later = world.holds[order_id].expires_at + 1
+    outcome = expiry.expire(d, order_id, now=later)
+    assert outcome is not None and outcome.then is Step.REFUND and kinds(outcome) == ["StockReleased"]
+    assert world.records[order_id].status is OrderState.REFUNDING and world.available["A"] == 5
+    refund.refund(d, order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.CANCELLED, "reservation-expired")
+    assert gateway.net(order_id) == 0 and (world.available["A"], world.reserved["A"]) == (5, 0)
+
+
+def test_the_sweep_cancels_a_failed_order_that_was_never_charged():
+    world, _, d, order_id = reserved(captured=False)
+    world.mark_failed(order_id, "dead-lettered on inventory.fifo")
+    outcome = expiry.expire(d, order_id, now=world.holds[order_id].expires_at + 1)
+    assert outcome is not None and outcome.then is None
+    assert kinds(outcome) == ["StockReleased", "OrderCancelled"]
+    assert world.records[order_id].status is OrderState.CANCELLED and world.available["A"] == 5
+    assert charge.charge(d, order_id).skipped  # its redriven charge finds it ended, and no capture
+
+
+def test_a_charge_message_sends_the_refund_a_sweep_died_before_sending():
+    world, gateway, d, order_id = reserved(captured=True)
+    expiry.expire(d, order_id, now=world.holds[order_id].expires_at + 1)  # its refund never sent
+    assert world.records[order_id].status is OrderState.REFUNDING
+    outcome = charge.charge(d, order_id)
+    assert outcome.skipped and outcome.then is Step.REFUND and not outcome.events
+    refund.refund(d, order_id)
+    assert world.records[order_id].status is OrderState.CANCELLED and gateway.net(order_id) == 0
+
+
+def test_the_door_looks_up_no_more_skus_than_an_order_may_have_lines():
+    world = World({"A": 5})
+    lines = [{"sku": f"S-{n}", "quantity": 1, "unitPrice": "1.00"} for n in range(5000)]
+    with pytest.raises(InvalidOrder):
+        admission.check(world, make_order(items=lines, totalAmount="5000.00"))
+    assert world.looked_up == [f"S-{n}" for n in range(MAX_LINES)]
