@@ -16,18 +16,28 @@ Like a real processor it is idempotent per key (`<order id>:charge`,
 charging again. Its state (attempts, captures, refunds) lives in the
 `<env>-gateway` DynamoDB table, so attempts are counted across workers and
 retries, and a capture survives a worker crash.
+
+The table is also the processor's ledger (`ledger`, `Gateway.entries`): every record
+that settled as captured or refunded is money that moved. A record's key is
+`<order id>:<operation>`, so the order is the key up to its last colon; `captures`
+counts the captures under one key (always 1 here: a processor that captured twice
+would count 2).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from orders.aws import clients
 from orders.aws.tables import aws_errors, from_item, now_iso, table_name, to_item
 from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
+from orders.domain.order import CURRENCIES
 from orders.settings import Settings
 
 APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
@@ -35,6 +45,64 @@ DECLINE = {"tok_chargeDeclined": "card declined", "tok_insufficientFunds": "insu
            "wallet_declined": "wallet declined"}
 TRANSIENT = {"tok_processingError": 2}  # token -> attempts that fail before one succeeds
 _IDS = uuid.UUID("0b9f6f1e-8c1d-4b7a-a3c2-5e6d7f8a9b0c")
+
+
+class Movement(StrEnum):
+    """What a ledger entry did with the money."""
+
+    CAPTURE = "capture"
+    REFUND = "refund"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """Money the gateway moved for an order: a capture or a refund, with its id and when."""
+
+    order_id: str
+    kind: Movement
+    amount: Decimal
+    currency: str
+    id: str
+    at: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        """As `orders status --json` shows it (amounts as decimal strings)."""
+        return {"kind": self.kind.value, "amount": str(self.amount), "currency": self.currency,
+                "id": self.id, "at": self.at}
+
+
+def in_currency(amount: Decimal, currency: str | None) -> Decimal:
+    """`amount` written with its currency's minor units (25.00 USD, 300 JPY); finer amounts unrounded."""
+    places = CURRENCIES.get(currency or "", 2)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
+        return amount
+    return amount.quantize(Decimal(1).scaleb(-places))
+
+
+def entries_of(record: dict[str, Any]) -> list[LedgerEntry]:
+    """The money movements one gateway record holds (none for a decline or an unsettled attempt)."""
+    order_id = str(record["key"]).rpartition(":")[0]
+    currency = str(record.get("currency", ""))
+    amount = in_currency(Decimal(str(record.get("amount", 0))), currency)
+    if record.get("status") == "captured":
+        entry = LedgerEntry(order_id, Movement.CAPTURE, amount, currency, str(record.get("paymentId")),
+                            record.get("capturedAt"))
+        return [entry] * int(record.get("captures", 1))
+    if record.get("status") == "refunded":
+        return [LedgerEntry(order_id, Movement.REFUND, amount, currency, str(record.get("refundId")),
+                            record.get("refundedAt"))]
+    return []
+
+
+def ledger(settings: Settings) -> Iterator[LedgerEntry]:
+    """Every movement in the gateway's table: a paginated, strongly consistent Scan."""
+    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
+        TableName=table_name(settings, "gateway"), ConsistentRead=True)
+    with aws_errors():
+        for page in pages:
+            for item in page.get("Items", []):
+                yield from entries_of(from_item(item))
 
 
 class Gateway:
@@ -85,6 +153,11 @@ class Gateway:
         """The order's capture if the gateway took the money, else None."""
         state = self.lookup(f"{order_id}:charge")
         return _capture(state) if state and state.get("status") == "captured" else None
+
+    def entries(self, order_id: str) -> list[LedgerEntry]:
+        """The order's captures and refunds, from its own keys (`orders status` shows them)."""
+        found = (self.lookup(f"{order_id}:{operation}") for operation in ("charge", "refund"))
+        return [entry for record in found if record for entry in entries_of(record)]
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The gateway's record for an idempotency key (tests and `orders status` read it)."""

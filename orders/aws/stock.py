@@ -20,6 +20,16 @@ carries `holdState = "active"` and `expiresAt`, which the sparse index
 releasing (decline, cancellation, expiry) and returning (refund after
 commitment) are conditional on the hold's state, so each happens once.
 
+Every write also keeps the counters the ledger audit (orders.ops.audit) checks:
+`stockSet` (the units on the shelf when `orders inventory set` last set the product:
+the quantity set plus the units held then), `restocked` and `sold` (units added by
+restocks and sold since, net of sold units put back by refunds). Whatever moves, the
+same write moves the counters, so every item keeps
+
+    stockSet + restocked == available + reserved + sold
+
+An item written before the counters existed has no `stockSet` until the next set.
+
 `Stock` is what the steps see (orders.steps.ports.Inventory): reads, and the writes
 of a hold's moves, which the steps run in one transaction with the order's own write
 (orders.aws.store.OrderStore.transact). Deciding what to reserve, and what a refused
@@ -29,7 +39,8 @@ reservation means, is the steps' business (orders.steps.reservation).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import clients
@@ -81,7 +92,8 @@ class Stock:
 
     def commit(self, hold: Hold) -> list[Write]:
         """Writes that turn an active hold into sold units (after payment)."""
-        return [_stock_line(self.settings, sku, "SET reserved = reserved - :q", q) for sku, q in hold.items] \
+        expression = "SET reserved = reserved - :q, sold = if_not_exists(sold, :zero) + :q"
+        return [_stock_line(self.settings, sku, expression, q) for sku, q in hold.items] \
             + [_hold_move(self.settings, hold, HoldState.COMMITTED, HoldState.ACTIVE)]
 
     def release(self, hold: Hold, to: HoldState = HoldState.RELEASED) -> list[Write]:
@@ -92,18 +104,20 @@ class Stock:
 
     def put_back(self, hold: Hold) -> list[Write]:
         """Writes that put committed (sold, then refunded) units back on sale."""
-        expression = "SET available = available + :q"
+        expression = "SET available = available + :q, sold = if_not_exists(sold, :zero) - :q"
         return [_stock_line(self.settings, sku, expression, q) for sku, q in hold.items] \
             + [_hold_move(self.settings, hold, HoldState.RETURNED, HoldState.COMMITTED)]
 
 
 def set_stock(settings: Settings, sku: str, quantity: int) -> StockLevel:
-    """Set a product's available quantity (reserved units are left as they are)."""
+    """Set a product's available quantity (reserved units are left as they are); the audit's
+    counters start again from here."""
     with aws_errors():
         new = clients.client("dynamodb", settings).update_item(
             TableName=table_name(settings, "stock"), Key=to_item({"sku": sku}),
             UpdateExpression="SET available = :q, reserved = if_not_exists(reserved, :zero), "
-                             "version = if_not_exists(version, :zero) + :one, updatedAt = :now",
+                             "stockSet = if_not_exists(reserved, :zero) + :q, restocked = :zero, "
+                             "sold = :zero, version = if_not_exists(version, :zero) + :one, updatedAt = :now",
             ExpressionAttributeValues=to_item({":q": quantity, ":zero": 0, ":one": 1, ":now": now_iso()}),
             ReturnValues="ALL_NEW")["Attributes"]
     return stock_view(from_item(new))
@@ -121,6 +135,39 @@ def get_stock(settings: Settings, sku: str) -> StockLevel | None:
 def stock_view(record: dict[str, Any]) -> StockLevel:
     return {"sku": record["sku"], "available": int(record.get("available", 0)),
             "reserved": int(record.get("reserved", 0))}
+
+
+@dataclass(frozen=True)
+class StockCount:
+    """A product's counters as the ledger audit reads them: what was put on sale, and where it is."""
+
+    sku: str
+    available: int
+    reserved: int
+    sold: int
+    restocked: int
+    stock_set: int | None  # None: written before the counters, never set since
+
+    @classmethod
+    def from_data(cls, record: dict[str, Any]) -> StockCount:
+        stock_set = record.get("stockSet")
+        return cls(str(record["sku"]), int(record.get("available", 0)), int(record.get("reserved", 0)),
+                   int(record.get("sold", 0)), int(record.get("restocked", 0)),
+                   None if stock_set is None else int(stock_set))
+
+    @property
+    def accounted(self) -> int:
+        """Units somewhere: on sale, held for an order, or sold."""
+        return self.available + self.reserved + self.sold
+
+
+def stock_counts(settings: Settings) -> Iterator[StockCount]:
+    """Every product's counters: a paginated, strongly consistent Scan of the stock table."""
+    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
+        TableName=table_name(settings, "stock"), ConsistentRead=True)
+    with aws_errors():
+        for page in pages:
+            yield from (StockCount.from_data(from_item(item)) for item in page.get("Items", []))
 
 
 def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, StockLevel]:
@@ -171,6 +218,8 @@ def restock(settings: Settings, sku: str, quantity: int, restock_id: str) -> boo
     add = {"TableName": table_name(settings, "stock"), "Key": to_item({"sku": sku}),
            "UpdateExpression": "SET available = if_not_exists(available, :zero) + :q, "
                                "reserved = if_not_exists(reserved, :zero), "
+                               "restocked = if_not_exists(restocked, :zero) + :q, "
+                               "stockSet = if_not_exists(stockSet, :zero), "
                                "version = if_not_exists(version, :zero) + :one, updatedAt = :now",
            "ExpressionAttributeValues": to_item({":q": quantity, ":zero": 0, ":one": 1,
                                                  ":now": now_iso()})}
@@ -188,9 +237,10 @@ def load_hold(settings: Settings, order_id: str) -> Hold | None:
 
 def _stock_line(settings: Settings, sku: str, expression: str, quantity: int,
                 condition: str | None = None) -> Write:
+    values = {":q": quantity, ":one": 1, **({":zero": 0} if ":zero" in expression else {})}
     op = {"TableName": table_name(settings, "stock"), "Key": to_item({"sku": sku}),
           "UpdateExpression": expression + ", version = version + :one",
-          "ExpressionAttributeValues": to_item({":q": quantity, ":one": 1})}
+          "ExpressionAttributeValues": to_item(values)}
     if condition:
         op["ConditionExpression"] = condition
     return Write(Guard.STOCK, {"Update": op})

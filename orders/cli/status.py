@@ -13,15 +13,18 @@ from orders.settings import get_settings
 
 @click.command("status")
 @click.argument("order_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the order record as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print the order record as JSON, with its gateway entries as "ledger".')
 def status_cmd(order_id: str, as_json: bool) -> None:
-    """Show an order's state, reason and history (exit 1 if there is no such order)."""
+    """Show an order's state, reason, history and gateway entries (exit 1 if there is no such order)."""
+    from orders.aws.gateway import Gateway
     from orders.aws.store import OrderStore
 
     record = OrderStore(get_settings()).get(order_id)
     if record is None:
         click.echo(f"no order {order_id!r} in environment {get_settings().env!r}", err=True)
         raise SystemExit(1)
+    record["ledger"] = [entry.to_json() for entry in Gateway(get_settings()).entries(order_id)]
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
@@ -42,6 +45,8 @@ def _describe(record: dict[str, Any]) -> str:
         lines.append(f"  tracking number {record['shipment']['trackingNumber']}")
     for kind, at in sorted((record.get("notifications") or {}).items(), key=lambda kv: kv[1]):
         lines.append(f"  customer told of {kind} at {at}")
+    lines += [f"  gateway {e['kind']} {e['id']}: {e['amount']} {e['currency']}"
+              + (f" at {e['at']}" if e["at"] else "") for e in record.get("ledger") or []]
     return "\n".join(lines)
 
 

@@ -1,0 +1,45 @@
+"""`orders audit`: reconcile the payment gateway's ledger, the orders and the stock (orders.ops.audit)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from orders.settings import get_settings
+
+
+@click.command("audit")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"orders": [...], "problems": [...], "counts": {...}}.')
+@click.option("--stuck-after", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="An order not final for longer than this is stuck (default: what its next step allows).")
+def audit_cmd(as_json: bool, stuck_after: float | None) -> None:
+    """Check that no order is lost, stuck or charged twice and no unit of stock is lost or oversold.
+
+    Exit 0 when everything reconciles, 1 listing every discrepancy, 2 when the tables cannot be read.
+    """
+    from orders.aws import clients
+    from orders.domain.errors import OrderError
+    from orders.ops.audit import audit
+
+    settings = get_settings()
+    clients.require_aws(settings)
+    try:
+        result = audit(settings, stuck_after=stuck_after)
+    except OrderError as exc:
+        click.echo(f"orders audit: cannot read the tables of {settings.env!r}: {exc}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        counts = result.counts
+        click.echo(f"{counts['orders']} orders ({counts['final']} final, {counts['in_flight']} in flight), "
+                   f"{counts['skus']} products: "
+                   + ("everything reconciles" if result.ok else f"{len(result.problems)} problems"))
+        for problem in result.problems:
+            click.echo(problem.line())
+    raise SystemExit(0 if result.ok else 1)
+
+
+commands = [audit_cmd]

@@ -1,0 +1,174 @@
+"""The ledger audit: the payment gateway's ledger, the orders and the stock, reconciled.
+
+`audit` reads three tables with paginated, strongly consistent Scans (the orders
+table first, then the gateway's, then the stock: an order read as final has made all
+its money moves before the ledger is read) and checks (orders.ops.audit_checks):
+
+- each order's captured minus refunded is its total once `completed`, zero once
+  `cancelled`, `rejected` or `failed`; no order is captured twice; no money moved
+  for an order the store does not have;
+- a `failed` order is reported as awaiting a person, whatever its money;
+- each product's counters: stock set + restocked == available + held + sold, held
+  equal to its active holds, nothing negative;
+- no order rests in a state that is not final longer than the step it waits for
+  allows (orders.ops.audit_bounds), or `stuck_after` seconds if given.
+
+`orders audit` prints it; the fault campaign calls `audit` and reads `counts`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from orders.aws import clients
+from orders.aws.gateway import LedgerEntry, ledger
+from orders.aws.stock import HOLD_SK, StockCount, stock_counts
+from orders.aws.tables import aws_errors, from_item, table_name
+from orders.domain.records import Hold, OrderRecord
+from orders.domain.states import HoldState, OrderState
+from orders.domain.times import parse_time
+from orders.ops.audit_bounds import allowed_seconds
+from orders.ops.audit_checks import (
+    Kind,
+    Problem,
+    money_of,
+    money_problems,
+    stock_problems,
+    stuck_problem,
+    unknown_orders,
+    unstocked_holds,
+)
+from orders.settings import Settings
+
+
+def iso(value: str | None) -> str | None:
+    """A stored time as ISO 8601 UTC with a Z (None stays None)."""
+    if value is None:
+        return None
+    return parse_time(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One order as the audit saw it: where it is, when it was placed and ended, its money."""
+
+    order_id: str
+    status: OrderState
+    placed_at: str | None
+    finished_at: str | None
+    captured: Decimal
+    refunded: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        return {"orderId": self.order_id, "status": self.status.value, "placedAt": iso(self.placed_at),
+                "finishedAt": iso(self.finished_at), "captured": str(self.captured),
+                "refunded": str(self.refunded)}
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What the audit found: every order, every problem, and the figures the campaign prints."""
+
+    orders: list[OrderLine]
+    problems: list[Problem]
+    counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        """What `orders audit --json` prints."""
+        return {"orders": [o.to_json() for o in self.orders],
+                "problems": [p.to_json() for p in self.problems], "counts": dict(self.counts)}
+
+
+@dataclass
+class OrderTable:
+    """What the orders table holds: order records, stock holds, and items that are neither."""
+
+    records: list[OrderRecord]
+    holds: list[Hold]
+    unreadable: list[Problem]
+
+
+def read_order_table(settings: Settings) -> OrderTable:
+    """Every order and hold: one paginated, strongly consistent Scan of the orders table."""
+    found = OrderTable([], [], [])
+    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
+        TableName=table_name(settings, "orders"), ConsistentRead=True)
+    with aws_errors():
+        for page in pages:
+            for item in page.get("Items", []):
+                _sort(from_item(item), found)
+    return found
+
+
+def _sort(data: dict[str, Any], found: OrderTable) -> None:
+    try:
+        if data.get("sk") == "order":
+            record = OrderRecord.from_data(data)
+            for at in (record.placed_at, *(e.at for e in record.history)):
+                iso(at)  # the audit compares and prints these times: refuse a damaged one here
+            found.records.append(record)
+        elif data.get("sk") == HOLD_SK:
+            found.holds.append(Hold.from_data(data))
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:  # a damaged item is a finding
+        detail = f"{data.get('sk')} item: {type(exc).__name__}: {exc}"
+        found.unreadable.append(Problem(Kind.UNREADABLE, detail, str(data.get("pk"))))
+
+
+def audit(settings: Settings, stuck_after: float | None = None, now: datetime | None = None) -> Audit:
+    """Reconcile the ledger, the orders and the stock of `settings`' environment (module docstring)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    table = read_order_table(settings)
+    entries: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for entry in ledger(settings):
+        entries[entry.order_id].append(entry)
+    counts = list(stock_counts(settings))
+    lines, problems = _orders(settings, table.records, entries, stuck_after, now)
+    problems += unknown_orders(entries, {r.order_id for r in table.records})
+    problems += _stock(counts, table.holds) + table.unreadable
+    return Audit(lines, problems, _figures(table.records, problems, len(counts)))
+
+
+def _orders(settings: Settings, records: list[OrderRecord], entries: dict[str, list[LedgerEntry]],
+            stuck_after: float | None, now: datetime) -> tuple[list[OrderLine], list[Problem]]:
+    lines, problems = [], []
+    for record in sorted(records, key=lambda r: (r.placed_at or "", r.order_id)):
+        money = money_of(entries.get(record.order_id, []), record.currency)
+        ended = record.history[-1].at if record.status.is_final and record.history else None
+        lines.append(OrderLine(record.order_id, record.status, record.placed_at, ended,
+                               money.captured, money.refunded))
+        problems += money_problems(record, money)
+        stuck = stuck_problem(record, allowed_seconds(settings, record, stuck_after), now)
+        problems += [stuck] if stuck else []
+    return lines, problems
+
+
+def _stock(counts: list[StockCount], holds: list[Hold]) -> list[Problem]:
+    held: Counter[str] = Counter()
+    for sku, quantity in (line for hold in holds if hold.state is HoldState.ACTIVE for line in hold.items):
+        held[sku] += quantity
+    problems = [p for count in sorted(counts, key=lambda c: c.sku)
+                for p in stock_problems(count, held.get(count.sku, 0))]
+    return problems + unstocked_holds(held, (c.sku for c in counts))
+
+
+def _figures(records: list[OrderRecord], problems: list[Problem], skus: int) -> dict[str, int]:
+    """The counts: orders, how they ended, and each kind of problem."""
+    kinds = Counter(p.kind for p in problems)
+    final = sum(r.status.is_final for r in records)
+    return {
+        "orders": len(records), "final": final, "in_flight": len(records) - final,
+        "failed": kinds[Kind.FAILED], "stuck": kinds[Kind.STUCK],
+        "double_charges": kinds[Kind.DOUBLE_CHARGE],
+        "money_mismatches": kinds[Kind.MONEY_MISMATCH] + kinds[Kind.UNKNOWN_ORDER],
+        "oversold_units": sum(p.units for p in problems if p.kind is Kind.OVERSOLD),
+        "lost_units": sum(p.units for p in problems if p.kind is Kind.STOCK_LOST),
+        "skus": skus, "problems": len(problems),
+    }
