@@ -12,9 +12,18 @@ whose message SQS then redelivers).
 
 Failed entries are retried when the fault is on the server's side
 (`SenderFault` false, throttling, 5xx, network), at most `max_attempts` times
-inside `retry_window` seconds, after an exponential backoff with full jitter;
+inside `retry_window` seconds, after an exponential backoff with equal jitter;
 anything else fails its Future, and is logged and counted. Nothing is dropped
-silently. This is the one retry loop of batch entries.
+silently. This is the one retry loop of batch entries. A failed entry is a
+`BatchEntryError`, a ClientError like any failed call's, so it is classified and
+caught where they are.
+
+SQS sends wait out an outage. A task cannot retry a failed send by sending (a
+Celery retry is a send, and so is the chain's hand-off), so the entries a thread
+submits to the SQS send batcher after `wait_out_outages(seconds)` keep being
+retried, as long as SQS's fault lasts, for up to that long: a worker's task thread
+waits, its message still held, rather than fail and let SQS count a receive more.
+Other threads (a producer answering a client) give up after `retry_window`.
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter
@@ -31,8 +39,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from orders.aws.background import BackgroundBatcher
-from orders.aws.errors import is_retryable_aws_error
+from orders.aws.errors import Backoff, is_retryable_aws_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +51,42 @@ MAX_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024
 #: Sends of one entry at most (the first and three retries), and the backoff before each retry.
 MAX_ATTEMPTS = 4
-BACKOFF_BASE_SECONDS = 0.1
-BACKOFF_MAX_SECONDS = 5.0
-#: How long a submitter waits for its entries at most; a batcher settles every entry far
-#: sooner (its retry window), so this only guards against a stuck thread.
-RESULT_TIMEOUT = 120.0
+BACKOFF = Backoff(base=0.1, cap=5.0, factor=4.0)
+#: The longest an SQS send may wait out an outage (`wait_out_outages`).
+MAX_PATIENCE = 3600.0
+#: How long a submitter waits for its entries at most; a batcher settles every entry
+#: sooner (its retry window, or the patience of a send), so this only guards against a stuck thread.
+RESULT_TIMEOUT = MAX_PATIENCE + 120.0
+#: How often a batcher whose entries wait out an outage says so.
+WARN_EVERY = 30.0
+
+_thread = threading.local()
 
 
-class BatchEntryError(Exception):
-    """One entry of a batch call failed for good; `code` is AWS's error code."""
+def wait_out_outages(seconds: float) -> None:
+    """Let the SQS sends this thread submits from now on be retried for up to `seconds` (0: as usual)."""
+    _thread.patience = min(max(float(seconds), 0.0), MAX_PATIENCE)
 
-    def __init__(self, code: str, message: str, sender_fault: bool):
-        super().__init__(f"{code}: {message}")
+
+def patience() -> float:
+    """How long this thread's SQS sends wait out an outage (see `wait_out_outages`)."""
+    return float(getattr(_thread, "patience", 0.0))
+
+
+class BatchEntryError(ClientError):
+    """One entry of a batch call failed for good: a ClientError with AWS's code (a 500 unless the sender's
+    fault), so it is classified and caught as a failed call is."""
+
+    def __init__(self, code: str, message: str, sender_fault: bool, operation: str = "batch"):
+        response: Any = {"Error": {"Code": code, "Message": message},
+                         "ResponseMetadata": {"HTTPStatusCode": 400 if sender_fault else 500}}
+        super().__init__(response, operation)
         self.code = code
         self.sender_fault = sender_fault
+
+    def __reduce__(self) -> Any:  # ClientError pickles as (response, operation): not this signature
+        message = self.response["Error"]["Message"]
+        return type(self), (self.code, message, self.sender_fault, self.operation_name)
 
 
 def outcomes(futures: Sequence[Future[Any]]) -> list[BaseException | None]:
@@ -83,6 +115,7 @@ class _Entry:
     size: int
     future: Future[Any]
     deadline: float
+    patient: bool = False  # retried until its deadline, however many attempts that takes
     attempts: int = 0
 
 
@@ -92,11 +125,16 @@ class Batcher:
     def __init__(self, name: str, call: BatchCall, *, linger: float = 0.05,
                  linger_for: Callable[[str], float] | None = None,
                  max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BATCH_BYTES,
-                 retry_window: float = 10.0, max_attempts: int = MAX_ATTEMPTS):
+                 retry_window: float = 10.0, max_attempts: int = MAX_ATTEMPTS, patient: bool | None = None,
+                 backoff: Backoff = BACKOFF):
         self.name = name
         self._call = call
         self.retry_window = retry_window
         self.max_attempts = max_attempts
+        self.backoff = backoff
+        # Whether threads' patience applies: by default to SQS sends alone (the module docstring).
+        self.patient = call is send_message_batch if patient is None else patient
+        self._warned_at = -WARN_EVERY
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()  # submitters count from many threads
         # A target is (client, URL or ARN): a target's own linger, where targets differ.
@@ -109,7 +147,8 @@ class Batcher:
 
     def submit(self, client: Any, target: str, payload: dict[str, Any], size: int = 0) -> Future[Any]:
         """Queue one entry (without its `Id`); the Future resolves to AWS's result entry."""
-        entry = _Entry(client, target, payload, size, Future(), time.monotonic() + self.retry_window)
+        deadline, patient = self._deadline()
+        entry = _Entry(client, target, payload, size, Future(), deadline, patient)
         self._batcher.submit((id(client), target), entry)
         with self._stats_lock:
             self.stats["submitted"] += 1
@@ -118,12 +157,20 @@ class Batcher:
     def submit_many(self, client: Any, target: str,
                     payloads: Sequence[tuple[dict[str, Any], int]]) -> list[Future[Any]]:
         """Queue (payload, size) entries together: a linger of zero still sends them in one call."""
-        deadline = time.monotonic() + self.retry_window
-        entries = [_Entry(client, target, payload, size, Future(), deadline) for payload, size in payloads]
+        deadline, patient = self._deadline()
+        entries = [_Entry(client, target, payload, size, Future(), deadline, patient)
+                   for payload, size in payloads]
         self._batcher.submit_many((id(client), target), entries)
         with self._stats_lock:
             self.stats["submitted"] += len(entries)
         return [entry.future for entry in entries]
+
+    def _deadline(self) -> tuple[float, bool]:
+        """Until when this thread's entries are retried, and whether past `max_attempts`."""
+        wait = patience() if self.patient else 0.0
+        if wait > self.retry_window:
+            return time.monotonic() + wait, True
+        return time.monotonic() + self.retry_window, False
 
     @property
     def closed(self) -> bool:
@@ -163,12 +210,13 @@ class Batcher:
             return
         ok = {r["Id"]: r for r in response.get("Successful", [])}
         failed: dict[str, BaseException] = {
-            f["Id"]: BatchEntryError(f.get("Code", "?"), f.get("Message", ""), bool(f.get("SenderFault")))
+            f["Id"]: BatchEntryError(f.get("Code", "?"), f.get("Message", ""), bool(f.get("SenderFault")),
+                                     self.name)
             for f in response.get("Failed", [])
         }
         for i in range(len(batch)):  # an entry in neither list cannot be trusted as sent
             if str(i) not in ok and str(i) not in failed:
-                failed[str(i)] = BatchEntryError("Missing", "not in the response", False)
+                failed[str(i)] = BatchEntryError("Missing", "not in the response", False, self.name)
         self._settle(key, batch, failed, ok)
 
     def _settle(self, key: _Key, batch: list[_Entry], failed: dict[str, BaseException],
@@ -180,29 +228,36 @@ class Batcher:
             if exc is None:
                 self.stats["ok"] += 1
                 entry.future.set_result(ok[str(i)])
-            elif retryable(exc) and entry.attempts + 1 < self.max_attempts and now < entry.deadline:
+            elif retryable(exc) and (entry.patient or entry.attempts + 1 < self.max_attempts) \
+                    and now < entry.deadline:
                 entry.attempts += 1
-                retry.append((entry, now + backoff(entry.attempts)))
+                retry.append((entry, now + min(self.backoff.delay(entry.attempts), entry.deadline - now)))
             else:
                 self.stats["failed"] += 1
-                logger.error("%s batch entry for %s failed after %d attempt(s): %r",
-                             self.name, entry.target, entry.attempts + 1, exc)
+                # An entry AWS may take later is its caller's to retry (a task's retry): a warning.
+                logger.log(logging.WARNING if retryable(exc) else logging.ERROR,
+                           "%s batch entry for %s failed after %d attempt(s): %r",
+                           self.name, entry.target, entry.attempts + 1, exc)
                 entry.future.set_exception(exc)
         if retry:
             self.stats["retried"] += len(retry)
+            self._warn_waiting(retry[0][0], failed)
             self._batcher.requeue(key, retry)
+
+    def _warn_waiting(self, entry: _Entry, failed: dict[str, BaseException]) -> None:
+        """Say, at most every WARN_EVERY seconds, that entries are waiting out an outage."""
+        now = time.monotonic()
+        if entry.patient and now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            logger.warning("%s: %d entries waiting out an outage (%d attempts so far, %.0f s left): %s",
+                           self.name, self.pending(), entry.attempts, entry.deadline - now,
+                           next(iter(failed.values())))
 
 
 def retryable(exc: BaseException) -> bool:
-    """Whether a failed entry may go again: the fault was on AWS's side or the network's."""
-    if isinstance(exc, BatchEntryError):
-        return not exc.sender_fault
+    """Whether a failed entry may go again: the fault was on AWS's side or the network's (a throttled
+    entry too, even one SQS or SNS calls the sender's fault)."""
     return is_retryable_aws_error(exc)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds before retry number `attempt` (1, 2, ...): exponential, capped, full jitter."""
-    return random.uniform(0, min(BACKOFF_BASE_SECONDS * 4 ** (attempt - 1), BACKOFF_MAX_SECONDS))
 
 
 _shared: dict[tuple[int, str], Batcher] = {}

@@ -7,9 +7,10 @@ Every publish goes through the process's PublishBatch batcher (orders.aws.batchi
 entries of concurrent publishes to one topic go out together (10 a call, within
 SNS's size limit, after at most `settings.send_linger` s; with ORDERS_BATCH_ACKS=0
 a linger of zero: at once, with whatever was submitted with them). The batcher
-retries entries SNS fails for a transient reason (bounded, with jitter); then the
-caller gets a RetryableError (its task retries with backoff), or a PermanentError
-for an entry SNS refuses or one too big to send.
+retries entries SNS fails for a transient reason (a few times within seconds, with
+jitter); then the caller gets a RetryableError (its task retries with backoff for as
+long as `ORDERS_RETRY_BUDGET` allows: an SNS outage is waited out by the task's
+retries, not here), or a PermanentError for an entry SNS refuses or one too big to send.
 
 Event ids are derived from (order id, event type, key), so a step that runs
 twice publishes the same ids and subscribers can drop the duplicate.
@@ -33,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import batching, clients
 from orders.aws.batching import MAX_BATCH_BYTES, RESULT_TIMEOUT, Batcher, message_size
-from orders.aws.errors import classify_aws_error
+from orders.aws.errors import is_retryable_aws_error
 from orders.aws.tables import aws_errors
 from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.events import Event
@@ -113,14 +114,13 @@ def raise_for(outcomes: Sequence[BaseException | None]) -> None:
 
 
 def publish_error(exc: BaseException, count: int) -> Exception:
-    """What a failed publish raises: permanent when SNS refused an entry or it was too big, else retryable."""
-    if isinstance(exc, batching.BatchEntryError):
-        kind = PermanentError if exc.sender_fault else RetryableError
-        return kind(f"{count} event(s) not published: {exc}")
+    """What a failed publish raises: permanent when SNS refused an entry for good or it was too big, else
+    retryable (SNS throttling or failing, the network, the batcher's own trouble)."""
     if isinstance(exc, PermanentError):
         return PermanentError(f"{count} event(s) not published: {exc}")
-    if isinstance(exc, (ClientError, BotoCoreError)):
-        return classify_aws_error(exc)
+    if isinstance(exc, (ClientError, BotoCoreError)):  # a failed entry (BatchEntryError) or a failed call
+        kind = RetryableError if is_retryable_aws_error(exc) else PermanentError
+        return kind(f"{count} event(s) not published: {exc}")
     return RetryableError(f"{count} event(s) not published: {exc!r}")
 
 

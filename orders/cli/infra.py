@@ -73,19 +73,47 @@ def down_cmd(yes: bool) -> None:
 @click.option("--latency-ms", type=float, default=0.0, show_default=True,
               help="Delay added to every AWS call, to behave like a real network.")
 @click.option("--no-redis", is_flag=True, help="Run without the control plane (no Flower).")
-def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool) -> None:
-    """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes."""
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of AWS calls answered with throttling, 500 or 503, as AWS answers them.")
+@click.option("--fault-services", default="", metavar="LIST",
+              help="Comma-separated services the fault rate applies to (sqs,sns,dynamodb,...; default all).")
+@click.option("--fault-seed", type=int, default=None, help="Seed of the faults' random choices.")
+@click.option("--outage", "outages", multiple=True, metavar="TARGET:SECONDS[@DELAY]",
+              help="Answer every call to TARGET (sns, dynamodb, sqs, sqs-send) with 503 for SECONDS, "
+                   "from DELAY seconds after start. Repeatable.")
+def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool,
+                 fault_rate: float, fault_services: str, fault_seed: int | None,
+                 outages: tuple[str, ...]) -> None:
+    """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes.
+
+    Faults can also be set, changed and reported while it runs: POST/GET /_orders/faults
+    (orders.emulator.faults, docs/operations.md).
+    """
+    from orders.emulator.faults import parse_outage, service_list
     from orders.emulator.server import MOTO_DEFAULTS, require_moto
 
     require_moto()  # said by this command, not by the process that takes its place
+    _check(service_list, fault_services, "--fault-services")
+    for text in outages:
+        _check(parse_outage, text, "--outage")
 
     args = ["--host", host, "--port", str(port), "--redis-port", str(redis_port),
-            "--latency-ms", str(latency_ms)]
+            "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
+            "--fault-services", fault_services, *[arg for text in outages for arg in ("--outage", text)],
+            *(["--fault-seed", str(fault_seed)] if fault_seed is not None else [])]
     # The server takes this process's place, with moto's options in its environment (moto
     # reads them from there at each request): this process's own environment stays as it is.
     os.execve(sys.executable, [sys.executable, "-m", "orders.emulator.server", *args,
                                *(["--no-redis"] if no_redis else [])],
               child_environment(defaults=MOTO_DEFAULTS))
+
+
+def _check(parse: Callable[[str], object], text: str, option: str) -> None:
+    """Refuse a bad value here, with this command's usage, rather than in the server's process."""
+    try:
+        parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _ready_settings() -> Settings:

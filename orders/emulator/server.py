@@ -1,16 +1,19 @@
 """The embedded default: moto's server for AWS and a real redis-server for the control plane.
 
 One emulator serves every process of a run over HTTP (workers, Flower, the
-demo, the tests), so what they see is one shared AWS. Two additions to moto,
-both in a small WSGI middleware:
+demo, the tests), so what they see is one shared AWS. Three additions to moto,
+all in a small WSGI middleware:
 
 - every AWS API call is counted by service and action, at the server, so the
   benchmark reports what was really called (kombu's receive path bypasses
   boto3's event hooks, so a client-side count would miss it);
 - an optional fixed delay per call makes the emulator answer like AWS
-  (10-20 ms a round trip) instead of in a millisecond.
+  (10-20 ms a round trip) instead of in a millisecond;
+- faults (orders.emulator.faults): throttling and 5xx answers at a rate, and
+  outages of a service, switched on over HTTP or at start.
 
-`GET /_orders/calls` returns the counts, `POST /_orders/calls/reset` zeroes them.
+`GET /_orders/calls` returns the counts, `POST /_orders/calls/reset` zeroes them;
+`/_orders/faults` sets and reports the faults.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from orders.emulator.faults import FAULTS_PATH, Faults, add_fault_arguments, plan_from_arguments
 from orders.settings import Settings, child_environment
 
 STATS_PATH = "/_orders/calls"
@@ -103,12 +107,13 @@ def identify_call(environ: dict[str, Any], body: bytes) -> str:
 
 
 class CountingMiddleware:
-    """Counts each AWS call and optionally delays it, in front of moto's WSGI app."""
+    """Counts each AWS call, optionally delays it, and faults it if the plan says so, in front of moto."""
 
     def __init__(self, app: Callable[..., Any], latency_ms: float = 0.0):
         self.app = app
         self.latency = latency_ms / 1000.0
         self.calls = CallCounter()
+        self.faults = Faults()
         # moto's DynamoDB backend is not thread-safe (a failed transaction restores
         # whole tables from a copy), and orders.emulator.moto_dynamodb's check-then-apply
         # transactions are atomic only because of this: one DynamoDB request at a time.
@@ -123,10 +128,15 @@ class CountingMiddleware:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
+        if path.startswith(FAULTS_PATH):
+            return self.faults.control(environ, body, start_response)
         call = identify_call(environ, body)
         self.calls.add(call)
         if self.latency:
             time.sleep(self.latency)
+        faulty = self.faults.inject(environ, call, start_response)
+        if faulty is not None:
+            return faulty
         if call.startswith("dynamodb:"):
             with self.dynamodb_lock:
                 return list(self.app(environ, start_response))
@@ -165,10 +175,11 @@ class AwsEmulator:
     """moto's server on a background thread, behind the counting middleware."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
-                 as_shipped: bool = False):
+                 as_shipped: bool = False, faults: Mapping[str, Any] | None = None):
         self.host = host
         self.port = port or free_port()
         self.latency_ms = latency_ms
+        self.faults = faults  # a plan as POST /_orders/faults takes it, set at start
         # moto without the fixes of orders.emulator.moto_dynamodb/moto_sqs and the dispatcher cache,
         # only for measuring what they change (benchmarks/emulator_calls.py). DynamoDB
         # requests still go one at a time (CountingMiddleware), in both modes.
@@ -189,6 +200,7 @@ class AwsEmulator:
         from werkzeug.serving import make_server
 
         from orders.emulator import moto_dynamodb, moto_sqs
+        from orders.emulator.access_log import AccessLog
 
         if self.as_shipped:
             dispatcher = DomainDispatcherApplication(create_backend_app)
@@ -196,7 +208,10 @@ class AwsEmulator:
             moto_dynamodb.install()
             moto_sqs.install()
             dispatcher = cached_dispatcher(create_backend_app)
-        app = CountingMiddleware(dispatcher, self.latency_ms)
+        counting = CountingMiddleware(dispatcher, self.latency_ms)
+        if self.faults:
+            counting.faults.plan.update(self.faults)
+        app = AccessLog(counting)
         self._server = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -345,7 +360,7 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
         as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False,
-        as_shipped: bool = False) -> None:
+        as_shipped: bool = False, faults: Mapping[str, Any] | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     stop = threading.Event()
@@ -354,14 +369,16 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if exit_with_parent:
         _stop_when_orphaned(stop)
-    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped).start()
+    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped,
+                      faults=faults).start()
     redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
     env = client_environment(aws.endpoint, redis.url if redis else None)
     if as_json:
         print(json.dumps(env), flush=True)
     else:
         print(f"AWS emulator (moto) on {aws.endpoint}"
-              + (f", latency {latency_ms:g} ms per call" if latency_ms else ""))
+              + (f", latency {latency_ms:g} ms per call" if latency_ms else "")
+              + (f", faults {json.dumps(dict(faults))}" if faults else ""))
         if redis:
             print(f"Control plane (redis-server {redis.port}) on {redis.url}")
         print("In other terminals, use it with:\n")
@@ -390,11 +407,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop when the process that started this one ends")
     parser.add_argument("--moto-as-shipped", action="store_true",
                         help="without the emulator's fixes to moto, to measure what they change")
+    add_fault_arguments(parser)
     args = parser.parse_args(argv)
     try:
         run(host=args.host, port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
             with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
-            as_shipped=args.moto_as_shipped)
+            as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args))
     except (OSError, RuntimeError) as exc:
         raise SystemExit(f"Error: the emulator could not start ({exc}); is the port taken? "
                          "Choose others with --port / --redis-port.") from None

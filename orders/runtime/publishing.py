@@ -10,6 +10,10 @@ The pipeline's steps publish in the step (a PublishBatch shared by the tasks run
 together; docs/architecture.md says why). Producers outside it that must not wait on SNS
 (the API, an admin tool) hand their events to the `notifications.publish` task with
 `publish_later(events)`: the same publishing path, run by a notifications worker.
+
+`send_errors()` is what a producer's send of a task message raises when SQS fails it:
+RetryableError when SQS is throttling, failing or unreachable (an outage: the caller
+answers 503, or tries again later), PermanentError when SQS refuses the message.
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from celery import current_app
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
 from orders.aws.sns import EventPublisher
+from orders.aws.tables import aws_errors
+from orders.domain.errors import RetryableError
 from orders.domain.events import EVENT_TOPICS, Event
 from orders.settings import Settings
 
@@ -43,8 +51,23 @@ def publish(settings: Settings, events: Sequence[Event]) -> None:
 
 
 def publish_later(events: Sequence[Event]) -> AsyncResult:
-    """Hand events to the publishing task (one message); it publishes them as `publish` would."""
-    return current_app.send_task(PUBLISH_TASK, args=([dataclasses.asdict(ev) for ev in events],))
+    """Hand events to the publishing task (one message); it publishes them as `publish` would.
+
+    RetryableError if SQS cannot take the message now (`send_errors`).
+    """
+    with send_errors():
+        return current_app.send_task(PUBLISH_TASK, args=([dataclasses.asdict(ev) for ev in events],))
+
+
+@contextmanager
+def send_errors() -> Iterator[None]:
+    """Around a producer's send: SQS's failures as RetryableError (kombu's connection errors included),
+    its refusals as PermanentError."""
+    try:
+        with aws_errors():
+            yield
+    except OperationalError as exc:  # kombu's wrapping of connection errors it gave up retrying
+        raise RetryableError(f"SQS unavailable: {exc}") from exc
 
 
 def events_from(message: Any) -> list[Event]:

@@ -8,6 +8,16 @@ the chain's next message. An order that needs no further step ends the chain the
 (`Ignore`: the message is acked and the rest is never sent). Any other next step is
 a branch (`Task.replace`): compensation, or the pipeline rebuilt from the order for a
 message that carries no chain (sent by hand, or by an older release).
+
+Retries ride through outages, bounded by time rather than by count: a step retries
+a RetryableError (throttling, 5xx, timeouts, a lost race) with exponential backoff
+and equal jitter (1, 2, 4, ... s, each between half and all of that, capped at
+`retry_backoff_max`) for as long as `retry_budget_seconds` from its first failure
+allows, then fails and leaves its message to SQS. The first failure's time travels
+in the retries' headers. The step's SQS sends (a retry, a branch, the chain's next
+message) cannot be retried by sending: they wait out an SQS outage in the task's
+thread for up to the same budget (orders.aws.batching.wait_out_outages), the message
+held meanwhile.
 """
 
 from __future__ import annotations
@@ -16,13 +26,16 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, cast
 
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import Ignore
 from celery.utils.saferepr import saferepr
 
+from orders.aws import batching
+from orders.aws.errors import Backoff
 from orders.domain.errors import RetryableError
 from orders.domain.events import Event
 from orders.domain.order import Order
@@ -77,8 +90,26 @@ def _dispatcher(app: Any, hostname: str) -> Any:
         return _dispatchers[key]
 
 
+#: The header a step's retries carry: when the step first failed (epoch seconds), for its budget.
+RETRYING_SINCE = "orders_retrying_since"
+#: The first retry's longest wait; each next one doubles it, up to settings.retry_backoff_max.
+RETRY_BASE_SECONDS = 1.0
+
+
+def retry_backoff(settings: Settings) -> Backoff:
+    """The backoff between a step's retries."""
+    return Backoff(RETRY_BASE_SECONDS, float(settings.retry_backoff_max))
+
+
+def retry_span(settings: Settings) -> float:
+    """The longest a step's message can be kept going by retries: its retry budget, then, for its last
+    run, a send waiting out an SQS outage for as long again."""
+    return 2.0 * settings.retry_budget_seconds
+
+
 class StepTask(Task):  # type: ignore[misc]
-    """Base of the pipeline's tasks: bounded retries of RetryableError only, with backoff and jitter.
+    """Base of the pipeline's tasks: retries of RetryableError only, with backoff and jitter, within a time
+    budget (see the module's docstring).
 
     Anything else a task raises is a bug or a poison message: the message is
     left un-acked (task_acks_on_failure=False), SQS redelivers it and after
@@ -87,10 +118,8 @@ class StepTask(Task):  # type: ignore[misc]
 
     abstract = True
     autoretry_for = (RetryableError,)
-    retry_backoff = True  # 1 s, 2 s, 4 s, ... (full jitter), capped by settings.retry_backoff_max
-    retry_backoff_max = 600
-    retry_jitter = True
-    max_retries = 5
+    retry_backoff = False  # the countdown is ours (`retry`): equal jitter, within the time budget
+    max_retries = None  # bounded by settings.retry_budget_seconds instead (`retry`)
 
     @property
     def settings(self) -> Settings:
@@ -99,6 +128,11 @@ class StepTask(Task):  # type: ignore[misc]
 
     def dependencies(self) -> Deps:
         return dependencies(self.settings)
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        # Until the task is over (task_postrun), every send of this thread waits out an SQS outage:
+        # the chain's hand-off is sent after the task returns, on this thread.
+        batching.wait_out_outages(self.settings.retry_budget_seconds)
 
     def conclude(self, outcome: Outcome) -> dict[str, Any]:
         """Publish a step's events together, then let the order go on (see the module's docstring).
@@ -147,15 +181,22 @@ class StepTask(Task):  # type: ignore[misc]
 
     def retry(self, args: Any = None, kwargs: Any = None, exc: Any = None, throw: bool = True,
               eta: Any = None, countdown: Any = None, max_retries: Any = None, **options: Any) -> Any:
-        """A retry that keeps the rest of its chain (Celery's), its FIFO message group, and gets a fresh
+        """A retry within the step's time budget (raises `exc` past it) that keeps the rest of its chain
+        (Celery's), its FIFO message group and the time of its first failure, and gets a fresh
         deduplication id.
 
         FIFO queues take no per-message delay: the countdown is held by the
         worker that receives the retry (Celery's ETA), which is why the cap
         stays far below every visibility timeout.
         """
+        since = self.retrying_since()
+        if countdown is None and eta is None:
+            countdown = retry_backoff(self.settings).delay(self.request.retries + 1)
         if countdown is not None:
             countdown = min(countdown, self.settings.retry_backoff_max)
+        if time.time() + (countdown or 0) - since > self.settings.retry_budget_seconds:
+            self.give_up(exc, since)
+        options["headers"] = {**(options.get("headers") or {}), RETRYING_SINCE: since}
         properties = self.request.properties or {}
         if properties.get("MessageGroupId"):
             original = str(properties.get("MessageDeduplicationId") or self.request.id)
@@ -163,3 +204,27 @@ class StepTask(Task):  # type: ignore[misc]
             options.setdefault("MessageGroupId", properties["MessageGroupId"])
             options.setdefault("MessageDeduplicationId", f"{base}.r{self.request.retries + 1}")
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def retrying_since(self) -> float:
+        """When this step first failed: from its retry's header, else now (this is its first failure)."""
+        since = getattr(self.request, RETRYING_SINCE, None)
+        if isinstance(since, (int, float)) and not isinstance(since, bool):
+            return float(since)
+        return time.time()
+
+    def give_up(self, exc: Any, since: float) -> NoReturn:
+        """Out of retry budget: the task fails with `exc`, and its message is left to SQS (and its DLQ)."""
+        log.error("%s[%s]: giving up after %d retries in %.0f s (budget %d s): %r",
+                  self.name, self.request.id, self.request.retries, time.time() - since,
+                  self.settings.retry_budget_seconds, exc)
+        if isinstance(exc, BaseException):
+            raise exc
+        raise self.MaxRetriesExceededError(f"{self.name}[{self.request.id}]: retry budget spent")
+
+
+def _impatient_again(**_: Any) -> None:
+    """After any task, the thread's sends give up after the usual window again (a producer's must)."""
+    batching.wait_out_outages(0)
+
+
+signals.task_postrun.connect(_impatient_again, weak=False, dispatch_uid="orders.runtime.step_tasks.postrun")

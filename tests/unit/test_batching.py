@@ -1,5 +1,5 @@
-"""The background batcher's rules (timing, bounds, merging, flush, close, fork), with a recording
-call in place of AWS (pure code)."""
+"""The background batcher's rules (timing, bounds, merging, flush, close, fork, retries and waiting out
+an outage), with a recording call in place of AWS (pure code)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ import threading
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 from orders.aws.background import BackgroundBatcher
-from orders.aws.batching import Batcher
+from orders.aws.batching import (
+    MAX_ATTEMPTS,
+    MAX_PATIENCE,
+    RESULT_TIMEOUT,
+    BatchEntryError,
+    Batcher,
+    delete_message_batch,
+    patience,
+    publish_batch,
+    send_message_batch,
+    wait_out_outages,
+)
+from orders.aws.errors import Backoff
 from orders.runtime.transport import ack_linger
 
 
@@ -115,3 +128,83 @@ def test_a_forked_child_starts_empty_with_its_own_thread():
     assert os.waitstatus_to_exitcode(status) == 0
     assert batcher.flush(timeout=5) and sent == [(os.getpid(), ["parent's"])]
     batcher.close()
+
+
+class Outage:
+    """A batch call that answers 503 (as botocore raises it) `failures` times, then sends."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, client, target, entries):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"},
+                               "ResponseMetadata": {"HTTPStatusCode": 503}}, "SendMessageBatch")
+        return {"Successful": [{"Id": e["Id"], "MessageId": "m"} for e in entries]}
+
+
+QUICK = Backoff(base=0.01, cap=0.05)
+
+
+def test_a_thread_that_waits_out_outages_sends_after_more_failures_than_the_others_may_have():
+    impatient = Batcher("sends", Outage(failures=MAX_ATTEMPTS + 5), linger=0.0, patient=True, backoff=QUICK)
+    with pytest.raises(ClientError):
+        impatient.submit(None, "q", {"MessageBody": "m"}).result(timeout=10)
+    call = Outage(failures=MAX_ATTEMPTS + 5)
+    patient = Batcher("sends", call, linger=0.0, patient=True, backoff=QUICK)
+    result: list = []
+
+    def task_thread():
+        wait_out_outages(30)
+        try:
+            result.append(patient.submit(None, "q", {"MessageBody": "m"}).result(timeout=10))
+        finally:
+            wait_out_outages(0)
+
+    thread = threading.Thread(target=task_thread)
+    thread.start()
+    thread.join(timeout=15)
+    assert result == [{"Id": "0", "MessageId": "m"}] and call.calls == MAX_ATTEMPTS + 6
+    assert patience() == 0.0  # the setting is the thread's own
+
+
+def test_patience_is_bounded_and_only_sqs_sends_have_it_by_default():
+    wait_out_outages(10 ** 6)
+    try:
+        assert patience() == MAX_PATIENCE < RESULT_TIMEOUT
+    finally:
+        wait_out_outages(0)
+    assert Batcher("sends", send_message_batch).patient
+    assert not Batcher("acks", delete_message_batch).patient
+    assert not Batcher("publishes", publish_batch).patient
+
+
+def test_a_patient_entry_still_gives_up_at_its_deadline_and_on_a_refusal():
+    def refused(client, target, entries):
+        return {"Failed": [{"Id": e["Id"], "Code": "InvalidParameterValue", "SenderFault": True}
+                           for e in entries]}
+
+    batcher = Batcher("sends", refused, linger=0.0, patient=True, backoff=QUICK)
+    wait_out_outages(30)
+    try:
+        with pytest.raises(BatchEntryError):
+            batcher.submit(None, "q", {"MessageBody": "m"}).result(timeout=5)
+        assert batcher.stats["retried"] == 0
+        down = Batcher("sends", Outage(failures=10 ** 6), linger=0.0, patient=True, backoff=QUICK,
+                       retry_window=0.1)
+        wait_out_outages(0.5)
+        with pytest.raises(ClientError):
+            down.submit(None, "q", {"MessageBody": "m"}).result(timeout=5)
+    finally:
+        wait_out_outages(0)
+
+
+def test_equal_jitter_waits_between_half_and_all_of_each_capped_ceiling():
+    backoff = Backoff(base=1.0, cap=60.0)
+    assert [backoff.ceiling(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    for attempt in range(1, 12):
+        for _ in range(50):
+            assert backoff.ceiling(attempt) / 2 <= backoff.delay(attempt) <= backoff.ceiling(attempt)
+    assert backoff.ceiling(10 ** 6) == 60  # no overflow however many retries

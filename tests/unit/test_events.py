@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 
 import pytest
+from botocore.exceptions import ClientError
 
-from orders.aws.batching import MAX_ATTEMPTS, MAX_BATCH_BYTES, Batcher, publish_batch
+from orders.aws.batching import MAX_ATTEMPTS, MAX_BATCH_BYTES, BatchEntryError, Batcher, publish_batch
+from orders.aws.errors import is_retryable_aws_error
 from orders.aws.sns import deliver, raise_for, sns_entry
+from orders.aws.tables import aws_errors
 from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.events import Event, event
 from orders.domain.records import OrderRecord
@@ -96,11 +100,21 @@ class FlakySNS:
 
             raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"},
                                "ResponseMetadata": {"HTTPStatusCode": 400}}, "PublishBatch")
-        failed = [{"Id": e["Id"], "Code": "InternalError", "SenderFault": e["Message"].startswith("bad")}
-                  for e in PublishBatchRequestEntries if e["Message"] in plan]
+        failed = [_failure(e) for e in PublishBatchRequestEntries if e["Message"] in plan]
         ok = [{"Id": e["Id"], "MessageId": e["Message"]} for e in PublishBatchRequestEntries
               if e["Message"] not in plan]
         return {"Successful": ok, "Failed": failed}
+
+
+def _failure(entry):
+    """SNS's failed entry: `bad-*` refused (the sender's fault), `throttled-*` throttled (SNS calls that the
+    sender's fault too), any other SNS's own trouble."""
+    message = entry["Message"]
+    if message.startswith("bad"):
+        return {"Id": entry["Id"], "Code": "InvalidParameter", "SenderFault": True}
+    if message.startswith("throttled"):
+        return {"Id": entry["Id"], "Code": "Throttled", "SenderFault": True}
+    return {"Id": entry["Id"], "Code": "InternalError", "SenderFault": False}
 
 
 def entries(*ids):
@@ -127,6 +141,27 @@ def test_publish_batch_gives_up_after_a_bound_and_never_retries_a_sender_fault()
     with pytest.raises(PermanentError):
         publish_entries(refused, entries("bad-1", "ok"))
     assert len(refused.calls) == 1
+
+
+def test_a_throttled_entry_is_retried_even_when_sns_calls_it_the_sender_s_fault():
+    sns = FlakySNS([{"throttled-1"}, ()])
+    publish_entries(sns, entries("throttled-1", "ok"))
+    assert sns.calls == [["throttled-1", "ok"], ["throttled-1"]]
+    always = FlakySNS([{"throttled-1"}] * 10)
+    with pytest.raises(RetryableError):  # a task retries it later, with its own backoff
+        publish_entries(always, entries("throttled-1"))
+
+
+def test_a_failed_entry_is_an_aws_error_like_a_failed_call_s():
+    """Caught and classified where botocore's errors are (`aws_errors`), and pickled whole (prefork)."""
+    error = BatchEntryError("ServiceUnavailable", "try later", False, "sqs-sends")
+    assert isinstance(error, ClientError) and is_retryable_aws_error(error)
+    assert not is_retryable_aws_error(BatchEntryError("InvalidParameter", "no", True))
+    with pytest.raises(RetryableError):
+        with aws_errors():
+            raise error
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.code, copy.sender_fault, str(copy)) == ("ServiceUnavailable", False, str(error))
 
 
 def test_each_entry_has_its_own_outcome():
