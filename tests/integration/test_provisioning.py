@@ -179,7 +179,8 @@ def test_up_encrypts_every_queue_topic_and_table_with_the_environments_key(infra
         assert attrs.get("KmsDataKeyReusePeriodSeconds") == "300", name
     arns = topic_arns(infra)
     assert len(arns) == 4 and all(topic_key(infra, arn) == key["Arn"] for arn in arns.values())
-    tables = ddb.list_tables()["TableNames"]
+    # Paginated: a long test session leaves more than one page (100) of other namespaces' tables.
+    tables = [t for page in ddb.get_paginator("list_tables").paginate() for t in page["TableNames"]]
     ours = [t for t in tables if t.startswith(infra.prefix)]
     assert len(ours) >= 5
     for table in ours:
