@@ -5,6 +5,10 @@ A Celery worker forks or spawns helpers of its own; signalling the whole group
 on success, on failure and on Ctrl-C alike. Each child also starts a new
 session, so the terminal's Ctrl-C reaches only the run's own process, which
 then stops its children in order.
+
+A new session also means that nothing reaches a child when the run's process
+dies without stopping it (SIGKILL, OOM killer): a `Reaper` process, one per
+parent, stops the children of a parent that is gone.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
+
+#: Once their parent is gone, how long its children get to stop (SIGTERM) before SIGKILL.
+ORPHAN_GRACE_SECONDS = 10.0
 
 
 class StartupError(RuntimeError):
@@ -32,13 +42,18 @@ class ChildProcess:
         self.log_path = log_path
         self.ready_text = ready_text
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this run's output begins in the log (a restart appends)
 
     def start(self) -> ChildProcess:
         """Start the command; returns at once (see `wait_ready`)."""
+        if self.proc is not None and not group_pids(self.proc.pid):
+            reaper.forget(self.proc.pid)  # a restart: the previous group is gone
         with open(self.log_path, "ab") as log:  # a restart appends to the crash's log
+            self._log_start = log.tell()
             self.proc = subprocess.Popen(self.cmd, env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        reaper.watch(self.proc.pid)
         return self
 
     @property
@@ -54,10 +69,18 @@ class ChildProcess:
         return self.proc.poll() if self.proc else None
 
     def last_error(self) -> str:
-        """The log's last line that looks like an error (or its last line)."""
-        lines = [line for line in self.log_text().splitlines() if line.strip()]
-        errors = [line for line in lines if any(w in line for w in ("ERROR", "CRITICAL", "Error"))]
-        return (errors or lines or ["(empty log)"])[-1].strip()
+        """The last line of this run's output that looks like an error (or its last line).
+
+        A fatal error comes first: a worker may log its tasks' errors while it shuts down after one.
+        """
+        try:
+            text = self.log_path.read_bytes()[self._log_start:].decode(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        fatal = [line for line in lines if "CRITICAL" in line]
+        errors = [line for line in lines if any(w in line for w in ("ERROR", "Error"))]
+        return (fatal or errors or lines or ["(empty log)"])[-1].strip()
 
     def is_ready(self) -> bool:
         """Whether the log shows the ready text; StartupError if the process exited."""
@@ -155,6 +178,9 @@ def stop_all(children: Sequence[ChildProcess], timeout: float = 20.0) -> list[st
         if child.proc is not None:
             child.proc.wait()
     _wait_until_gone(children, timeout=5.0)
+    for child in children:
+        if child.pid:
+            reaper.forget(child.pid)
     return killed
 
 
@@ -172,3 +198,113 @@ def _wait(child: ChildProcess, timeout: float) -> None:
         child.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
+
+
+class Reaper:
+    """A watchdog process that stops this process's children once this process is gone, however it ended.
+
+    The reaper reads a pipe whose only writer is this process: the groups to watch
+    (`+pgid`) and to forget (`-pgid`). When this process dies, by any signal, the
+    kernel closes the pipe; the reaper reads its end and stops every group still
+    watched. It runs in a session of its own, so a signal to this process's group
+    (a test's teardown, a terminal's Ctrl-C) does not take it down first. Unlike
+    Linux's PR_SET_PDEATHSIG it works on macOS too, reaches a child's whole group,
+    and does not fire when the thread that started a child ends.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+
+    def watch(self, pgid: int) -> None:
+        """Stop group `pgid` if this process dies before `forget(pgid)`."""
+        with self._lock:
+            self._groups.add(pgid)
+            self._tell(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        with self._lock:
+            if pgid in self._groups:
+                self._groups.discard(pgid)
+                self._tell(f"-{pgid}")
+
+    def _tell(self, line: str) -> None:
+        for _ in range(2):  # a reaper that died is replaced
+            proc = self._running()
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(line + "\n")
+                proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError):
+                self._proc = None
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:  # (re)started, told every group
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "orders.harness.processes"], stdin=subprocess.PIPE, text=True,
+                stdout=subprocess.DEVNULL, start_new_session=True)
+            assert self._proc.stdin is not None
+            self._proc.stdin.write("".join(f"+{g}\n" for g in self._groups))
+            self._proc.stdin.flush()
+        return self._proc
+
+    def after_fork_in_child(self) -> None:
+        """A forked child must not hold the pipe open (the reaper would outlive this process)."""
+        if self._proc is not None and self._proc.stdin is not None:
+            try:
+                os.close(self._proc.stdin.fileno())
+            except OSError:
+                pass
+        self._proc, self._groups, self._lock = None, set(), threading.Lock()
+
+
+reaper = Reaper()
+os.register_at_fork(after_in_child=reaper.after_fork_in_child)
+
+
+def watched_groups(lines: Iterable[str]) -> set[int]:
+    """The groups still watched at the end of a reaper's input (`+pgid`, `-pgid`, one a line)."""
+    groups: set[int] = set()
+    for line in lines:
+        sign, number = line.strip()[:1], line.strip()[1:]
+        if number.isdigit() and sign == "+":
+            groups.add(int(number))
+        elif number.isdigit() and sign == "-":
+            groups.discard(int(number))
+    return groups
+
+
+def stop_groups(pgids: Iterable[int], grace: float = ORPHAN_GRACE_SECONDS) -> None:
+    """SIGTERM each group, SIGKILL whatever is left after `grace` seconds."""
+    pgids = list(pgids)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_group_alive(g) for g in pgids):
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    if Path("/proc").is_dir():
+        return bool(group_pids(pgid))  # zombies left out: an orphan's wait on its parent's end
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def reap(stream: IO[str]) -> None:
+    """The reaper's loop: follow the watched groups until EOF (the parent is gone), then stop them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_groups(watched_groups(stream))  # reads until EOF
+
+
+if __name__ == "__main__":
+    reap(sys.stdin)

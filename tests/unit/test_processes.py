@@ -52,3 +52,66 @@ def test_the_stack_restarts_a_worker_that_died_then_gives_up(tmp_path):
     with pytest.raises(StartupError, match="given up after 1 restarts"):
         stack.supervise(max_restarts=1)
     assert (tmp_path / "w.log").read_text().count("boom") == 2  # the restart appended to the log
+
+
+ORPHANING_PARENT = """
+import sys, threading, time
+from pathlib import Path
+from orders.harness.processes import ChildProcess, wait_ready
+tmp = Path(sys.argv[1])
+SPAWNER = sys.argv[2]
+children = []
+
+def start():  # from a thread that ends at once: the child must outlive the thread, not the process
+    children.append(ChildProcess("child", [sys.executable, "-c", SPAWNER], {}, tmp / "child.log",
+                                 ready_text=" ready.").start())
+
+thread = threading.Thread(target=start)
+thread.start()
+thread.join()
+wait_ready(children, 20)
+print(children[0].pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_children_stop_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed run (`orders demo`) must not leave its workers, which run in sessions of their own."""
+    import signal
+    import subprocess
+
+    from tests.helpers import wait_for
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT, str(tmp_path), SPAWNER],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child_pgid = int(parent.stdout.readline())
+        assert len(group_pids(child_pgid)) == 2  # the child and its own child, alive after the thread ended
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        wait_for(lambda: group_pids(child_pgid) == [], timeout=30)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
+def test_the_reaper_follows_what_it_is_told():
+    from orders.harness.processes import watched_groups
+
+    assert watched_groups(["+12\n", "+15\n", "-12\n", "junk\n", "+\n", "-99\n"]) == {15}
+    assert watched_groups(["+12\n", "-12\n", "+12\n"]) == {12} and watched_groups([]) == set()
+
+
+def test_the_last_error_is_the_fatal_one_of_the_latest_run(tmp_path):
+    """A worker logs its tasks' errors while it shuts down after a fatal one; a restart appends to its log."""
+    first = _child(tmp_path, "print('ERROR an old run failed'); raise SystemExit(1)", name="w")
+    first.proc.wait()
+    code = ("print('CRITICAL Unrecoverable error: throttled', flush=True); "
+            "print('INFO task retry: RetryableError(boom)', flush=True); raise SystemExit(1)")
+    first.cmd = [sys.executable, "-c", code]
+    first.start().proc.wait()
+    assert first.last_error() == "CRITICAL Unrecoverable error: throttled"
+    first.cmd = [sys.executable, "-c", "print('all fine')"]
+    first.start().proc.wait()
+    assert first.last_error() == "all fine"  # nothing from the runs before
