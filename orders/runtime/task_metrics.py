@@ -2,8 +2,9 @@
 
 Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
 by queue, whose average is the success rate the error-rate alarm watches (1 also
-for a step that ended its order's chain, which Celery calls IGNORED); per retry, `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`),
-bound to the worker's settings when it starts and flushed at worker shutdown.
+for a step that ended its order's chain, which Celery calls IGNORED); per retry,
+`TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`), bound
+to the worker's settings when it starts and flushed at worker shutdown.
 """
 
 from __future__ import annotations
