@@ -23,6 +23,7 @@ held meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -206,11 +207,16 @@ class StepTask(Task):  # type: ignore[misc]
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def retrying_since(self) -> float:
-        """When this step first failed: from its retry's header, else now (this is its first failure)."""
+        """When this step first failed: from its retry's header, else now (this is its first failure).
+
+        Anyone who may send to the queue writes the header: a time in the future, NaN or infinity
+        would keep the step retrying forever, so only a finite time not after now is believed.
+        """
+        now = time.time()
         since = getattr(self.request, RETRYING_SINCE, None)
-        if isinstance(since, (int, float)) and not isinstance(since, bool):
-            return float(since)
-        return time.time()
+        if isinstance(since, (int, float)) and not isinstance(since, bool) and math.isfinite(since):
+            return min(float(since), now)
+        return now
 
     def give_up(self, exc: Any, since: float) -> NoReturn:
         """Out of retry budget: the task fails with `exc`, and its message is left to SQS (and its DLQ)."""

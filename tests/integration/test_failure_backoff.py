@@ -6,6 +6,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from orders.aws import clients
 from orders.celery import app
 from orders.domain.errors import RetryableError
@@ -58,6 +60,22 @@ def test_retries_stop_once_their_time_budget_is_spent_and_sqs_takes_over(infra):
     assert [run[1] for run in mine].count(last) == spec.max_receive_count
     print(f"\n{last} retries within a {budget} s budget (pauses up to {cap} s): the last began "
           f"{max(run[3] for run in mine if run[1] == last) - since:.1f} s after the first failure")
+
+
+@pytest.mark.parametrize("forged", [1e12, float("nan"), float("inf"), "yesterday"])
+def test_a_forged_time_of_first_failure_cannot_make_a_step_retry_forever(infra, forged):
+    """Anyone who may send to the queue writes the header: a future time, NaN or infinity is not
+    believed (the budget then counts from the first run seen), so the message still reaches its DLQ."""
+    budget, cap = 3, 1
+    app.reconfigure(dataclasses.replace(infra, retry_budget_seconds=budget, retry_backoff_max=cap))
+    spec, sqs, token = QUEUES_BY_NAME["payments"], clients.client("sqs", infra), uuid.uuid4().hex
+    dlq = sqs.get_queue_url(QueueName=spec.dlq_sqs_name(infra))["QueueUrl"]
+    always_throttled.apply_async((token,), headers={RETRYING_SINCE: forged})
+    with worker(["payments"], concurrency=2):
+        dead = wait_for(lambda: sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages"),
+                        timeout=90)
+    mine = [run for run in runs if run[0] == token]
+    assert len(dead) == 1 and 1 <= max(run[1] for run in mine) <= budget * 2
 
 
 def test_a_poison_payment_reaches_its_dlq_without_waiting_out_the_visibility_timeout(infra):
