@@ -17,7 +17,7 @@ from typing import Any
 
 from orders.aws import metrics
 from orders.aws.sns import publish_entries, topic_arn
-from orders.domain.errors import PermanentError
+from orders.domain.errors import PermanentError, RetryableError
 from orders.ops import archive
 from orders.ops.dead_letters import DeadLetter, classify, release, scan
 from orders.ops.failures import exception_kinds, failure_category
@@ -129,11 +129,16 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
 
 
 def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
-    """One critical alert per message on system-health, through the one SNS path; each marked once sent."""
+    """One critical alert per message on system-health, through the one SNS path; each marked once sent
+    (one not sent, a later pass sends: archive.claim_late_alert)."""
     try:
         topic = topic_arn(settings, "system-health")  # discovered once per process, not every pass
     except PermanentError:
         log.error("no system-health topic: %d dead-letter alert(s) not sent", len(arrivals))
+        return
+    except RetryableError as exc:  # SNS down: failing the pass would dead-letter the watcher's own message
+        log.warning("system-health topic not looked up (%s): %d dead-letter alert(s) left to a later pass",
+                    exc, len(arrivals))
         return
     outcomes = publish_entries(settings, [(topic, _entry(a.alert(settings))) for a in arrivals])
     for arrival, error in zip(arrivals, outcomes, strict=True):

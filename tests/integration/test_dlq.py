@@ -17,11 +17,13 @@ from click.testing import CliRunner
 
 import tasks.ops  # noqa: F401  (worker hooks: failure records, metrics)
 from orders.aws import clients
-from orders.aws.sns import topic_arns
+from orders.aws.sns import topic_arn, topic_arns
 from orders.aws.store import OrderStore
 from orders.aws.tables import to_item
 from orders.celery import app
 from orders.cli import cli
+from orders.domain.errors import RetryableError
+from orders.emulator.faults import clear_faults, fault_report, start_outage
 from orders.ops import archive, dead_letters
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings, get_settings
@@ -319,3 +321,45 @@ def test_the_watcher_archives_any_message_sqs_accepts_and_keeps_the_original(inf
     assert in_dlq(infra) == len(bodies), "archiving keeps every original in the DLQ"
     code, output = invoke("dlq", "show", "orders")
     assert code == 0 and output.count("classification:") == len(bodies), output[-2000:]
+
+
+def looked_up(settings: Settings, topic: str) -> bool:
+    """Whether this process knows the topic's ARN now (it looks it up if not)."""
+    try:
+        return bool(topic_arn(settings, topic))
+    except RetryableError:
+        return False
+
+
+def test_a_watcher_meeting_an_sns_outage_leaves_its_alerts_to_a_later_pass_and_does_not_fail(infra, emulator):
+    """A worker that has not looked up its topics yet runs `ops.watch_dlqs` while SNS is down: the pass
+    archives the new message and ends without failing (its own message is not dead-lettered, no failure
+    is recorded for it); once SNS is back, a later pass sends the alert."""
+    settings, endpoint = infra, emulator.endpoint
+    alerts_url = alerts_queue(settings)
+    sqs = clients.client("sqs", settings)
+    sent = sqs.send_message(QueueUrl=dead_letters.dlq_url(settings, ORDERS), MessageBody="<not json/>")
+    gone = {"ApproximateNumberOfMessages": 0, "ApproximateNumberOfMessagesNotVisible": 0}
+    try:
+        with worker(["orders"]):
+            start_outage(endpoint, "sns", 300)
+            watching = tasks.ops.watch_dlqs.delay()
+            orders_url = queue_url(settings, "orders")
+            wait_for(lambda: attrs(settings, orders_url) == gone, timeout=120, interval=0.5)  # acked
+            assert fault_report(endpoint)["injected"].get("sns:ListTopics:outage", 0) >= 1
+            [letter] = dead_letters.scan(settings, ORDERS, hold=2)
+            dead_letters.release(settings, [letter])
+            assert letter.message_id == sent["MessageId"], "the watcher's own message was not dead-lettered"
+            assert not [i for i in archive.history(settings, watching.id) if i["item"] == "failure"]
+            copy = archive.archived(settings, [letter])[letter.message_id]
+            assert copy["category"] == "invalid-input" and "alerted_at" not in copy
+
+            clear_faults(endpoint)
+            wait_for(lambda: looked_up(settings, "system-health"), timeout=30, interval=0.5)
+            backdate(settings, letter, archived_at=(datetime.now(UTC) - timedelta(minutes=2)).isoformat())
+            tasks.ops.watch_dlqs.delay()
+            [alert] = read_alerts(settings, alerts_url, want=1)
+    finally:
+        clear_faults(endpoint)
+    assert alert["message_id"] == sent["MessageId"] and alert["classification"] == "invalid-input"
+    assert "alerted_at" in archive.archived(settings, [letter])[letter.message_id]
