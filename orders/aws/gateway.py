@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.tables import aws_errors, from_item, now_iso, table_name, to_item
+from orders.aws.tables import aws_errors, from_item, now_iso, scan, table_name, to_item
 from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
 from orders.domain.order import CURRENCIES
@@ -97,12 +97,8 @@ def entries_of(record: dict[str, Any]) -> list[LedgerEntry]:
 
 def ledger(settings: Settings) -> Iterator[LedgerEntry]:
     """Every movement in the gateway's table: a paginated, strongly consistent Scan."""
-    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
-        TableName=table_name(settings, "gateway"), ConsistentRead=True)
-    with aws_errors():
-        for page in pages:
-            for item in page.get("Items", []):
-                yield from entries_of(from_item(item))
+    for record in scan(settings, "gateway"):
+        yield from entries_of(record)
 
 
 class Gateway:

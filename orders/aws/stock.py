@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.tables import aws_errors, from_item, table_name, to_item, transact
+from orders.aws.tables import aws_errors, from_item, scan, table_name, to_item, transact
 from orders.domain.records import Hold, StockLevel
 from orders.domain.states import HoldState
 from orders.domain.times import now_iso
@@ -163,11 +163,7 @@ class StockCount:
 
 def stock_counts(settings: Settings) -> Iterator[StockCount]:
     """Every product's counters: a paginated, strongly consistent Scan of the stock table."""
-    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
-        TableName=table_name(settings, "stock"), ConsistentRead=True)
-    with aws_errors():
-        for page in pages:
-            yield from (StockCount.from_data(from_item(item)) for item in page.get("Items", []))
+    return (StockCount.from_data(record) for record in scan(settings, "stock"))
 
 
 def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, StockLevel]:

@@ -14,11 +14,11 @@ One table (`<env>-orders`, keys pk/sk) holds, per order id:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from orders.aws import clients
+from orders.aws import clients, tables
 from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
 from orders.domain.errors import ConcurrentUpdate
 from orders.domain.order import Order
@@ -51,6 +51,10 @@ class OrderStore:
             item = self.ddb.get_item(TableName=self.table, Key=self.key(order_id),
                                      ConsistentRead=True).get("Item")
         return OrderRecord.from_data(from_item(item)) if item else None
+
+    def scan(self) -> Iterator[dict[str, Any]]:
+        """Every item (orders, holds, restock markers) as plain values: a paginated, consistent Scan."""
+        return tables.scan(self.settings, "orders")
 
     def get(self, order_id: str) -> dict[str, Any] | None:
         """The order's public view: orderId, status, reason, history [{status, at, ...}], ..."""

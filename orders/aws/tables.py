@@ -49,6 +49,15 @@ def table_name(settings: Settings, name: str) -> str:
     return TABLES_BY_NAME[name].table_name(settings)
 
 
+def scan(settings: Settings, name: str, consistent: bool = True) -> Iterator[dict[str, Any]]:
+    """Every item of table `name`, as plain values: a paginated Scan, strongly consistent unless told."""
+    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
+        TableName=table_name(settings, name), ConsistentRead=consistent)
+    with aws_errors():
+        for page in pages:
+            yield from (from_item(item) for item in page.get("Items", []))
+
+
 @contextmanager
 def aws_errors() -> Iterator[None]:
     """Turn botocore errors into our hierarchy: retryable (throttling, 5xx) or permanent."""

@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from orders.aws import clients
 from orders.aws.gateway import LedgerEntry, ledger
 from orders.aws.stock import HOLD_SK, StockCount, stock_counts
-from orders.aws.tables import aws_errors, from_item, table_name
+from orders.aws.store import OrderStore
 from orders.domain.records import Hold, OrderRecord
 from orders.domain.states import HoldState, OrderState
 from orders.domain.times import parse_time
@@ -99,12 +98,8 @@ class OrderTable:
 def read_order_table(settings: Settings) -> OrderTable:
     """Every order and hold: one paginated, strongly consistent Scan of the orders table."""
     found = OrderTable([], [], [])
-    pages = clients.client("dynamodb", settings).get_paginator("scan").paginate(
-        TableName=table_name(settings, "orders"), ConsistentRead=True)
-    with aws_errors():
-        for page in pages:
-            for item in page.get("Items", []):
-                _sort(from_item(item), found)
+    for data in OrderStore(settings).scan():
+        _sort(data, found)
     return found
 
 

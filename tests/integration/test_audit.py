@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -9,16 +10,18 @@ import pytest
 from click.testing import CliRunner
 
 from orders import place_order
-from orders.aws import clients
-from orders.aws.stock import get_stock, set_stock
+from orders.aws import clients, tables
+from orders.aws.stock import get_stock, set_stock, stock_counts
 from orders.aws.store import OrderStore
 from orders.aws.tables import to_item
 from orders.cli import cli
+from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.states import Step
 from orders.domain.times import now_iso
+from orders.emulator.faults import clear_faults, start_outage
 from orders.ops.audit import audit
 from orders.ops.audit_bounds import step_budget
-from tests.helpers import wait_for
+from tests.helpers import calls, wait_for
 from tests.integration.pipeline_support import make_order, pipeline, wait_final, wait_status
 
 ORDER_KEYS = {"orderId", "status", "placedAt", "finishedAt", "captured", "refunded"}
@@ -170,3 +173,23 @@ def assert_reported(expected: list, **counts: int) -> dict:
 def test_an_environment_without_tables_cannot_be_audited(settings):
     result = CliRunner().invoke(cli, ["audit"])
     assert result.exit_code == 2 and "cannot read the tables" in result.output
+
+
+def test_a_table_scan_reads_every_page_and_classifies_its_errors(infra, emulator):
+    """tables.scan, what the audit reads the tables with: every page of a table above DynamoDB's 1 MB
+    page; a table that does not exist is a permanent error, DynamoDB down a retryable one."""
+    ddb, skus = clients.client("dynamodb", infra), [f"SKU-P{n:03}" for n in range(160)]
+    for sku in skus:  # 160 items of 8 KB: more than one page
+        ddb.put_item(TableName=infra.prefix + "stock", Item=to_item({"sku": sku, "pad": "x" * 8000}))
+    scans = calls(emulator.endpoint)["dynamodb:Scan"]
+    assert sorted(item["sku"] for item in tables.scan(infra, "stock")) == skus
+    assert calls(emulator.endpoint)["dynamodb:Scan"] - scans >= 2, "one Scan per page"
+    assert sorted(count.sku for count in stock_counts(infra)) == skus
+    with pytest.raises(PermanentError):
+        list(tables.scan(dataclasses.replace(infra, env=infra.env + "-none"), "stock"))
+    try:
+        start_outage(emulator.endpoint, "dynamodb", 120)
+        with pytest.raises(RetryableError):
+            list(tables.scan(infra, "stock", consistent=False))
+    finally:
+        clear_faults(emulator.endpoint)
