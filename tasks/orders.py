@@ -6,12 +6,12 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from orders.aws.tables import aws_errors
 from orders.celery import app
 from orders.domain.errors import InvalidOrder
 from orders.domain.order import needs_review, validate
 from orders.domain.times import now_iso
 from orders.runtime import pipeline
+from orders.runtime.publishing import send_errors
 from orders.runtime.step_tasks import StepTask, admit
 from orders.steps.admission import place, reject_malformed
 from orders.steps.review import review
@@ -23,12 +23,14 @@ class PlaceOrderTask(StepTask):
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Validate `order` (every problem, unknown SKUs too) and send its pipeline; InvalidOrder if invalid.
 
-        The handle is the chain's last task's; `.parent` leads back to `orders.place`.
+        RetryableError if SQS cannot take the message now (unreachable, refusing connections,
+        throttling), PermanentError if it refuses it (`send_errors`). The handle is the chain's
+        last task's; `.parent` leads back to `orders.place`.
         """
         if len(args) != 1 or kwargs:
             raise TypeError("usage: place_order.delay(order)")
         message_args, message_kwargs, options = placement(args[0])
-        with aws_errors():  # SQS unreachable or throttling: a RetryableError for the caller
+        with send_errors():
             return self.apply_async(message_args, message_kwargs, **options)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,

@@ -32,7 +32,6 @@ from typing import Any
 
 from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from orders.api.auth import authenticate, current_client
@@ -40,12 +39,12 @@ from orders.api.idempotency import KEY_PATTERN, ClaimState, IdempotencyKeys, fin
 from orders.api.openapi import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, document
 from orders.api.ownership import OrderOwners
 from orders.aws.store import OrderStore
-from orders.aws.tables import aws_errors
 from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
 from orders.domain.order import ID_PATTERN, Order
 from orders.domain.times import now_iso
 from orders.runtime.envelope import depth
+from orders.runtime.publishing import send_errors
 from orders.runtime.queue_urls import resolve_queue_urls
 from orders.runtime.step_tasks import admit
 from orders.settings import Settings, get_settings
@@ -99,12 +98,8 @@ def _settings() -> Settings:
 
 def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
     """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails."""
-    try:
-        with aws_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
-            place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer,
-                                    **options)
-    except OperationalError as exc:  # kombu's wrapping of the same connection errors
-        raise RetryableError(f"SQS unavailable: {exc}") from exc
+    with send_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
+        place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer, **options)
 
 
 def submit_order() -> ResponseReturnValue:
