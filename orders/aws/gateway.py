@@ -37,7 +37,7 @@ from orders.aws import clients
 from orders.aws.tables import aws_errors, from_item, now_iso, scan, table_name, to_item
 from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
-from orders.domain.order import CURRENCIES
+from orders.domain.order import in_currency
 from orders.settings import Settings
 
 APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
@@ -69,15 +69,6 @@ class LedgerEntry:
         """As `orders status --json` shows it (amounts as decimal strings)."""
         return {"kind": self.kind.value, "amount": str(self.amount), "currency": self.currency,
                 "id": self.id, "at": self.at}
-
-
-def in_currency(amount: Decimal, currency: str | None) -> Decimal:
-    """`amount` written with its currency's minor units (25.00 USD, 300 JPY); finer amounts unrounded."""
-    places = CURRENCIES.get(currency or "", 2)
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > places:
-        return amount
-    return amount.quantize(Decimal(1).scaleb(-places))
 
 
 def entries_of(record: dict[str, Any]) -> list[LedgerEntry]:

@@ -166,13 +166,12 @@ def validate(raw: Any) -> Order:
         raise InvalidOrder([f"order: must be a JSON object, got {type(raw).__name__}"])
     p = _Problems()
     currency = _currency(raw.get("currency"), p)
-    places = CURRENCIES.get(currency or "", 2)
     order_id = _identifier(raw.get("orderId"), "orderId", p)
     customer_id = _identifier(raw.get("customerId"), "customerId", p)
     tier = _choice(raw.get("customerTier", "standard"), "customerTier", TIERS, p)
     raw_items = raw.get("items")
-    items = _items(raw_items, places, p)
-    total = _money(raw.get("totalAmount"), "totalAmount", places, p, maximum=MAX_TOTAL)
+    items = _items(raw_items, currency, p)
+    total = _money(raw.get("totalAmount"), "totalAmount", currency, p, maximum=MAX_TOTAL)
     if total is not None and items is not None and len(items) == len(raw_items or ()):
         expected = sum((i.subtotal for i in items), Decimal(0))
         if total != expected:
@@ -243,7 +242,24 @@ def to_decimal(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _money(value: Any, where: str, places: int, p: _Problems,
+def minor_units(currency: str | None) -> int:
+    """The decimal places of a currency's minor unit (2 = cents; 2 for a currency not known)."""
+    return CURRENCIES.get(currency or "", 2)
+
+
+def decimal_places(amount: Decimal) -> int:
+    """How many decimal places a finite amount is written with (25.50: 2; 300 and 3E+2: 0)."""
+    exponent = amount.as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def in_currency(amount: Decimal, currency: str | None) -> Decimal:
+    """`amount` written with its currency's minor units (25.00 USD, 300 JPY); finer amounts unrounded."""
+    places = minor_units(currency)
+    return amount if decimal_places(amount) > places else amount.quantize(Decimal(1).scaleb(-places))
+
+
+def _money(value: Any, where: str, currency: str | None, p: _Problems,
            maximum: Decimal = MAX_UNIT_PRICE) -> Decimal | None:
     if value is None:
         p.add(where, "required")
@@ -255,10 +271,10 @@ def _money(value: Any, where: str, places: int, p: _Problems,
         p.add(where, f"must be positive, got {show(number)}")
     elif number > maximum:
         p.add(where, f"{show(number)} is above the limit of {maximum}")
-    elif -number.as_tuple().exponent > places:  # type: ignore[operator]
-        p.add(where, f"{show(number)} has more than {places} decimal places")
+    elif decimal_places(number) > minor_units(currency):
+        p.add(where, f"{show(number)} has more than {minor_units(currency)} decimal places")
     else:
-        return number.quantize(Decimal(1).scaleb(-places))
+        return in_currency(number, currency)
     return None
 
 
@@ -274,7 +290,7 @@ def _quantity(value: Any, where: str, p: _Problems) -> int | None:
     return None
 
 
-def _items(value: Any, places: int, p: _Problems) -> list[LineItem] | None:
+def _items(value: Any, currency: str | None, p: _Problems) -> list[LineItem] | None:
     if not isinstance(value, list) or not value:
         p.add("items", "must be a non-empty list")
         return None
@@ -289,7 +305,7 @@ def _items(value: Any, places: int, p: _Problems) -> list[LineItem] | None:
             continue
         sku = _identifier(raw.get("sku"), f"{where}.sku", p)
         quantity = _quantity(raw.get("quantity"), f"{where}.quantity", p)
-        price = _money(raw.get("unitPrice"), f"{where}.unitPrice", places, p)
+        price = _money(raw.get("unitPrice"), f"{where}.unitPrice", currency, p)
         if sku in seen:
             p.add(f"{where}.sku", f"{sku} appears on more than one line; combine them")
         seen.add(sku)

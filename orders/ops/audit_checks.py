@@ -12,8 +12,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from orders.aws.gateway import LedgerEntry, Movement, in_currency
+from orders.aws.gateway import LedgerEntry, Movement
 from orders.aws.stock import StockCount
+from orders.domain.order import in_currency
 from orders.domain.records import OrderRecord
 from orders.domain.states import OrderState
 from orders.domain.times import parse_time

@@ -19,6 +19,7 @@ from orders.domain.order import (
     MAX_PROBLEMS,
     MAX_QUANTITY,
     MAX_TOKEN_LENGTH,
+    in_currency,
     needs_review,
     review_concerns,
     validate,
@@ -102,6 +103,21 @@ def test_currency_precision_and_limits():
     yen = validate(good(currency="JPY", items=[{"sku": "A", "quantity": 2, "unitPrice": "500"}],
                         totalAmount=1000))
     assert yen.total == Decimal("1000")
+
+
+@pytest.mark.parametrize(("amount", "currency", "written"), [
+    ("25", "USD", "25.00"), ("7.5", "EUR", "7.50"), ("300", "JPY", "300"), ("3E+2", "JPY", "300"),
+    ("0", None, "0.00"), ("1.5", "XXX", "1.50"),  # a currency not known: cents
+    ("1.005", "USD", "1.005"), ("0.5", "JPY", "0.5"),  # finer than the minor unit: never rounded
+])
+def test_an_amount_is_written_with_its_currencys_minor_units_and_never_rounded(amount, currency, written):
+    assert str(in_currency(Decimal(amount), currency)) == written
+
+
+def test_validation_writes_money_as_in_currency_does():
+    order = validate(good(items=[{"sku": "A", "quantity": 2, "unitPrice": "12.5"}], totalAmount=25))
+    assert (str(order.items[0].unit_price), str(order.total)) == ("12.50", "25.00")
+    assert order.total == in_currency(Decimal(25), "USD")
 
 
 @pytest.mark.parametrize("raw", [None, "order", 42, ["a"]])
