@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -43,6 +43,7 @@ from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
 from orders.domain.order import ID_PATTERN, Order
 from orders.domain.times import now_iso
+from orders.runtime.amqp import AMQP
 from orders.runtime.envelope import depth
 from orders.runtime.publishing import send_errors
 from orders.runtime.queue_urls import resolve_queue_urls
@@ -98,7 +99,8 @@ def _settings() -> Settings:
 
 def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
     """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails."""
-    with send_errors(), celery_app.producer_pool_for(settings).acquire(block=True) as producer:
+    pool = cast(AMQP, celery_app.amqp).producer_pool_for(settings)
+    with send_errors(), pool.acquire(block=True) as producer:
         place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer, **options)
 
 

@@ -6,6 +6,11 @@ at another environment (`OrdersCelery.reconfigure`) would go on sending into the
 old one unless someone reset Celery's private attributes. Here each is kept
 together with the configuration it was built from and rebuilt when that changes
 (or after a fork), so pointing the app elsewhere is only changing its configuration.
+
+The pools are our own, not kombu's process-wide pool groups (`kombu.pools`): those key a
+connection by its URL and the repr of its transport options, where our transport's
+credentials do not show (Settings hides them), so connections that differ only in
+credentials would share one pool and send with whichever caller came first.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from celery.app import amqp as celery_amqp
-from kombu import pools
+from kombu.pools import ProducerPool
+
+from orders.runtime.config import broker_url, transport_options
+from orders.settings import Settings
 
 T = TypeVar("T")
 
@@ -59,9 +67,12 @@ class AMQP(celery_amqp.AMQP):
     def __init__(self, app: Any):
         super().__init__(app)
         self._connections: Rebuilt[Any] = Rebuilt(self._new_connection_pool)
-        self._producers: Rebuilt[Any] = Rebuilt(self._new_producer_pool)
+        self._producers: Rebuilt[ProducerPool] = Rebuilt(lambda: _producers(self.connection_pool))
         self._sent_events: Rebuilt[Any] = Rebuilt(
             lambda: self.app.events.Dispatcher(enabled=False), close=lambda d: d.close())
+        self._pools_for: dict[Settings, ProducerPool] = {}
+        self._pools_for_pid = os.getpid()
+        self._pools_for_lock = threading.Lock()
 
     def _broker(self) -> tuple[Any, ...]:
         # Both change together in orders.runtime.config (and these look-ups are cheap:
@@ -87,11 +98,29 @@ class AMQP(celery_amqp.AMQP):
         # A caller's own event_dispatcher (an apply_async option) still wins over this one.
         return partial(super().send_task_message, event_dispatcher=dispatcher)
 
-    def _new_connection_pool(self) -> Any:
-        pools.set_limit(self.app.conf.broker_pool_limit)
-        return pools.connections[self.app.connection_for_write()]
+    def producer_pool_for(self, settings: Settings) -> ProducerPool:
+        """A producer pool into `settings`' environment, whatever the app is configured for.
 
-    def _new_producer_pool(self) -> Any:
-        pool = pools.producers[self.app.connection_for_write()]
-        pool.limit = self.connection_pool.limit  # as Celery sizes its own
-        return pool
+        One per distinct settings, credentials included (two APIs in one process, bound to
+        settings with different AWS keys, each send with their own), for the life of the process.
+        """
+        with self._pools_for_lock:
+            if self._pools_for_pid != os.getpid():  # a forked child: the parent's connections are not its own
+                self._pools_for, self._pools_for_pid = {}, os.getpid()
+            pool = self._pools_for.get(settings)
+            if pool is None:
+                connection = self.app.connection_for_write(broker_url(settings),
+                                                           transport_options=transport_options(settings))
+                pool = self._pools_for[settings] = _producers(self._new_connection_pool(connection))
+            return pool
+
+    def _new_connection_pool(self, connection: Any = None) -> Any:
+        """A connection pool over `connection` (default: the app's configuration's)."""
+        if connection is None:
+            connection = self.app.connection_for_write()
+        return connection.Pool(limit=self.app.conf.broker_pool_limit)
+
+
+def _producers(connections: Any) -> ProducerPool:
+    """A producer pool over a connection pool, as large as it (as Celery sizes its own)."""
+    return ProducerPool(connections, limit=connections.limit)
