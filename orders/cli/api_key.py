@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from orders.settings import get_settings
+from orders.cli.common import aws_failures, aws_settings
 
 
 @click.group("api-key")
@@ -21,9 +21,10 @@ def create_cmd(client: str) -> None:
     """Create a key for CLIENT; the key alone is the last line of output (shown this once)."""
     from orders.aws.api_keys import ApiKeys, InvalidClientName
 
-    settings = get_settings()
+    settings = aws_settings()
     try:
-        key, record = ApiKeys(settings).create(client)
+        with aws_failures():
+            key, record = ApiKeys(settings).create(client)
     except InvalidClientName as exc:
         raise click.BadParameter(str(exc), param_hint="CLIENT") from None
     click.echo(f"API key {record.hint}... for client {record.client!r} in environment {settings.env!r}, "
@@ -40,7 +41,9 @@ def list_cmd(as_json: bool) -> None:
     """List every key (its client, hint, creation and revocation; never the key)."""
     from orders.aws.api_keys import ApiKeys
 
-    for record in ApiKeys(get_settings()).all():
+    with aws_failures():
+        records = ApiKeys(aws_settings()).all()
+    for record in records:
         if as_json:
             click.echo(json.dumps(asdict(record), sort_keys=True))
         else:
@@ -57,7 +60,8 @@ def revoke_cmd(client: str, hint: str | None) -> None:
     from orders.aws.api_keys import HINT_LENGTH, ApiKeys
 
     # A hint is a key's first characters: the whole key (or "ok_abc1234...") names it as well.
-    revoked = ApiKeys(get_settings()).revoke(client, hint[:HINT_LENGTH] if hint else None)
+    with aws_failures():
+        revoked = ApiKeys(aws_settings()).revoke(client, hint[:HINT_LENGTH] if hint else None)
     for record in revoked:
         click.echo(f"revoked {record.hint}... of {record.client!r}")
     if not revoked:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Callable
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 
-from orders.aws import clients
+from orders.cli.common import aws_failures, aws_settings, where
 from orders.cli.template import template_command
 from orders.infra import provisioning
 from orders.infra.converger import Report
-from orders.settings import Settings, child_environment, get_settings
-
-T = TypeVar("T")
+from orders.settings import child_environment
 
 
 @click.group("infra")
@@ -28,8 +23,9 @@ def infra_group() -> None:
 @infra_group.command("up")
 def up_cmd() -> None:
     """Create or converge every declared resource (safe to run again)."""
-    settings = _ready_settings()
-    report = _aws(lambda: provisioning.up(settings))
+    settings = aws_settings(announce=True)
+    with aws_failures():
+        report = provisioning.up(settings)
     _print_lines(report.changes, "Changes:")
     if report.clean:
         click.echo("Nothing to change: every resource matches its declaration.")
@@ -39,8 +35,9 @@ def up_cmd() -> None:
 @infra_group.command("check")
 def check_cmd() -> None:
     """Compare the live resources with their declarations; exit 1 on any difference."""
-    settings = _ready_settings()
-    report = _aws(lambda: provisioning.check(settings))
+    settings = aws_settings(announce=True)
+    with aws_failures():
+        report = provisioning.check(settings)
     _print_notes(report)
     if report.clean:
         click.echo("No drift: every resource matches its declaration.")
@@ -53,12 +50,13 @@ def check_cmd() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def down_cmd(yes: bool) -> None:
     """Delete every resource of this environment, messages included (asks first)."""
-    settings = _ready_settings()
+    settings = aws_settings(announce=True)
     if not yes:
         click.confirm(f"Delete every queue (with its messages), DLQ, topic and subscription "
-                      f"of environment {settings.env!r} on {_where(settings)}, and schedule the deletion "
+                      f"of environment {settings.env!r} on {where(settings)}, and schedule the deletion "
                       f"of its KMS key (30 days)?", abort=True)
-    deleted = _aws(lambda: provisioning.down(settings))
+    with aws_failures():
+        deleted = provisioning.down(settings)
     _print_lines(deleted, "Deleted:")
     if not deleted:
         click.echo("Nothing to delete.")
@@ -114,32 +112,6 @@ def _check(parse: Callable[[str], object], text: str, option: str) -> None:
         parse(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
-
-
-def _ready_settings() -> Settings:
-    """The settings, with AWS reachable in principle."""
-    settings = get_settings()
-    clients.require_aws(settings)
-    click.echo(f"Environment {settings.env!r} on {_where(settings)}", err=True)
-    return settings
-
-
-def _where(settings: Settings) -> str:
-    endpoint = clients.endpoint("sqs", settings)
-    return f"{endpoint} (region {settings.region})" if endpoint else f"AWS region {settings.region}"
-
-
-def _aws(call: Callable[[], T]) -> T:
-    with _readable_aws_errors():
-        return call()
-
-
-@contextmanager
-def _readable_aws_errors() -> Iterator[None]:
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        raise click.ClickException(f"AWS call failed: {exc}") from None
 
 
 def _print_lines(lines: list[str], title: str) -> None:

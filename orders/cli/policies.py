@@ -6,7 +6,8 @@ import json
 
 import click
 
-from orders.cli.infra import _aws, _ready_settings, infra_group
+from orders.cli.common import aws_failures, aws_settings
+from orders.cli.infra import infra_group
 from orders.infra.access import ROLES
 
 
@@ -28,15 +29,12 @@ def policies_cmd(as_json: bool, names: tuple[str, ...], split: bool) -> None:
     from orders.infra import kms, policies
     from orders.topology import ENVIRONMENT_KEY
 
-    settings = _ready_settings()
-
-    def generate() -> dict[str, policies.Policy]:
-        account = kms.caller_account(settings)
-        key = kms.find_key(clients.client("kms", settings), ENVIRONMENT_KEY.alias_name(settings))
-        return policies.policies(settings, account, key["Arn"] if key else None, list(names) or None)
-
+    settings = aws_settings(announce=True)
     try:
-        documents = _aws(generate)
+        with aws_failures():
+            account = kms.caller_account(settings)
+            key = kms.find_key(clients.client("kms", settings), ENVIRONMENT_KEY.alias_name(settings))
+            documents = policies.policies(settings, account, key["Arn"] if key else None, list(names) or None)
     except LookupError as exc:
         raise click.ClickException(f"{exc}; `--role admin` needs no key") from None
     if split:

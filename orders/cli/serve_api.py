@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from orders.cli.common import aws_settings
+
 
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -14,11 +16,8 @@ def api(host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from orders.api.app import create_app
-    from orders.aws import clients
-    from orders.settings import get_settings
 
-    settings = get_settings()
-    clients.require_aws(settings)  # one clear message now, not a 500 on the first request
+    settings = aws_settings()  # one clear message now, not a 500 on the first request
     click.echo(f"Order API for environment {settings.env!r} on http://{host}:{port}")
     click.echo("Requests but GET /health and GET /openapi.json need 'Authorization: Bearer KEY' "
                "(orders api-key create NAME).")

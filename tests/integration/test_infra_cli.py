@@ -75,3 +75,18 @@ def test_the_emulator_command_prints_what_to_export(tmp_path):
     assert f"AWS emulator (moto) on http://127.0.0.1:{port}" in lines[0]
     assert f"  export AWS_ENDPOINT_URL=http://127.0.0.1:{port}\n" in lines
     assert proc.returncode == 0
+
+
+def test_commands_that_call_aws_say_in_one_line_that_it_cannot_be_reached(settings, monkeypatch):
+    from orders.settings import get_settings
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    get_settings.cache_clear()
+    for args in (["infra", "check"], ["infra", "down", "--yes"], ["infra", "policies", "--role", "api"],
+                 ["api-key", "create", "someone"], ["api-key", "list"], ["api-key", "revoke", "someone"]):
+        result = orders(*args)
+        assert result.exit_code == 1, (args, result.output)
+        said = f'Error: AWS call failed: Could not connect to the endpoint URL: "{closed}'
+        assert said in result.output, (args, result.output)
+    assert "on " + closed in orders("infra", "up").output  # the environment and endpoint, announced
