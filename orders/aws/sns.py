@@ -25,17 +25,20 @@ plain event (or a one-line summary).
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import batching, clients
 from orders.aws.batching import MAX_BATCH_BYTES, RESULT_TIMEOUT, Batcher, message_size
-from orders.aws.errors import is_retryable_aws_error
-from orders.aws.tables import aws_errors
+from orders.aws.errors import classify_aws_error, is_retryable_aws_error
 from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.events import Event
 from orders.settings import Settings
@@ -124,7 +127,38 @@ def publish_error(exc: BaseException, count: int) -> Exception:
     return RetryableError(f"{count} event(s) not published: {exc!r}")
 
 
-_topic_arns: dict[tuple[Any, ...], dict[str, str]] = {}
+#: How long a failed topic lookup is remembered. During an SNS outage every publish would
+#: otherwise list the topics again (a call and botocore's retries of it, each time): one
+#: process's tasks and their retries made thousands of ListTopics calls in a few minutes.
+LOOKUP_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class _TopicLookup:
+    """One environment's topic ARNs in this process, and its last failed lookup."""
+
+    arns: dict[str, str] = field(default_factory=dict)
+    failure: BaseException | None = None  # the botocore error of the last lookup, if it failed
+    failed_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh(self, settings: Settings, topic: str) -> None:
+        """List the topics, one thread at a time, unless another just did, or just failed to."""
+        with self.lock:
+            if topic in self.arns:
+                return
+            if self.failure is not None and time.monotonic() - self.failed_at < LOOKUP_RETRY_SECONDS:
+                raise classify_aws_error(self.failure)
+            try:
+                self.arns = topic_arns(settings)
+            except (ClientError, BotoCoreError) as exc:
+                self.failure, self.failed_at = exc, time.monotonic()
+                raise classify_aws_error(exc) from exc
+            self.failure = None
+
+
+_lookups: dict[tuple[Any, ...], _TopicLookup] = {}
+os.register_at_fork(after_in_child=_lookups.clear)  # a lock held by a thread the child does not have
 
 
 def topic_arns(settings: Settings) -> dict[str, str]:
@@ -138,13 +172,17 @@ def topic_arns(settings: Settings) -> dict[str, str]:
 
 
 def topic_arn(settings: Settings, topic: str) -> str:
-    """A declared topic's ARN, discovered once per process and environment (never built by hand)."""
+    """A declared topic's ARN, discovered once per process and environment (never built by hand).
+
+    While SNS cannot be reached, a lookup is tried at most once per LOOKUP_RETRY_SECONDS; the
+    callers in between get the last one's error (a RetryableError for an outage) at once.
+    """
     key = (settings.env, settings.region, settings.endpoint_url)
-    if topic not in _topic_arns.get(key, {}):
-        with aws_errors():
-            _topic_arns[key] = topic_arns(settings)
+    lookup = _lookups.get(key) or _lookups.setdefault(key, _TopicLookup())
+    if topic not in lookup.arns:
+        lookup.refresh(settings, topic)
     try:
-        return _topic_arns[key][topic]
+        return lookup.arns[topic]
     except KeyError:
         raise PermanentError(f"SNS topic {settings.prefix}{topic} does not exist: run `orders infra up`") \
             from None

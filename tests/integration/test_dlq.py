@@ -323,12 +323,12 @@ def test_the_watcher_archives_any_message_sqs_accepts_and_keeps_the_original(inf
     assert code == 0 and output.count("classification:") == len(bodies), output[-2000:]
 
 
-def looked_up(settings: Settings, topic: str) -> bool:
-    """Whether this process knows the topic's ARN now (it looks it up if not)."""
+def looked_up(settings: Settings, topic: str) -> str | None:
+    """The topic's ARN, looked up by this process (None while SNS fails)."""
     try:
-        return bool(topic_arn(settings, topic))
+        return topic_arn(settings, topic)
     except RetryableError:
-        return False
+        return None
 
 
 def test_a_watcher_meeting_an_sns_outage_leaves_its_alerts_to_a_later_pass_and_does_not_fail(infra, emulator):

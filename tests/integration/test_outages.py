@@ -19,7 +19,9 @@ each test ends, whatever happened.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -29,7 +31,7 @@ from typing import Any
 import pytest
 
 from orders import place_order
-from orders.aws import batching, clients
+from orders.aws import batching, clients, sns
 from orders.aws.gateway import Gateway, Movement
 from orders.aws.sns import topic_arn
 from orders.aws.stock import get_stock, set_stock
@@ -39,8 +41,9 @@ from orders.domain.errors import RetryableError
 from orders.emulator.faults import clear_faults, fault_report, start_outage
 from orders.runtime.queue_urls import queue_url
 from orders.topology import QUEUES
-from tests.helpers import wait_for
+from tests.helpers import calls, wait_for
 from tests.integration.pipeline_support import make_order, pipeline, wait_final
+from tests.integration.test_dlq import looked_up
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +205,38 @@ def print_figures(target: str, seconds: float, settings, f: dict[str, Any]) -> N
           f"{f['refused']} refused at the door during it (503 after {door} s); last order final "
           f"{f['outage_to_final']:.1f} s after the outage ended ({f['span']:.1f} s after it began); "
           f"SQS send entries retried {f['sends_retried']}; calls failed: {dict(by_kind)}")
+
+
+def test_an_sns_outage_costs_one_process_at_most_one_topic_lookup_a_second(outage_env):
+    """Threads publishing during an SNS outage in a process that has not looked up its topics yet: they
+    share one ListTopics lookup at a time, and a failed one is tried again only after
+    `sns.LOOKUP_RETRY_SECONDS` (each lookup is a call and botocore's retries of it)."""
+    settings, endpoint = outage_env
+    threads, window = 16, 5.0
+    refusals: Counter[str] = Counter()
+
+    def publish_until(end: float) -> None:
+        while time.monotonic() < end:
+            try:
+                sns.topic_arn(settings, "order-status")
+            except RetryableError as exc:
+                refusals["outage" if "ServiceUnavailable" in str(exc) else str(exc)] += 1
+                time.sleep(0.01)  # as a task would, before its retry
+
+    start_outage(endpoint, "sns", 120)
+    listed_before, started = calls(endpoint)["sns:ListTopics"], time.monotonic()
+    running = [threading.Thread(target=publish_until, args=(started + window,)) for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    elapsed, listed = time.monotonic() - started, calls(endpoint)["sns:ListTopics"] - listed_before
+    clear_faults(endpoint)
+    attempts = clients.client("sns", settings).meta.config.retries["total_max_attempts"]
+    lookups = math.floor(elapsed / sns.LOOKUP_RETRY_SECONDS) + 1
+    print(f"\n[SNS outage] {threads} threads looked up a topic for {elapsed:.1f} s: {listed} ListTopics "
+          f"calls, {refusals.total()} RetryableError(s) (allowed {lookups} lookups of {attempts} calls)")
+    assert refusals["outage"] >= threads and set(refusals) == {"outage"}
+    assert 1 <= listed <= lookups * attempts
+    arn = wait_for(lambda: looked_up(settings, "order-status"), timeout=30, interval=0.5)
+    assert arn.endswith(":" + settings.prefix + "order-status")
