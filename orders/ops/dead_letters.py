@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from orders.aws import clients
+from orders.aws.batching import MAX_ENTRIES
 from orders.domain.errors import FailureCategory
 from orders.domain.order import ID_PATTERN
 from orders.runtime import quarantine
@@ -209,8 +211,8 @@ def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD
     sqs, url = clients.client("sqs", settings), dlq_url(settings, spec)
     found: dict[str, DeadLetter] = {}
     while len(found) < min(limit, visible):
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=min(10, limit - len(found)), VisibilityTimeout=hold,
+        messages = sqs.receive_message(  # at most MAX_ENTRIES, as SQS's batch calls
+            QueueUrl=url, MaxNumberOfMessages=min(MAX_ENTRIES, limit - len(found)), VisibilityTimeout=hold,
             WaitTimeSeconds=SCAN_WAIT_SECONDS, AttributeNames=["All"], MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
@@ -220,11 +222,16 @@ def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD
     return list(found.values())
 
 
+def batches(letters: list[DeadLetter]) -> Iterator[list[DeadLetter]]:
+    """The messages in runs of at most MAX_ENTRIES, what one SQS batch call takes."""
+    for start in range(0, len(letters), MAX_ENTRIES):
+        yield letters[start:start + MAX_ENTRIES]
+
+
 def release(settings: Settings, letters: list[DeadLetter]) -> None:
     """Make scanned messages visible again at once (a failure only delays them by `hold`)."""
     sqs = clients.client("sqs", settings)
-    for start in range(0, len(letters), 10):
-        part = letters[start:start + 10]
+    for part in batches(letters):
         sqs.change_message_visibility_batch(
             QueueUrl=dlq_url(settings, part[0].queue),
             Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}

@@ -22,9 +22,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from orders.aws import clients
+from orders.aws.batching import MAX_ENTRIES
 from orders.ops import archive
 from orders.ops.archive import RedriveRefused
-from orders.ops.dead_letters import DeadLetter, classify, dlq_url, release, scan
+from orders.ops.dead_letters import DeadLetter, batches, classify, dlq_url, release, scan
 from orders.runtime import quarantine
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings
@@ -73,7 +74,7 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
     outcomes: list[Outcome] = []
     held: list[DeadLetter] = []
     try:
-        for round_ in range(MAX_MESSAGES // 10):
+        for round_ in range(MAX_MESSAGES // MAX_ENTRIES):  # a FIFO group shows MAX_ENTRIES at a time
             seen = {m.message_id for m in held} | {o.letter.message_id for o in outcomes}
             letters = [m for m in scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
                        if m.message_id not in seen]
@@ -90,8 +91,8 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
                 native = _native_move(settings, spec, chosen)
                 if native is not None:
                     return native
-            for start in range(0, len(chosen), 10):
-                moved = _move_batch(settings, spec, chosen[start:start + 10])
+            for part in batches(chosen):
+                moved = _move_batch(settings, spec, part)
                 outcomes += moved
                 held += [o.letter for o in moved if o.result not in ("redriven", "moving")]
     finally:
@@ -112,7 +113,7 @@ def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int
 
 
 def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> list[Outcome]:
-    """Up to ten messages: counted, sent to the source in one batch, then deleted from the DLQ."""
+    """One batch of messages: counted, sent to the source in one call, then deleted from the DLQ."""
     attempts, outcomes = _begin(settings, letters)
     moving = [m for m in letters if m.message_id in attempts]
     if not moving:
@@ -208,8 +209,7 @@ def prepare_purge(settings: Settings, spec: QueueSpec) -> list[DeadLetter]:
 def purge(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> int:
     """Delete exactly these archived messages (not PurgeQueue: a message arrived since is kept)."""
     sqs, deleted = clients.client("sqs", settings), 0
-    for start in range(0, len(letters), 10):
-        part = letters[start:start + 10]
+    for part in batches(letters):
         answer = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
             {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(part)])
         for ok in answer.get("Successful", []):

@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 from celery.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from kombu.exceptions import ContentDisallowed, DecodeError, OperationalError
 
+from orders.aws.batching import MAX_ENTRIES
 from orders.aws.errors import classify_aws_error
 from orders.domain.errors import (
     ConcurrentUpdate,
@@ -19,7 +20,7 @@ from orders.domain.errors import (
     OutOfStock,
     PaymentDeclined,
 )
-from orders.ops.dead_letters import classify, decode, find_order_id, queue_spec
+from orders.ops.dead_letters import batches, classify, decode, find_order_id, queue_spec
 from orders.ops.failures import exception_kinds, failure_category
 from orders.topology import QUEUES_BY_NAME
 
@@ -145,3 +146,11 @@ def test_queue_names_and_dlq_names_both_resolve():
     assert queue_spec("inventory-dlq.fifo") is queue_spec("inventory.fifo")
     with pytest.raises(KeyError, match="no queue or DLQ"):
         queue_spec("nope")
+
+
+def test_messages_go_in_batches_of_what_one_sqs_batch_call_takes():
+    letters = [decode(PAYMENTS, kombu_message("x", f"m-{n}")) for n in range(2 * MAX_ENTRIES + 3)]
+    runs = list(batches(letters))
+    assert [len(run) for run in runs] == [MAX_ENTRIES, MAX_ENTRIES, 3]
+    assert [m for run in runs for m in run] == letters
+    assert list(batches([])) == []
