@@ -59,9 +59,11 @@ def revoke_cmd(client: str, hint: str | None) -> None:
     """Revoke CLIENT's keys: the next request with one is answered 401 (exit 1 if none was live)."""
     from orders.aws.api_keys import HINT_LENGTH, ApiKeys
 
-    # A hint is a key's first characters: the whole key (or "ok_abc1234...") names it as well.
+    # A hint is a key's first characters: the whole key (or "ok_abc1234...") names it as well, and
+    # only its hint is ever repeated.
+    hint = hint[:HINT_LENGTH] if hint else None
     with aws_failures():
-        revoked = ApiKeys(aws_settings()).revoke(client, hint[:HINT_LENGTH] if hint else None)
+        revoked = ApiKeys(aws_settings()).revoke(client, hint)
     for record in revoked:
         click.echo(f"revoked {record.hint}... of {record.client!r}")
     if not revoked:
