@@ -69,7 +69,9 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
 
     Works in rounds: a FIFO DLQ shows at most ten messages of a message group at a
     time, and the next ones only once those left. Messages it does not move stay
-    hidden until the end, so no round sees them twice.
+    hidden until the end, so no round sees them twice. Each task (by its archive key)
+    is sent back once per call: a copy back in the DLQ before the call ends (a poison
+    message a worker refused again at once, under a new message id) stays there.
     """
     outcomes: list[Outcome] = []
     held: list[DeadLetter] = []
@@ -80,7 +82,8 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
                        if m.message_id not in seen]
             if not letters:
                 break
-            chosen = letters if ids is None else [m for m in letters if {m.key, m.message_id} & set(ids)]
+            done = {o.letter.key for o in outcomes}
+            chosen = [m for m in letters if m.key not in done and _asked_for(m, ids)]
             held += [m for m in letters if m not in chosen]
             try:
                 ensure_archived(settings, chosen)
@@ -99,6 +102,11 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
         if held:
             release(settings, held)
     return outcomes
+
+
+def _asked_for(letter: DeadLetter, ids: list[str] | None) -> bool:
+    """Whether `ids` (None: every message) names the message, by its key or its message id."""
+    return ids is None or bool({letter.key, letter.message_id} & set(ids))
 
 
 def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int], list[Outcome]]:

@@ -31,6 +31,8 @@ from orders.topology import QUEUES_BY_NAME
 from tests.helpers import wait_for, worker
 
 ORDERS = QUEUES_BY_NAME["orders"]
+#: A queue's counts once every message has left it.
+EMPTY = {"ApproximateNumberOfMessages": 0, "ApproximateNumberOfMessagesNotVisible": 0}
 fixed = threading.Event()
 runs: list[str] = []
 
@@ -156,8 +158,7 @@ def test_poisoned_message_is_shown_archived_alerted_and_redriven_once_fixed(pois
         code, output = invoke("dlq", "redrive", "orders", "--all")
         assert code == 0, output
         wait_for(lambda: runs == ["ord-flaky"] and in_dlq(settings) == 1, timeout=60)
-        gone = {"ApproximateNumberOfMessages": 0, "ApproximateNumberOfMessagesNotVisible": 0}
-        wait_for(lambda: attrs(settings, queue_url(settings, "orders")) == gone, timeout=10)  # acked
+        wait_for(lambda: attrs(settings, queue_url(settings, "orders")) == EMPTY, timeout=10)  # acked
         assert runs == ["ord-flaky"]
 
         # Back in the DLQ, it is archived and alerted on again, then refused a second redrive.
@@ -339,13 +340,12 @@ def test_a_watcher_meeting_an_sns_outage_leaves_its_alerts_to_a_later_pass_and_d
     alerts_url = alerts_queue(settings)
     sqs = clients.client("sqs", settings)
     sent = sqs.send_message(QueueUrl=dead_letters.dlq_url(settings, ORDERS), MessageBody="<not json/>")
-    gone = {"ApproximateNumberOfMessages": 0, "ApproximateNumberOfMessagesNotVisible": 0}
     try:
         with worker(["orders"]):
             start_outage(endpoint, "sns", 300)
             watching = tasks.ops.watch_dlqs.delay()
             orders_url = queue_url(settings, "orders")
-            wait_for(lambda: attrs(settings, orders_url) == gone, timeout=120, interval=0.5)  # acked
+            wait_for(lambda: attrs(settings, orders_url) == EMPTY, timeout=120, interval=0.5)  # acked
             assert fault_report(endpoint)["injected"].get("sns:ListTopics:outage", 0) >= 1
             [letter] = dead_letters.scan(settings, ORDERS, hold=2)
             dead_letters.release(settings, [letter])
@@ -363,3 +363,38 @@ def test_a_watcher_meeting_an_sns_outage_leaves_its_alerts_to_a_later_pass_and_d
         clear_faults(endpoint)
     assert alert["message_id"] == sent["MessageId"] and alert["classification"] == "invalid-input"
     assert "alerted_at" in archive.archived(settings, [letter])[letter.message_id]
+
+
+def test_redrive_all_sends_a_poison_message_back_once_though_a_worker_refuses_it_again_at_once(
+        infra, monkeypatch):
+    """`orders dlq redrive orders --all` with a worker running: the poison message it sends back is
+    refused again and back in the DLQ (under a new message id) while the command still runs. The
+    command does not send it again: one redrive counted, one copy in the DLQ."""
+    from orders.ops import redrive
+
+    settings, task_id = infra, "task-poison-redrive"
+    body = base64.b64encode(json.dumps([["ord-p"], {}, {}]).encode()).decode()
+    poison = json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
+                         "properties": {"body_encoding": "base64", "delivery_tag": "t",
+                                        "delivery_info": {"exchange": "", "routing_key": "orders"}},
+                         "headers": {"task": "nope.never_registered", "id": task_id, "lang": "py"}})
+    real_move, waited = redrive._move_batch, []
+
+    def move_then_wait_for_the_worker(settings_, spec, letters):
+        moved = real_move(settings_, spec, letters)
+        if not waited:  # the worst moment: the refused copy is back before the command's next round
+            waited.append(wait_for(lambda: dead_letters.depth(settings, ORDERS)[0] == 1, timeout=30))
+        return moved
+
+    monkeypatch.setattr(redrive, "_move_batch", move_then_wait_for_the_worker)
+    with worker(["orders"]):
+        orders_url = queue_url(settings, "orders")
+        clients.client("sqs", settings).send_message(QueueUrl=orders_url, MessageBody=poison)
+        wait_for(lambda: in_dlq(settings) == 1, timeout=30)  # refused at once, moved to the DLQ
+        code, output = invoke("dlq", "redrive", "orders", "--all")
+        assert code == 0 and waited, output
+        wait_for(lambda: attrs(settings, orders_url) == EMPTY, timeout=30)
+    assert output.count("redriven ") == 1 and "1 of 1 message(s) back" in output, output
+    ledger = next(i for i in archive.history(settings, task_id) if i["item"] == "redrive")
+    assert ledger["redrives"] == 1 and "moving" not in ledger
+    assert in_dlq(settings) == 1
