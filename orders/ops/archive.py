@@ -23,6 +23,7 @@ import hashlib
 import json
 import time
 import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from orders.aws import clients, tables
 from orders.aws.tables import from_item, to_item
 from orders.domain.errors import FailureCategory
 from orders.domain.times import now_iso, parse_time
-from orders.ops.dead_letters import DeadLetter
+from orders.ops.dead_letters import DeadLetter, classify
 from orders.settings import Settings
 
 RETENTION_SECONDS = 90 * 86_400
@@ -116,6 +117,27 @@ def archived(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[st
     """The archived copies among the given messages, by SQS message id."""
     got = _batch_get(settings, [(m.key, m.arrival) for m in letters])
     return {item["message_id"]: item for item in got.values()}
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the archive holds of some messages of a DLQ: their archived copies, and the others."""
+
+    copies: dict[str, dict[str, Any]]  # the archived copies among them, by SQS message id
+    new: list[DeadLetter]  # the messages not archived yet
+    failures: dict[str, dict[str, Any]]  # the failures recorded for the new ones' tasks, by key
+
+    def classify(self, letter: DeadLetter) -> tuple[str, str]:
+        """(category, why) of a new message, from its task's recorded failure if any."""
+        return classify(letter, self.failures.get(letter.key))
+
+
+def look_up(settings: Settings, letters: list[DeadLetter]) -> Found:
+    """What the archive holds of these messages (each told its redrives first: its copy's key counts them)."""
+    annotate(settings, letters)
+    copies = archived(settings, letters)
+    new = [m for m in letters if m.message_id not in copies]
+    return Found(copies, new, failures(settings, new))
 
 
 def claim_late_alert(settings: Settings, letter: DeadLetter, item: dict[str, Any],

@@ -25,7 +25,7 @@ from orders.aws import clients
 from orders.aws.batching import MAX_ENTRIES
 from orders.ops import archive
 from orders.ops.archive import RedriveRefused
-from orders.ops.dead_letters import DeadLetter, batches, classify, dlq_url, release, scan
+from orders.ops.dead_letters import DeadLetter, batches, dlq_url, release, scan
 from orders.runtime import quarantine
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings
@@ -53,15 +53,10 @@ class Outcome:
 
 def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
     """Archive whichever of these messages is not archived yet (raises ArchiveError if one cannot be)."""
-    if not letters:
-        return 0
-    archive.annotate(settings, letters)
-    known = archive.archived(settings, letters)
-    new = [m for m in letters if m.message_id not in known]
-    recorded = archive.failures(settings, new) if new else {}
-    for letter in new:
-        archive.archive(settings, letter, *classify(letter, recorded.get(letter.key)))
-    return len(new)
+    found = archive.look_up(settings, letters)
+    for letter in found.new:
+        archive.archive(settings, letter, *found.classify(letter))
+    return len(found.new)
 
 
 def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -> list[Outcome]:

@@ -19,7 +19,7 @@ from orders.aws import metrics
 from orders.aws.sns import publish_entries, topic_arn
 from orders.domain.errors import PermanentError, RetryableError
 from orders.ops import archive
-from orders.ops.dead_letters import DeadLetter, classify, release, scan
+from orders.ops.dead_letters import DeadLetter, release, scan
 from orders.ops.failures import exception_kinds, failure_category
 from orders.runtime.dependencies import fail_order  # the pipeline's own path: store + OrderFailed
 from orders.settings import Settings, get_settings
@@ -104,21 +104,16 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
     """Archive the DLQ's messages not archived yet; return them, and those still to alert on."""
     letters = scan(settings, spec, limit)
     try:
-        if letters:
-            archive.annotate(settings, letters)
-        known = archive.archived(settings, letters) if letters else {}
-        new = [m for m in letters if m.message_id not in known]
-        recorded = archive.failures(settings, new) if new else {}
+        found = archive.look_up(settings, letters)
         # An alert the archiving pass could not send (SNS down, pass killed) is sent by a later one.
-        arrivals = [Arrival(m, str(known[m.message_id]["category"]), str(known[m.message_id]["why"]),
-                            None, new=False)
-                    for m in letters if m.message_id in known and "alerted_at" not in known[m.message_id]
-                    and archive.claim_late_alert(settings, m, known[m.message_id])]
-        for letter in new:
-            category, why = classify(letter, recorded.get(letter.key))
+        arrivals = [Arrival(m, str(copy["category"]), str(copy["why"]), None, new=False)
+                    for m in letters if (copy := found.copies.get(m.message_id)) is not None
+                    and archive.claim_late_alert(settings, m, copy)]
+        for letter in found.new:
+            category, why = found.classify(letter)
             try:
                 if archive.archive(settings, letter, category, why):
-                    arrivals.append(Arrival(letter, category, why, recorded.get(letter.key)))
+                    arrivals.append(Arrival(letter, category, why, found.failures.get(letter.key)))
             except archive.ArchiveError as exc:  # it stays in its DLQ; the next pass tries again
                 metrics.count("DLQArchiveFailures", Queue=spec.name)
                 log.error("%s", exc)
