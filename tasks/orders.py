@@ -8,7 +8,7 @@ from celery.result import AsyncResult
 
 from orders.celery import app
 from orders.domain.errors import InvalidOrder
-from orders.domain.order import needs_review, validate
+from orders.domain.order import Order, needs_review, validate
 from orders.domain.times import now_iso
 from orders.runtime import pipeline
 from orders.runtime.publishing import send_errors
@@ -54,7 +54,12 @@ def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]
     and `place_order.apply_async(args, kwargs, **options)` to send exactly what delay() would.
     """
     order, options = admit(app.settings, raw)
-    return (order.to_json(),), {"placed_at": now_iso()}, options
+    return (*message_arguments(order), options)
+
+
+def message_arguments(order: Order) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments (args, kwargs) of a valid order's place message, as `_canvas` reads them back."""
+    return (order.to_json(),), {"placed_at": now_iso()}
 
 
 def _canvas(args: Any, kwargs: Any) -> Any:

@@ -35,26 +35,26 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from orders.api.auth import authenticate, current_client
-from orders.api.idempotency import KEY_PATTERN, ClaimState, IdempotencyKeys, fingerprint
+from orders.api.idempotency import KEY_PATTERN, KEY_RULE, ClaimState, IdempotencyKeys, fingerprint
 from orders.api.openapi import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, document
 from orders.api.ownership import OrderOwners
 from orders.aws.store import OrderStore
 from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
 from orders.domain.order import ID_PATTERN, Order
-from orders.domain.times import now_iso
 from orders.runtime.amqp import AMQP
 from orders.runtime.envelope import depth
 from orders.runtime.publishing import send_errors
 from orders.runtime.queue_urls import resolve_queue_urls
 from orders.runtime.step_tasks import admit
 from orders.settings import Settings, get_settings
-from tasks.orders import place_order
+from tasks.orders import message_arguments, place_order
 
 #: JSON nested deeper than this is refused before validation (an order is 3 levels deep).
 MAX_BODY_DEPTH = 16
 NOT_AN_OBJECT = "the request body must be a JSON object (Content-Type: application/json)"
 ID_IN_USE = "this orderId is already in use: choose another, or leave it out and the API gives one"
+IN_PROGRESS = "a request with this Idempotency-Key is in progress"
 
 log = logging.getLogger("orders.api")
 
@@ -100,8 +100,9 @@ def _settings() -> Settings:
 def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
     """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails."""
     pool = cast(AMQP, celery_app.amqp).producer_pool_for(settings)
+    args, kwargs = message_arguments(order)
     with send_errors(), pool.acquire(block=True) as producer:
-        place_order.apply_async((order.to_json(),), {"placed_at": now_iso()}, producer=producer, **options)
+        place_order.apply_async(args, kwargs, producer=producer, **options)
 
 
 def submit_order() -> ResponseReturnValue:
@@ -112,11 +113,9 @@ def submit_order() -> ResponseReturnValue:
         return _invalid([str(exc)])
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        # The caller may choose the id (placing the same order twice is then harmless);
-        # otherwise the API gives one.
-        return _place_answer(order, order["orderId"] if "orderId" in order else _new_order_id())
+        return _place_answer(order, _order_id(order))
     if not KEY_PATTERN.match(key):
-        return _invalid(["Idempotency-Key: must be 1-255 printable ASCII characters without spaces"])
+        return _invalid([KEY_RULE])
     return _idempotent(IdempotencyKeys(_settings(), current_client()), key, order)
 
 
@@ -129,12 +128,11 @@ def _idempotent(keys: IdempotencyKeys, key: str, order: dict[str, Any]) -> Respo
     if claim is not None and claim.state is ClaimState.DONE:
         return jsonify(claim.answer), claim.status, {"Idempotent-Replayed": "true",
                                                      "Location": f"/orders/{claim.order_id}"}
-    if claim is not None and not claim.available(time.time()):
-        return jsonify(error="a request with this Idempotency-Key is in progress"), 409, {"Retry-After": "1"}
-    order_id = claim.order_id if claim is not None else \
-        (order["orderId"] if "orderId" in order else _new_order_id())
-    if not keys.claim(key, digest, str(order_id), claim):  # another request claimed it meanwhile
-        return jsonify(error="a request with this Idempotency-Key is in progress"), 409, {"Retry-After": "1"}
+    order_id = claim.order_id if claim is not None else _order_id(order)
+    # Another request is answering under the key, or claimed it since it was read.
+    if (claim is not None and not claim.available(time.time())) or \
+            not keys.claim(key, digest, str(order_id), claim):
+        return jsonify(error=IN_PROGRESS), 409, {"Retry-After": "1"}
     try:
         body, status, headers = _place_answer(order, order_id)
     except RetryableError:
@@ -178,8 +176,9 @@ def _reserve(settings: Settings, order_id: str, chosen: bool) -> bool:
     return owners.reserve(order_id, current_client())
 
 
-def _new_order_id() -> str:
-    return f"ord-{uuid.uuid4().hex}"
+def _order_id(order: dict[str, Any]) -> Any:
+    """The id the client chose (placing the same order twice is then harmless), else a new one."""
+    return order["orderId"] if "orderId" in order else f"ord-{uuid.uuid4().hex}"
 
 
 def read_json_object(req: Request) -> dict[str, Any]:

@@ -42,8 +42,11 @@ TABLE = "idempotency"
 TTL_SECONDS = 24 * 3600
 #: A claim this old whose request never finished (its process died) may be taken over.
 STALE_CLAIM_SECONDS = 60
-#: What a key may be: printable ASCII without spaces, 1-255 characters (a UUID is typical).
-KEY_PATTERN = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+#: What a key may be: 1 to MAX_KEY_LENGTH printable ASCII characters without spaces (a UUID is typical).
+MAX_KEY_LENGTH = 255
+KEY_CHARACTERS = "!-~"  # a regular expression's character class, here and in the OpenAPI document
+KEY_PATTERN = re.compile(rf"\A[{KEY_CHARACTERS}]{{1,{MAX_KEY_LENGTH}}}\Z")
+KEY_RULE = f"Idempotency-Key: must be 1-{MAX_KEY_LENGTH} printable ASCII characters without spaces"
 
 
 class ClaimState(StrEnum):

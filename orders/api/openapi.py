@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orders.api.idempotency import TTL_SECONDS
+from orders.api.idempotency import KEY_CHARACTERS, MAX_KEY_LENGTH, TTL_SECONDS
 from orders.domain.order import (
     ADDRESS_FIELDS,
     ADDRESS_LIMITS,
@@ -94,7 +94,8 @@ def document() -> dict[str, Any]:
     key = {"name": "Idempotency-Key", "in": "header", "required": False,
            "description": "Retries with the same key and body get the first answer (kept "
                           f"{TTL_SECONDS // 3600} hours); the same key with another body is 409",
-           "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
+           "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH,
+                      "pattern": f"^[{KEY_CHARACTERS}]+$"}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Orders", "version": "1", "description": (
