@@ -33,6 +33,9 @@ delivery:
   under moderate load is read ten messages at a time; a full answer is
   followed at once; an empty queue is long-polled. A busy worker receives again
   only once ten messages (or half its prefetch) fit, not for every slot freed.
+  A receive that fails (throttling, 5xx, no answer, even a permanent error) is
+  an empty answer, logged sparingly and counted, and its queue's next receive
+  waits a backoff (orders.runtime.async_sqs): it can never end consumption.
 - Declares. Celery declares a queue on each new connection and kombu answers
   with its depth (a GetQueueAttributes): skipped, the queues are predefined.
 - Poison. Every received message is read first as kombu and Celery will read it
@@ -78,9 +81,9 @@ from orders.aws.batching import (
     shared,
 )
 from orders.runtime import envelope
+from orders.runtime.async_sqs import Channel as ReceivingChannel
 from orders.runtime.envelope import Poison
 from orders.runtime.quarantine import Quarantine
-from orders.runtime.visibility import Channel as HeldChannel
 from orders.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -153,9 +156,9 @@ class _BatchedSendClient:
         return getattr(self._client, name)
 
 
-class Channel(HeldChannel):
-    """kombu's SQS channel (with the heartbeat) plus the poison guard, batched acks and sends, and
-    receives that wait to fill up."""
+class Channel(ReceivingChannel):
+    """kombu's SQS channel (with the heartbeat and receive backoff) plus the poison guard, batched acks and
+    sends, and receives that wait to fill up."""
 
     _acks: Batcher | None = None
     _quarantine: Quarantine | None = None
@@ -231,7 +234,8 @@ class Channel(HeldChannel):
     def close(self) -> None:
         # Before kombu's close, which restores (makes visible again) what is unacked.
         if self.receives["calls"]:
-            logger.info("sqs-receives: %(messages)d messages in %(calls)d calls", self.receives)
+            logger.info("sqs-receives: %d messages in %d calls, %d failed", self.receives["messages"],
+                        self.receives["calls"], self.receive_errors.counts["failed"])
         if self._quarantine is not None:
             self._quarantine.close(self.transport_options.get("ack_close_timeout", 10.0))
         if self._acks is not None and not self._acks.closed:
@@ -287,9 +291,10 @@ class Channel(HeldChannel):
         return super()._get_bulk_async(queue, callback=callback)  # type: ignore[misc]
 
     def _on_messages_ready(self, queue: Any, qname: str, messages: Any) -> Any:
-        # kombu's async client answers a timed-out or 5xx ReceiveMessage with [] and kombu's
-        # handler then calls .get on it: the worker died ("Unrecoverable error"). An empty
-        # answer is what it is; the next receive follows as usual.
+        if not self.receive_answered(qname, messages):
+            return 0  # a failed receive: its queue's next one waits a backoff
+        # kombu's own async client answered a failed receive with [], on which kombu's handler
+        # called .get: the worker died ("Unrecoverable error"). Never a crash on an odd answer.
         answer = messages if isinstance(messages, dict) else {}
         received = answer.get("Messages")
         callback = (self.connection._callbacks or {}).get(qname)
