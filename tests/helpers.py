@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from celery.contrib.testing.worker import start_worker
 
 from orders.emulator.server import call_counts
+
+#: The `orders` command of this environment.
+ORDERS = str(Path(sys.executable).with_name("orders"))
 
 
 def calls(endpoint: str, reset: bool = False) -> Counter[str]:
@@ -68,3 +74,38 @@ def logged_process(cmd: list[str], log_path: Any,
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def clean_env() -> dict[str, str]:
+    """The caller's environment without any AWS or ORDERS_ setting (a fresh machine)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ORDERS_"))}
+
+
+def processes_of(namespace: str) -> list[int]:
+    """PIDs of live processes whose environment names this run's namespace."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"ORDERS_ENV={namespace}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def listening(endpoint: str) -> bool:
+    """Whether something accepts connections at `endpoint` (http://host:port)."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def run_facts(output: str) -> tuple[str, str]:
+    """(namespace, endpoint) of a run of `orders demo` or `orders chaos`, from what it printed."""
+    namespace = re.search(r"namespace (\S+),", output)
+    endpoint = re.search(r"AWS at (http://\S+),", output)
+    assert namespace and endpoint, output[-3000:]
+    return namespace.group(1), endpoint.group(1)

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from orders.cli.stack_runs import stack_run
 from orders.harness.demo_run import DEFAULT_RATE, DemoOptions, run_demo
-from orders.harness.processes import StartupError
 from orders.harness.progress import ProgressPrinter
 from orders.harness.stack import Stack
 from orders.harness.summary_text import format_summary
-
-
-def _interrupt(signum: int, _frame: Any) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @click.command("demo")
@@ -47,8 +42,6 @@ def demo(n_orders: int, rate: float, endpoint: str | None, timeout: float, seed:
     starts one worker process per queue (and beat), seeds a catalogue, places the orders
     and follows each to its final state. Exits 1 if any order is lost or unfinished.
     """
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
     out = sys.stderr if as_json else sys.stdout
 
     def say(text: str) -> None:
@@ -56,14 +49,8 @@ def demo(n_orders: int, rate: float, endpoint: str | None, timeout: float, seed:
 
     stack = Stack(endpoint=endpoint, latency_ms=latency_ms, teardown=endpoint is not None and not keep)
     options = DemoOptions(orders=n_orders, rate=rate, timeout=timeout, seed=seed)
-    try:
+    with stack_run("demo", say):
         summary, result = _run(stack, options, say, ProgressPrinter(out))
-    except KeyboardInterrupt:
-        say("\nInterrupted: every process of the run was stopped.")
-        sys.exit(130)
-    except StartupError as exc:
-        say(f"orders demo: the platform did not start: {exc}")
-        sys.exit(2)
     if as_json:
         click.echo(json.dumps({**summary.as_dict(), "timed_out": result.timed_out,
                                "send_errors": result.errors}, indent=2, default=str))

@@ -1,54 +1,20 @@
 """`orders demo` end to end, as `make demo` runs it: its own emulator, worker processes, a summary."""
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ORDERS = str(Path(sys.executable).with_name("orders"))
+from tests.helpers import ORDERS, clean_env, listening, processes_of, run_facts, wait_for
 
-
-def _clean_env():
-    """The caller's environment without any AWS or ORDERS_ setting (a fresh machine)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ORDERS_"))}
-
-
-def _processes_of(namespace):
-    """PIDs of live processes whose environment names this run's namespace."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if f"ORDERS_ENV={namespace}".encode() in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def _listening(endpoint):
-    host, port = endpoint.removeprefix("http://").split(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _run_facts(output):
-    namespace = re.search(r"namespace (\S+),", output).group(1)
-    endpoint = re.search(r"AWS at (http://\S+),", output).group(1)
-    return namespace, endpoint
+#: tests/integration/test_bench.py imports these from here (its owner moves it to tests.helpers).
+_clean_env = clean_env
 
 
 def test_demo_places_a_mix_and_accounts_for_every_order():
     proc = subprocess.run([ORDERS, "demo", "--orders", "30", "--rate", "15", "--timeout", "90"],
-                          env=_clean_env(), capture_output=True, text=True, timeout=170)
+                          env=clean_env(), capture_output=True, text=True, timeout=170)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     header = re.search(r"Orders: (\d+) placed \([\d.]+/s\), (\d+) refused at the door", out)
@@ -62,12 +28,12 @@ def test_demo_places_a_mix_and_accounts_for_every_order():
     assert re.search(r"^  placed → final state\s+\d+", out, re.M)
     assert re.search(r"^  order-status\s+\d+", out, re.M)
     assert "Dead-letter queues" in out and "OK: no order lost" in out
-    namespace, endpoint = _run_facts(out)
-    assert _processes_of(namespace) == [] and not _listening(endpoint)
+    namespace, endpoint = run_facts(out)
+    assert processes_of(namespace) == [] and not listening(endpoint)
 
 
 def test_ctrl_c_stops_every_process_of_the_run():
-    proc = subprocess.Popen([ORDERS, "demo", "--orders", "2000", "--rate", "10"], env=_clean_env(),
+    proc = subprocess.Popen([ORDERS, "demo", "--orders", "2000", "--rate", "10"], env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
@@ -76,15 +42,13 @@ def test_ctrl_c_stops_every_process_of_the_run():
             break
     else:
         pytest.fail("the demo ended before placing orders:\n" + "".join(lines))
-    namespace, endpoint = _run_facts("".join(lines))
-    assert _processes_of(namespace)  # the workers run ...
+    namespace, endpoint = run_facts("".join(lines))
+    assert processes_of(namespace)  # the workers run ...
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(lines) + rest
-    deadline = time.monotonic() + 5  # the emulator's own children exit just after it
-    while (_processes_of(namespace) or _listening(endpoint)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _processes_of(namespace) == [] and not _listening(endpoint)
+    # The emulator's own children exit just after it.
+    wait_for(lambda: processes_of(namespace) == [] and not listening(endpoint), timeout=30)
 
 
 def test_demo_on_a_given_endpoint_prints_json_and_removes_its_namespace(emulator):
@@ -93,14 +57,14 @@ def test_demo_on_a_given_endpoint_prints_json_and_removes_its_namespace(emulator
     from orders.aws import clients
     from orders.settings import Settings
 
-    env = {**_clean_env(), **emulator.env}
+    env = {**clean_env(), **emulator.env}
     proc = subprocess.run([ORDERS, "demo", "--orders", "8", "--rate", "8", "--endpoint", emulator.endpoint,
                            "--json"], env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["ok"] and summary["placed"] == 8
     assert sum(summary["by_state"].values()) == 8 and summary["lost"] == summary["unfinished"] == []
-    namespace, endpoint = _run_facts(proc.stderr)
+    namespace, endpoint = run_facts(proc.stderr)
     assert endpoint == emulator.endpoint
     sqs = clients.client("sqs", Settings.from_env())  # the session's environment names the emulator
     assert sqs.list_queues(QueueNamePrefix=namespace).get("QueueUrls", []) == []

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from orders.harness.processes import ChildProcess, StartupError, group_pids, stop_all, wait_ready
+from orders.harness.groups import group_pids, group_stats
+from orders.harness.processes import ChildProcess, StartupError, stop_all, wait_ready
 
 SPAWNER = ("import subprocess, time; subprocess.Popen(['sleep', '60']); "
            "print('up ready.', flush=True); time.sleep(60)")
@@ -97,7 +98,7 @@ def test_children_stop_when_their_parent_is_killed(tmp_path):
 
 
 def test_the_reaper_follows_what_it_is_told():
-    from orders.harness.processes import watched_groups
+    from orders.harness.groups import watched_groups
 
     assert watched_groups(["+12\n", "+15\n", "-12\n", "junk\n", "+\n", "-99\n"]) == {15}
     assert watched_groups(["+12\n", "-12\n", "+12\n"]) == {12} and watched_groups([]) == set()
@@ -115,3 +116,17 @@ def test_the_last_error_is_the_fatal_one_of_the_latest_run(tmp_path):
     first.cmd = [sys.executable, "-c", "print('all fine')"]
     first.start().proc.wait()
     assert first.last_error() == "all fine"  # nothing from the runs before
+
+
+def test_stopping_reaches_a_stopped_process(tmp_path):
+    """A stalled (SIGSTOPped) worker acts on SIGTERM only once continued: stopping a run continues it."""
+    import signal
+
+    from tests.helpers import wait_for
+
+    child = _child(tmp_path, "print('up ready.', flush=True); import time; time.sleep(60)")
+    wait_ready([child], timeout=20)
+    child.signal_group(signal.SIGSTOP)
+    wait_for(lambda: group_stats(child.pid)[child.pid][0] == "T", timeout=20)
+    assert stop_all([child]) == []  # its SIGTERM worked: not one left for SIGKILL
+    assert group_pids(child.pid) == []
