@@ -9,11 +9,11 @@ from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, signals
-from kombu import pools
+from kombu.pools import ProducerPool
 
 from orders.aws import clients
 from orders.runtime.amqp import AMQP
-from orders.runtime.config import broker_url, celery_settings, transport_options
+from orders.runtime.config import celery_settings
 from orders.runtime.control_plane import ControlPlaneApp
 from orders.runtime.queue_urls import queue_urls
 from orders.runtime.routing import time_limit_problems, unknown_queues
@@ -64,15 +64,14 @@ class OrdersCelery(ControlPlaneApp, Celery):
         """Celery's broker connection pool, for the configuration in force."""
         return cast(AMQP, self.amqp).connection_pool
 
-    def producer_pool_for(self, settings: Settings) -> Any:
+    def producer_pool_for(self, settings: Settings) -> ProducerPool:
         """A producer pool into `settings`' environment, whatever this app is configured for.
 
         `task.apply_async(..., producer=producer)` with one of its producers sends to
-        that environment's queues (the HTTP API bound to other settings does).
+        that environment's queues (the HTTP API bound to other settings does). One pool
+        per distinct settings, credentials included (orders.runtime.amqp).
         """
-        connection = self.connection_for_write(broker_url(settings),
-                                               transport_options=transport_options(settings))
-        return pools.producers[connection]
+        return cast(AMQP, self.amqp).producer_pool_for(settings)
 
 
 app = OrdersCelery("orders", include=TASK_MODULES)
