@@ -100,12 +100,16 @@ def queue_url(settings: Settings, name: str) -> str:
     return queue_urls(settings)[name]["url"]
 
 
-_caches: dict[tuple[Any, ...], QueueUrls] = {}
+#: Keyed by the whole Settings, credentials included, as the producer pools are
+#: (orders.runtime.amqp): a map resolves with the settings that made it, so a caller
+#: would otherwise look its URLs up with another caller's AWS key (one whose role may
+#: not be allowed GetQueueUrl, or of another account, whose queues have other URLs)
+#: and take another's failure backoff policy with them.
+_caches: dict[Settings, QueueUrls] = {}
 
 
 def queue_urls(settings: Settings) -> QueueUrls:
-    """The shared, lazily resolved map of this environment's queue URLs."""
-    key = (settings.env, settings.region, clients.endpoint("sqs", settings))
-    if key not in _caches:
-        _caches[key] = QueueUrls(settings)
-    return _caches[key]
+    """The shared, lazily resolved map of these settings' queue URLs."""
+    found = _caches.get(settings)
+    # setdefault is atomic: threads racing here share one map (an unused one resolves nothing).
+    return found if found is not None else _caches.setdefault(settings, QueueUrls(settings))
