@@ -6,7 +6,13 @@ import json
 
 import click
 
-from orders.settings import get_settings
+from orders.cli.common import aws_failures, aws_settings
+
+
+class Unreadable(click.ClickException):
+    """The tables cannot be read: exit 2, not 1 (1 is a discrepancy found)."""
+
+    exit_code = 2
 
 
 @click.command("audit")
@@ -19,17 +25,11 @@ def audit_cmd(as_json: bool, stuck_after: float | None) -> None:
 
     Exit 0 when everything reconciles, 1 listing every discrepancy, 2 when the tables cannot be read.
     """
-    from orders.aws import clients
-    from orders.domain.errors import OrderError
     from orders.ops.audit import audit
 
-    settings = get_settings()
-    clients.require_aws(settings)
-    try:
+    settings = aws_settings()
+    with aws_failures(f"cannot read the tables of {settings.env!r}: ", Unreadable):
         result = audit(settings, stuck_after=stuck_after)
-    except OrderError as exc:
-        click.echo(f"orders audit: cannot read the tables of {settings.env!r}: {exc}", err=True)
-        raise SystemExit(2) from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

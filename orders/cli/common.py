@@ -33,15 +33,17 @@ def where(settings: Settings) -> str:
 
 
 @contextmanager
-def aws_failures() -> Iterator[None]:
-    """Around a command's AWS calls: a failure ends it with what AWS answered (click's exit 1)."""
+def aws_failures(context: str = "",
+                 error: type[click.ClickException] = click.ClickException) -> Iterator[None]:
+    """Around a command's AWS calls: a failure ends it with `context` and what AWS answered, as `error`
+    (click's exit 1, or a subclass with the exit code the command documents)."""
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
-        raise click.ClickException(f"AWS call failed: {exc}") from None
+        raise error(f"{context}AWS call failed: {exc}") from None
     except OrderError as exc:
         # Adapters that classify botocore's errors (orders.aws.tables.aws_errors) say "AWS call failed: ..."
         # already; any other OrderError is not AWS's and goes on as it is.
         if not isinstance(exc.__cause__, (BotoCoreError, ClientError)):
             raise
-        raise click.ClickException(str(exc)) from None
+        raise error(f"{context}{exc}") from None
