@@ -7,6 +7,10 @@ old one unless someone reset Celery's private attributes. Here each is kept
 together with the configuration it was built from and rebuilt when that changes
 (or after a fork), so pointing the app elsewhere is only changing its configuration.
 
+Every task message it builds describes its arguments with orders.runtime.redaction
+(`argsrepr`, `kwargsrepr`): never the order, whoever sends it (a producer, the chain's
+hand-off, a retry, which Celery re-sends with a repr of the arguments otherwise).
+
 The pools are our own, not kombu's process-wide pool groups (`kombu.pools`): those key a
 connection by its URL and the repr of its transport options, where our transport's
 credentials do not show (Settings hides them), so connections that differ only in
@@ -25,6 +29,7 @@ from celery.app import amqp as celery_amqp
 from kombu.pools import ProducerPool
 
 from orders.runtime.config import broker_url, transport_options
+from orders.runtime.redaction import describe
 from orders.settings import Settings
 
 T = TypeVar("T")
@@ -97,6 +102,14 @@ class AMQP(celery_amqp.AMQP):
         dispatcher = self._sent_events.get(conf.get("orders_control_url"), conf.get("orders_control_prefix"))
         # A caller's own event_dispatcher (an apply_async option) still wins over this one.
         return partial(super().send_task_message, event_dispatcher=dispatcher)
+
+    def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
+                   *more: Any, **options: Any) -> Any:
+        """Celery's task message, with our argsrepr/kwargsrepr for the tasks that carry an order or events."""
+        described = describe(name, args or (), kwargs or {})
+        if described is not None:
+            options["argsrepr"], options["kwargsrepr"] = described
+        return super().as_task_v2(task_id, name, args, kwargs, *more, **options)
 
     def producer_pool_for(self, settings: Settings) -> ProducerPool:
         """A producer pool into `settings`' environment, whatever the app is configured for.

@@ -47,9 +47,8 @@ def canvas(app: Celery, order: Order, placed_at: str | None, review: bool) -> ch
     """The whole pipeline of a valid order, placement first (review only if `review`)."""
     head = app.signature("orders.place", args=(order.to_json(),),
                          kwargs={"placed_at": placed_at} if placed_at is not None else {})
-    # Logs and Flower show the order's id, not its content: the address, contact and payment
-    # token stay out of them (and half a kilobyte out of the message).
-    head.set(**{"argsrepr": f"(<order {order.order_id}>,)", **entry_options(order)})
+    # Its argsrepr (what logs and Flower show) is orders.runtime.redaction's, set when it is sent.
+    head.set(**entry_options(order))
     return chain(head, *(_signature(app, stage, order) for stage in stages(review)[1:]))
 
 

@@ -34,10 +34,8 @@ from orders.aws.sns import EventPublisher
 from orders.aws.tables import aws_errors
 from orders.domain.errors import RetryableError
 from orders.domain.events import EVENT_TOPICS, Event
+from orders.runtime.redaction import NOTIFY_TASK, PUBLISH_TASK, describe
 from orders.settings import Settings
-
-NOTIFY_TASK = "notifications.notify"
-PUBLISH_TASK = "notifications.publish"
 
 
 def publisher(settings: Settings) -> EventPublisher:
@@ -87,8 +85,10 @@ def celery_message(ev: Event) -> str:
     """A Celery task message (kombu's JSON envelope) for notifications.notify(event)."""
     # The process's Celery app (the one `celery -A orders` runs, or the client's): a layer
     # below orders.celery, this module does not import it.
-    msg = current_app.amqp.as_task_v2(ev.event_id, NOTIFY_TASK, args=(ev.envelope(),), kwargs={},
-                                      root_id=ev.correlation_id)
+    args = (ev.envelope(),)
+    argsrepr, kwargsrepr = describe(NOTIFY_TASK, args, {}) or (None, None)
+    msg = current_app.amqp.as_task_v2(ev.event_id, NOTIFY_TASK, args=args, kwargs={},
+                                      root_id=ev.correlation_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr)
     content_type, encoding, body = dumps(msg.body, serializer="json")
     body_bytes = body if isinstance(body, bytes) else body.encode(encoding)
     return json.dumps({

@@ -118,6 +118,8 @@ class StepTask(Task):  # type: ignore[misc]
     """
 
     abstract = True
+    # A received message's argsrepr is rebuilt from its arguments (orders.runtime.redaction).
+    Request = "orders.runtime.redaction:RedactedRequest"
     autoretry_for = (RetryableError,)
     retry_backoff = False  # the countdown is ours (`retry`): equal jitter, within the time budget
     max_retries = None  # bounded by settings.retry_budget_seconds instead (`retry`)
