@@ -56,10 +56,32 @@ class RunFigures:
     def calls_per_order(self) -> float | None:
         return self.billed_calls / self.completed if self.completed else None
 
+    def calls_per_order_by_service(self) -> dict[str, float]:
+        """AWS calls per completed order, by service (sqs, sns, dynamodb, ...) and in all ("all")."""
+        if not self.completed:
+            return {}
+        totals: dict[str, int] = {}
+        for key, n in self.calls.items():
+            service = key.split(":", 1)[0]
+            totals[service] = totals.get(service, 0) + n
+        per = {service: n / self.completed for service, n in sorted(totals.items())}
+        per["all"] = sum(totals.values()) / self.completed
+        return per
+
+    def cpu_ms_per_order(self) -> dict[str, float]:
+        """CPU milliseconds per completed order of each process measured, and of the workers together."""
+        if not self.completed or not self.cpu_seconds:
+            return {}
+        per = {name: 1000 * s / self.completed for name, s in self.cpu_seconds.items()}
+        per["workers"] = sum(v for name, v in per.items() if name.startswith("worker"))
+        return per
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["billed_calls"] = self.billed_calls
         data["calls_per_order"] = self.calls_per_order
+        data["calls_per_order_by_service"] = self.calls_per_order_by_service()
+        data["cpu_ms_per_order"] = self.cpu_ms_per_order()
         return data
 
 

@@ -29,6 +29,7 @@ class PipelinePlan:
     tick: float = 0.25
     timeout: float = 300.0
     seed: int = 1
+    mix: str = "demo"  # a key of orders.harness.order_mix.MIXES: "hot" is a flash sale on one product
 
 
 class PlacementBuffer:
@@ -86,7 +87,7 @@ class PlacementBuffer:
 def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float = 0.0,
                  endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
     """One configuration of the pipeline: start, seed, place, follow, report."""
-    from orders.harness.order_mix import OrderMix
+    from orders.harness.order_mix import MIXES, OrderMix
     from orders.harness.runner import run_orders, seed_catalogue
 
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
@@ -94,7 +95,7 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
                worker_args=worker_args(concurrency)) as stack:
         settings = stack.settings
         mix = OrderMix(seed=plan.seed, run_id=f"{label}-{stack.namespace.rsplit('-', 1)[-1]}",
-                       review_threshold=settings.review_threshold)
+                       review_threshold=settings.review_threshold, weights=MIXES[plan.mix])
         planned = mix.orders(plan.orders)
         seed_catalogue(settings, mix.stock(plan.orders))
         stack.reset_calls()

@@ -47,8 +47,13 @@ def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
         lines += ["", f"{label}: stages (ms)        {'n':>6}{'P50':>9}{'P95':>9}{'P99':>9}"]
         lines += [stage_line(name, p) for name, p in run.stages.items()]
         lines.append(f"{label}: calls  " + calls_line(run.calls))
+        if by_service := run.calls_per_order_by_service():
+            lines.append(f"{label}: AWS calls per order  " + ", ".join(
+                f"{k} {v:.2f}" for k, v in by_service.items()))
         if run.cpu_seconds:
             lines.append(f"{label}: CPU s  " + ", ".join(f"{k} {v:g}" for k, v in run.cpu_seconds.items()))
+        if cpu := run.cpu_ms_per_order():
+            lines.append(f"{label}: CPU ms per order  " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
         lines += [f"{label}: note: {note}" for note in run.notes]
     return "\n".join(lines)
 

@@ -22,6 +22,9 @@ SUITES = ("pipeline", "chain")
               help="Orders (chains) per configuration.")
 @click.option("--rate", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Orders placed per second; 0 places them all at once (throughput).")
+@click.option("--mix", type=click.Choice(["demo", "hot"]), default="demo", show_default=True,
+              help="Pipeline suite: the demo's order mix, or hot: nine orders in ten for one product "
+                   "(a flash sale: one FIFO message group on the inventory queue).")
 @click.option("--chain-rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Chains placed per second in the chain suite; 0: all at once.")
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -35,7 +38,7 @@ SUITES = ("pipeline", "chain")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the last orders of a configuration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench(suite: str, n_orders: int, rate: float, chain_rate: float, latency_ms: float,
+def bench(suite: str, n_orders: int, rate: float, mix: str, chain_rate: float, latency_ms: float,
           compare: bool, endpoint: str | None, concurrency: int, timeout: float, as_json: bool) -> None:
     """Measure throughput, latency, SQS+SNS calls per order and worker memory, side by side.
 
@@ -49,14 +52,14 @@ def bench(suite: str, n_orders: int, rate: float, chain_rate: float, latency_ms:
     from benchmarks.report import format_suite, machine
 
     out = sys.stderr if as_json else sys.stdout
-    context = {"machine": machine(), "orders": n_orders, "rate": rate, "chain_rate": chain_rate,
+    context = {"machine": machine(), "orders": n_orders, "rate": rate, "mix": mix, "chain_rate": chain_rate,
                "latency_ms": latency_ms, "concurrency": concurrency, "endpoint": endpoint or "embedded"}
     options: dict[str, Any] = {"n_orders": n_orders, "latency_ms": latency_ms, "compare": compare,
                                "endpoint": endpoint, "concurrency": concurrency, "timeout": timeout,
                                "say": lambda text: click.echo(text, file=out)}
     results: dict[str, dict[str, Any]] = {}
     if suite in ("pipeline", "all"):
-        results["pipeline"] = pipeline_suite(rate=rate, **options)
+        results["pipeline"] = pipeline_suite(rate=rate, mix=mix, **options)
     if suite in ("chain", "all"):
         results["chain"] = chain_suite(rate=chain_rate, **options)
     if as_json:
@@ -67,15 +70,16 @@ def bench(suite: str, n_orders: int, rate: float, chain_rate: float, latency_ms:
         click.echo(format_suite(f"== {name} ==", runs) + "\n")
 
 
-def pipeline_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, endpoint: str | None,
-                   concurrency: int, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+def pipeline_suite(n_orders: int, rate: float, mix: str, latency_ms: float, compare: bool,
+                   endpoint: str | None, concurrency: int, timeout: float,
+                   say: Callable[[str], None]) -> dict[str, Any]:
     """The order mix through every service, with our transport and (compare) the stock one."""
     from benchmarks.pipeline import PipelinePlan, run_pipeline
 
-    plan = PipelinePlan(orders=n_orders, rate=rate, timeout=timeout)
+    plan = PipelinePlan(orders=n_orders, rate=rate, timeout=timeout, mix=mix)
     runs = {}
     for label, batch in modes(compare):
-        say(f"pipeline/{label}: {n_orders} orders at {rate:g}/s ...")
+        say(f"pipeline/{label}: {n_orders} orders ({mix} mix) at {rate:g}/s ...")
         runs[label] = run_pipeline(label, plan, batch, latency_ms, endpoint, concurrency)
     return runs
 

@@ -57,6 +57,15 @@ EXPECTED: Mapping[str, tuple[str, ...]] = {
     "large": (OrderState.COMPLETED, OrderState.CANCELLED), "declined": (OrderState.CANCELLED,),
     "transient": (OrderState.COMPLETED,), "scarce": (OrderState.COMPLETED, OrderState.CANCELLED),
     "invalid": (REFUSED, OrderState.REJECTED),
+    "hot": (OrderState.COMPLETED,),
+}
+#: The product of a flash sale (`MIXES["hot"]`): one FIFO message group on the inventory queue.
+HOT = CATALOGUE[0]
+#: The mixes a run can ask for: the demo's (every case), and a flash sale where nine
+#: orders in ten are simple orders led by one product (`HOT`), the rest regular.
+MIXES: Mapping[str, Mapping[str, float]] = {
+    "demo": WEIGHTS,
+    "hot": {"hot": 0.9, "regular": 0.1},
 }
 APPROVING = (("card", "tok_visa"), ("card", "tok_mastercard"), ("wallet", "wallet_ok"))
 DECLINING = (("card", "tok_chargeDeclined"), ("card", "tok_insufficientFunds"),
@@ -125,7 +134,7 @@ class OrderMix:
         build: dict[str, Callable[[str], dict[str, Any]]] = {
             "regular": self._regular, "vip": self._vip, "large": self._large,
             "declined": self._declined, "transient": self._transient,
-            "scarce": self._scarce, "invalid": self._invalid,
+            "scarce": self._scarce, "invalid": self._invalid, "hot": self._hot,
         }
         return build[kind](f"{self.run_id}-{i:05d}")
 
@@ -155,6 +164,10 @@ class OrderMix:
     def _scarce(self, order_id: str) -> dict[str, Any]:
         return self.order(order_id, f"cust-{self.rng.randrange(1, 400):04d}",
                           [(SCARCE, 1)] + self._basket(max_lines=1), self.rng.choice(APPROVING))
+
+    def _hot(self, order_id: str) -> dict[str, Any]:
+        return self.order(order_id, f"cust-{self.rng.randrange(1, 400):04d}",
+                          [(HOT, self.rng.randint(1, 2))], self.rng.choice(APPROVING))
 
     def _invalid(self, order_id: str) -> dict[str, Any]:
         order = self.order(order_id, f"cust-{self.rng.randrange(1, 400):04d}", self._basket(),

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from orders.harness.order_mix import PREMIUM, SCARCE, WEIGHTS, OrderMix, apportion
+from orders.harness.order_mix import HOT, MIXES, PREMIUM, SCARCE, WEIGHTS, OrderMix, apportion
 
 
 @pytest.mark.parametrize("n", [7, 30, 301, 1000])
@@ -80,3 +80,12 @@ def test_stock_is_scarce_only_for_the_scarce_product():
     assert 1 <= stock[SCARCE.sku] < counts["scarce"]
     assert stock[PREMIUM.sku] >= counts["large"] * mix.large_quantity()
     assert mix.large_quantity() * PREMIUM.price > Decimal("5000")
+
+
+def test_the_hot_mix_leads_nine_orders_in_ten_with_one_product():
+    mix = OrderMix(seed=4, weights=MIXES["hot"])
+    planned = mix.orders(200)
+    leads = Counter(p.order["items"][0]["sku"] for p in planned)
+    assert leads[HOT.sku] >= 180
+    assert {p.kind for p in planned} == {"hot", "regular"}
+    assert mix.stock(200)[HOT.sku] >= 2 * 200

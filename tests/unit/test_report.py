@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.measure import Percentiles
+from benchmarks.measure import Percentiles, RunFigures
 from orders.harness.summary import (
     REFUSED,
     parse_time,
@@ -47,6 +47,16 @@ def test_the_benchmarks_report_the_same_percentile():
     assert (figures.n, figures.max) == (10, 10.0)
     assert (figures.p50, figures.p95) == (pytest.approx(5.5), pytest.approx(9.55))
     assert Percentiles.of([]).p50 is None
+
+
+def test_the_benchmark_reports_calls_by_service_and_cpu_per_order_and_process():
+    run = RunFigures(label="ours", orders=10, completed=10, elapsed=5.0, throughput=2.0,
+                     end_to_end=Percentiles.of([1.0]),
+                     calls={"sqs:ReceiveMessage": 20, "sns:PublishBatch": 10, "dynamodb:GetItem": 50},
+                     cpu_seconds={"worker orders": 0.2, "worker payments": 0.3, "emulator": 0.5})
+    assert run.calls_per_order_by_service() == {"dynamodb": 5.0, "sns": 1.0, "sqs": 2.0, "all": 8.0}
+    cpu = run.cpu_ms_per_order()
+    assert (cpu["workers"], cpu["emulator"]) == (pytest.approx(50.0), pytest.approx(50.0))
 
 
 @pytest.mark.parametrize("value, expected", [
