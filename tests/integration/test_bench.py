@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 
-from tests.integration.test_demo import ORDERS, _clean_env
+from tests.helpers import ORDERS, clean_env
 
 
 def test_the_pipeline_benchmark_runs_ours_and_stock_side_by_side():
     run = subprocess.run([ORDERS, "bench", "--suite", "pipeline", "--orders", "20", "--rate", "10", "--json"],
-                         env=_clean_env(), capture_output=True, text=True, timeout=300)
+                         env=clean_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     suite = json.loads(run.stdout)["suites"]["pipeline"]
     assert set(suite["runs"]) == {"ours", "stock"}
@@ -28,7 +28,7 @@ def test_the_pipeline_benchmark_runs_ours_and_stock_side_by_side():
 
 def test_the_emulator_call_benchmark_compares_moto_as_shipped_with_ours():
     run = subprocess.run([sys.executable, "-m", "benchmarks.emulator_calls", "--orders", "20"],
-                         env=_clean_env(), capture_output=True, text=True, timeout=300)
+                         env=clean_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("PutItem", "GetItem"))]
     assert len(rows) == 2 and all(float(row[-3]) > 0 and float(row[-2]) > 0 for row in rows), run.stdout

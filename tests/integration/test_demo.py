@@ -8,9 +8,6 @@ import pytest
 
 from tests.helpers import ORDERS, clean_env, listening, processes_of, run_facts, wait_for
 
-#: tests/integration/test_bench.py imports these from here (its owner moves it to tests.helpers).
-_clean_env = clean_env
-
 
 def test_demo_places_a_mix_and_accounts_for_every_order():
     proc = subprocess.run([ORDERS, "demo", "--orders", "30", "--rate", "15", "--timeout", "90"],
