@@ -23,13 +23,15 @@ import hashlib
 import json
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orders.aws import clients, tables
+from orders.aws.errors import Backoff
 from orders.aws.tables import from_item, to_item
-from orders.domain.errors import FailureCategory
+from orders.domain.errors import FailureCategory, RetryableError
 from orders.domain.times import now_iso, parse_time
 from orders.ops.dead_letters import DeadLetter, classify
 from orders.settings import Settings
@@ -41,10 +43,19 @@ COMPRESS_ABOVE = 16_000
 #: fields of an arrival take at most a few tens of KB (FIELD_CHARS each).
 MAX_STORED_BODY = 300_000
 FIELD_CHARS = 8_000
+#: BatchGetItem calls for one request's keys, the first included, while DynamoDB leaves some unprocessed;
+#: the pauses between them (equal jitter) add up to 1.5-3.1 s.
+BATCH_GET_CALLS = 6
+BATCH_GET_BACKOFF = Backoff(base=0.1, cap=2.0)
 
 
 class ArchiveError(RuntimeError):
     """A message could not be archived, so nothing may delete it."""
+
+
+class ArchiveUnavailable(ArchiveError, RetryableError):
+    """The archive could not be read in full now (DynamoDB kept throttling): what it holds of a message is
+    unknown, so nothing may delete it yet; a later pass or command tries again."""
 
 
 class RedriveRefused(RuntimeError):
@@ -83,17 +94,33 @@ def record_failure(settings: Settings, key: str, task: str, queue: str, error: s
 
 def _batch_get(settings: Settings, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    unique = list(dict.fromkeys(keys))
+    unique, table = list(dict.fromkeys(keys)), table_name(settings)
     for start in range(0, len(unique), 100):
-        request = {table_name(settings): {"Keys": [to_item({"key": k, "item": i})
-                                                   for k, i in unique[start:start + 100]]}}
-        while request:
-            answer = _ddb(settings).batch_get_item(RequestItems=request)
-            for raw in answer["Responses"].get(table_name(settings), []):
-                item = from_item(raw)
-                found[(item["key"], item["item"])] = item
-            request = answer.get("UnprocessedKeys") or {}
+        request = {table: {"Keys": [to_item({"key": k, "item": i}) for k, i in unique[start:start + 100]]}}
+        for raw in get_all(_ddb(settings).batch_get_item, request, table):
+            item = from_item(raw)
+            found[(item["key"], item["item"])] = item
     return found
+
+
+def get_all(batch_get_item: Callable[..., Any], request: dict[str, Any], table: str,
+            sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """The items of one BatchGetItem request, asking again for the keys DynamoDB leaves unprocessed
+    (it does when throttled): BATCH_GET_CALLS calls at most, with backoff, then ArchiveUnavailable."""
+    items: list[dict[str, Any]] = []
+    for call in range(1, BATCH_GET_CALLS + 1):
+        answer = batch_get_item(RequestItems=request)
+        items += answer.get("Responses", {}).get(table, [])
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            return items
+        if call < BATCH_GET_CALLS:
+            sleep(BATCH_GET_BACKOFF.delay(call))
+    left = [from_item(key) for keys in request.values() for key in keys.get("Keys", [])]
+    shown = ", ".join(f"{k.get('key')}/{k.get('item')}" for k in left[:5])
+    more = ", ..." if len(left) > 5 else ""
+    raise ArchiveUnavailable(f"{table}: DynamoDB left {len(left)} key(s) unprocessed after {BATCH_GET_CALLS} "
+                             f"BatchGetItem calls ({shown}{more}): try again later")
 
 
 def failures(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[str, Any]]:
