@@ -199,7 +199,7 @@ class AwsEmulator:
         )
         from werkzeug.serving import make_server
 
-        from orders.emulator import moto_dynamodb, moto_sqs
+        from orders.emulator import moto_dynamodb, moto_sqs, wire_log
         from orders.emulator.access_log import AccessLog
 
         if self.as_shipped:
@@ -211,7 +211,7 @@ class AwsEmulator:
         counting = CountingMiddleware(dispatcher, self.latency_ms)
         if self.faults:
             counting.faults.plan.update(self.faults)
-        app = AccessLog(counting)
+        app = wire_log.WireLog(AccessLog(counting))
         self._server = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
