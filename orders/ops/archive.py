@@ -34,6 +34,7 @@ from orders.aws.tables import from_item, to_item
 from orders.domain.errors import FailureCategory, RetryableError
 from orders.domain.times import now_iso, parse_time
 from orders.ops.dead_letters import DeadLetter, classify
+from orders.ops.dlq_states import CopyStatus
 from orders.settings import Settings
 
 RETENTION_SECONDS = 90 * 86_400
@@ -211,7 +212,7 @@ def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> 
         "attributes": clip_json(letter.attributes),
         "message_attributes": clip_json(letter.message_attributes),
         "category": category, "why": clip(why, 2000), "decode_error": clip(letter.decode_error, 2000),
-        "status": "dead-lettered", "archived_at": now_iso(),
+        "status": CopyStatus.DEAD_LETTERED, "archived_at": now_iso(),
         "expires_at": int(time.time()) + RETENTION_SECONDS, **stored_body(letter.body),
     }
     ddb = _ddb(settings)
@@ -261,7 +262,7 @@ def clip_json(value: Any) -> str:
     return str(clip(text))
 
 
-def set_status(settings: Settings, letter: DeadLetter, status: str) -> None:
+def set_status(settings: Settings, letter: DeadLetter, status: CopyStatus) -> None:
     """Mark an archived copy redriven or purged (after it left its DLQ)."""
     _ddb(settings).update_item(
         TableName=table_name(settings), Key=_arrival_key(letter),
@@ -295,7 +296,7 @@ def end_redrive(settings: Settings, letter: DeadLetter) -> None:
     _ddb(settings).update_item(
         TableName=table_name(settings), Key=to_item({"key": letter.key, "item": "redrive"}),
         UpdateExpression="REMOVE moving")
-    set_status(settings, letter, "redriven")
+    set_status(settings, letter, CopyStatus.REDRIVEN)
 
 
 def history(settings: Settings, key: str) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from orders.aws.batching import MAX_ENTRIES
 from orders.ops import archive
 from orders.ops.archive import RedriveRefused
 from orders.ops.dead_letters import DeadLetter, batches, dlq_url, release, scan
+from orders.ops.dlq_states import CopyStatus, RedriveResult
 from orders.runtime import quarantine
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings
@@ -47,7 +48,7 @@ class Outcome:
     """What happened to one message."""
 
     letter: DeadLetter
-    result: str  # redriven | refused | failed | moving (handed to SQS's move task)
+    result: RedriveResult
     detail: str = ""
 
 
@@ -92,7 +93,7 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
             for part in batches(chosen):
                 moved = _move_batch(settings, spec, part)
                 outcomes += moved
-                held += [o.letter for o in moved if o.result not in ("redriven", "moving")]
+                held += [o.letter for o in moved if not o.result.moved]
     finally:
         if held:
             release(settings, held)
@@ -111,7 +112,7 @@ def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int
         try:
             attempts[letter.message_id] = archive.begin_redrive(settings, letter, bound)
         except RedriveRefused as exc:
-            refused.append(Outcome(letter, "refused", str(exc)))
+            refused.append(Outcome(letter, RedriveResult.REFUSED, str(exc)))
     return attempts, refused
 
 
@@ -125,7 +126,7 @@ def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) 
     sent = sqs.send_message_batch(QueueUrl=queue_url(settings, spec.name), Entries=[
         _entry(str(i), m, attempts[m.message_id], spec) for i, m in enumerate(moving)])
     for failure in sent.get("Failed", []):
-        outcomes.append(Outcome(moving[int(failure["Id"])], "failed",
+        outcomes.append(Outcome(moving[int(failure["Id"])], RedriveResult.FAILED,
                                 f"not sent ({failure.get('Message')}); redrive again to resume"))
     done = [moving[int(ok["Id"])] for ok in sent.get("Successful", [])]
     deleted = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
@@ -133,13 +134,13 @@ def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) 
     for failure in deleted.get("Failed", []):
         # Sent but still in the DLQ: left marked as moving, so the next redrive resumes
         # this attempt (same deduplication id) instead of sending a new one.
-        outcomes.append(Outcome(done[int(failure["Id"])], "failed",
+        outcomes.append(Outcome(done[int(failure["Id"])], RedriveResult.FAILED,
                                 f"sent, not deleted from the DLQ ({failure.get('Message')}); "
                                 "redrive again to finish"))
     for ok in deleted.get("Successful", []):
         letter = done[int(ok["Id"])]
         archive.end_redrive(settings, letter)
-        outcomes.append(Outcome(letter, "redriven", f"attempt {attempts[letter.message_id]}"))
+        outcomes.append(Outcome(letter, RedriveResult.REDRIVEN, f"attempt {attempts[letter.message_id]}"))
     return outcomes
 
 
@@ -183,7 +184,7 @@ def _native_move(settings: Settings, spec: QueueSpec, letters: list[DeadLetter])
     for letter in letters:
         archive.end_redrive(settings, letter)
     handle = task.get("TaskHandle", "")
-    return [Outcome(m, "moving", f"attempt {attempts[m.message_id]}, SQS move task {handle}")
+    return [Outcome(m, RedriveResult.MOVING, f"attempt {attempts[m.message_id]}, SQS move task {handle}")
             for m in letters]
 
 
@@ -216,6 +217,6 @@ def purge(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> int
         answer = sqs.delete_message_batch(QueueUrl=dlq_url(settings, spec), Entries=[
             {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(part)])
         for ok in answer.get("Successful", []):
-            archive.set_status(settings, part[int(ok["Id"])], "purged")
+            archive.set_status(settings, part[int(ok["Id"])], CopyStatus.PURGED)
             deleted += 1
     return deleted
