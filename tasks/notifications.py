@@ -19,7 +19,8 @@ from orders.steps.notification import notify as notify_customer
 @app.task(base=StepTask, bind=True, name="notifications.notify")
 def notify(self: StepTask, event: Any = None) -> dict[str, Any]:
     """Send the customer notification for one event (once per order and event type)."""
-    return notify_customer(self.dependencies().orders, event)
+    deps = self.dependencies()
+    return notify_customer(deps.orders, deps.fields, event)
 
 
 @app.task(base=StepTask, bind=True, name="notifications.publish")

@@ -11,9 +11,10 @@ from orders.domain.errors import InvalidOrder
 from orders.domain.order import Order, needs_review, validate
 from orders.domain.times import now_iso
 from orders.runtime import pipeline
+from orders.runtime.dependencies import dependencies
 from orders.runtime.publishing import send_errors
 from orders.runtime.step_tasks import StepTask, admit
-from orders.steps.admission import place, reject_malformed
+from orders.steps.admission import place, reject_malformed, seal
 from orders.steps.review import review
 
 
@@ -50,15 +51,19 @@ class PlaceOrderTask(StepTask):
 def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     """What `place_order.delay(raw)` sends: (args, kwargs, send options); InvalidOrder if invalid.
 
-    Callers that send many orders together (a batching API, the benchmark) use it
-    and `place_order.apply_async(args, kwargs, **options)` to send exactly what delay() would.
+    The order is validated in clear, then its sensitive fields are sealed (orders.domain.sensitive):
+    nothing is sent in clear. Callers that send many orders together (a batching API, the
+    benchmark) use it and `place_order.apply_async(args, kwargs, **options)` to send exactly
+    what delay() would.
     """
     order, options = admit(app.settings, raw)
-    return (*message_arguments(order), options)
+    return (*message_arguments(seal(dependencies(app.settings).fields, order)), options)
 
 
 def message_arguments(order: Order) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The arguments (args, kwargs) of a valid order's place message, as `_canvas` reads them back."""
+    """The arguments (args, kwargs) of a valid, sealed order's place message, as `_canvas` reads them back."""
+    if order.in_clear():
+        raise ValueError(f"order {order.order_id}: sensitive fields are sent sealed only (seal it first)")
     return (order.to_json(),), {"placed_at": now_iso()}
 
 
@@ -72,6 +77,8 @@ def _canvas(args: Any, kwargs: Any) -> Any:
         order = validate(args[0])
     except InvalidOrder:
         return None
+    # An order given to apply_async in clear is sealed here: no place message carries a field in clear.
+    order = seal(dependencies(app.settings).fields, order)
     return pipeline.canvas(app, order, placed_at, needs_review(order, app.settings.review_threshold))
 
 

@@ -43,11 +43,13 @@ from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
 from orders.domain.order import ID_PATTERN, Order
 from orders.runtime.amqp import AMQP
+from orders.runtime.dependencies import dependencies
 from orders.runtime.envelope import depth
 from orders.runtime.publishing import send_errors
 from orders.runtime.queue_urls import resolve_queue_urls
 from orders.runtime.step_tasks import admit
 from orders.settings import Settings, get_settings
+from orders.steps.admission import seal
 from tasks.orders import message_arguments, place_order
 
 #: JSON nested deeper than this is refused before validation (an order is 3 levels deep).
@@ -98,9 +100,12 @@ def _settings() -> Settings:
 
 
 def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
-    """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails."""
+    """What `place_order.delay(order)` sends, into `settings`' environment; RetryableError if SQS fails.
+
+    The sensitive fields are sealed first, with `settings`' key and credentials (the API role's).
+    """
     pool = cast(AMQP, celery_app.amqp).producer_pool_for(settings)
-    args, kwargs = message_arguments(order)
+    args, kwargs = message_arguments(seal(dependencies(settings).fields, order))
     with send_errors(), pool.acquire(block=True) as producer:
         place_order.apply_async(args, kwargs, producer=producer, **options)
 

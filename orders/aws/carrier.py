@@ -11,6 +11,7 @@ after booking) books nothing new and needs no record of its own.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from orders.domain.details import Shipment
 from orders.domain.order import Order
@@ -25,9 +26,13 @@ class SimulatedCarrier:
 
     name = "SIM"
 
-    def book(self, order: Order) -> Shipment:
-        """A tracking number (the same for the same order), or the carrier's refusal."""
-        if order.shipping_address.get("postalCode") == UNDELIVERABLE_POSTCODE:
+    def book(self, order: Order, address: dict[str, Any]) -> Shipment:
+        """A tracking number (the same for the same order), or the carrier's refusal.
+
+        `address` is the order's shipping address in clear, opened by the shipping step for
+        this call only: the carrier needs it, nothing here keeps it.
+        """
+        if address.get("postalCode") == UNDELIVERABLE_POSTCODE:
             return Shipment.refusal(f"carrier refused the address ({UNDELIVERABLE_POSTCODE})")
         tracking = "1Z" + uuid.uuid5(_SHIPMENTS, order.order_id).hex[:16].upper()
         return Shipment.booked(self.name, tracking, now_iso())

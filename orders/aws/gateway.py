@@ -11,6 +11,9 @@ conventions such processors use, so every payment path can be exercised:
     wallet_declined                decline permanently ("wallet declined")
     any other token                decline permanently ("unknown token")
 
+The token is given in clear for the call only (the charge step opens it): the table keeps its
+masked form (`tok_…visa`), as a processor's dashboard shows a card's last digits.
+
 Like a real processor it is idempotent per key (`<order id>:charge`,
 `<order id>:refund`): a repeated call returns the first outcome instead of
 charging again. Its state (attempts, captures, refunds) lives in the
@@ -38,6 +41,7 @@ from orders.aws.tables import aws_errors, from_item, now_iso, scan, table_name, 
 from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
 from orders.domain.order import in_currency
+from orders.domain.sensitive import mask_token
 from orders.settings import Settings
 
 APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
@@ -106,10 +110,11 @@ class Gateway:
     def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment:
         """The capture of `amount`; else PaymentDeclined (permanent) or GatewayUnavailable (transient)."""
         key = f"{order_id}:charge"
+        masked = mask_token(token)
         if token not in TRANSIENT:  # the outcome does not depend on the attempt: one write
-            state = self._attempt(key, amount, currency, token, settle=self._outcome(order_id, token))
+            state = self._attempt(key, amount, currency, masked, settle=self._outcome(order_id, token))
         else:
-            state = self._attempt(key, amount, currency, token)
+            state = self._attempt(key, amount, currency, masked)
             if "status" not in state and int(state["attempts"]) > TRANSIENT[token]:
                 state = self._settle(key, self._outcome(order_id, token))
         if state.get("status") == "captured":
@@ -153,13 +158,14 @@ class Gateway:
                                      ConsistentRead=True).get("Item")
         return from_item(item) if item else None
 
-    def _attempt(self, key: str, amount: Decimal, currency: str, token: str,
+    def _attempt(self, key: str, amount: Decimal, currency: str, reference: str,
                  settle: dict[str, Any] | None = None) -> dict[str, Any]:
         """Count one call durably and return the key's state (a replay sees the first outcome).
 
-        With `settle`, the same write records that outcome unless one is recorded already.
+        `reference` is what was charged (a masked token) or refunded (a payment id). With
+        `settle`, the same write records that outcome unless one is recorded already.
         """
-        fields = {"amount": amount, "currency": currency, "token": token, **(settle or {})}
+        fields = {"amount": amount, "currency": currency, "token": reference, **(settle or {})}
         names = {f"#f{n}": name for n, name in enumerate(fields)}
         values = {f":f{n}": value for n, value in enumerate(fields.values())}
         assignments = ", ".join(f"#f{n} = if_not_exists(#f{n}, :f{n})" for n in range(len(fields)))

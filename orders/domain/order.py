@@ -6,7 +6,10 @@ stays 19.99). `validate` lists every problem of an order, not just the first.
 
 Validation takes any input and runs in time linear in what it reads: every
 field's type and length are checked before anything else looks at it, no
-pattern can backtrack, and a problem quotes at most QUOTE_CHARS of a value.
+pattern can backtrack, and a problem quotes at most QUOTE_CHARS of a value, never one of
+the sensitive fields' (orders.domain.sensitive: the payment token, the contact, the address).
+Each sensitive field comes in clear (validated fully: at the door) or sealed (its envelope's
+shape only: what a worker reads); `Order.sealed` seals the fields still in clear.
 Text fields refuse control characters (line breaks included) and lone
 surrogates, which would break a label, a log line or the UTF-8 that AWS takes.
 Fields the order does not know are ignored (never stored or sent). The limits
@@ -18,12 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from orders.domain.errors import InvalidOrder
+from orders.domain.sensitive import (
+    MAX_SEALED_CHARS,
+    SEALED_KEY,
+    Field,
+    Sealed,
+    UnreadableField,
+    looks_sealed,
+    sealed_value,
+)
 
 #: Known currencies and their minor-unit exponent (2 = cents).
 CURRENCIES: dict[str, int] = {"USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "AUD": 2, "CHF": 2, "JPY": 0}
@@ -61,6 +73,12 @@ MAX_PROBLEMS = 100
 UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 #: Customers whose id starts with this are declined by the (simulated) review step.
 REVIEW_FLAGGED_PREFIX = "flagged"
+#: An order's fingerprint, carried by a sealed order (it is computed on the plaintext).
+FINGERPRINT_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
+SEALED_RULE = f'must be {{"{SEALED_KEY}": "ofe1..."}} (an envelope of at most {MAX_SEALED_CHARS} characters)'
+#: seal(order id, field, plaintext) -> envelope text; open(order id, field, envelope text) -> plaintext.
+Sealer = Callable[[str, Field, str], str]
+Opener = Callable[[str, Field, str], str]
 
 
 @dataclass(frozen=True)
@@ -87,9 +105,12 @@ class Order:
     total: Decimal
     currency: str
     payment_method: str
-    payment_token: str
-    shipping_address: dict[str, Any] = field(default_factory=dict)
-    contact: dict[str, Any] = field(default_factory=dict)
+    payment_token: str | Sealed
+    shipping_address: dict[str, Any] | Sealed = field(default_factory=dict)
+    contact: dict[str, Any] | Sealed = field(default_factory=dict)
+    #: The fingerprint of the plaintext, carried once the fields are sealed (their ciphertexts
+    #: differ each time the same order is sealed).
+    digest: str | None = None
 
     @property
     def is_vip(self) -> bool:
@@ -117,15 +138,67 @@ class Order:
                       for i in self.items],
             "totalAmount": str(self.total),
             "currency": self.currency,
-            "payment": {"method": self.payment_method, "token": self.payment_token},
-            "shippingAddress": dict(self.shipping_address),
-            "contact": dict(self.contact),
+            "payment": {"method": self.payment_method, "token": _as_json(self.payment_token)},
+            "shippingAddress": _as_json(self.shipping_address),
+            "contact": _as_json(self.contact),
+            **({"fingerprint": self.digest} if self.digest else {}),
         }
 
     def fingerprint(self) -> str:
-        """A digest of the content, to tell a duplicate placement from a conflicting one."""
+        """A digest of the content, to tell a duplicate placement from a conflicting one.
+
+        Computed on the plaintext at the door and carried once sealed; an order sealed
+        without it (a hand-made message) gets the digest of its ciphertexts.
+        """
+        if self.digest:
+            return self.digest
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def value_of(self, name: Field) -> str | dict[str, Any] | Sealed:
+        """A sensitive field's value as the order carries it (sealed, or in clear before sealing)."""
+        return {Field.PAYMENT_TOKEN: self.payment_token, Field.CONTACT: self.contact,
+                Field.SHIPPING_ADDRESS: self.shipping_address}[name]
+
+    def in_clear(self) -> list[Field]:
+        """The sensitive fields not sealed yet."""
+        return [name for name in Field if not isinstance(self.value_of(name), Sealed)]
+
+    def sealed(self, seal: Sealer) -> Order:
+        """This order with each field still in clear sealed by `seal`, its fingerprint kept."""
+        def one(name: Field) -> Any:
+            value = self.value_of(name)
+            if isinstance(value, Sealed):
+                return value
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True,
+                                                                    separators=(",", ":"))
+            return Sealed(seal(self.order_id, name, text))
+
+        return replace(self, payment_token=one(Field.PAYMENT_TOKEN), contact=one(Field.CONTACT),
+                       shipping_address=one(Field.SHIPPING_ADDRESS), digest=self.fingerprint())
+
+    def opened(self, name: Field, open_: Opener) -> Any:
+        """A field's plaintext (the token's text, the contact's or address's object), opened by
+        `open_` in memory; UnreadableField if it does not open."""
+        value = self.value_of(name)
+        if not isinstance(value, Sealed):
+            return value
+        text = open_(self.order_id, name, value.text)
+        if name is Field.PAYMENT_TOKEN:
+            return text
+        try:
+            found = json.loads(text)
+        except ValueError:
+            found = None
+        if not isinstance(found, dict):
+            raise UnreadableField(f"order {self.order_id}: {name.value} did not open to an object")
+        return found
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, Sealed):
+        return value.to_json()
+    return dict(value) if isinstance(value, dict) else value
 
 
 class _Problems:
@@ -177,23 +250,49 @@ def validate(raw: Any) -> Order:
         if total != expected:
             p.add("totalAmount", f"{total} does not equal the sum of the items ({expected})")
     method, token = _payment(raw.get("payment"), p)
-    address = _address(raw.get("shippingAddress"), p)
-    contact = _contact(raw.get("contact"), p)
+    address = _sealed_or(raw.get("shippingAddress"), "shippingAddress", p, _address)
+    contact = _sealed_or(raw.get("contact"), "contact", p, _contact)
+    digest = _fingerprint(raw.get("fingerprint"), p)
     if p.items:
         raise InvalidOrder(p.listed())
     assert order_id and customer_id and tier and items is not None and total is not None
     assert currency and method and token
-    return Order(order_id, customer_id, tier, tuple(items), total, currency, method, token,
-                 address, contact)
+    order = Order(order_id, customer_id, tier, tuple(items), total, currency, method, token,
+                  address, contact)
+    # A fingerprint is carried by sealed orders only: an order in clear is its own.
+    return replace(order, digest=digest) if digest and len(order.in_clear()) < len(Field) else order
 
 
-def _text(value: Any, where: str, p: _Problems, limit: int, required: bool = True) -> str | None:
-    """`value` if it is acceptable text of at most `limit` characters; else a problem, None."""
+def _sealed_or(value: Any, where: str, p: _Problems, clear: Callable[[Any, _Problems], Any]) -> Any:
+    """A sensitive object sealed (its envelope's shape checked) or in clear (`clear` validates it)."""
+    if not looks_sealed(value):
+        return clear(value, p)
+    found = sealed_value(value)
+    if found is None:
+        p.add(where, SEALED_RULE)
+    return found
+
+
+def _fingerprint(value: Any, p: _Problems) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not FINGERPRINT_PATTERN.match(value):
+        p.add("fingerprint", "must be 32 lowercase hexadecimal digits")
+        return None
+    return value
+
+
+def _text(value: Any, where: str, p: _Problems, limit: int, required: bool = True,
+          secret: bool = False) -> str | None:
+    """`value` if it is acceptable text of at most `limit` characters; else a problem, None.
+
+    A `secret` value (a sensitive field's) is described by its type, never quoted.
+    """
     if value is None or value == "":
         if required:
             p.add(where, "required")
     elif not isinstance(value, str):
-        p.add(where, f"must be text, got {show(value)}")
+        p.add(where, f"must be text, got {'a ' + type(value).__name__ if secret else show(value)}")
     elif len(value) > limit:  # before anything reads it
         p.add(where, f"is {len(value)} characters long, above the limit of {limit}")
     elif UNSAFE_TEXT.search(value):
@@ -314,12 +413,14 @@ def _items(value: Any, currency: str | None, p: _Problems) -> list[LineItem] | N
     return items
 
 
-def _payment(value: Any, p: _Problems) -> tuple[str | None, str | None]:
+def _payment(value: Any, p: _Problems) -> tuple[str | None, str | Sealed | None]:
     if not isinstance(value, Mapping):
         p.add("payment", "required: an object with method and token")
         return None, None
     method = _choice(value.get("method"), "payment.method", tuple(PAYMENT_METHODS), p)
-    token = _text(value.get("token"), "payment.token", p, MAX_TOKEN_LENGTH)
+    if looks_sealed(value.get("token")):
+        return method, _sealed_or(value.get("token"), "payment.token", p, lambda _v, _p: None)
+    token = _text(value.get("token"), "payment.token", p, MAX_TOKEN_LENGTH, secret=True)
     if token is None:
         return method, None
     if method and not token.startswith(PAYMENT_METHODS[method]):
@@ -337,14 +438,15 @@ def _address(value: Any, p: _Problems) -> dict[str, Any]:
         return {}
     address = {}
     for name, limit in ADDRESS_LIMITS.items():
-        text = _text(value.get(name), f"shippingAddress.{name}", p, limit, required=name in ADDRESS_FIELDS)
+        text = _text(value.get(name), f"shippingAddress.{name}", p, limit, required=name in ADDRESS_FIELDS,
+                     secret=True)
         if text is not None and name in ADDRESS_FIELDS and not text.strip():
             p.add(f"shippingAddress.{name}", "required")
         elif text is not None:
             address[name] = text
-    country = _text(value.get("country"), "shippingAddress.country", p, QUOTE_CHARS)
+    country = _text(value.get("country"), "shippingAddress.country", p, QUOTE_CHARS, secret=True)
     if country is not None and not re.fullmatch(r"[A-Z]{2}", country):
-        p.add("shippingAddress.country", f"must be an ISO 3166 two-letter code, got {show(country)}")
+        p.add("shippingAddress.country", "must be an ISO 3166 two-letter code")
     elif country is not None:
         address["country"] = country
     return address
@@ -355,14 +457,14 @@ def _contact(value: Any, p: _Problems) -> dict[str, Any]:
         p.add("contact", "required: an object with email (and optionally phone)")
         return {}
     contact = {}
-    email = _text(value.get("email"), "contact.email", p, MAX_EMAIL_LENGTH)
+    email = _text(value.get("email"), "contact.email", p, MAX_EMAIL_LENGTH, secret=True)
     if email is not None and not is_email(email):
-        p.add("contact.email", f"must be an email address, got {show(email)}")
+        p.add("contact.email", "must be an email address (one @, a domain with a dot, no spaces)")
     elif email is not None:
         contact["email"] = email
-    phone = _text(value.get("phone"), "contact.phone", p, MAX_PHONE_LENGTH, required=False)
+    phone = _text(value.get("phone"), "contact.phone", p, MAX_PHONE_LENGTH, required=False, secret=True)
     if phone is not None and not PHONE_PATTERN.match(phone):
-        p.add("contact.phone", f"must be a phone number, got {show(phone)}")
+        p.add("contact.phone", "must be a phone number (6 to 20 digits, spaces, ()- and a leading +)")
     elif phone is not None:
         contact["phone"] = phone
     return contact

@@ -4,7 +4,8 @@ A WSGI middleware in front of moto (or of the emulator's own middleware): each r
 recorded as the access key that signed it, its call ('sqs:SendMessageBatch'), and what IAM
 authorizes it by: (action, resource ARN) pairs, as AWS documents them (a batch by its single
 action, a transaction by each item's action on its table, a create that tags by the tagging
-action too), the condition keys the request carries, and the answer's status.
+action too), the condition keys the request carries (tags requested, a KMS request's encryption
+context as kms:EncryptionContext:<key>), and the answer's status.
 `GET /_orders/access` returns the records, `POST /_orders/access/reset` clears them.
 tests/integration/test_least_privilege.py checks each record against its role's policy
 (orders.infra.policy_check).
@@ -198,6 +199,9 @@ class Request:
     def _kms(self) -> tuple[list[Any], dict[str, str]]:
         p = self.params
         context = {f"aws:RequestTag/{t['TagKey']}": t["TagValue"] for t in p.get("Tags") or []}
+        # What a kms:EncryptionContext:<key> condition reads (GenerateDataKey, Decrypt, Encrypt...).
+        given = p.get("EncryptionContext") or {}
+        context.update({f"kms:EncryptionContext:{k}": str(v) for k, v in given.items()})
         if self.operation in ("CreateAlias", "DeleteAlias"):
             alias = self.arn("kms", p["AliasName"])
             return [alias, self.key_arn(p.get("TargetKeyId") or p["AliasName"])], context

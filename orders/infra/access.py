@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orders.domain.sensitive import Field
 from orders.topology import QUEUES, TABLES, TOPICS
 
 
@@ -52,6 +53,9 @@ class Grant:
     why: str = ""
     kept: str = ""
     via: tuple[str, ...] = ()  # KEY / TAGGED_KEY: the services through which the key may be used
+    #: KEY: the sensitive fields (orders.domain.sensitive.Field) whose data keys the grant covers, by
+    #: the request's encryption context (kms:EncryptionContext:field); the key used directly.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,18 @@ AWS_SIDE = "called by AWS for the role (encryption at rest); the emulator encryp
 ON_POISON = "only when a message no worker can run arrives (orders.runtime.quarantine)"
 ON_FAILURE = "only when a task fails (Celery's task_failure: orders.ops.watch.on_task_failure)"
 ON_RETRY = "only when a step retries (throttling, a lost race, a transient gateway error)"
+SENSITIVE = tuple(f.value for f in Field)
+#: The orders workers seal what arrives in clear; the door (the API, `place_order.delay()`) sealed the rest.
+SEAL_IN_CLEAR = Grant("SealFieldsInClear", ("kms:GenerateDataKey",), Kind.KEY, fields=SENSITIVE,
+                      why="a place message with a field in clear is sealed before it is recorded "
+                          "(orders.steps.admission.place)",
+                      kept="only when a place message arrives in clear (sent with send_task, past the door)")
+
+
+def open_field(sid: str, field: Field, step: str) -> Grant:
+    """The one field a step's role may open: Decrypt of that field's data keys only."""
+    return Grant(sid, ("kms:Decrypt",), Kind.KEY, fields=(field.value,),
+                 why=f"the {step} step opens the {field.value} field, in memory (orders.aws.field_crypto)")
 
 
 def key_use(*services: str, kind: Kind = Kind.KEY) -> tuple[Grant, ...]:
@@ -140,8 +156,10 @@ WORKERS: tuple[Role, ...] = (
            Grant("SampleQueues", ("sqs:GetQueueAttributes",), Kind.QUEUE, ALL_QUEUES,
                  "ops.sample_queues: each queue's backlog (orders.ops.sampling)"),
            Grant("CountWorkers", ("ecs:DescribeServices",), Kind.WORKER_SERVICES, ALL_QUEUES,
-                 "running tasks per worker service, for BacklogPerTask (orders.aws.ecs)")),
-    worker("orders-priority.fifo", ("orders", "inventory.fifo"), ("order-status",), CHECK_SKUS, *PLACE),
+                 "running tasks per worker service, for BacklogPerTask (orders.aws.ecs)"),
+           SEAL_IN_CLEAR),
+    worker("orders-priority.fifo", ("orders", "inventory.fifo"), ("order-status",), CHECK_SKUS, *PLACE,
+           SEAL_IN_CLEAR),
     worker("inventory.fifo", ("payments",), ("inventory-alerts", "order-status"),
            table("HoldStock", "orders", ("GetItem", "PutItem", "UpdateItem"),
                  "holds beside their orders, written in one transaction with the order and the stock"),
@@ -159,12 +177,15 @@ WORKERS: tuple[Role, ...] = (
            table("SellStock", "stock", ("UpdateItem",), "held units sold, released or put back, in the same "
                                                         "transaction as the order"),
            table("UseGateway", "gateway", ("GetItem", "UpdateItem"),
-                 "the simulated gateway's idempotent captures and refunds (orders.aws.gateway)")),
+                 "the simulated gateway's idempotent captures and refunds (orders.aws.gateway)"),
+           open_field("OpenPaymentTokens", Field.PAYMENT_TOKEN, "charge")),
     worker("shipping", ("payments",), ("order-status",),
-           table("ShipOrders", "orders", ("GetItem", "UpdateItem"), "the shipping step's state change")),
+           table("ShipOrders", "orders", ("GetItem", "UpdateItem"), "the shipping step's state change"),
+           open_field("OpenShippingAddresses", Field.SHIPPING_ADDRESS, "shipping")),
     worker("notifications", (), ("order-status", "payment-notifications", "inventory-alerts"),
            table("ClaimNotifications", "orders", ("UpdateItem",),
-                 "one notification per order and event (orders.aws.store.OrderStore.claim_notification)")),
+                 "one notification per order and event (orders.aws.store.OrderStore.claim_notification)"),
+           open_field("OpenContacts", Field.CONTACT, "notify")),
 )
 
 BEAT = Role("beat", "celery beat: the periodic tasks' messages (orders.runtime.config.beat_schedule)", (
@@ -187,6 +208,8 @@ API = Role("api", "the HTTP API (orders.api), the door of `place_order.delay()`"
           "a client reads only the orders it placed"),
     table("ClaimIdempotencyKeys", "idempotency", ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
           "claimed, answered, released on a refused order (orders.api.idempotency)"),
+    Grant("SealFields", ("kms:GenerateDataKey",), Kind.KEY, fields=SENSITIVE,
+          why="the door seals the payment token, the contact and the address (orders.aws.field_crypto)"),
     *key_use("sqs", "dynamodb"),
 ))
 

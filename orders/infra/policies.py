@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from orders.aws.field_crypto import APP
 from orders.aws.metrics import NAMESPACE
 from orders.infra.access import ROLES, Grant, Kind, Role
 from orders.infra.alarms import alarm_specs
@@ -145,6 +146,10 @@ def condition(grant: Grant, refs: Refs, settings: Settings) -> dict[str, Any]:
         equal.update({f"aws:RequestTag/{k}": environment[k] for k in KEY_TAGS})
     if grant.kind is Kind.METRICS:
         equal["cloudwatch:namespace"] = NAMESPACE
+    if grant.fields:  # the data keys of these fields of this environment only (orders.aws.field_crypto)
+        equal["kms:EncryptionContext:app"] = APP
+        equal["kms:EncryptionContext:env"] = settings.env
+        equal["kms:EncryptionContext:field"] = list(grant.fields)
     return {"StringEquals": equal} if equal else {}
 
 
@@ -197,5 +202,7 @@ def docs_text() -> str:
     lines = ['Granted on Resource "*" (AWS scopes these actions to no resource):']
     lines += [f"  {action}: {why}" for action, why in UNSCOPED.items()]
     lines += ["Granted to no one:"] + [f"  {action}: {why}" for action, why in NEEDS_NO_GRANT.items()]
-    lines.append("The key (kms:*) is used through SQS, SNS and DynamoDB only (condition kms:ViaService).")
+    lines.append("The key (kms:*) is used through SQS, SNS and DynamoDB only (condition kms:ViaService), "
+                 "and directly for the sensitive fields' data keys, each role for its own fields only "
+                 "(condition kms:EncryptionContext:field).")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orders.aws import metrics
 from orders.aws.carrier import SimulatedCarrier
+from orders.aws.field_crypto import FieldCrypto
 from orders.aws.gateway import Gateway
 from orders.aws.stock import Stock
 from orders.aws.store import OrderStore
@@ -16,7 +17,7 @@ from orders.steps.ports import Deps
 def dependencies(settings: Settings) -> Deps:
     """What the steps use for the environment of `settings` (clients are made lazily, once per process)."""
     return Deps(settings, OrderStore(settings), Stock(settings), Gateway(settings), SimulatedCarrier(),
-                metrics)
+                metrics, FieldCrypto(settings))
 
 
 def fail_order(settings: Settings, order_id: str, reason: str) -> bool:

@@ -1,7 +1,9 @@
 """Admission: an order checked at the door, then recorded (placed, validated) or rejected with every problem.
 
 The door (`place_order.delay`, the API) and the place step both `check`: messages
-can be hand-made, so the step validates again before recording anything.
+can be hand-made, so the step validates again before recording anything. The door seals the
+sensitive fields (`seal`) before anything is sent; a place message that still carries one in
+clear (sent with `send_task`, past the door) is sealed by the step before it is recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from orders.domain.order import ID_PATTERN, MAX_LINES, Order, needs_review, vali
 from orders.domain.records import OrderRecord
 from orders.domain.states import OrderState, Step
 from orders.steps.flow import next_step
-from orders.steps.ports import Deps, Inventory
+from orders.steps.ports import Deps, Fields, Inventory
 from orders.steps.state_machine import Outcome, record_metrics, skipped
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,21 @@ def _well_formed_skus(raw: Any) -> list[str]:
             and ID_PATTERN.match(i["sku"])]
 
 
+def seal(fields: Fields, order: Order) -> Order:
+    """The order with its sensitive fields sealed (its fingerprint, of the plaintext, carried)."""
+    return order.sealed(fields.seal) if order.in_clear() else order
+
+
 def place(deps: Deps, raw: Any, placed_at: str, correlation_id: str) -> Outcome:
     """Validate again, record the order (once per order id) and announce OrderPlaced."""
     try:
         order = check(deps.stock, raw)
     except InvalidOrder as exc:
         return reject(deps, raw, exc.problems, placed_at, correlation_id)
+    if order.in_clear():
+        log.warning("order %s arrived with %s in clear (sent past the door): sealed before it is recorded",
+                    order.order_id, ", ".join(f.value for f in order.in_clear()))
+        order = seal(deps.fields, order)
     review = needs_review(order, deps.settings.review_threshold)
     record, created = deps.orders.create(order, placed_at, correlation_id, review)
     if created:

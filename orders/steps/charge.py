@@ -15,6 +15,7 @@ from orders.domain.details import Payment
 from orders.domain.errors import ConcurrentUpdate, PaymentDeclined
 from orders.domain.events import Event, event
 from orders.domain.records import Change, Hold, OrderRecord
+from orders.domain.sensitive import Field
 from orders.domain.states import HoldState, OrderState, PaymentStatus, Step
 from orders.domain.writes import Guard, Write
 from orders.steps.flow import COMPENSATION, next_step
@@ -49,7 +50,9 @@ def charge_reserved(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[
     if hold is None or hold.state is not HoldState.ACTIVE or hold.expired():
         return expired(deps, record, hold)
     try:
-        payment = deps.gateway.charge(order.order_id, order.total, order.currency, order.payment_token)
+        # The token, and nothing else, is opened: in memory, for the gateway's call only.
+        token = order.opened(Field.PAYMENT_TOKEN, deps.fields.open)
+        payment = deps.gateway.charge(order.order_id, order.total, order.currency, token)
     except PaymentDeclined as exc:
         declined = Change(OrderState.CANCELLED, Step.CHARGE, "payment-declined",
                           payment=Payment.declined(str(exc)))

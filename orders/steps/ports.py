@@ -1,7 +1,7 @@
 """What the steps need from the world, as small interfaces, and the bundle they are passed in.
 
 The AWS implementations are in orders.aws (OrderStore, Stock, Gateway, SimulatedCarrier,
-the metrics module); orders.runtime.dependencies puts them together. Tests can pass
+FieldCrypto, the metrics module); orders.runtime.dependencies puts them together. Tests can pass
 stand-ins. Events are not published from here: a step returns them (orders.steps.state_machine.Outcome)
 and the runtime publishes them and lets the order go on (orders.runtime.step_tasks).
 """
@@ -12,11 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from orders.domain.details import Payment, Refund, Shipment
 from orders.domain.order import Order
 from orders.domain.records import Change, Hold, OrderRecord, StockLevel
+from orders.domain.sensitive import Field
 from orders.domain.states import HoldState
 from orders.domain.writes import Refusal, Write
 from orders.settings import Settings
@@ -79,9 +80,18 @@ class PaymentGateway(Protocol):
 
 
 class Carrier(Protocol):
-    """A shipping carrier, idempotent per order: a booked shipment or its refusal."""
+    """A shipping carrier, idempotent per order: a booked shipment or its refusal (to the address given)."""
 
-    def book(self, order: Order) -> Shipment: ...
+    def book(self, order: Order, address: dict[str, Any]) -> Shipment: ...
+
+
+class Fields(Protocol):
+    """The sensitive fields' encryption: sealed at the door, opened in memory by the one step that needs
+    a field (UnreadableField when it does not open); orders.domain.sensitive."""
+
+    def seal(self, order_id: str, field: Field, plaintext: str) -> str: ...
+
+    def open(self, order_id: str, field: Field, sealed: str) -> str: ...
 
 
 class Metrics(Protocol):
@@ -106,3 +116,4 @@ class Deps:
     gateway: PaymentGateway
     carrier: Carrier
     metrics: Metrics
+    fields: Fields

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from orders.domain.events import Event, event
 from orders.domain.records import Change, OrderRecord
+from orders.domain.sensitive import Field
 from orders.domain.states import OrderState, Step
 from orders.steps.flow import COMPENSATION
 from orders.steps.ports import Deps
@@ -25,7 +26,9 @@ def ship(deps: Deps, order_id: object) -> Outcome:
 
 
 def book(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[Event]]:
-    shipment = deps.carrier.book(record.order())
+    order = record.order()
+    # The address, and nothing else, is opened: in memory, for the carrier's call only.
+    shipment = deps.carrier.book(order, order.opened(Field.SHIPPING_ADDRESS, deps.fields.open))
     if shipment.refused:
         return deps.orders.transition(record, Change(OrderState.REFUNDING, Step.SHIP, UNDELIVERABLE,
                                                      shipment=shipment)), []

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from orders.aws.store import OrderStore
 from orders.domain.events import Event
+from orders.domain.sensitive import Field
 from orders.domain.states import FINAL_STATES
 from orders.emulator import moto_iam
 from orders.emulator.access_log import access_records
@@ -124,6 +125,21 @@ def moto_refuses_what_a_role_lacks(run: RoleRun) -> None:
         assert refused_call.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+def another_field_is_refused(run: RoleRun, documents: dict[str, Any], endpoint: str,
+                             tags: dict[str, dict[str, str]]) -> None:
+    """The payments workers' credentials open a contact: moto serves it (it enforces no condition), the
+    access log records the request's field, and the payments policy refuses it; its own field it allows."""
+    from orders.aws.field_crypto import FieldCrypto
+
+    door, payments = FieldCrypto(run.settings("api")), FieldCrypto(run.settings("worker-payments"))
+    access_records(endpoint, reset=True)
+    for field in (Field.CONTACT, Field.PAYMENT_TOKEN):
+        assert payments.open("ord-lp-x", field, door.seal("ord-lp-x", field, "{}")) == "{}"
+    opened = [c for c in run.calls(access_records(endpoint), tags) if c.action == "kms:Decrypt"]
+    assert [c.context["kms:EncryptionContext:field"] for c in refused(documents, opened)] == ["contact"]
+    assert len(opened) == 2
+
+
 def provision(run: RoleRun) -> tuple[str, dict[str, Any]]:
     """The administrator provisions, seeds and prints the policies: (API key, policies)"""
     from orders.aws.api_keys import ApiKeys
@@ -171,6 +187,7 @@ def test_each_call_of_the_pipeline_is_allowed_by_its_role_and_each_grant_is_used
             tags = key_tags(run)
             records = access_records(emulator.endpoint)
             moto_refuses_what_a_role_lacks(run)
+            another_field_is_refused(run, documents, emulator.endpoint, tags)
         finally:
             killed = run.stop()
         access_records(emulator.endpoint, reset=True)

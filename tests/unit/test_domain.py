@@ -19,12 +19,14 @@ from orders.domain.order import (
     MAX_PROBLEMS,
     MAX_QUANTITY,
     MAX_TOKEN_LENGTH,
+    SEALED_RULE,
     in_currency,
     needs_review,
     review_concerns,
     validate,
 )
 from orders.domain.records import Change, Hold, OrderRecord, public_view
+from orders.domain.sensitive import Envelope, Field, Sealed, binding, mask_email, mask_phone, mask_token
 from orders.domain.states import HoldState, OrderState, PaymentStatus, Step
 
 
@@ -320,3 +322,65 @@ def test_a_hold_expires_only_while_active():
               "state": "committed"}
     assert not Hold.from_data(stored).expired(now=200)
     assert Hold.from_data(stored).state is HoldState.COMMITTED
+
+
+def sealing(order_id: str, field: Field, plaintext: str) -> str:
+    """A stand-in seal (no cryptography): an envelope naming the order and field, the plaintext reversed."""
+    return Envelope(b"key", binding(order_id, field), plaintext[::-1].encode()).text()
+
+
+def test_an_order_validated_in_clear_is_sealed_with_its_fingerprint_and_reads_back_sealed():
+    clear = validate(good())
+    sealed = clear.sealed(sealing)
+    assert sealed.in_clear() == [] and clear.in_clear() == list(Field)
+    assert sealed.fingerprint() == clear.fingerprint()
+    data = sealed.to_json()
+    text = json.dumps(data)
+    for secret in ("tok_visa", "pat@example.com", "555 0100", "1 Main St", "Springfield", "12345"):
+        assert secret not in text
+    assert data["payment"] == {"method": "card", "token": {"sealed": data["payment"]["token"]["sealed"]}}
+    again = validate(data)  # a worker reads the sealed order: the envelopes' shape only
+    assert again == sealed and again.fingerprint() == clear.fingerprint()
+    def unsealing(_id: str, _field: Field, text: str) -> str:
+        return Envelope.parse(text).ciphertext.decode()[::-1]
+
+    opened = again.opened(Field.CONTACT, unsealing)
+    assert opened == {"email": "pat@example.com", "phone": "+1 555 0100"}
+
+
+@pytest.mark.parametrize("value", [{"sealed": "ofe1.a.b"}, {"sealed": "tok_visa"}, {"sealed": 12},
+                                   {"sealed": "ofe1." + "a" * 12_000 + ".b.c"},
+                                   {"sealed": "ofe1.a.b.c", "email": "x@y.z"}])
+def test_a_malformed_envelope_is_a_problem_that_quotes_nothing(value):
+    for where, raw in (("contact", good(contact=value)), ("shippingAddress", good(shippingAddress=value)),
+                       ("payment.token", good(payment={"method": "card", "token": value}))):
+        with pytest.raises(InvalidOrder) as refused:
+            validate(raw)
+        assert refused.value.problems == [f"{where}: {SEALED_RULE}"]
+
+
+def test_problems_with_sensitive_fields_never_quote_their_values():
+    raw = good(payment={"method": "card", "token": 4111111111111111},
+               contact={"email": "not-an-address secret", "phone": "call me 999"},
+               shippingAddress={"line1": 1234567, "city": "Secretville", "postalCode": "S3CR3T",
+                                "country": "narnia-secret"})
+    with pytest.raises(InvalidOrder) as refused:
+        validate(raw)
+    text = "; ".join(refused.value.problems)
+    assert "payment.token" in text and "contact.email" in text and "shippingAddress.country" in text
+    for secret in ("4111111111111111", "not-an-address", "999", "1234567", "narnia"):
+        assert secret not in text
+
+
+def test_a_fingerprint_is_carried_by_sealed_orders_only():
+    clear = validate(good())
+    assert validate({**good(), "fingerprint": "0" * 32}).fingerprint() == clear.fingerprint()
+    with pytest.raises(InvalidOrder, match="fingerprint: must be 32"):
+        validate({**good(), "fingerprint": "nope"})
+
+
+def test_masks_leave_an_operator_a_hint_only():
+    assert mask_email("alice@example.com") == "a***@example.com"
+    assert mask_phone("+44 7700 900123") == "***23"
+    assert mask_token("tok_visa") == "tok_…visa" and mask_token("wallet_declined") == "wallet_…ined"
+    assert repr(Sealed("ofe1.a.b.c")) == "Sealed(<10 chars>)"

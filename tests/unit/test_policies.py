@@ -216,3 +216,21 @@ def test_every_document_fits_iam_as_an_inline_role_policy_or_as_managed_policies
         assert [s for part in parts.values() for s in part["Statement"]] == document["Statement"], name
     assert list(split("admin", documents["admin"]))[:2] == ["admin-1", "admin-2"]  # too long for one
     assert list(split("beat", documents["beat"])) == ["beat"]
+
+
+def test_the_door_seals_and_each_step_s_role_opens_its_own_field_only():
+    def context(field: str, env: str = "prod") -> dict[str, str]:
+        return {"kms:EncryptionContext:app": "orders", "kms:EncryptionContext:env": env,
+                "kms:EncryptionContext:field": field}
+
+    opens = {"worker-payments": "payment.token", "worker-shipping": "shippingAddress",
+             "worker-notifications": "contact"}
+    fields = ("payment.token", "contact", "shippingAddress")
+    for role in ROLES:
+        for field in fields:
+            opened = granted(role, "kms:Decrypt", KEY, **context(field))
+            assert opened == (opens.get(role) == field), (role, field)
+            seals = role in ("api", "worker-orders", "worker-orders-priority.fifo")
+            assert granted(role, "kms:GenerateDataKey", KEY, **context(field)) == seals, (role, field)
+    assert not granted("worker-payments", "kms:Decrypt", KEY, **context("payment.token", env="dev"))
+    assert not granted("api", "kms:GenerateDataKey", KEY, **{"kms:EncryptionContext:field": "contact"})

@@ -1,0 +1,170 @@
+"""Client-side envelope encryption of the order's sensitive fields: KMS data keys, AES-GCM.
+
+Sealing a field takes a data key (KMS GenerateDataKey, AES_256, under the environment's key
+orders.topology.ENVIRONMENT_KEY, with the encryption context {app, env, field}) and
+encrypts the plaintext with AES-256-GCM, a fresh 96-bit nonce each time, with the order id
+and the field as additional data (orders.domain.sensitive.binding). The envelope carries
+the data key as KMS wrapped it; opening asks KMS to unwrap it (Decrypt, with the same
+encryption context: IAM grants each step's role the one field it needs, by
+kms:EncryptionContext:field) and decrypts in memory.
+
+Data keys are cached so that KMS is called almost never on an order's path: the sealer
+reuses one data key per field for DATA_KEY_MAX_AGE seconds or DATA_KEY_MAX_USES seals,
+whichever comes first; the opener keeps up to OPENED_KEYS_MAX unwrapped keys for
+OPENED_KEY_MAX_AGE seconds. Both caches are per process (a forked child starts empty) and
+keyed by the settings' identity (environment, endpoint, credentials) and the field, so a
+key unwrapped under one role or field is never used for another. docs/security.md counts
+what N orders cost in KMS calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from orders.aws import clients
+from orders.aws.tables import aws_errors
+from orders.domain.sensitive import Envelope, Field, UnreadableField, binding
+from orders.settings import Settings
+from orders.topology import ENVIRONMENT_KEY
+
+#: A data key seals for at most 5 minutes (as SQS's own SSE reuses its data keys by default)...
+DATA_KEY_MAX_AGE = 300.0
+#: ...and at most this many values: far below AES-GCM's bound for random nonces (2**32 per key).
+DATA_KEY_MAX_USES = 10_000
+#: Unwrapped data keys an opener keeps (a worker sees the keys of a few sealing processes)...
+OPENED_KEYS_MAX = 256
+#: ...each for at most this long, so that revoking a role's grant takes effect within it.
+OPENED_KEY_MAX_AGE = 300.0
+NONCE_BYTES = 12
+APP = "orders"
+
+
+@dataclass
+class _DataKey:
+    plaintext: bytes
+    wrapped: bytes
+    made: float
+    uses: int = 0
+
+
+_lock = threading.Lock()
+_sealing: dict[tuple[Any, ...], _DataKey] = {}
+_opened: OrderedDict[tuple[Any, ...], tuple[bytes, float]] = OrderedDict()
+#: KMS calls made by this process, by operation (benchmarks and tests read it).
+kms_calls: dict[str, int] = {"GenerateDataKey": 0, "Decrypt": 0}
+
+
+def _forget_keys() -> None:
+    _sealing.clear()
+    _opened.clear()
+
+
+os.register_at_fork(after_in_child=_forget_keys)
+
+
+def forget_keys() -> None:
+    """Drop every cached data key of this process (the next seal or open asks KMS)."""
+    with _lock:
+        _forget_keys()
+
+
+def encryption_context(settings: Settings, field: Field) -> dict[str, str]:
+    """What KMS binds a data key to, and what IAM conditions a role's use of the key on."""
+    return {"app": APP, "env": settings.env, "field": field.value}
+
+
+class FieldCrypto:
+    """The steps' `Fields` (orders.steps.ports): seal at the door, open in the one step that needs a field."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.alias = ENVIRONMENT_KEY.alias_name(settings)
+        self.identity = (settings.env, settings.region, clients.endpoint("kms", settings),
+                         settings.access_key_id, self.alias)
+
+    @property
+    def kms(self) -> Any:
+        return clients.client("kms", self.settings)
+
+    def seal(self, order_id: str, field: Field, plaintext: str) -> str:
+        """The envelope text of `plaintext`, bound to `order_id` and `field`."""
+        key = self._data_key(field)
+        nonce = os.urandom(NONCE_BYTES)
+        ciphertext = AESGCM(key.plaintext).encrypt(nonce, plaintext.encode(), binding(order_id, field))
+        return Envelope(key.wrapped, nonce, ciphertext).text()
+
+    def open(self, order_id: str, field: Field, sealed: str) -> str:
+        """The plaintext of an envelope sealed for `order_id` and `field`; UnreadableField if it is not."""
+        envelope = Envelope.parse(sealed)
+        key = self._unwrapped(field, envelope.wrapped_key)
+        try:
+            plaintext = AESGCM(key).decrypt(envelope.nonce, envelope.ciphertext, binding(order_id, field))
+        except (InvalidTag, ValueError):
+            raise UnreadableField(f"order {order_id}: {field.value} did not open (tampered with, "
+                                  "or sealed for another order or field)") from None
+        return plaintext.decode()
+
+    def _data_key(self, field: Field) -> _DataKey:
+        """This process's data key for `field`, a new one once the current is too old or too used."""
+        slot = (*self.identity, field)
+        with _lock:
+            key = _sealing.get(slot)
+            if key is None or key.uses >= DATA_KEY_MAX_USES or time.monotonic() - key.made > DATA_KEY_MAX_AGE:
+                key = _sealing[slot] = self._generate(field)
+            key.uses += 1
+            return key
+
+    def _generate(self, field: Field) -> _DataKey:
+        with aws_errors():
+            made = self.kms.generate_data_key(KeyId=self.alias, KeySpec="AES_256",
+                                              EncryptionContext=encryption_context(self.settings, field))
+        kms_calls["GenerateDataKey"] += 1
+        return _DataKey(made["Plaintext"], made["CiphertextBlob"], time.monotonic())
+
+    def _unwrapped(self, field: Field, wrapped: bytes) -> bytes:
+        """The data key KMS wrapped as `wrapped` for `field` (cached; KMS Decrypt on a miss)."""
+        slot = (*self.identity, field, wrapped)
+        with _lock:
+            found = _opened.get(slot)
+            if found is not None and time.monotonic() - found[1] <= OPENED_KEY_MAX_AGE:
+                _opened.move_to_end(slot)
+                return found[0]
+        key = self._decrypt(field, wrapped)
+        with _lock:
+            _opened[slot] = (key, time.monotonic())
+            while len(_opened) > OPENED_KEYS_MAX:
+                _opened.popitem(last=False)
+        return key
+
+    def _decrypt(self, field: Field, wrapped: bytes) -> bytes:
+        kms = self.kms
+        try:
+            with aws_errors():
+                # KeyId: KMS refuses a blob of another key, and IAM scopes the call to this key's ARN.
+                answer = kms.decrypt(CiphertextBlob=wrapped, KeyId=self.alias,
+                                     EncryptionContext=encryption_context(self.settings, field))
+        except Exception as exc:
+            if _refused_blob(exc.__cause__):
+                raise UnreadableField(f"{field.value}: KMS did not unwrap its data key "
+                                      f"({type(exc.__cause__).__name__})") from None
+            raise
+        kms_calls["Decrypt"] += 1
+        plaintext: bytes = answer["Plaintext"]
+        return plaintext
+
+
+#: KMS's answers to a blob it will never unwrap (tampered with, another context or key): no retry helps.
+REFUSED_BLOB = ("InvalidCiphertextException", "IncorrectKeyException")
+
+
+def _refused_blob(cause: BaseException | None) -> bool:
+    response = getattr(cause, "response", None) or {}
+    return response.get("Error", {}).get("Code") in REFUSED_BLOB
