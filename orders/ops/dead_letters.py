@@ -19,7 +19,7 @@ from orders.aws import clients
 from orders.aws.batching import MAX_ENTRIES
 from orders.domain.errors import FailureCategory
 from orders.domain.order import ID_PATTERN
-from orders.runtime import quarantine
+from orders.runtime import quarantine, queue_urls
 from orders.runtime.envelope import Poison, describe_error, parse_json
 from orders.settings import Settings
 from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
@@ -182,16 +182,9 @@ def queue_spec(name: str) -> QueueSpec:
     raise KeyError(f"no queue or DLQ named {name!r} (queues: {known})")
 
 
-_urls: dict[tuple[str, str | None, str], str] = {}
-
-
 def dlq_url(settings: Settings, spec: QueueSpec) -> str:
-    """The DLQ's URL, looked up once per process."""
-    key = (settings.env, settings.endpoint_url, spec.name)
-    if key not in _urls:
-        sqs = clients.client("sqs", settings)
-        _urls[key] = str(sqs.get_queue_url(QueueName=spec.dlq_sqs_name(settings))["QueueUrl"])
-    return _urls[key]
+    """The DLQ's URL, looked up once per process (orders.runtime.queue_urls, as the workers' quarantine)."""
+    return queue_urls.dlq_url(settings, spec.name)
 
 
 def depth(settings: Settings, spec: QueueSpec) -> tuple[int, int]:

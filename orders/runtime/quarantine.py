@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from orders.aws import metrics
 from orders.aws.errors import is_retryable_aws_error
 from orders.runtime.envelope import Poison
+from orders.runtime.queue_urls import dlq_url
 from orders.settings import Settings
 from orders.topology import QUEUES_BY_NAME
 
@@ -54,7 +55,6 @@ class Quarantine:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[Future[bool]] = set()
         self._lock = threading.Lock()
-        self._dlq_urls: dict[str, str] = {}
         self.stats: Counter[str] = Counter()
 
     def move(self, queue: str, queue_url: str, message: dict[str, Any], poison: Poison) -> Future[bool]:
@@ -115,7 +115,7 @@ class Quarantine:
     def _send(self, sqs: Any, queue: str, message: dict[str, Any], poison: Poison) -> None:
         """SendMessage to the DLQ with the reason; without it if SQS refuses the message with it."""
         entry = dlq_entry(queue, message, poison)
-        url = self.dlq_url(sqs, queue)
+        url = dlq_url(self.settings, queue)
         try:
             _send_retrying(sqs, url, entry)
         except ClientError as exc:
@@ -126,15 +126,6 @@ class Quarantine:
                         message.get("MessageId"), exc)
             _send_retrying(sqs, url, {**entry, "MessageAttributes": own_attributes(message)})
 
-    def dlq_url(self, sqs: Any, queue: str) -> str:
-        """The URL of the queue's DLQ, looked up once."""
-        if queue not in self._dlq_urls:
-            spec = QUEUES_BY_NAME.get(queue)
-            if spec is None:
-                raise LookupError(f"queue {queue} is not in the topology: no DLQ known")
-            name = self.settings.prefix + spec.dlq_name
-            self._dlq_urls[queue] = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-        return self._dlq_urls[queue]
 
 
 def _send_retrying(sqs: Any, url: str, entry: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from orders.aws import clients
 from orders.settings import ConfigurationError, Settings
-from orders.topology import QUEUES, queue_for_task
+from orders.topology import QUEUES, QUEUES_BY_NAME, queue_for_task
 
 
 class QueueUrls(Mapping[str, dict[str, Any]]):
@@ -23,6 +23,7 @@ class QueueUrls(Mapping[str, dict[str, Any]]):
     def __init__(self, settings: Settings):
         self.settings = settings
         self._urls: dict[str, dict[str, Any]] | None = None
+        self._dlqs: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def resolve(self) -> None:
@@ -35,6 +36,19 @@ class QueueUrls(Mapping[str, dict[str, Any]]):
                 if self._urls is None:
                     self._urls = resolve_queue_urls(self.settings)
         return self._urls
+
+    def dlq(self, name: str) -> str:
+        """The URL of queue `name`'s DLQ, looked up on first use: not with the queues (kombu does not
+        consume DLQs, and a worker only ever needs its own queues')."""
+        url = self._dlqs.get(name)
+        if url is None:
+            spec = QUEUES_BY_NAME.get(name)
+            if spec is None:
+                raise LookupError(f"queue {name} is not in the topology: no DLQ known")
+            sqs = clients.client("sqs", self.settings)
+            url = str(sqs.get_queue_url(QueueName=spec.dlq_sqs_name(self.settings))["QueueUrl"])
+            self._dlqs[name] = url
+        return url
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         return self._resolved()[name]
@@ -98,6 +112,11 @@ def resolve_queue_urls(settings: Settings) -> dict[str, dict[str, Any]]:
 def queue_url(settings: Settings, name: str) -> str:
     """The URL of one declared queue by its Celery name (cached per process)."""
     return queue_urls(settings)[name]["url"]
+
+
+def dlq_url(settings: Settings, name: str) -> str:
+    """The URL of a declared queue's DLQ, by the queue's Celery name (cached per process)."""
+    return queue_urls(settings).dlq(name)
 
 
 #: Keyed by the whole Settings, credentials included, as the producer pools are
