@@ -1,4 +1,4 @@
-"""Two fixes to moto's SQS for the emulator's load (applied by orders.emulator.server).
+"""Fixes to moto's SQS for the emulator's load (applied by orders.emulator.server).
 
 - Long polls: moto's ReceiveMessage waits with `wait_for_messages`, which returns
   at once whenever the queue holds any visible message, even one it cannot
@@ -7,7 +7,11 @@
   (4.4 s of CPU per 5 s poll). It also takes the FIFO groups in flight once, at
   its start, so a poll never saw a group freed meanwhile and returned empty
   after the full wait. Here a long poll is a series of short polls, each waking
-  on a new message or after RECHECK_SECONDS, until the deadline.
+  on a new message, on a delete or a visibility change (which may free a FIFO
+  message group: a hot product's group is received again as soon as its last
+  in-flight message is deleted, as on SQS, not up to a re-check later), or
+  after RECHECK_SECONDS (a visibility timeout or a delay running out), until
+  the deadline.
 - Per-message queue scans: moto reads `Queue.attributes` (which counts the
   queue's visible, in-flight and delayed messages, one scan each) three times
   for every message it sends and, through the retention check, for every
@@ -21,8 +25,9 @@ import threading
 import time
 from typing import Any
 
-#: How often a long poll re-checks a queue whose visible messages it cannot deliver.
-RECHECK_SECONDS = 0.05
+#: How often a long poll re-checks a queue whose visible messages it cannot deliver, for
+#: changes nothing announces (a visibility timeout or a message delay running out).
+RECHECK_SECONDS = 0.1
 
 _static = threading.local()
 
@@ -58,11 +63,36 @@ def install() -> None:
         period = int(self.get_queue(queue_name).message_retention_period)
         return bool(period + message.sent_timestamp / 1000 > unix_time())
 
+    delete = Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        try:
+            delete(self, receipt_handle)
+        finally:
+            wake(self)
+
+    change_visibility = SQSBackend.change_message_visibility
+
+    def change_message_visibility(self: Any, queue_name: str, receipt_handle: str,
+                                  visibility_timeout: int) -> None:
+        try:
+            change_visibility(self, queue_name, receipt_handle, visibility_timeout)
+        finally:
+            wake(self.get_queue(queue_name))
+
     setattr(SQSBackend, "receive_message", receive_message)  # noqa: B010 (patching moto)
+    setattr(Queue, "delete_message", delete_message)  # noqa: B010
+    setattr(SQSBackend, "change_message_visibility", change_message_visibility)  # noqa: B010
     setattr(Queue, "attributes", property(attributes))  # noqa: B010
     setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
     for name in ("send_message", "send_message_batch"):
         setattr(SQSBackend, name, _without_counts(getattr(SQSBackend, name)))
+
+
+def wake(queue: Any) -> None:
+    """Let the long polls waiting on `queue` look again (a FIFO message group may be free now)."""
+    with queue._messages_lock:
+        queue._messages_lock.notify_all()
 
 
 def _without_counts(send: Any) -> Any:

@@ -78,3 +78,29 @@ def test_the_item_size_limit_and_condition_failures_still_hold(emulator, setting
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         ddb.put_item(TableName=table, Item={"pk": {"S": "one"}},
                      ConditionExpression="attribute_not_exists(pk)")
+
+
+def test_an_update_expression_parsed_once_serves_every_item_and_value(emulator, settings):
+    # orders.emulator.moto_dynamodb parses each UpdateExpression once: the same text with other
+    # values, other items, a failed condition and a transaction must each get their own result.
+    ddb, table = _scratch_table(settings)
+    expression = "SET v = :v, tags = list_append(if_not_exists(tags, :empty), :tag) ADD n :one"
+    for pk, value in (("a", "1"), ("b", "2"), ("a", "3")):
+        ddb.update_item(TableName=table, Key={"pk": {"S": pk}}, UpdateExpression=expression,
+                        ExpressionAttributeValues={":v": {"S": value}, ":empty": {"L": []},
+                                                   ":tag": {"L": [{"S": value}]}, ":one": {"N": "1"}})
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.update_item(TableName=table, Key={"pk": {"S": "b"}}, UpdateExpression=expression,
+                        ConditionExpression="n > :one",
+                        ExpressionAttributeValues={":v": {"S": "x"}, ":empty": {"L": []},
+                                                   ":tag": {"L": [{"S": "x"}]}, ":one": {"N": "1"}})
+    ddb.transact_write_items(TransactItems=[{"Update": {
+        "TableName": table, "Key": {"pk": {"S": "b"}}, "UpdateExpression": expression,
+        "ExpressionAttributeValues": {":v": {"S": "4"}, ":empty": {"L": []},
+                                      ":tag": {"L": [{"S": "4"}]}, ":one": {"N": "1"}}}}])
+    items = {pk: ddb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True)["Item"]
+             for pk in ("a", "b")}
+    assert (items["a"]["v"], items["a"]["tags"], items["a"]["n"]) == \
+        ({"S": "3"}, {"L": [{"S": "1"}, {"S": "3"}]}, {"N": "2"})
+    assert (items["b"]["v"], items["b"]["tags"], items["b"]["n"]) == \
+        ({"S": "4"}, {"L": [{"S": "2"}, {"S": "4"}]}, {"N": "2"})
