@@ -105,9 +105,10 @@ class Order:
     total: Decimal
     currency: str
     payment_method: str
-    payment_token: str | Sealed
-    shipping_address: dict[str, Any] | Sealed = field(default_factory=dict)
-    contact: dict[str, Any] | Sealed = field(default_factory=dict)
+    # Out of repr: an order printed (a log line, a traceback's locals) shows no sensitive field.
+    payment_token: str | Sealed = field(repr=False)
+    shipping_address: dict[str, Any] | Sealed = field(default_factory=dict, repr=False)
+    contact: dict[str, Any] | Sealed = field(default_factory=dict, repr=False)
     #: The fingerprint of the plaintext, carried once the fields are sealed (their ciphertexts
     #: differ each time the same order is sealed).
     digest: str | None = None

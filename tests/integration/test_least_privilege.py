@@ -237,6 +237,8 @@ def test_the_access_log_records_what_iam_authorizes_each_call_by():
         key = c["kms"].create_key(Tags=[{"TagKey": "app", "TagValue": "orders"}])["KeyMetadata"]
         c["kms"].create_alias(AliasName="alias/al", TargetKeyId=key["KeyId"])
         c["kms"].describe_key(KeyId="alias/al")
+        c["kms"].generate_data_key(KeyId="alias/al", KeySpec="AES_256",
+                                   EncryptionContext={"field": "contact"})
         seen = [(r["call"], [tuple(n) for n in r["needs"]], r["context"])
                 for r in access_records(emulator.endpoint)]
     assert seen == [
@@ -253,6 +255,8 @@ def test_the_access_log_records_what_iam_authorizes_each_call_by():
         ("kms:CreateAlias", [("kms:CreateAlias", "arn:aws:kms:us-east-1:123456789012:alias/al"),
                              ("kms:CreateAlias", key["Arn"])], {}),
         ("kms:DescribeKey", [("kms:DescribeKey", key["Arn"])], {}),
+        ("kms:GenerateDataKey", [("kms:GenerateDataKey", key["Arn"])],
+         {"kms:EncryptionContext:field": "contact"}),
     ]
 
 

@@ -384,3 +384,5 @@ def test_masks_leave_an_operator_a_hint_only():
     assert mask_phone("+44 7700 900123") == "***23"
     assert mask_token("tok_visa") == "tok_…visa" and mask_token("wallet_declined") == "wallet_…ined"
     assert repr(Sealed("ofe1.a.b.c")) == "Sealed(<10 chars>)"
+    shown = repr(validate(good()))  # an order in a log line or a traceback shows no sensitive field
+    assert "ord-1" in shown and not any(s in shown for s in ("tok_visa", "pat@", "0100", "Main St"))
