@@ -156,7 +156,8 @@ class FieldCrypto:
                 raise UnreadableField(f"{field.value}: KMS did not unwrap its data key "
                                       f"({type(exc.__cause__).__name__})") from None
             raise
-        kms_calls["Decrypt"] += 1
+        with _lock:
+            kms_calls["Decrypt"] += 1
         plaintext: bytes = answer["Plaintext"]
         return plaintext
 

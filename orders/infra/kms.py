@@ -6,6 +6,10 @@ the key, so that IAM policies grant each role its use (orders.infra.cfn.roles); 
 the key to deliver this environment's topics to the encrypted queues, and CloudWatch to publish
 this environment's alarms to the encrypted topic, each on behalf of those sources only.
 Rotation is on: KMS makes new key material every year and keeps the old to decrypt.
+
+The same key wraps the data keys of the order's sensitive fields (orders.aws.field_crypto), which
+the roles use directly, each for its own fields (orders.infra.access); the account statement is
+what lets their IAM policies grant that.
 """
 
 from __future__ import annotations
