@@ -1,4 +1,9 @@
-"""`orders dlq list|show|redrive|purge`: the dead-letter queues, for the engineer on call."""
+"""`orders dlq list|show|redrive|purge`: the dead-letter queues, for the engineer on call.
+
+`show` prints a message's arguments as orders.runtime.redaction shows them: sealed values
+as "sealed", a sensitive field in clear masked, and its errors with what looks like an email,
+a token or a phone number masked.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from orders.aws import clients
 from orders.ops import archive, redrive
 from orders.ops.dead_letters import DeadLetter, classify, depth, queue_spec, release, scan
+from orders.runtime.redaction import mask_text, shown
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES, QueueSpec
 
@@ -98,14 +104,19 @@ def _described(settings: Settings, letters: list[DeadLetter]) -> list[dict[str, 
         archived = known.get(m.message_id, {})
         out.append({
             "id": m.key, "message_id": m.message_id, "task": m.task, "order_id": m.order_id,
-            "args": m.args, "kwargs": m.kwargs, "receive_count": m.receive_count,
+            "args": shown(m.args), "kwargs": shown(m.kwargs), "receive_count": m.receive_count,
             "failures": int(failure.get("failures", 0)), "first_failure": failure.get("first_failure_at"),
-            "last_failure": failure.get("last_failure_at"), "error": failure.get("error") or m.decode_error,
-            "classification": category, "why": why, "sent_at": _when(m.sent_at),
+            "last_failure": failure.get("last_failure_at"),
+            "error": _masked(failure.get("error") or m.decode_error),
+            "classification": category, "why": _masked(why), "sent_at": _when(m.sent_at),
             "archived_at": archived.get("archived_at"), "redrives": m.redrives,
             "redrive_limit": settings.dlq_max_redrives,
         })
     return out
+
+
+def _masked(text: str | None) -> str | None:
+    return mask_text(text) if text else text
 
 
 def _print_message(d: dict[str, Any]) -> None:

@@ -15,6 +15,12 @@ to show, each checked before it is shown:
 Senders get it from orders.runtime.amqp (every message this app builds), workers from
 `RedactedRequest` (a message someone else built: an older release, a hand-made one).
 Tasks not named here keep Celery's repr: their arguments are ids and counts.
+
+Operators who need the arguments themselves (`orders dlq show`) get `shown(value)`: sealed
+values as "sealed" (a ciphertext tells a reader nothing), and a sensitive field found in
+clear (a message of an older release, a hand-made one) masked as orders.domain.sensitive
+masks it. `mask_text` masks what looks like an email, a token or a phone number in free text
+(an error message): a safety net under the rule that messages quote no sensitive value.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 from celery.worker.request import Request
 
 from orders.domain.events import EVENT_TOPICS
-from orders.domain.order import CURRENCIES, ID_PATTERN, TIERS
+from orders.domain.order import CURRENCIES, ID_PATTERN, PAYMENT_METHODS, TIERS
+from orders.domain.sensitive import SEALED_KEY, mask_email, mask_phone, mask_token
 
 PLACE_TASK = "orders.place"
 NOTIFY_TASK = "notifications.notify"
@@ -38,6 +45,13 @@ ORDER_ID_TASKS = frozenset({"orders.review", "inventory.reserve", "payments.char
 TIME_KWARGS = frozenset({"placed_at"})
 #: How many events of a publishing task's message are named; the rest are counted.
 EVENTS_SHOWN = 3
+#: What `shown` puts in place of a sealed value.
+SEALED = "sealed"
+#: Address fields that `shown` keeps: the rest of an address in clear is masked.
+ADDRESS_KEPT = frozenset({"country"})
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+_TOKEN = re.compile(rf"\b(?:{'|'.join(PAYMENT_METHODS.values())})[A-Za-z0-9_-]{{1,128}}")
+_PHONE = re.compile(r"\+[0-9][0-9 ()-]{5,19}[0-9]")
 _AMOUNT = re.compile(r"\A[0-9]{1,12}(\.[0-9]{1,4})?\Z")
 _TIMESTAMP = re.compile(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{2,20}(Z|[+-][0-9]{2}:[0-9]{2})?\Z")
 
@@ -125,6 +139,34 @@ def _kwargs(kwargs: Any) -> str:
 
 _DESCRIBERS: dict[str, Callable[[list[Any]], str]] = {
     PLACE_TASK: _place_call, NOTIFY_TASK: _notify_call, PUBLISH_TASK: _publish_call}
+
+
+def shown(value: Any) -> Any:
+    """A JSON value (a message's arguments): sealed values as "sealed", sensitive fields in clear masked."""
+    if isinstance(value, list | tuple):
+        return [shown(v) for v in value]
+    if not isinstance(value, Mapping):
+        return mask_text(value) if isinstance(value, str) else value
+    if set(value) == {SEALED_KEY}:
+        return SEALED
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "payment" and isinstance(item, Mapping) and isinstance(item.get("token"), str):
+            item = {**item, "token": mask_token(item["token"])}
+        elif key == "contact" and isinstance(item, Mapping):
+            item = {k: (mask_email(v) if k == "email" else mask_phone(v)) if isinstance(v, str) else v
+                    for k, v in item.items()}
+        elif key == "shippingAddress" and isinstance(item, Mapping):
+            item = {k: v if k in ADDRESS_KEPT else "***" for k, v in item.items()}
+        out[key] = shown(item)
+    return out
+
+
+def mask_text(text: str) -> str:
+    """`text` with anything that looks like an email, a payment token or a phone number masked."""
+    text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
+    text = _TOKEN.sub(lambda m: mask_token(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
 
 
 class RedactedRequest(Request):  # type: ignore[misc]

@@ -9,7 +9,7 @@ import pytest
 from kombu.message import Message
 
 from orders.celery import app
-from orders.runtime.redaction import RedactedRequest, describe
+from orders.runtime.redaction import RedactedRequest, describe, mask_text, shown
 
 SECRETS = ("tok_visa4242", "pat@example.com", "+15555550100", "1 Main St")
 
@@ -81,3 +81,21 @@ def test_a_worker_describes_a_message_whatever_its_sender_wrote() -> None:
     assert request.argsrepr == "(order ord-123: 3 lines, 59.97 USD, vip)"
     assert request.kwargsrepr == "{'placed_at': <str>}"
     assert request.request_dict["argsrepr"] == request.argsrepr
+
+
+def test_an_operator_sees_sealed_values_as_sealed_and_fields_in_clear_masked() -> None:
+    sealed = {"sealed": "ofe1.AAAA.BBBB.CCCC"}
+    opened = shown([order(payment={"method": "card", "token": sealed}, contact=sealed,
+                          shippingAddress=sealed)])
+    assert (opened[0]["payment"], opened[0]["contact"]) == ({"method": "card", "token": "sealed"}, "sealed")
+    clear = shown([order()])[0]
+    assert (clear["payment"]["token"], clear["contact"], clear["shippingAddress"]) == (
+        "tok_…4242", {"email": "p***@example.com", "phone": "***00"},
+        {"line1": "***", "city": "***", "postalCode": "***", "country": "US"})
+    assert shown({"note": "call +1 555 555 0100"}) == {"note": "call ***00"}
+
+
+def test_free_text_is_masked_where_it_looks_like_an_email_token_or_phone() -> None:
+    text = "tok_visa4242 declined for pat@example.com (+15555550100) at 2026-01-01T00:00:00Z, 59.97 USD"
+    assert mask_text(text) == ("tok_…4242 declined for p***@example.com (***00) at 2026-01-01T00:00:00Z, "
+                               "59.97 USD")
