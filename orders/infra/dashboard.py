@@ -1,6 +1,7 @@
 """The CloudWatch dashboard of an environment, derived from the topology and the alarms.
 
-Rows, top to bottom: health overview (every alarm's state), queue depths and ages
+Rows, top to bottom: health overview (every alarm's state), the KPI row (orders, share
+completed, revenue, cancellations by reason, end-to-end P95), queue depths and ages
 against their targets, throughput per service, error-rate trends, retries and
 dead-lettered messages, business figures, latency percentiles. `orders infra up`
 creates it; `orders infra check` reports a missing or changed one.
@@ -21,6 +22,9 @@ from orders.topology import QUEUES, SERVICE_LEVELS
 PERIOD = 60
 WIDTH = 8  # three graphs per row of the 24-column grid
 HEIGHT = 6
+KPI_WIDTH = 4  # four single values and a graph twice as wide fill a row
+#: Every metric an order's final state publishes (orders.aws.metrics): their sum is orders per minute.
+FINAL_STATES = ("OrdersCompleted", "OrdersCancelled", "OrdersRejected", "OrdersFailed")
 
 
 def dashboard_name(settings: Settings) -> str:
@@ -56,6 +60,42 @@ def _search(settings: Settings, metric: str, dims: str, stat: str, query_id: str
     return [{"expression": expression, "id": query_id}]
 
 
+def _final(settings: Settings, stat: str = "Sum") -> str:
+    """Every final-state metric of the environment, whatever its dimensions (Reason, none)."""
+    names = " OR ".join(f'MetricName="{name}"' for name in FINAL_STATES)
+    return f"SEARCH('Namespace=\"{NAMESPACE}\" Environment=\"{settings.env}\" ({names})', '{stat}', {PERIOD})"
+
+
+def _kpi(settings: Settings, title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
+    """A single value: the last minute's figure (the period is a minute)."""
+    return {"type": "metric", "width": KPI_WIDTH, "height": HEIGHT, "properties": {
+        "title": title, "region": settings.region, "view": "singleValue", "period": PERIOD,
+        "stat": stat, "metrics": metrics}}
+
+
+def kpi_row(settings: Settings) -> list[dict[str, Any]]:
+    """Orders per minute, share completed, revenue per minute, cancellations by reason, P95.
+
+    An order counts once, when it reaches a final state (completed, cancelled, rejected,
+    failed): the workers publish no metric when an order is placed.
+    """
+    return [
+        _kpi(settings, "Orders / min (reaching a final state)", [
+            [{"expression": f"SUM({_final(settings)})", "label": "orders", "id": "orders"}]]),
+        _kpi(settings, "Share completed (%)", [
+            [{"expression": f"SUM({_final(settings)})", "id": "all", "visible": False}],
+            _ours(settings, "OrdersCompleted", id="done", visible=False),
+            [{"expression": "100 * FILL(done, 0) / all", "label": "completed", "id": "share"}]]),
+        _kpi(settings, "Revenue / min", [_search(settings, "Revenue", "Currency", "Sum", "revenue")]),
+        _kpi(settings, "End-to-end P95 (s), 5 s target",
+             [_ours(settings, "EndToEndLatency", label="p95")], stat="p95"),
+        {"type": "metric", "width": 2 * KPI_WIDTH, "height": HEIGHT, "properties": {
+            "title": "Cancellations by reason (over the range)", "region": settings.region,
+            "view": "bar", "period": PERIOD, "stat": "Sum", "setPeriodToTimeRange": True,
+            "metrics": [_search(settings, "OrdersCancelled", "Reason", "Sum", "cancelled")]}},
+    ]
+
+
 def _error_rates(settings: Settings) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for i, q in enumerate(QUEUES):
@@ -82,6 +122,7 @@ def widgets(settings: Settings, account: str, partition: str = "aws") -> list[di
             f"# Orders: {settings.env}\nQueues, services and business figures. What to do when "
             "an alarm fires, and how to triage the DLQs: docs/operations.md.")}},
         _health(settings, account, partition),
+        *kpi_row(settings),
         _graph(settings, "Queue depth (messages waiting)",
                _sqs(settings, "ApproximateNumberOfMessagesVisible"), stat="Maximum"),
         _graph(settings, "Age of oldest message (s) vs latency targets",
