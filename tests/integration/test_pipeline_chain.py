@@ -105,7 +105,7 @@ def test_the_placed_message_carries_the_rest_of_the_pipeline_as_a_chain(infra):
     assert placed[vip["orderId"]]["attributes"] == {"MessageGroupId": vip["customerId"],
                                                     "MessageDeduplicationId": vip["orderId"]}
     # Logs and Flower show the order's id, not the customer's address, contact or payment token.
-    assert placed[oid]["headers"]["argsrepr"] == f"(<order {oid}>,)"
+    assert placed[oid]["headers"]["argsrepr"] == f"(order {oid}: 1 line, 10.00 USD, standard)"
     # delay() returns the last task's handle; its parents lead back to the placed message.
     handle, ids = handles[oid], []
     while handle is not None:

@@ -37,7 +37,8 @@ def test_a_pool_for_other_settings_leaves_the_apps_own_alone() -> None:
     theirs = app.producer_pool_for(other)
     assert theirs.connections.connection.transport_options["orders_settings"] is other
     assert app.amqp.producer_pool is own
-    assert app.producer_pool_for(other) is theirs is app.amqp.producer_pool_for(other)  # kept, keyed by settings
+    # Kept, keyed by settings.
+    assert app.producer_pool_for(other) is theirs is app.amqp.producer_pool_for(other)
 
 
 def test_rebuilt_builds_once_per_configuration_and_closes_what_it_replaces() -> None:

@@ -16,7 +16,8 @@ def test_callers_with_other_aws_keys_resolve_with_their_own() -> None:
     a, b = base.with_credentials("key-a", "secret-a"), base.with_credentials("key-b", "secret-b")
     assert queue_urls(a) is not queue_urls(b)
     assert queue_urls(a).settings.access_key_id == "key-a" and queue_urls(b).settings.access_key_id == "key-b"
-    assert queue_urls(_settings("urls").with_credentials("key-a", "secret-a")) is queue_urls(a)  # equal: shared
+    # Equal settings share one map.
+    assert queue_urls(_settings("urls").with_credentials("key-a", "secret-a")) is queue_urls(a)
 
 
 def test_settings_that_change_the_map_get_their_own() -> None:
