@@ -35,6 +35,7 @@ from orders.domain.errors import FailureCategory, RetryableError
 from orders.domain.times import now_iso, parse_time
 from orders.ops.dead_letters import DeadLetter, classify
 from orders.ops.dlq_states import CopyStatus
+from orders.runtime.redaction import shown
 from orders.settings import Settings
 
 RETENTION_SECONDS = 90 * 86_400
@@ -208,7 +209,7 @@ def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> 
     values = {
         "key": letter.key, "item": letter.arrival, "message_id": letter.message_id,
         "queue_name": letter.queue.name, "task": clip(letter.task, 500), "order_id": letter.order_id,
-        "args": clip_json(letter.args), "kwargs": clip_json(letter.kwargs),
+        "args": clip_json(shown(letter.args)), "kwargs": clip_json(shown(letter.kwargs)),
         "attributes": clip_json(letter.attributes),
         "message_attributes": clip_json(letter.message_attributes),
         "category": category, "why": clip(why, 2000), "decode_error": clip(letter.decode_error, 2000),

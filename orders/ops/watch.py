@@ -22,6 +22,7 @@ from orders.ops import archive
 from orders.ops.dead_letters import DeadLetter, release, scan
 from orders.ops.failures import exception_kinds, failure_category
 from orders.runtime.dependencies import fail_order  # the pipeline's own path: store + OrderFailed
+from orders.runtime.redaction import mask_text
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES, QueueSpec
 
@@ -50,8 +51,10 @@ def on_task_unknown(name: str | None = None, id: str | None = None, exc: BaseExc
 
 def _record(task_id: str, task: str, queue: str, exc: BaseException, trace: str) -> None:
     try:
-        archive.record_failure(get_settings(), task_id, task, queue, f"{type(exc).__name__}: {exc}",
-                               exception_kinds(exc), failure_category(exc), trace)
+        # The error's text and its traceback's lines may quote what a message carried.
+        error = mask_text(f"{type(exc).__name__}: {exc}")
+        archive.record_failure(get_settings(), task_id, task, queue, error,
+                               exception_kinds(exc), failure_category(exc), mask_text(trace))
     except Exception as err:  # the message still reaches its DLQ; only its error is missing
         log.warning("could not record the failure of %s %s: %s", task, task_id, err)
 
