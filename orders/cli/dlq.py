@@ -167,7 +167,7 @@ def redrive_cmd(queue: str, all_: bool, ids: tuple[str, ...]) -> None:
     missing = set(ids) - {x for o in outcomes for x in (o.letter.key, o.letter.message_id)}
     for name in sorted(missing):
         click.echo(f"{'not found':9} {name}  (not in the DLQ now)")
-    moved = sum(o.result in ("redriven", "moving") for o in outcomes)
+    moved = sum(o.result.moved for o in outcomes)
     click.echo(f"{moved} of {len(outcomes)} message(s) back on {spec.sqs_name(settings)}")
     _remaining(settings, spec)
     if moved < len(outcomes) or missing:

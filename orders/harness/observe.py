@@ -15,6 +15,7 @@ from typing import Any
 
 from orders.aws import clients
 from orders.aws.sns import topic_arns
+from orders.runtime.queue_urls import dlq_url
 from orders.settings import Settings
 from orders.topology import QUEUES, TOPICS
 
@@ -107,8 +108,7 @@ def dlq_depths(settings: Settings) -> dict[str, int]:
     sqs = clients.client("sqs", settings)
     depths = {}
     for spec in QUEUES:
-        url = sqs.get_queue_url(QueueName=spec.dlq_sqs_name(settings))["QueueUrl"]
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        attrs = sqs.get_queue_attributes(QueueUrl=dlq_url(settings, spec.name), AttributeNames=[
             "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         depths[spec.dlq_name] = sum(int(v) for v in attrs.values())
     return depths
