@@ -38,6 +38,7 @@ from orders.api.auth import authenticate, current_client
 from orders.api.idempotency import KEY_PATTERN, KEY_RULE, ClaimState, IdempotencyKeys, fingerprint
 from orders.api.openapi import MAX_BODY_BYTES, RETRY_AFTER_SECONDS, document
 from orders.api.ownership import OrderOwners
+from orders.api.tracing import trace_requests
 from orders.aws.store import OrderStore
 from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(RetryableError, unavailable)
     app.register_error_handler(Exception, internal_error)
+    trace_requests(app)  # a span per request when tracing is on
     return app
 
 

@@ -48,25 +48,38 @@ from orders.topology import CUSTOMER_EVENTS, TOPICS
 SqsMessage = Callable[[Event], str]
 #: A PublishBatch entry (without its Id) and the ARN of its topic.
 Entry = tuple[str, dict[str, Any]]
+#: Message attributes that carry the publisher's trace context (`traceparent`), or none.
+TraceAttributes = Callable[[], dict[str, dict[str, str]]]
+#: SNS (and SQS, which raw delivery hands them to) take at most this many message attributes.
+MAX_MESSAGE_ATTRIBUTES = 10
 
 
 class EventPublisher:
-    """Publishes domain events to their topics; customer events carry `sqs_message`'s rendering for SQS."""
+    """Publishes domain events to their topics; customer events carry `sqs_message`'s rendering for SQS,
+    and every event the attributes `trace_attributes` gives (the trace context of its publish)."""
 
-    def __init__(self, settings: Settings, sqs_message: SqsMessage | None = None):
+    def __init__(self, settings: Settings, sqs_message: SqsMessage | None = None,
+                 trace_attributes: TraceAttributes | None = None):
         self.settings = settings
         self.sqs_message = sqs_message
+        self.trace_attributes = trace_attributes
 
     def publish(self, events: Sequence[Event]) -> None:
         """Publish events and wait for them; RetryableError or PermanentError if any was not published."""
-        entries = [(topic_arn(self.settings, ev.topic), sns_entry(ev, self.sqs_message)) for ev in events]
+        context = self.trace_attributes() if self.trace_attributes else {}
+        entries = [(topic_arn(self.settings, ev.topic), sns_entry(ev, self.sqs_message, context))
+                   for ev in events]
         raise_for(publish_entries(self.settings, entries))
 
 
-def sns_entry(ev: Event, sqs_message: SqsMessage | None = None) -> dict[str, Any]:
-    """One PublishBatch entry (without its Id) for an event."""
+def sns_entry(ev: Event, sqs_message: SqsMessage | None = None,
+              context: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """One PublishBatch entry (without its Id) for an event; `context`'s attributes as far as they fit."""
     body = json.dumps(ev.envelope(), default=str, separators=(",", ":"))
-    entry: dict[str, Any] = {"Message": body, "MessageAttributes": ev.attributes()}
+    attributes = ev.attributes()
+    room = MAX_MESSAGE_ATTRIBUTES - len(attributes)
+    attributes.update(list((context or {}).items())[:max(room, 0)])
+    entry: dict[str, Any] = {"Message": body, "MessageAttributes": attributes}
     if ev.type in CUSTOMER_EVENTS:
         if sqs_message is None:
             raise ValueError(f"{ev.type} goes to SQS subscribers as a task message: publish it with "

@@ -34,18 +34,21 @@ from orders.aws.sns import EventPublisher
 from orders.aws.tables import aws_errors
 from orders.domain.errors import RetryableError
 from orders.domain.events import EVENT_TOPICS, Event
+from orders.runtime import tracing
 from orders.runtime.redaction import NOTIFY_TASK, PUBLISH_TASK, describe
 from orders.settings import Settings
 
 
 def publisher(settings: Settings) -> EventPublisher:
-    """The SNS publisher of a Celery process: customer events carry a task message for SQS."""
-    return EventPublisher(settings, sqs_message=celery_message)
+    """The SNS publisher of a Celery process: customer events carry a task message for SQS, and every
+    event its publish's trace context (when tracing is on: orders.runtime.tracing)."""
+    return EventPublisher(settings, sqs_message=celery_message, trace_attributes=tracing.message_attributes)
 
 
 def publish(settings: Settings, events: Sequence[Event]) -> None:
-    """Publish events through the one SNS publishing path."""
-    publisher(settings).publish(events)
+    """Publish events through the one SNS publishing path (in a span of its own when tracing is on)."""
+    with tracing.publishing(events):
+        publisher(settings).publish(events)
 
 
 def publish_later(events: Sequence[Event]) -> AsyncResult:
@@ -89,6 +92,9 @@ def celery_message(ev: Event) -> str:
     argsrepr, kwargsrepr = describe(NOTIFY_TASK, args, {}) or (None, None)
     msg = current_app.amqp.as_task_v2(ev.event_id, NOTIFY_TASK, args=args, kwargs={},
                                       root_id=ev.correlation_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr)
+    # Not sent through Celery, so no instrumentation sees it: the notify task's parent is the
+    # publish this message is rendered in.
+    tracing.inject(msg.headers)
     content_type, encoding, body = dumps(msg.body, serializer="json")
     body_bytes = body if isinstance(body, bytes) else body.encode(encoding)
     return json.dumps({

@@ -1,0 +1,138 @@
+"""Tracing's pure parts (switch, order attributes, sampler, propagator, SNS attributes), and that off is off.
+
+The SDK-level tests run in a subprocess: a TracerProvider and the instrumentations are
+process-wide and cannot be taken back, and the test process must stay untraced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from celery.exceptions import Ignore, Retry
+
+from orders.aws.sns import MAX_MESSAGE_ATTRIBUTES, sns_entry
+from orders.domain.errors import RetryableError
+from orders.domain.events import Event
+from orders.runtime.order_spans import order_id_of, outcome_of, step_of
+from orders.runtime.tracing import TracingConfig
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(("env", "exporters", "enabled"), [
+    ({}, (), False),
+    ({"OTEL_TRACES_EXPORTER": "none"}, (), False),
+    ({"OTEL_TRACES_EXPORTER": "console"}, ("console",), True),
+    ({"OTEL_TRACES_EXPORTER": "OTLP, console"}, ("otlp", "console"), True),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}, ("otlp",), False),
+])
+def test_only_the_standard_variables_turn_tracing_on(env, exporters, enabled):
+    config = TracingConfig.from_env(env)
+    assert (config.exporters, config.enabled) == (exporters, enabled)
+
+
+def test_the_order_step_and_outcome_come_from_what_celery_carries():
+    assert [step_of(t) for t in ("payments.charge", "shipping.create_shipment", "payments.refund",
+                                 "notifications.notify", "inventory.release")] == \
+        ["charge", "ship", "refund", "notify", "release"]
+    assert order_id_of(["ord-1"]) == "ord-1"
+    assert order_id_of(({"orderId": "ord-2", "items": []},)) == "ord-2"  # orders.place, notify's event
+    assert order_id_of([[{"order_id": "ord-3"}]]) == "ord-3"  # notifications.publish's events
+    assert order_id_of([]) is None and order_id_of([42]) is None
+    assert outcome_of("SUCCESS", {"status": "paid", "next": "shipping.create_shipment"}) == \
+        {"order.outcome": "ok", "order.status": "paid"}
+    assert outcome_of("SUCCESS", {"status": "paid", "skipped": True})["order.outcome"] == "skipped"
+    assert outcome_of("IGNORED", Ignore("order ord-1 is cancelled: the rest of its chain is not sent")) == \
+        {"order.outcome": "ended", "order.status": "cancelled"}
+    assert outcome_of("IGNORED", Ignore("Replaced by new task")) == {"order.outcome": "branched"}
+    assert outcome_of("RETRY", Retry(exc=RetryableError("gateway busy"))) == \
+        {"order.outcome": "retry", "order.error": "RetryableError"}
+    assert outcome_of("FAILURE", ValueError("bug")) == \
+        {"order.outcome": "failed", "order.error": "ValueError"}
+
+
+def test_an_events_trace_context_rides_in_its_message_attributes_within_snss_limit():
+    context = {"traceparent": {"DataType": "String", "StringValue": TRACEPARENT}}
+    entry = sns_entry(Event("StockLow", "ord-1", "corr-1"), context=context)
+    assert entry["MessageAttributes"]["traceparent"]["StringValue"] == TRACEPARENT
+    assert entry["MessageAttributes"]["event_type"]["StringValue"] == "StockLow"
+    many = {f"k{n}": {"DataType": "String", "StringValue": "v"} for n in range(20)}
+    assert len(sns_entry(Event("StockLow", "ord-1", "corr-1"), context=many)["MessageAttributes"]) == \
+        MAX_MESSAGE_ATTRIBUTES
+    assert "traceparent" not in sns_entry(Event("StockLow", "ord-1", "corr-1"))["MessageAttributes"]
+
+
+def run_python(code: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: What a worker process looks like after start: the app and tasks imported, both start signals sent.
+PROBE = """
+import json, sys
+import botocore.client
+from celery import signals
+import orders.celery, tasks.orders, tasks.notifications
+from orders.runtime import tracing
+signals.worker_init.send(sender=None)
+signals.worker_process_init.send(sender=None)
+receivers = [r for s in (signals.before_task_publish, signals.task_prerun, signals.task_postrun)
+             for _, r in s.receivers]
+print(json.dumps({
+    "modules": sorted(m for m in sys.modules if m.startswith("opentelemetry")),
+    "botocore_patched": type(botocore.client.BaseClient.__dict__["_make_api_call"]).__name__,
+    "otel_receivers": [repr(r) for r in receivers if getattr(r, "__module__", "").startswith(
+        ("opentelemetry", "orders.runtime.order_spans"))],
+    "active": tracing.active(),
+}))
+"""
+
+
+def test_without_otel_variables_nothing_is_loaded_or_patched():
+    off = run_python(PROBE)
+    assert off == {"modules": [], "botocore_patched": "function", "otel_receivers": [], "active": False}
+    disabled = run_python(PROBE, OTEL_TRACES_EXPORTER="otlp", OTEL_SDK_DISABLED="true")
+    assert disabled == off
+    on = run_python(PROBE, OTEL_TRACES_EXPORTER="console")  # the probe sees it when it is there
+    assert on["active"] and on["botocore_patched"] == "FunctionWrapper" and len(on["otel_receivers"]) >= 5
+
+
+SDK_PROBE = """
+import json
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from orders.runtime.tracing_sdk import KeepCarriedContext, UntracedAwsCalls
+
+sampler = UntracedAwsCalls(ALWAYS_ON)
+aws = {"rpc.system": "aws-api"}
+tracer = TracerProvider().get_tracer("t")
+with tracer.start_as_current_span("task"):
+    in_trace = sampler.should_sample(None, 1, "DynamoDB.GetItem", attributes=aws).decision
+outside = sampler.should_sample(None, 1, "SQS.ReceiveMessage", attributes=aws).decision
+root_task = sampler.should_sample(None, 1, "apply_async/orders.place").decision
+
+keep = KeepCarriedContext(TraceContextTextMapPropagator())
+carried = {"traceparent": {"DataType": "String", "StringValue": TRACEPARENT}}
+plain = {}
+with tracer.start_as_current_span("batch call"):
+    keep.inject(carried)
+    keep.inject(plain)
+print(json.dumps({"in_trace": in_trace.name, "outside": outside.name, "root_task": root_task.name,
+                  "carried": carried["traceparent"]["StringValue"], "plain": sorted(plain)}))
+""".replace("TRACEPARENT", repr(TRACEPARENT))
+
+
+def test_aws_calls_outside_a_trace_are_dropped_and_an_entrys_context_is_kept():
+    seen = run_python(SDK_PROBE)
+    assert (seen["in_trace"], seen["outside"], seen["root_task"]) == \
+        ("RECORD_AND_SAMPLE", "DROP", "RECORD_AND_SAMPLE")
+    assert seen["carried"] == TRACEPARENT  # not the batch call's context
+    assert seen["plain"] == ["traceparent"]
