@@ -223,7 +223,12 @@ def flush() -> int:
     return _buffer.flush()
 
 
-# Business metrics: the pipeline calls these when an order reaches a final state.
+# Business metrics: the pipeline calls these when an order is admitted and when it reaches a final state.
+
+def order_placed() -> None:
+    """An order admitted and recorded (valid: a rejected one counts as OrdersRejected only)."""
+    count("OrdersPlaced")
+
 
 def order_completed(total: float | Decimal, currency: str, placed_at: datetime | float | None = None) -> None:
     """An order completed: its count, its revenue and, when known, its end-to-end latency."""

@@ -1,4 +1,5 @@
-"""CloudWatch alarms, derived from the topology: five per queue, all reporting to `system-health`.
+"""CloudWatch alarms, derived from the topology: five static per queue and the predictive ones
+(orders.infra.predictive), all reporting to `system-health`.
 
 Per processing queue: visible depth above what the queue drains within its latency
 target at its peak rate; oldest message older than the target; a DLQ that is not
@@ -10,17 +11,16 @@ docs/operations.md explains each and what to do when it fires.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.metrics import NAMESPACE
 from orders.aws.sns import topic_arns
+from orders.infra import predictive
+from orders.infra.alarm_spec import AlarmSpec, expression, single, sqs_query, task_query
 from orders.infra.converger import Converger
 from orders.settings import Settings
 from orders.topology import QUEUES, SERVICE_LEVELS, SUCCESS_RATE_TARGET, QueueSpec, tags
 
-PERIOD = 60
 #: The error-rate alarm fires at this multiple of the error budget (1 - 99.9%): a
 #: burn rate that spends a month's budget in three days if it lasts.
 ERROR_BUDGET_BURN = 10
@@ -28,62 +28,8 @@ ERROR_BUDGET_BURN = 10
 ERROR_RATE_MIN_TASKS = 20
 #: Processing below this fraction of arrivals, while messages wait, is a drop.
 RATE_DROP_FRACTION = 0.5
-RUNBOOK = "docs/operations.md"
-
-
-@dataclass(frozen=True)
-class AlarmSpec:
-    """One alarm as PutMetricAlarm takes it, minus the actions (known only once the topic exists)."""
-
-    queue: str
-    kind: str  # depth | age | dlq | rate-drop | error-rate
-    severity: str
-    summary: str
-    threshold: float
-    comparison: str
-    evaluation_periods: int
-    metric: dict[str, Any] = field(default_factory=dict)  # a single metric ...
-    metrics: tuple[dict[str, Any], ...] = ()  # ... or metric math
-
-    def name(self, settings: Settings) -> str:
-        return f"{settings.prefix}{self.queue}-{self.kind}"
-
-    def request(self, settings: Settings, topic_arn: str | None) -> dict[str, Any]:
-        """The PutMetricAlarm arguments (without Tags, which only apply at creation)."""
-        actions = [topic_arn] if topic_arn else []
-        req: dict[str, Any] = {
-            "AlarmName": self.name(settings),
-            "AlarmDescription": f"[{self.severity}] {self.summary}. Runbook: {RUNBOOK}#alarm-{self.kind}",
-            "ActionsEnabled": True, "AlarmActions": actions, "OKActions": actions,
-            "EvaluationPeriods": self.evaluation_periods, "DatapointsToAlarm": self.evaluation_periods,
-            "Threshold": float(self.threshold), "ComparisonOperator": self.comparison,
-            "TreatMissingData": "notBreaching",
-        }
-        if self.metrics:
-            req["Metrics"] = [dict(m) for m in self.metrics]
-        else:
-            req.update(self.metric, Period=PERIOD)
-        return req
-
-
-def _sqs_metric(name: str, queue_name: str, stat: str, query_id: str) -> dict[str, Any]:
-    return {"Id": query_id, "ReturnData": False, "MetricStat": {
-        "Metric": {"Namespace": "AWS/SQS", "MetricName": name,
-                   "Dimensions": [{"Name": "QueueName", "Value": queue_name}]},
-        "Period": PERIOD, "Stat": stat}}
-
-
-def _task_metric(settings: Settings, queue: str, stat: str, query_id: str) -> dict[str, Any]:
-    return {"Id": query_id, "ReturnData": False, "MetricStat": {
-        "Metric": {"Namespace": NAMESPACE, "MetricName": "TaskSuccess",
-                   "Dimensions": [{"Name": "Environment", "Value": settings.env},
-                                  {"Name": "Queue", "Value": queue}]},
-        "Period": PERIOD, "Stat": stat}}
-
-
-def _single(name: str, queue_name: str) -> dict[str, Any]:
-    return {"Namespace": "AWS/SQS", "MetricName": name, "Statistic": "Maximum",
-            "Dimensions": [{"Name": "QueueName", "Value": queue_name}]}
+#: The static alarms' kinds, one of each per processing queue.
+STATIC_KINDS = ("depth", "age", "dlq", "rate-drop", "error-rate")
 
 
 def error_rate_threshold() -> float:
@@ -101,40 +47,40 @@ def queue_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
                   f"{spec.name}: more than {level.backlog_limit} messages waiting for 3 minutes, "
                   f"more than it drains in {level.p95_seconds:g} s at {level.peak_per_second:g}/s",
                   level.backlog_limit, "GreaterThanThreshold", 3,
-                  metric=_single("ApproximateNumberOfMessagesVisible", src)),
+                  metric=single("ApproximateNumberOfMessagesVisible", src)),
         AlarmSpec(spec.name, "age", "warning",
                   f"{spec.name}: oldest message older than the {level.p95_seconds:g} s "
                   "latency target for 3 minutes",
                   level.p95_seconds, "GreaterThanThreshold", 3,
-                  metric=_single("ApproximateAgeOfOldestMessage", src)),
+                  metric=single("ApproximateAgeOfOldestMessage", src)),
         AlarmSpec(spec.name, "dlq", "critical",
                   f"{spec.dlq_name}: dead-lettered messages are waiting for triage",
                   0, "GreaterThanThreshold", 1,
-                  metric=_single("ApproximateNumberOfMessagesVisible", dlq)),
+                  metric=single("ApproximateNumberOfMessagesVisible", dlq)),
         AlarmSpec(spec.name, "rate-drop", "warning",
                   f"{spec.name}: processing below {RATE_DROP_FRACTION:.0%} of arrivals "
                   "while messages wait, for 5 minutes",
                   RATE_DROP_FRACTION, "LessThanThreshold", 5,
-                  metrics=(_sqs_metric("ApproximateNumberOfMessagesVisible", src, "Maximum", "waiting"),
-                           _sqs_metric("NumberOfMessagesSent", src, "Sum", "sent"),
-                           _sqs_metric("NumberOfMessagesDeleted", src, "Sum", "done"),
-                           {"Id": "ratio", "Expression": "IF(waiting > 0, done / (sent + 1), 1)",
-                            "Label": "processed / arrived", "ReturnData": True})),
+                  metrics=(sqs_query("ApproximateNumberOfMessagesVisible", src, "Maximum", "waiting"),
+                           sqs_query("NumberOfMessagesSent", src, "Sum", "sent"),
+                           sqs_query("NumberOfMessagesDeleted", src, "Sum", "done"),
+                           expression("ratio", "IF(waiting > 0, done / (sent + 1), 1)",
+                                      "processed / arrived"))),
         AlarmSpec(spec.name, "error-rate", "warning",
                   f"{spec.name}: more than {error_pct:g}% of tasks failing for 5 minutes "
                   f"({ERROR_BUDGET_BURN}x the error budget of a {SUCCESS_RATE_TARGET:.1%} success target)",
                   error_pct, "GreaterThanThreshold", 5,
-                  metrics=(_task_metric(settings, spec.name, "Average", "ok"),
-                           _task_metric(settings, spec.name, "SampleCount", "tasks"),
-                           {"Id": "errors",
-                            "Expression": f"IF(tasks >= {ERROR_RATE_MIN_TASKS}, 100 * (1 - ok), 0)",
-                            "Label": "error rate (%)", "ReturnData": True})),
+                  metrics=(task_query(settings, spec.name, "Average", "ok"),
+                           task_query(settings, spec.name, "SampleCount", "tasks"),
+                           expression("errors", f"IF(tasks >= {ERROR_RATE_MIN_TASKS}, 100 * (1 - ok), 0)",
+                                      "error rate (%)"))),
     ]
 
 
 def alarm_specs(settings: Settings) -> list[AlarmSpec]:
-    """Every declared alarm of this environment."""
-    return [alarm for spec in QUEUES for alarm in queue_alarms(settings, spec)]
+    """Every declared alarm of this environment: the static ones, then the predictive ones."""
+    return [*(alarm for spec in QUEUES for alarm in queue_alarms(settings, spec)),
+            *predictive.predictive_alarms(settings)]
 
 
 def live_alarms(settings: Settings) -> dict[str, dict[str, Any]]:

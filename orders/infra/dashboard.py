@@ -3,8 +3,8 @@
 Rows, top to bottom: health overview (every alarm's state), the KPI row (orders, share
 completed, revenue, cancellations by reason, end-to-end P95), queue depths and ages
 against their targets, throughput per service, error-rate trends, retries and
-dead-lettered messages, business figures, latency percentiles. `orders infra up`
-creates it; `orders infra check` reports a missing or changed one.
+dead-lettered messages, business figures, latency percentiles, the order rate against its
+anomaly band. `orders infra up` creates it; `orders infra check` reports a missing or changed one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from orders.aws import clients
 from orders.aws.metrics import NAMESPACE
 from orders.infra.alarms import alarm_specs, error_rate_threshold
 from orders.infra.converger import Converger
+from orders.infra.predictive import ORDER_RATE_PERIOD, band
 from orders.settings import Settings
 from orders.topology import QUEUES, SERVICE_LEVELS
 
@@ -76,12 +77,13 @@ def _kpi(settings: Settings, title: str, metrics: list[list[Any]], stat: str = "
 def kpi_row(settings: Settings) -> list[dict[str, Any]]:
     """Orders per minute, share completed, revenue per minute, cancellations by reason, P95.
 
-    An order counts once, when it reaches a final state (completed, cancelled, rejected,
-    failed): the workers publish no metric when an order is placed.
+    Orders per minute shows those admitted (`OrdersPlaced`) beside those that reached a final
+    state (completed, cancelled, rejected, failed); the share completed is of the latter.
     """
     return [
-        _kpi(settings, "Orders / min (reaching a final state)", [
-            [{"expression": f"SUM({_final(settings)})", "label": "orders", "id": "orders"}]]),
+        _kpi(settings, "Orders / min (placed, finished)", [
+            _ours(settings, "OrdersPlaced", label="placed"),
+            [{"expression": f"SUM({_final(settings)})", "label": "finished", "id": "orders"}]]),
         _kpi(settings, "Share completed (%)", [
             [{"expression": f"SUM({_final(settings)})", "id": "all", "visible": False}],
             _ours(settings, "OrdersCompleted", id="done", visible=False),
@@ -158,7 +160,17 @@ def widgets(settings: Settings, account: str, partition: str = "aws") -> list[di
                [_search(settings, "TaskDuration", "Task", "p95", "tasks")], stat="p95"),
         _graph(settings, "Stage latency p95 (s)",
                [_search(settings, "StageLatency", "Stage", "p95", "stages")], stat="p95"),
+        _order_rate_band(settings),
     ]
+
+
+def _order_rate_band(settings: Settings) -> dict[str, Any]:
+    """Orders placed against the range the order-rate alarm's model expects (orders.infra.predictive)."""
+    widget = _graph(settings, f"Orders placed / {ORDER_RATE_PERIOD // 60} min vs expected range", [
+        _ours(settings, "OrdersPlaced", id="placed", label="placed"),
+        [{"expression": band("placed")["Expression"], "label": "expected range", "id": "band"}]])
+    widget["properties"]["period"] = ORDER_RATE_PERIOD
+    return widget
 
 
 def body(settings: Settings, account: str, partition: str = "aws") -> dict[str, Any]:

@@ -47,6 +47,12 @@ UNSCOPED: dict[str, str] = {
     "sns:Unsubscribe": "as sns:GetSubscriptionAttributes",
     "cloudwatch:DescribeAlarms": "the environment's alarms are listed by name prefix, so the request names "
                                  "no alarm ARN (read-only, `orders infra up|check|down`)",
+    "cloudwatch:PutAnomalyDetector": "an anomaly detector (the model behind a predictive alarm's band) has "
+                                     "no ARN: IAM scopes the anomaly-detector actions to no resource; the "
+                                     "administrator's only",
+    "cloudwatch:DescribeAnomalyDetectors": "as cloudwatch:PutAnomalyDetector (read-only, "
+                                           "`orders infra up|check`)",
+    "cloudwatch:DeleteAnomalyDetector": "as cloudwatch:PutAnomalyDetector (`orders infra down`)",
     "kms:CreateKey": "no key exists before it is created; the grant holds for requests that tag the key as "
                      "this environment's (conditions aws:RequestTag/app and aws:RequestTag/environment)",
     "kms:TagResource": "with kms:CreateKey: tags given when the key is created, under the same conditions",
@@ -126,7 +132,8 @@ def resources(grant: Grant, refs: Refs, settings: Settings) -> Any:
     if grant.kind in by_name:
         return [by_name[grant.kind](name) for name in names]
     if grant.kind is Kind.ALARMS:
-        return [refs.pattern("cloudwatch", f"alarm:{spec.name(settings)}") for spec in alarm_specs(settings)]
+        return [refs.pattern("cloudwatch", f"alarm:{spec.name(settings)}") for spec in alarm_specs(settings)
+                if spec.kind in grant.names]
     single = {Kind.KEY: refs.key, Kind.TAGGED_KEY: lambda: refs.pattern("kms", "key/*"),
               Kind.ALIAS: lambda: refs.pattern("kms", ENVIRONMENT_KEY.alias_name(settings)),
               Kind.DASHBOARD: lambda: refs.pattern("cloudwatch", f"dashboard/{dashboard_name(settings)}",

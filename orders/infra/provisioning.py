@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orders.infra import alarms, dashboard, kms, queues, tables, topics
+from orders.infra import alarms, anomaly, dashboard, kms, queues, tables, topics
 from orders.infra.converger import Converger, Report
 from orders.settings import Settings
 
@@ -24,7 +24,8 @@ class ResourceKind:
 
 
 #: In creation order: the key before everything it encrypts, topics after the queues they deliver
-#: to, alarms after the topic they notify, the dashboard after the alarms it shows. `down` deletes
+#: to, the anomaly models before the alarms whose bands they draw, alarms after the topic they
+#: notify, the dashboard after the alarms it shows. `down` deletes
 #: in the reverse order.
 KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("key", kms.converge_key, kms.delete_key),
@@ -32,6 +33,7 @@ KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("topics", topics.converge_topics, topics.delete_topics),
     ResourceKind("subscriptions", topics.converge_subscriptions, None),  # deleted with their topics
     ResourceKind("tables", tables.converge_tables, tables.delete_tables),
+    ResourceKind("anomaly-detectors", anomaly.converge_detectors, anomaly.delete_detectors),
     ResourceKind("alarms", alarms.converge_alarms, alarms.delete_alarms),
     ResourceKind("dashboard", dashboard.converge_dashboard, dashboard.delete_dashboard),
 )

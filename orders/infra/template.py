@@ -1,10 +1,10 @@
 """`orders infra template`: the environment's CloudFormation stack, generated from the topology.
 
 The same declarations and attribute builders as `orders infra up` make the environment's KMS key
-and every queue, DLQ, topic, subscription, table, alarm and the dashboard, so a stack deployed
-from it passes `orders infra check`. Around them: IAM roles, an ECS Fargate service per queue (or a
-Lambda consumer) scaling on backlog per task, beat, Flower and the API behind a load balancer, and
-the Redis control plane.
+and every queue, DLQ, topic, subscription, table, alarm (with the anomaly models of the predictive
+ones) and the dashboard, so a stack deployed from it passes `orders infra check`. Around them: IAM
+roles, an ECS Fargate service per queue (or a Lambda consumer) scaling on backlog per task, beat,
+Flower and the API behind a load balancer, and the Redis control plane.
 
 `without` leaves out resource types an endpoint cannot create (an emulator), together with
 everything that refers to them; a stack for AWS leaves nothing out.

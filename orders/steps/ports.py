@@ -105,6 +105,8 @@ class Metrics(Protocol):
 
     def order_rejected(self) -> None: ...
 
+    def order_placed(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class Deps:

@@ -93,6 +93,8 @@ def record_metrics(metrics: Metrics, record: OrderRecord) -> None:
         metrics.order_cancelled(record.reason or "unknown")
     elif record.status is OrderState.REJECTED:
         metrics.order_rejected()
+    elif record.status is OrderState.VALIDATED and record.last_step is Step.PLACE:  # just admitted
+        metrics.order_placed()
 
 
 def commit(orders: Orders, writes: Sequence[Write]) -> None:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from orders.aws import clients
 from orders.aws.sns import topic_arns
 from orders.cli import cli
-from orders.infra import alarms, dashboard, provisioning
+from orders.infra import alarms, dashboard, predictive, provisioning
 from orders.ops import archive
 from orders.topology import QUEUES
 
@@ -27,7 +27,9 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def test_up_creates_every_alarm_with_thresholds_from_the_targets(infra):
     live = alarms.live_alarms(infra)
-    assert set(live) == {f"{infra.prefix}{q}-{kind}" for q in TARGETS for kind in KINDS}
+    static = {f"{infra.prefix}{q}-{kind}" for q in TARGETS for kind in KINDS}
+    predicted = {a.name(infra) for a in predictive.predictive_alarms(infra)}  # test_predictive_alarms.py
+    assert set(live) == static | predicted
     topic = topic_arns(infra)["system-health"]
     for name, alarm in live.items():
         assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic], name

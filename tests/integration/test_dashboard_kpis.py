@@ -44,6 +44,7 @@ def named(row: list[dict]) -> set[tuple[str, tuple[str, ...]]]:
 
 def test_the_kpi_row_names_only_what_finished_orders_publish_and_infra_up_shows_it(infra):
     metrics.bind(infra)
+    metrics.order_placed()
     metrics.order_completed(Decimal("12.50"), "EUR", placed_at=time.time() - 2)
     metrics.order_cancelled("payment-declined")
     metrics.order_rejected()

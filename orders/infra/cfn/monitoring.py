@@ -1,4 +1,4 @@
-"""The CloudWatch alarms and the dashboard, from the same specs `orders infra up` puts.
+"""The CloudWatch alarms, their anomaly models and the dashboard, from the same specs `orders infra up` puts.
 
 An alarm's properties are its PutMetricAlarm request (CloudFormation uses the same names), with
 the `system-health` topic as its action. The dashboard body is the converger's, with the account,
@@ -21,13 +21,21 @@ TOPIC_ARN = "<alarm-topic-arn>"
 
 
 def alarms(settings: Settings) -> Resources:
-    """Every declared alarm, notifying `system-health`."""
+    """Every declared alarm, notifying `system-health`, and the anomaly model of each band alarm's band."""
     topic = {TOPIC_ARN: ref(topic_id(ALARM_TOPIC))}
-    return {logical_id(f"{spec.queue}-{spec.kind}", "Alarm"): {
-        "Type": "AWS::CloudWatch::Alarm",
-        "Properties": {**replace(spec.request(settings, TOPIC_ARN), topic),
-                       "Tags": tag_list(settings, spec.queue)}}
-        for spec in alarm_specs(settings)}
+    found: Resources = {}
+    for spec in alarm_specs(settings):
+        alarm_id = logical_id(f"{spec.queue}-{spec.kind}", "Alarm")
+        found[alarm_id] = {"Type": "AWS::CloudWatch::Alarm",
+                           "Properties": {**replace(spec.request(settings, TOPIC_ARN), topic),
+                                          "Tags": tag_list(settings, spec.queue)}}
+        detector = spec.anomaly_detector()
+        if detector is not None:
+            model_id = logical_id(f"{spec.queue}-{spec.kind}", "Model")
+            found[model_id] = {"Type": "AWS::CloudWatch::AnomalyDetector",
+                               "Properties": {"SingleMetricAnomalyDetector": detector}}
+            found[alarm_id]["DependsOn"] = model_id
+    return found
 
 
 def dashboards(settings: Settings) -> Resources:
