@@ -50,9 +50,9 @@ def live_detectors(settings: Settings) -> set[Key]:
 
 def unsupported(settings: Settings) -> str:
     declared = len(anomaly_detectors(settings))
-    return (f"anomaly detectors ({declared} declared): not created or checked: an emulator endpoint has no "
-            "anomaly-detector API (moto: PutAnomalyDetector, DescribeAnomalyDetectors not implemented); "
-            "the alarms that use their bands are created and checked")
+    return (f"anomaly detectors ({declared} declared): skipped, an emulator endpoint has no anomaly-detector "
+            "API (moto: PutAnomalyDetector, DescribeAnomalyDetectors not implemented); the alarms that use "
+            "their bands are converged and checked as usual")
 
 
 def converge_detectors(converger: Converger) -> None:

@@ -27,7 +27,8 @@ from tests.helpers import wait_for
 from tests.integration.pipeline_support import make_order, pipeline, statuses, wait_final
 
 #: Types moto 5.2's CloudFormation does not implement (it would skip them with a warning).
-NOT_IN_MOTO = ("AWS::CloudWatch::Alarm", "AWS::SNS::Subscription", "AWS::SQS::QueuePolicy",
+NOT_IN_MOTO = ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::AnomalyDetector", "AWS::SNS::Subscription",
+               "AWS::SQS::QueuePolicy",
                "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy")
 #: What moto's CloudFormation creates from the rest. The ElastiCache replication group is not among
 #: them: moto has no CloudFormation model for it, and the stack is given the emulator's Redis
