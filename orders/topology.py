@@ -338,6 +338,9 @@ class TableSpec:
     numeric: tuple[str, ...] = ()
     #: The attribute DynamoDB's time to live reads (epoch seconds), if items expire.
     ttl: str | None = None
+    #: A global table in a multi-region deployment (docs/multi-region.md): its stream carries every
+    #: write (NEW_AND_OLD_IMAGES), which is what global tables and the emulator's replicator read.
+    replicated: bool = False
     purpose: str = ""
 
     def table_name(self, settings: Settings) -> str:
@@ -345,22 +348,22 @@ class TableSpec:
 
 
 TABLES: tuple[TableSpec, ...] = (
-    TableSpec("orders", "orders", keys=("pk", "sk"),
+    TableSpec("orders", "orders", replicated=True, keys=("pk", "sk"),
               indexes={"active-holds": ("holdState", "expiresAt")}, numeric=("expiresAt",),
               purpose="order state and history (its version makes each step idempotent), "
                       "stock reservations (the sparse index finds expired holds)"),
-    TableSpec("stock", "inventory", keys=("sku", None),
+    TableSpec("stock", "inventory", replicated=True, keys=("sku", None),
               purpose="available and reserved quantity per product"),
     TableSpec("gateway", "payments", keys=("key", None),
               purpose="the simulated payment gateway's captures, refunds and attempt counts"),
     TableSpec("dlq-archive", "ops", keys=("key", "item"),
               indexes={"by-queue": ("queue_name", "archived_at")}, ttl="expires_at",
               purpose="dead-lettered messages, their failures and redrives (kept 90 days)"),
-    TableSpec("idempotency", "api", keys=("key", None), ttl="expiresAt",
+    TableSpec("idempotency", "api", replicated=True, keys=("key", None), ttl="expiresAt",
               purpose="Idempotency-Key claims of POST /orders and their answers (kept 24 hours)"),
-    TableSpec("api-keys", "api", keys=("keyHash", None),
+    TableSpec("api-keys", "api", replicated=True, keys=("keyHash", None),
               purpose="the API's keys: SHA-256 of each key, its client, created, revoked"),
-    TableSpec("api-orders", "api", keys=("orderId", None),
+    TableSpec("api-orders", "api", replicated=True, keys=("orderId", None),
               purpose="which API client placed each order (a client reads only its own)"),
 )
 

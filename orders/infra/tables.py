@@ -15,6 +15,9 @@ from orders.infra.converger import Converger
 from orders.settings import Settings
 from orders.topology import TABLES, TableSpec, tags
 
+#: The stream of a replicated table (TableSpec.replicated): every write with its new and old image.
+STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+
 
 def converge_tables(converger: Converger) -> None:
     """Provisioning step: every declared table exists with its keys, indexes and encryption."""
@@ -33,6 +36,7 @@ def converge_tables(converger: Converger) -> None:
             converger.report.add(f"table {name}: keys are {live['KeySchema']}, declared {declared} "
                                  "(a table's keys cannot change: recreate it)")
         _converge_encryption(converger, name, live)
+        _converge_stream(converger, spec, name, live)
         live_indexes = {i["IndexName"] for i in live.get("GlobalSecondaryIndexes", [])}
         for index in sorted(set(spec.indexes) - live_indexes):
             converger.report.add(f"table {name}: index {index} missing"
@@ -79,6 +83,18 @@ def _converge_encryption(converger: Converger, name: str, live: dict[str, Any]) 
         converger.report.note(f"table {name}: the endpoint ignored UpdateTable's SSESpecification")
 
 
+def _converge_stream(converger: Converger, spec: TableSpec, name: str, live: dict[str, Any]) -> None:
+    """A replicated table's stream carries new and old images (what global tables need); it is
+    switched on in place, before any index is added (one table update at a time)."""
+    if not spec.replicated or live.get("StreamSpecification") == STREAM:
+        return
+    converger.drift(f"table {name}: stream is {live.get('StreamSpecification')}, declared {STREAM}")
+    if converger.apply:
+        ddb = clients.client("dynamodb", converger.settings)
+        ddb.update_table(TableName=name, StreamSpecification=STREAM)
+        ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+
+
 def _converge_ttl(converger: Converger, spec: TableSpec, name: str, quiet: bool = False) -> None:
     """Items expire on the declared attribute (DynamoDB's time to live)."""
     ddb = clients.client("dynamodb", converger.settings)
@@ -108,6 +124,8 @@ def table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
         "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "N" if a in spec.numeric else "S"}
                                  for a in sorted(attributes)],
     }
+    if spec.replicated:
+        definition["StreamSpecification"] = STREAM
     if spec.indexes:
         definition["GlobalSecondaryIndexes"] = [
             {"IndexName": index, "KeySchema": _key_schema(keys), "Projection": {"ProjectionType": "ALL"}}

@@ -50,4 +50,8 @@ def definition(spec: TableSpec, name: str) -> dict[str, Any]:
 
     A thin adapter: orders.infra.tables keeps this builder private; once it is public, call it directly.
     """
-    return converger_tables.table_definition(spec, name)
+    definition = converger_tables.table_definition(spec, name)
+    stream = definition.get("StreamSpecification")
+    if stream:  # CloudFormation's has no StreamEnabled: a view type enables the stream
+        definition["StreamSpecification"] = {"StreamViewType": stream["StreamViewType"]}
+    return definition
