@@ -72,7 +72,17 @@ def calls_line(calls: dict[str, int]) -> str:
         if service not in BILLED_SERVICES:
             others[service] = others.get(service, 0) + n
     text = ", ".join(f"{k} {n}" for k, n in billed) or "(not counted: not an emulator)"
-    return text + "".join(f"; {s} {n}" for s, n in sorted(others.items()))
+    return text + "".join(f"; {s} {n}{_actions(calls, s)}" for s, n in sorted(others.items()))
+
+
+def _actions(calls: dict[str, int], service: str) -> str:
+    """` (UpdateItem 40, GetItem 12)`: a service's actions, most first (DynamoDB's are what an order's
+    steps read and write)."""
+    if service != "dynamodb":
+        return ""
+    actions = sorted(((k.split(":", 1)[1], n) for k, n in calls.items()
+                      if k.startswith(f"{service}:") and ":" in k), key=lambda kv: -kv[1])
+    return " (" + ", ".join(f"{a} {n}" for a, n in actions) + ")" if actions else ""
 
 
 def as_json(suites: dict[str, dict[str, RunFigures]], context: dict[str, Any]) -> dict[str, Any]:

@@ -79,10 +79,11 @@ class Stock:
     def restock(self, sku: str, quantity: int, restock_id: str) -> bool:
         return restock(self.settings, sku, quantity, restock_id)
 
-    def take(self, hold: Hold) -> list[Write]:
-        """Writes that take a new hold's units out of `available` (each line only if it has them)."""
+    def take(self, hold: Hold, spare: int = 0) -> list[Write]:
+        """Writes that take a new hold's units out of `available`, each line only if it has them and
+        `spare` more (which tells, with no read, that none of them is left with `spare` or fewer)."""
         lines = [_stock_line(self.settings, sku, "SET available = available - :q, reserved = reserved + :q",
-                             q, "available >= :q") for sku, q in hold.items]
+                             q, "available >= :need", need=q + spare) for sku, q in hold.items]
         active = HoldState.ACTIVE.value
         put = {"TableName": table_name(self.settings, "orders"),
                "ConditionExpression": "attribute_not_exists(pk)",
@@ -232,8 +233,9 @@ def load_hold(settings: Settings, order_id: str) -> Hold | None:
 
 
 def _stock_line(settings: Settings, sku: str, expression: str, quantity: int,
-                condition: str | None = None) -> Write:
-    values = {":q": quantity, ":one": 1, **({":zero": 0} if ":zero" in expression else {})}
+                condition: str | None = None, need: int | None = None) -> Write:
+    values = {":q": quantity, ":one": 1, **({":zero": 0} if ":zero" in expression else {}),
+              **({":need": need} if need is not None else {})}
     op = {"TableName": table_name(settings, "stock"), "Key": to_item({"sku": sku}),
           "UpdateExpression": expression + ", version = version + :one",
           "ExpressionAttributeValues": to_item(values)}

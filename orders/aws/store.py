@@ -117,7 +117,7 @@ class OrderStore:
         fields = change.fields()
         values: dict[str, Any] = {":status": change.status.value, ":one": 1,
                                   ":entries": [e.to_data() for e in change.entries(at)],
-                                  ":now": at, ":version": record.version}
+                                  ":now": at, ":version": record.version, ":from": record.status.value}
         sets = ["#status = :status", "version = version + :one",
                 "history = list_append(history, :entries)", "updatedAt = :now"]
         names = {"#status": "status"}
@@ -131,7 +131,8 @@ class OrderStore:
         removes = " REMOVE " + ", ".join(f"#g{n}" for n in range(len(gone))) if gone else ""
         op = {"TableName": self.table, "Key": self.key(record.order_id),
               "UpdateExpression": "SET " + ", ".join(sets) + removes,
-              "ConditionExpression": "version = :version",
+              # The state too: the change was decided on it (from a record the message may have carried).
+              "ConditionExpression": "version = :version AND #status = :from",
               "ExpressionAttributeNames": names,
               "ExpressionAttributeValues": to_item(values)}
         return Write(Guard.ORDER, {"Update": op}), record.after(change, at)

@@ -189,6 +189,22 @@ class OrderRecord:
             "shortages": [s.to_data() for s in self.shortages] or None,
         })
 
+    def carried(self) -> dict[str, Any]:
+        """The stored values as plain JSON (money as decimal strings), for a message to carry to the
+        next step (`from_carried` reads them back)."""
+        return _json_ready(self.to_data())
+
+    @classmethod
+    def from_carried(cls, data: Any) -> OrderRecord | None:
+        """The record a message carried, or None if what it carried is not one (anyone can send a
+        message: a step only takes it as a guess, which its conditional write checks)."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls.from_data(data)
+        except (KeyError, ValueError, TypeError, ArithmeticError, AttributeError):
+            return None
+
     def after(self, change: Change, at: str) -> OrderRecord:
         """The record once `change` is applied at `at` (one version later).
 
@@ -228,6 +244,17 @@ class OrderRecord:
         """A stub the DLQ watcher wrote for a placement that never recorded its order (no content)."""
         return self.status is OrderState.FAILED and self.content is None \
             and self.failed_from is OrderState.PLACED
+
+
+def _json_ready(value: Any) -> Any:
+    # A whole number read back from the store (a quantity) stays a number; money keeps its decimal text.
+    if isinstance(value, Decimal):
+        return int(value) if value.as_tuple().exponent == 0 else str(value)
+    if isinstance(value, Mapping):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 def public_view(record: OrderRecord) -> dict[str, Any]:

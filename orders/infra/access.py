@@ -134,6 +134,11 @@ def worker(queue: str, sends: tuple[str, ...], topics: tuple[str, ...], *grants:
     ), queue)
 
 
+#: A step reads its order only when its message did not carry it as the previous step left it.
+ON_STALE_RECORD = ("only when a step's message carries no record of its order, or an out-of-date one "
+                   "(redelivered, redriven: orders.runtime.carried)")
+
+
 def table(sid: str, name: str, actions: tuple[str, ...], why: str, kept: str = "") -> Grant:
     return Grant(sid, tuple(f"dynamodb:{a}" for a in actions), Kind.TABLE, (name,), why, kept)
 
@@ -163,8 +168,10 @@ WORKERS: tuple[Role, ...] = (
     worker("orders-priority.fifo", ("orders", "inventory.fifo"), ("order-status",), CHECK_SKUS, *PLACE,
            SEAL_IN_CLEAR),
     worker("inventory.fifo", ("payments",), ("inventory-alerts", "order-status"),
-           table("HoldStock", "orders", ("GetItem", "PutItem", "UpdateItem"),
+           table("HoldStock", "orders", ("PutItem", "UpdateItem"),
                  "holds beside their orders, written in one transaction with the order and the stock"),
+           table("ReadHeldOrders", "orders", ("GetItem",), "an order and its hold, read before a change",
+                 kept=ON_STALE_RECORD + ", and by the expiry sweep"),
            Grant("FindExpiredHolds", ("dynamodb:Query",), Kind.INDEX, ("orders/active-holds",),
                  "inventory.release_expired's sweep (orders.aws.stock.expired_holds)"),
            table("TakeStock", "stock", ("GetItem", "BatchGetItem", "UpdateItem"),
@@ -182,7 +189,9 @@ WORKERS: tuple[Role, ...] = (
                  "the simulated gateway's idempotent captures and refunds (orders.aws.gateway)"),
            open_field("OpenPaymentTokens", Field.PAYMENT_TOKEN, "charge")),
     worker("shipping", ("payments",), ("order-status",),
-           table("ShipOrders", "orders", ("GetItem", "UpdateItem"), "the shipping step's state change"),
+           table("ShipOrders", "orders", ("UpdateItem",), "the shipping step's state change"),
+           table("ReadShippedOrders", "orders", ("GetItem",), "the order, read before its change",
+                 kept=ON_STALE_RECORD),
            open_field("OpenShippingAddresses", Field.SHIPPING_ADDRESS, "shipping")),
     worker("notifications", (), ("order-status", "payment-notifications", "inventory-alerts"),
            table("ClaimNotifications", "orders", ("UpdateItem",),

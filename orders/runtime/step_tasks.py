@@ -29,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NoReturn, Protocol, cast
 
 from celery import Task, signals
@@ -40,7 +41,7 @@ from orders.aws.errors import Backoff
 from orders.domain.errors import RetryableError
 from orders.domain.events import Event
 from orders.domain.order import Order
-from orders.runtime import pipeline, publishing
+from orders.runtime import carried, pipeline, publishing
 from orders.runtime.dependencies import dependencies
 from orders.settings import Settings
 from orders.steps.admission import check
@@ -130,7 +131,9 @@ class StepTask(Task):  # type: ignore[misc]
         return cast(_AppWithSettings, self.app).settings
 
     def dependencies(self) -> Deps:
-        return dependencies(self.settings)
+        """The steps' dependencies, with the order as the previous step left it if the message carried it."""
+        given = carried.given(self.request)
+        return replace(dependencies(self.settings), given=given) if given else dependencies(self.settings)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         # Until the task is over (task_postrun), every send of this thread waits out an SQS outage:
@@ -148,7 +151,10 @@ class StepTask(Task):  # type: ignore[misc]
         result = task_result(outcome)
         if outcome.then is None:
             return self.end(result) if self.request.chain else result
-        if outcome.record is None or self.ahead(task_of(outcome.then)):
+        if outcome.record is None:
+            return result
+        if self.ahead(task_of(outcome.then)):
+            carried.attach(cast(list[Any] | None, self.request.chain), task_of(outcome.then), outcome.record)
             return result
         return cast(dict[str, Any], self.replace(pipeline.resume(self.app, outcome.record, outcome.then)))
 

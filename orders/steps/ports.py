@@ -60,7 +60,7 @@ class Inventory(Protocol):
 
     def restock(self, sku: str, quantity: int, restock_id: str) -> bool: ...
 
-    def take(self, hold: Hold) -> list[Write]: ...
+    def take(self, hold: Hold, spare: int = 0) -> list[Write]: ...
 
     def commit(self, hold: Hold) -> list[Write]: ...
 
@@ -119,3 +119,6 @@ class Deps:
     carrier: Carrier
     metrics: Metrics
     fields: Fields
+    #: The order as the previous step left it, carried in this step's message: a guess that saves
+    #: reading it first, which the step's conditional write checks (orders.steps.state_machine).
+    given: OrderRecord | None = None

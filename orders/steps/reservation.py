@@ -17,7 +17,7 @@ from orders.domain.details import Shortage
 from orders.domain.errors import ConcurrentUpdate, OutOfStock
 from orders.domain.events import Event, event
 from orders.domain.order import Order
-from orders.domain.records import Change, Hold, OrderRecord
+from orders.domain.records import Change, Hold, OrderRecord, StockLevel
 from orders.domain.states import OrderState, Step
 from orders.domain.writes import Guard
 from orders.steps.flow import next_step
@@ -44,14 +44,12 @@ def reserve(deps: Deps, order_id: object) -> Outcome:
     def act(record: OrderRecord) -> tuple[OrderRecord, list[Event]]:
         order = record.order()
         try:
-            reserved = take(deps, record, order)
+            reserved, low = take(deps, record, order)
         except ShortOfStock as exc:
             out = Change(OrderState.CANCELLED, Step.RESERVE, "out-of-stock", shortages=exc.shortages)
             cancelled = deps.orders.transition(record, out)
             return cancelled, [event("OutOfStock", cancelled, s.to_data(), key=s.sku) for s in exc.shortages]
-        levels = deps.stock.levels(order.skus)
-        return reserved, [event("StockLow", reserved, dict(level), key=sku) for sku, level in levels.items()
-                          if level["available"] <= deps.settings.low_stock_threshold]
+        return reserved, [event("StockLow", reserved, dict(level), key=level["sku"]) for level in low]
 
     return run_step(deps, order_id, Step.RESERVE, expected, act, announce)
 
@@ -66,19 +64,28 @@ def announce(record: OrderRecord) -> tuple[list[Event], Step | None]:
                                              "shortages": [s.to_data() for s in record.shortages]})], None
 
 
-def take(deps: Deps, record: OrderRecord, order: Order) -> OrderRecord:
-    """Hold every line of `order` and move it to `reserved`, in one transaction; the new record.
+def take(deps: Deps, record: OrderRecord, order: Order) -> tuple[OrderRecord, list[StockLevel]]:
+    """Hold every line of `order` and move it to `reserved`, in one transaction: the new record,
+    and the levels of the lines it left at the low-stock threshold or under (StockLow).
 
-    ShortOfStock if any line is short (nothing is held then); ConcurrentUpdate if the
-    order or its hold changed meanwhile (the caller retries).
+    The first try holds only lines that keep more than the threshold, so that, as it mostly
+    does, it is the step's one call: no line is low and no level needs reading. ShortOfStock
+    if any line is short (nothing is held then); ConcurrentUpdate if the order or its hold
+    changed meanwhile (the caller reads it again).
     """
     expires = math.ceil(time.time() + deps.settings.reservation_ttl_seconds)  # whole seconds, never early
     hold = Hold.of(order, expires)
     write, reserved = deps.orders.prepare(record, Change(OrderState.RESERVED, Step.RESERVE,
                                                          reservation_expires_at=expires))
-    refusal = deps.orders.transact([*deps.stock.take(hold), write])
+    threshold = deps.settings.low_stock_threshold
+    refusal = deps.orders.transact([*deps.stock.take(hold, spare=max(0, threshold + 1)), write])
     if refusal is None:
-        return reserved
+        return reserved, []
+    if refusal.failed == {Guard.STOCK}:  # some line is short, or would be left low: take it as it is
+        refusal = deps.orders.transact([*deps.stock.take(hold), write])
+        if refusal is None:
+            levels = deps.stock.levels(order.skus)
+            return reserved, [level for level in levels.values() if level["available"] <= threshold]
     if Guard.STOCK in refusal.failed:
         raise ShortOfStock(shortages(deps.stock, hold))
     raise ConcurrentUpdate(f"order {order.order_id} or its hold changed while reserving: "

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from orders.domain.errors import ConcurrentUpdate
+from orders.domain.errors import ConcurrentUpdate, InvalidOrder
 from orders.domain.events import Event
 from orders.domain.records import OrderRecord
 from orders.domain.states import OrderState, Step
@@ -54,17 +54,41 @@ Expected = Collection[OrderState] | Callable[[OrderRecord], Collection[OrderStat
 
 def run_step(deps: Deps, order_id: object, step: Step, expected: Expected,
              act: Act, announce: Announce) -> Outcome:
-    """One pipeline step, safe to run twice (see the module's docstring)."""
-    record = deps.orders.load(order_id) if isinstance(order_id, str) and order_id else None
+    """One pipeline step, safe to run twice (see the module's docstring).
+
+    When the message carried the order as the previous step left it (`Deps.given`) and that
+    order waits for this step, the step acts on it without reading the order first: every
+    change is a write conditional on the version and state it was decided on, so a carried
+    order that is out of date (the message came twice, was redriven, or was forged) changes
+    nothing, and the step reads the order and decides again.
+    """
+    if not (isinstance(order_id, str) and order_id):
+        return skipped(str(order_id), step, None)
+    given = deps.given if deps.given is not None and deps.given.order_id == order_id else None
+    if given is not None and ready_for(given, _expected(given, expected)):
+        try:
+            return _act(deps, given, act, announce)
+        except (ConcurrentUpdate, InvalidOrder) as exc:
+            log.info("%s: order %s moved since its message was sent (%s); reading it", step, order_id, exc)
+    record = deps.orders.load(order_id)
     if record is None:
-        return skipped(str(order_id), step, record)
-    if ready_for(record, expected(record) if callable(expected) else expected):
-        record, extra = act(record)
-        record_metrics(deps.metrics, record)
-    elif record.last_step is step:
-        extra = []
-    else:
-        return skipped(str(order_id), step, record)
+        return skipped(order_id, step, record)
+    if ready_for(record, _expected(record, expected)):
+        return _act(deps, record, act, announce)
+    if record.last_step is step:
+        events, then = announce(record.standing())
+        return Outcome(record.order_id, record, tuple(events), then)
+    return skipped(order_id, step, record)
+
+
+def _expected(record: OrderRecord, expected: Expected) -> Collection[OrderState]:
+    return expected(record) if callable(expected) else expected
+
+
+def _act(deps: Deps, record: OrderRecord, act: Act, announce: Announce) -> Outcome:
+    """Make the step's change to an order that waits for it, and announce it."""
+    record, extra = act(record)
+    record_metrics(deps.metrics, record)
     events, then = announce(record.standing())
     return Outcome(record.order_id, record, (*events, *extra), then)
 

@@ -8,6 +8,7 @@ same reason it would be on DynamoDB.
 from __future__ import annotations
 
 import dataclasses
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -106,15 +107,16 @@ class World:
     def load_hold(self, order_id: str) -> Hold | None:
         return self.holds.get(order_id)
 
-    def _lines(self, hold: Hold, available: int, reserved: int, need: bool = False) -> list[Write]:
+    def _lines(self, hold: Hold, available: int, reserved: int, need: bool = False,
+               spare: int = 0) -> list[Write]:
         return [Write(Guard.STOCK, {"sku": sku, "available": available * q, "reserved": reserved * q,
-                                    "need": q if need else 0}) for sku, q in hold.items]
+                                    "need": q + spare if need else 0}) for sku, q in hold.items]
 
     def _move(self, hold: Hold, to: HoldState, from_state: HoldState | None) -> Write:
         return Write(Guard.HOLD, {"hold": hold, "to": to, "from": from_state})
 
-    def take(self, hold: Hold) -> list[Write]:
-        return [*self._lines(hold, -1, 1, need=True), self._move(hold, HoldState.ACTIVE, None)]
+    def take(self, hold: Hold, spare: int = 0) -> list[Write]:
+        return [*self._lines(hold, -1, 1, need=True, spare=spare), self._move(hold, HoldState.ACTIVE, None)]
 
     def commit(self, hold: Hold) -> list[Write]:
         return [*self._lines(hold, 0, -1), self._move(hold, HoldState.COMMITTED, HoldState.ACTIVE)]
@@ -493,3 +495,71 @@ def test_the_door_looks_up_no_more_skus_than_an_order_may_have_lines():
     with pytest.raises(InvalidOrder):
         admission.check(world, make_order(items=lines, totalAmount="5000.00"))
     assert world.looked_up == [f"S-{n}" for n in range(MAX_LINES)]
+
+
+class Counting(World):
+    """A World that counts the reads a step makes."""
+
+    def __init__(self, stock: dict[str, int]):
+        super().__init__(stock)
+        self.loads = self.level_reads = 0
+
+    def load(self, order_id: str) -> OrderRecord | None:
+        self.loads += 1
+        return super().load(order_id)
+
+    def levels(self, skus: Any) -> dict[str, Any]:
+        self.level_reads += 1
+        return super().levels(skus)
+
+
+def carried(record: OrderRecord | None) -> OrderRecord | None:
+    """The record as the next message carries it (through JSON, as a message header does)."""
+    assert record is not None
+    return OrderRecord.from_carried(json.loads(json.dumps(record.carried())))
+
+
+def test_a_step_given_its_order_by_its_message_writes_first_and_reads_nothing():
+    world = Counting({"A": 50})
+    d = deps(world)
+    outcome = admission.place(d, make_order(sku="A", quantity=2), now_iso(), "corr")
+    for step in (reservation.reserve, charge.charge, shipment.ship):
+        outcome = step(dataclasses.replace(d, given=carried(outcome.record)), "ord-1")
+        assert not outcome.skipped
+    assert world.records["ord-1"].status is OrderState.COMPLETED and world.records["ord-1"].version == 4
+    assert (world.loads, world.level_reads) == (0, 0)  # 50 units: none left low, no level read
+    assert outcome.record == world.records["ord-1"]
+
+
+def test_a_step_given_an_out_of_date_order_reads_it_and_decides_again():
+    world = Counting({"A": 50})
+    d = deps(world)
+    placed_record = admission.place(d, make_order(sku="A", quantity=2), now_iso(), "corr").record
+    first = reservation.reserve(dataclasses.replace(d, given=carried(placed_record)), "ord-1")
+    again = reservation.reserve(dataclasses.replace(d, given=carried(placed_record)), "ord-1")
+    assert kinds(again) == ["StockReserved"] and again.then is Step.CHARGE and world.loads == 1
+    assert again.record == first.record and world.available["A"] == 48  # reserved once
+    other = dataclasses.replace(placed_record, order_id="ord-2")  # another order's record is not taken
+    assert charge.charge(dataclasses.replace(d, given=other), "ord-1").then is Step.SHIP
+    assert world.loads == 2 and world.records["ord-1"].status is OrderState.PAID
+
+
+def test_a_record_survives_the_trip_in_a_message_and_anything_else_is_no_record():
+    world = World({"A": 50})
+    d = deps(world)
+    record = reservation.reserve(d, placed(d)).record
+    assert record is not None and carried(record) == record
+    money = carried(dataclasses.replace(record, total_amount=Decimal("20.00")))
+    assert money is not None and money.total_amount == Decimal("20.00")  # decimal text kept
+    for junk in (None, "ord-1", [], {"orderId": "ord-1"}, {**record.carried(), "status": "lost"}):
+        assert OrderRecord.from_carried(junk) is None
+
+
+def test_a_reservation_that_leaves_a_product_low_reads_its_level_to_say_so():
+    world = Counting({"A": 8})
+    d = deps(world)
+    outcome = reservation.reserve(d, placed(d))  # 8 - 2 leaves 6: above the threshold (5)
+    assert kinds(outcome) == ["StockReserved"] and world.level_reads == 0
+    second = reservation.reserve(d, placed(d, orderId="ord-2"))  # 6 - 2 leaves 4
+    assert kinds(second) == ["StockReserved", "StockLow"] and world.level_reads == 1
+    assert second.events[1].data == {"sku": "A", "available": 4, "reserved": 4}
