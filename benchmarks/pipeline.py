@@ -85,12 +85,14 @@ class PlacementBuffer:
 
 
 def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float = 0.0,
-                 endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
-    """One configuration of the pipeline: start, seed, place, follow, report."""
+                 endpoint: str | None = None, concurrency: int = 8,
+                 extra_env: dict[str, str] | None = None) -> RunFigures:
+    """One configuration of the pipeline: start, seed, place, follow, report (`extra_env`: the workers')."""
     from orders.harness.order_mix import MIXES, OrderMix
     from orders.harness.runner import run_orders, seed_catalogue
 
-    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
+    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1",
+           **(extra_env or {})}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env,
                worker_args=worker_args(concurrency)) as stack:
         settings = stack.settings

@@ -15,9 +15,10 @@ SUITES = ("pipeline", "chain")
 
 
 @click.command("bench")
-@click.option("--suite", type=click.Choice([*SUITES, "all"]), default="all", show_default=True,
+@click.option("--suite", type=click.Choice([*SUITES, "tracing", "all"]), default="all", show_default=True,
               help="pipeline: the order mix through every service; chain: five-hop chains of no-op "
-                   "tasks (the transport alone), with the raw boto3 ceiling.")
+                   "tasks (the transport alone), with the raw boto3 ceiling; tracing: the pipeline "
+                   "untraced and traced (OTLP to a local receiver), to show what tracing costs.")
 @click.option("--orders", "n_orders", type=click.IntRange(min=10), default=600, show_default=True,
               help="Orders (chains) per configuration.")
 @click.option("--rate", type=click.FloatRange(min=0), default=20.0, show_default=True,
@@ -62,12 +63,18 @@ def bench(suite: str, n_orders: int, rate: float, mix: str, chain_rate: float, l
         results["pipeline"] = pipeline_suite(rate=rate, mix=mix, **options)
     if suite in ("chain", "all"):
         results["chain"] = chain_suite(rate=chain_rate, **options)
+    if suite == "tracing":
+        results["tracing"] = tracing_suite(rate=rate, mix=mix, **options)
     if as_json:
         click.echo(json.dumps(to_json(results, context), indent=2, default=str))
         return
     click.echo(f"\nMachine: {context['machine']}; injected latency {latency_ms:g} ms per call\n")
     for name, runs in results.items():
         click.echo(format_suite(f"== {name} ==", runs) + "\n")
+    if "tracing" in results:
+        from benchmarks.tracing_cost import format_cost
+
+        click.echo("== what tracing costs ==\n" + format_cost(results["tracing"]))
 
 
 def pipeline_suite(n_orders: int, rate: float, mix: str, latency_ms: float, compare: bool,
@@ -82,6 +89,17 @@ def pipeline_suite(n_orders: int, rate: float, mix: str, latency_ms: float, comp
         say(f"pipeline/{label}: {n_orders} orders ({mix} mix) at {rate:g}/s ...")
         runs[label] = run_pipeline(label, plan, batch, latency_ms, endpoint, concurrency)
     return runs
+
+
+def tracing_suite(n_orders: int, rate: float, mix: str, latency_ms: float, compare: bool,
+                  endpoint: str | None, concurrency: int, timeout: float,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """The pipeline with tracing off, then on (benchmarks.tracing_cost)."""
+    from benchmarks.pipeline import PipelinePlan
+    from benchmarks.tracing_cost import run_tracing_cost
+
+    plan = PipelinePlan(orders=n_orders, rate=rate, timeout=timeout, mix=mix)
+    return run_tracing_cost(plan, latency_ms, endpoint, concurrency, say)
 
 
 def chain_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, endpoint: str | None,

@@ -38,19 +38,25 @@ class TracingConfig:
 
     exporters: tuple[str, ...] = ()
     sdk_disabled: bool = False
+    #: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: `botocore` leaves AWS calls out (see docs/monitoring.md).
+    disabled_instrumentations: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TracingConfig:
-        # The OTEL_* variables belong to the OpenTelemetry SDK, which reads the rest of
-        # them itself: only the two that decide whether to load it at all are read here.
+        # The OTEL_* variables belong to the OpenTelemetry SDK, which reads the rest of them
+        # itself: only those that decide whether to load it, and what to instrument, are read here.
         env = os.environ if environ is None else environ
-        names = (n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(","))
-        return cls(exporters=tuple(n for n in names if n and n != "none"),
-                   sdk_disabled=env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true")
+        return cls(exporters=tuple(n for n in _names(env, "OTEL_TRACES_EXPORTER") if n != "none"),
+                   sdk_disabled=env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true",
+                   disabled_instrumentations=frozenset(_names(env, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")))
 
     @property
     def enabled(self) -> bool:
         return bool(self.exporters) and not self.sdk_disabled
+
+
+def _names(env: Mapping[str, str], variable: str) -> list[str]:
+    return [n.strip().lower() for n in env.get(variable, "").split(",") if n.strip()]
 
 
 _config = TracingConfig()
@@ -79,7 +85,7 @@ def start() -> None:
         return
     from orders.runtime import tracing_sdk
 
-    tracing_sdk.setup(_config.exporters)
+    tracing_sdk.setup(_config.exporters, instrument_aws="botocore" not in _config.disabled_instrumentations)
     _started_in = os.getpid()
 
 

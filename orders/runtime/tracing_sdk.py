@@ -101,8 +101,9 @@ def _is_message_attribute(value: Any) -> bool:
     return isinstance(value, Mapping) and "DataType" in value
 
 
-def setup(exporters: Sequence[str]) -> None:
-    """Install the SDK in this process: provider, exporters, propagator, instrumentations, order spans."""
+def setup(exporters: Sequence[str], instrument_aws: bool = True) -> None:
+    """Install the SDK in this process: provider, exporters, propagator, instrumentations, order spans
+    (AWS calls too, unless not `instrument_aws`)."""
     provider = TracerProvider(resource=Resource.create(), sampler=UntracedAwsCalls(_sampler_from_env()))
     for name in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter(name)))
@@ -110,7 +111,8 @@ def setup(exporters: Sequence[str]) -> None:
     propagate.set_global_textmap(KeepCarriedContext(propagate.get_global_textmap()))
     order_spans.connect_before_instrumentation()
     CeleryInstrumentor().instrument(tracer_provider=provider)
-    BotocoreInstrumentor().instrument(tracer_provider=provider)
+    if instrument_aws:
+        BotocoreInstrumentor().instrument(tracer_provider=provider)
     order_spans.connect_after_instrumentation()
 
 

@@ -35,6 +35,12 @@ def test_only_the_standard_variables_turn_tracing_on(env, exporters, enabled):
     assert (config.exporters, config.enabled) == (exporters, enabled)
 
 
+def test_aws_calls_can_be_left_out_by_the_standard_variable():
+    config = TracingConfig.from_env({"OTEL_TRACES_EXPORTER": "otlp",
+                                     "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "Botocore, requests"})
+    assert config.enabled and config.disabled_instrumentations == {"botocore", "requests"}
+
+
 def test_the_order_step_and_outcome_come_from_what_celery_carries():
     assert [step_of(t) for t in ("payments.charge", "shipping.create_shipment", "payments.refund",
                                  "notifications.notify", "inventory.release")] == \
