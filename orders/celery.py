@@ -16,6 +16,7 @@ from orders.runtime import tracing
 from orders.runtime.amqp import AMQP
 from orders.runtime.config import celery_settings
 from orders.runtime.control_plane import ControlPlaneApp
+from orders.runtime.logs import connect_signals
 from orders.runtime.queue_urls import queue_urls
 from orders.runtime.routing import time_limit_problems, unknown_queues
 from orders.settings import ConfigurationError, Settings, get_settings
@@ -101,6 +102,9 @@ def configuration_problems(queues: list[str], include: list[str] | None = None) 
     except (BotoCoreError, ClientError) as exc:
         problems.append(f"cannot look the SQS queues up: {exc}")
     return problems
+
+
+connect_signals()  # log lines as JSON or text, in every worker and beat (orders.runtime.logs)
 
 
 @signals.celeryd_init.connect

@@ -66,6 +66,17 @@ def _environment_name(raw: str) -> str:
     return raw
 
 
+#: ORDERS_LOG_FORMAT's values.
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def _choice(raw: str, name: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigurationError(f"{name}={raw!r}: use one of {', '.join(choices)}")
+    return value
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name) or None
 
@@ -127,6 +138,8 @@ class Settings:
     retry_budget_seconds: int = 600
     low_stock_threshold: int = 5
     reservation_sweep_seconds: float = 60.0
+    #: Log lines as JSON, as text, or "auto": JSON unless written to a terminal (orders.runtime.logs).
+    log_format: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,6 +200,7 @@ class Settings:
                                      "ORDERS_LOW_STOCK_THRESHOLD", low=0),
             reservation_sweep_seconds=_float(env.get("ORDERS_RESERVATION_SWEEP_SECONDS", "60"),
                                              "ORDERS_RESERVATION_SWEEP_SECONDS"),
+            log_format=_choice(env.get("ORDERS_LOG_FORMAT", "auto"), "ORDERS_LOG_FORMAT", LOG_FORMATS),
         )
 
     @property

@@ -46,6 +46,7 @@ from orders.domain.order import ID_PATTERN, Order
 from orders.runtime.amqp import AMQP
 from orders.runtime.dependencies import dependencies
 from orders.runtime.envelope import depth
+from orders.runtime.logs import setup_process
 from orders.runtime.publishing import send_errors
 from orders.runtime.queue_urls import resolve_queue_urls
 from orders.runtime.step_tasks import admit
@@ -69,6 +70,8 @@ class BadBody(Exception):
 def create_app(settings: Settings | None = None) -> Flask:
     """The API bound to `settings` (default: the process's settings)."""
     app = Flask("orders.api.app")
+    if settings is None:  # a server's entry point (gunicorn's `orders.api.app:create_app()`): logs as the API
+        setup_process("api")
     app.config["ORDERS_SETTINGS"] = settings or get_settings()
     # Werkzeug answers 413 for a longer body, before anything reads it.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

