@@ -132,6 +132,15 @@ class Settings:
     metrics_flush_seconds: float = 10.0
     dlq_watch_seconds: float = 60.0
     dlq_max_redrives: int = 3
+    #: Automated remediation (orders.ops.remediation, orders.ops.sweeper): each with its off switch.
+    auto_redrive: bool = True
+    auto_redrive_max: int = 3
+    auto_redrive_backoff_seconds: float = 60.0
+    sweep_stuck: bool = True
+    sweep_stuck_seconds: float = 300.0
+    #: Seconds an order may rest in a state before the sweeper acts (0: the bound its step allows).
+    sweep_stuck_after: float = 0.0
+    sweep_max_orders: int = 50
     retry_backoff_max: int = 60
     #: How long a step retries a retryable error (from its first failure); its SQS sends wait out an outage
     #: as long.
@@ -189,6 +198,15 @@ class Settings:
                                      "ORDERS_DLQ_WATCH_SECONDS"),
             dlq_max_redrives=_int(env.get("ORDERS_DLQ_MAX_REDRIVES", "3"),
                                   "ORDERS_DLQ_MAX_REDRIVES", low=0),
+            auto_redrive=_flag(env.get("ORDERS_AUTO_REDRIVE", "1"), "ORDERS_AUTO_REDRIVE"),
+            auto_redrive_max=_int(env.get("ORDERS_AUTO_REDRIVE_MAX", "3"), "ORDERS_AUTO_REDRIVE_MAX", low=0),
+            auto_redrive_backoff_seconds=_float(env.get("ORDERS_AUTO_REDRIVE_BACKOFF", "60"),
+                                                "ORDERS_AUTO_REDRIVE_BACKOFF"),
+            sweep_stuck=_flag(env.get("ORDERS_SWEEP_STUCK", "1"), "ORDERS_SWEEP_STUCK"),
+            sweep_stuck_seconds=_float(env.get("ORDERS_SWEEP_STUCK_SECONDS", "300"),
+                                       "ORDERS_SWEEP_STUCK_SECONDS"),
+            sweep_stuck_after=_float(env.get("ORDERS_SWEEP_STUCK_AFTER", "0"), "ORDERS_SWEEP_STUCK_AFTER"),
+            sweep_max_orders=_int(env.get("ORDERS_SWEEP_MAX_ORDERS", "50"), "ORDERS_SWEEP_MAX_ORDERS", low=1),
             # The pipeline (orders.runtime.step_tasks): the longest pause between two retries of a
             # task, the stock level that raises a StockLow alert, how often beat sweeps
             # expired reservations.

@@ -1,5 +1,5 @@
-"""The ops service: periodic DLQ watcher and queue sampling (Celery beat), and the worker hooks
-that feed them (failure records, task metrics).
+"""The ops service: periodic DLQ watcher with automated redrive, stuck-order sweeper and queue sampling
+(Celery beat), and the worker hooks that feed them (failure records, task metrics).
 
 Every worker imports every task module, so the hooks connected here run in every
 worker whatever queues it consumes.
@@ -13,9 +13,13 @@ from celery import signals
 
 from orders.aws import metrics
 from orders.celery import app
+from orders.domain.records import OrderRecord
+from orders.domain.states import Step
 from orders.ops import sampling
+from orders.ops.remediation import auto_redrive
+from orders.ops.sweeper import sweep
 from orders.ops.watch import on_task_failure, on_task_unknown, watch
-from orders.runtime import task_metrics
+from orders.runtime import pipeline, task_metrics
 
 signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="orders.ops.dead_letters.task_failure")
 signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="orders.ops.dead_letters.task_unknown")
@@ -24,10 +28,24 @@ task_metrics.connect_task_signals()
 
 @app.task(name="ops.watch_dlqs", ignore_result=True)
 def watch_dlqs() -> dict[str, Any]:
-    """Archive, classify and alert on every message newly dead-lettered; mark its order failed."""
+    """Archive, classify and alert on every message newly dead-lettered; mark its order failed; then
+    redrive the transient ones that are due (ORDERS_AUTO_REDRIVE)."""
     arrivals = watch(app.settings)
+    actions = auto_redrive(app.settings)
     return {"new": sum(a.new for a in arrivals),
-            "by_queue": {a.letter.queue.name: a.category for a in arrivals}}
+            "by_queue": {a.letter.queue.name: a.category for a in arrivals},
+            "auto_redrives": {a.letter.message_id: a.outcome for a in actions}}
+
+
+@app.task(name="ops.sweep_stuck", ignore_result=True)
+def sweep_stuck() -> dict[str, str]:
+    """Resume (or fail) the orders resting longer than their step allows (ORDERS_SWEEP_STUCK)."""
+    return {s.record.order_id: s.action for s in sweep(app.settings, resume)}
+
+
+def resume(record: OrderRecord, step: Step) -> None:
+    """Send `step`'s task for the order again, with the rest of its pipeline after it."""
+    pipeline.resume(app, record, step).apply_async()
 
 
 @app.task(name="ops.sample_queues", ignore_result=True)

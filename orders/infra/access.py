@@ -83,6 +83,8 @@ AWS_SIDE = "called by AWS for the role (encryption at rest); the emulator encryp
 ON_POISON = "only when a message no worker can run arrives (orders.runtime.quarantine)"
 ON_FAILURE = "only when a task fails (Celery's task_failure: orders.ops.watch.on_task_failure)"
 ON_RETRY = "only when a step retries (throttling, a lost race, a transient gateway error)"
+ON_REMEDY = ("only when automated remediation acts: a transient dead letter due for its redrive "
+             "(orders.ops.remediation), or an order stuck past its step's bound (orders.ops.sweeper)")
 SENSITIVE = tuple(f.value for f in Field)
 #: The orders workers seal what arrives in clear; the door (the API, `place_order.delay()`) sealed the rest.
 SEAL_IN_CLEAR = Grant("SealFieldsInClear", ("kms:GenerateDataKey",), Kind.KEY, fields=SENSITIVE,
@@ -154,12 +156,23 @@ WORKERS: tuple[Role, ...] = (
     worker("orders", ("orders", "inventory.fifo"), ("order-status", "system-health"),
            CHECK_SKUS, table("RecordOrders", "orders", ("GetItem", "PutItem", "UpdateItem"),
                              "placement, review, and a dead-lettered order marked failed"),
-           # ops.* run here (orders.topology.SERVICE_QUEUES): the DLQ watcher and the queue sampler.
+           # ops.* run here (orders.topology.SERVICE_QUEUES): the DLQ watcher and its automated redrive, the
+           # stuck-order sweeper, the queue sampler.
            Grant("WatchDeadLetterQueues", ("sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
                                            "sqs:ChangeMessageVisibility"), Kind.DLQ, ALL_QUEUES,
                  "ops.watch_dlqs reads every DLQ and leaves the messages there (orders.ops.watch)"),
            table("ArchiveDeadLetters", "dlq-archive", ("BatchGetItem", "PutItem", "UpdateItem"),
                  "each dead letter archived once, then alerted on"),
+           Grant("RedriveTransientDeadLetters", ("sqs:DeleteMessage",), Kind.DLQ, ALL_QUEUES,
+                 "a transient dead letter sent back leaves its DLQ (orders.ops.remediation)", kept=ON_REMEDY),
+           Grant("SendBackAndResume", ("sqs:SendMessage",), Kind.QUEUE, ALL_QUEUES,
+                 "a transient dead letter back to its queue; a stuck order's step again (orders.ops.sweeper)",
+                 kept=ON_REMEDY),
+           table("ReadRemedyLedgers", "dlq-archive", ("GetItem",),
+                 "the redrive count a concurrent redrive left; the resumes of a stuck order", kept=ON_REMEDY),
+           table("FindStuckOrders", "orders", ("Scan",),
+                 "ops.sweep_stuck reads the orders (orders.ops.sweeper)",
+                 kept="every ORDERS_SWEEP_STUCK_SECONDS (300 s): a run shorter than that never sweeps"),
            Grant("SampleQueues", ("sqs:GetQueueAttributes",), Kind.QUEUE, ALL_QUEUES,
                  "ops.sample_queues: each queue's backlog (orders.ops.sampling)"),
            Grant("CountWorkers", ("ecs:DescribeServices",), Kind.WORKER_SERVICES, ALL_QUEUES,
@@ -203,7 +216,8 @@ BEAT = Role("beat", "celery beat: the periodic tasks' messages (orders.runtime.c
     Grant("LookUpQueues", ("sqs:GetQueueUrl",), Kind.QUEUE, ALL_QUEUES,
           "every process resolves every queue's URL once (orders.runtime.queue_urls)"),
     Grant("SendPeriodicTasks", ("sqs:SendMessage",), Kind.QUEUE, ("orders", "inventory.fifo"),
-          "ops.watch_dlqs and ops.sample_queues to the ops host, inventory.release_expired to inventory"),
+          "ops.watch_dlqs, ops.sample_queues and ops.sweep_stuck to the ops host, inventory.release_expired "
+          "to inventory"),
     *key_use("sqs"),
 ))
 

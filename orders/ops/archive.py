@@ -204,6 +204,20 @@ def mark_alerted(settings: Settings, letter: DeadLetter) -> None:
         UpdateExpression="SET alerted_at = :now", ExpressionAttributeValues=to_item({":now": now_iso()}))
 
 
+def mark_once(settings: Settings, letter: DeadLetter, attribute: str) -> bool:
+    """Set `attribute` to now on this archived copy unless it is set: True for the one call that set it."""
+    ddb = _ddb(settings)
+    try:
+        ddb.update_item(
+            TableName=table_name(settings), Key=_arrival_key(letter), UpdateExpression="SET #a = :now",
+            ConditionExpression="attribute_exists(archived_at) AND attribute_not_exists(#a)",
+            ExpressionAttributeNames={"#a": attribute},
+            ExpressionAttributeValues=to_item({":now": now_iso()}))
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
 def archive(settings: Settings, letter: DeadLetter, category: str, why: str) -> bool:
     """Store this copy of the message durably; True if this call archived it (False: already was)."""
     values = {

@@ -60,8 +60,10 @@ def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
     return len(found.new)
 
 
-def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -> list[Outcome]:
-    """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source.
+def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None,
+            bound: int | None = None) -> list[Outcome]:
+    """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source,
+    each while its task was redriven fewer than `bound` times (default ORDERS_DLQ_MAX_REDRIVES).
 
     Works in rounds: a FIFO DLQ shows at most ten messages of a message group at a
     time, and the next ones only once those left. Messages it does not move stay
@@ -91,7 +93,7 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None) -
                 if native is not None:
                     return native
             for part in batches(chosen):
-                moved = _move_batch(settings, spec, part)
+                moved = _move_batch(settings, spec, part, bound)
                 outcomes += moved
                 held += [o.letter for o in moved if not o.result.moved]
     finally:
@@ -105,9 +107,11 @@ def _asked_for(letter: DeadLetter, ids: list[str] | None) -> bool:
     return ids is None or bool({letter.key, letter.message_id} & set(ids))
 
 
-def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int], list[Outcome]]:
+def _begin(settings: Settings, letters: list[DeadLetter],
+           bound: int | None = None) -> tuple[dict[str, int], list[Outcome]]:
     """Count a redrive of each message; the attempt numbers of those allowed, outcomes of the others."""
-    attempts, refused, bound = {}, [], settings.dlq_max_redrives
+    attempts, refused = {}, []
+    bound = settings.dlq_max_redrives if bound is None else bound
     for letter in letters:
         try:
             attempts[letter.message_id] = archive.begin_redrive(settings, letter, bound)
@@ -116,9 +120,10 @@ def _begin(settings: Settings, letters: list[DeadLetter]) -> tuple[dict[str, int
     return attempts, refused
 
 
-def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter]) -> list[Outcome]:
+def _move_batch(settings: Settings, spec: QueueSpec, letters: list[DeadLetter],
+                bound: int | None = None) -> list[Outcome]:
     """One batch of messages: counted, sent to the source in one call, then deleted from the DLQ."""
-    attempts, outcomes = _begin(settings, letters)
+    attempts, outcomes = _begin(settings, letters, bound)
     moving = [m for m in letters if m.message_id in attempts]
     if not moving:
         return outcomes

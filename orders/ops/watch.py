@@ -10,15 +10,13 @@ before anything may delete it, publishes one critical alert per message on
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import metrics
-from orders.aws.sns import publish_entries, topic_arn
-from orders.domain.errors import PermanentError, RetryableError
 from orders.ops import archive
+from orders.ops.announce import Notice, announce
 from orders.ops.dead_letters import DeadLetter, release, scan
 from orders.ops.failures import exception_kinds, failure_category
 from orders.runtime.dependencies import fail_order  # the pipeline's own path: store + OrderFailed
@@ -129,16 +127,10 @@ def watch_queue(settings: Settings, spec: QueueSpec, limit: int = 100) -> list[A
 def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
     """One critical alert per message on system-health, through the one SNS path; each marked once sent
     (one not sent, a later pass sends: archive.claim_late_alert)."""
-    try:
-        topic = topic_arn(settings, "system-health")  # discovered once per process, not every pass
-    except PermanentError:
-        log.error("no system-health topic: %d dead-letter alert(s) not sent", len(arrivals))
+    outcomes = announce(settings, [notice(a.alert(settings)) for a in arrivals])
+    if outcomes is None:
+        log.warning("%d dead-letter alert(s) left to a later pass", len(arrivals))
         return
-    except RetryableError as exc:  # SNS down: failing the pass would dead-letter the watcher's own message
-        log.warning("system-health topic not looked up (%s): %d dead-letter alert(s) left to a later pass",
-                    exc, len(arrivals))
-        return
-    outcomes = publish_entries(settings, [(topic, _entry(a.alert(settings))) for a in arrivals])
     for arrival, error in zip(arrivals, outcomes, strict=True):
         if error is None:
             archive.mark_alerted(settings, arrival.letter)
@@ -147,17 +139,10 @@ def publish_alerts(settings: Settings, arrivals: list[Arrival]) -> None:
                       arrival.letter.message_id, error)
 
 
-def _entry(alert: dict[str, Any]) -> dict[str, Any]:
-    def attr(value: str) -> dict[str, str]:
-        return {"DataType": "String", "StringValue": value}
-
+def notice(alert: dict[str, Any]) -> Notice:
     subject = f"[critical] dead-lettered {alert['task'] or 'message'} on {alert['queue']}"
-    # SNS takes a subject of printable ASCII, no line breaks: a task name came from the message.
-    subject = "".join(c if " " <= c <= "~" else "?" for c in subject)
-    return {"Subject": subject[:99], "Message": json.dumps(alert),
-            "MessageAttributes": {
-                "severity": attr("critical"), "event_type": attr("MessageDeadLettered"),
-                "queue": attr(alert["queue"]), "classification": attr(alert["classification"])}}
+    return Notice(subject, alert, {"severity": "critical", "event_type": "MessageDeadLettered",
+                                   "queue": alert["queue"], "classification": alert["classification"]})
 
 
 def mark_order_failed(settings: Settings, arrival: Arrival) -> bool:

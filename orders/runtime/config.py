@@ -62,6 +62,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                        "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
         "sample-queues": {"task": "ops.sample_queues", "schedule": settings.dlq_watch_seconds,
                           "options": {"expires": max(settings.dlq_watch_seconds, 30)}},
+        # Orders resting longer than their step allows: resumed or failed (tasks/ops.py).
+        "sweep-stuck": {"task": "ops.sweep_stuck", "schedule": settings.sweep_stuck_seconds,
+                        "options": {"expires": max(settings.sweep_stuck_seconds, 30)}},
         # Stock held by reservations that expired is given back (tasks/inventory.py); its
         # own FIFO group keeps the sweep from waiting behind any product's messages.
         "release-expired-holds": {"task": "inventory.release_expired",

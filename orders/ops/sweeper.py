@@ -1,0 +1,164 @@
+"""The stuck-order sweeper (`ops.sweep_stuck`): an order resting in a state that is not final longer than
+its step allows is resumed, once per version of it; when resuming cannot work, it is failed.
+
+"Stuck" is the ledger audit's rule (orders.ops.audit_bounds, orders.ops.audit_checks):
+longer than the step it waits for can keep its message going (36 to 71 minutes with
+the defaults), or ORDERS_SWEEP_STUCK_AFTER seconds. Resuming sends that step's task
+again, with the rest of the pipeline after it (orders.runtime.pipeline.resume): the
+steps are idempotent by order id and step, so a message that was only slow changes
+nothing twice. Each order version is resumed at most once (a conditional write of the
+version in the DLQ archive's table, item `sweep` of key `sweep#<order id>`), and an
+order at most MAX_RESUMES times. An order that has not moved one bound after its
+resume, one resumed MAX_RESUMES times, or one waiting for its placement (a `placed`
+record: no message can be rebuilt from the store) is failed through the pipeline's
+own path (orders.runtime.dependencies.fail_order: `failed` with `failedFrom`, and
+OrderFailed), as the DLQ watcher fails an order, and left to a person: a `failed`
+order that waited for payment is ended by the expiry sweep (stock back, any capture
+refunded); a redrive of any of its messages still resumes it.
+
+One pass acts on at most ORDERS_SWEEP_MAX_ORDERS orders; each action is logged,
+counted (StuckOrdersResumed, StuckOrdersFailed) and announced on `system-health`.
+ORDERS_SWEEP_STUCK=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from orders.aws import clients, metrics
+from orders.aws.tables import from_item, to_item
+from orders.domain.records import OrderRecord
+from orders.domain.states import Step
+from orders.domain.times import now_iso, parse_time
+from orders.ops import archive
+from orders.ops.announce import Notice, tell
+from orders.ops.audit import read_order_table
+from orders.ops.audit_bounds import allowed_seconds, waiting_for
+from orders.ops.audit_checks import stuck_problem
+from orders.runtime.dependencies import fail_order
+from orders.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Resumes of one order, all versions together, before the sweeper fails it instead.
+MAX_RESUMES = 3
+#: Sends a step's task (and the rest of the pipeline after it) for a recorded order.
+Resume = Callable[[OrderRecord, Step], None]
+
+
+class Claim(StrEnum):
+    """What the sweep ledger allows for one stuck order version."""
+
+    RESUME = "resume"  # not resumed at this version yet: resume it
+    WAIT = "wait"  # resumed at this version less than a bound ago: give it time
+    GIVE_UP = "give-up"  # resumed at this version a bound ago and still there, or resumed MAX_RESUMES times
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What the sweeper did to one order."""
+
+    record: OrderRecord
+    action: str  # "resumed" or "failed"
+    detail: str
+
+    def notice(self, settings: Settings) -> Notice:
+        failed = self.action == "failed"
+        body = {"event_type": "StuckOrderFailed" if failed else "StuckOrderResumed",
+                "severity": "critical" if failed else "info", "environment": settings.env,
+                "order_id": self.record.order_id, "status": self.record.status.value,
+                "version": self.record.version, "detail": self.detail,
+                "action": "left for a person: orders status ID; see docs/operations.md#automated-remediation"
+                          if failed else ""}
+        return Notice(f"[{body['severity']}] stuck order {self.record.order_id} {self.action}", body,
+                      {"severity": str(body["severity"]), "event_type": str(body["event_type"])})
+
+
+def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> list[Swept]:
+    """One pass: resume or fail the stuck orders, at most ORDERS_SWEEP_MAX_ORDERS of them."""
+    if not settings.sweep_stuck:
+        return []
+    now = now or datetime.now(UTC)
+    try:
+        stuck = stuck_orders(settings, now)
+    except Exception:  # DynamoDB down or throttling: failing would dead-letter the task; the next pass reads
+        log.exception("sweep: the orders could not be read this pass")
+        return []
+    done: list[Swept] = []
+    for record, allowed, detail in stuck:
+        if len(done) >= settings.sweep_max_orders:
+            log.warning("sweep: %d order(s) acted on, the most one pass may; the rest wait", len(done))
+            break
+        try:
+            swept = settle(settings, record, allowed, detail, resume, now)
+        except Exception:  # the next order still gets its turn; this one comes back next pass
+            log.exception("sweep: order %s not settled this pass", record.order_id)
+            continue
+        if swept is not None:
+            done.append(swept)
+    for swept in done:
+        metrics.count("StuckOrdersFailed" if swept.action == "failed" else "StuckOrdersResumed",
+                      Status=swept.record.status.value)
+    metrics.flush()
+    tell(settings, [s.notice(settings) for s in done])
+    return done
+
+
+def stuck_orders(settings: Settings, now: datetime) -> list[tuple[OrderRecord, float, str]]:
+    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first."""
+    after = settings.sweep_stuck_after or None
+    found = []
+    for record in read_order_table(settings).records:
+        allowed = allowed_seconds(settings, record, after)
+        problem = stuck_problem(record, allowed, now)
+        if problem is not None and allowed is not None:
+            found.append((record, allowed, problem.detail))
+    return sorted(found, key=lambda stuck: stuck[0].history[-1].at if stuck[0].history else "")
+
+
+def settle(settings: Settings, record: OrderRecord, allowed: float, detail: str, resume: Resume,
+           now: datetime) -> Swept | None:
+    """Resume one stuck order, or fail it; None when its resume is still under way."""
+    step = waiting_for(record)
+    resumable = step is not None and step is not Step.PLACE
+    claim = claim_resume(settings, record, allowed, now) if resumable else Claim.GIVE_UP
+    if claim is Claim.WAIT:
+        return None
+    if claim is Claim.RESUME and step is not None:
+        resume(record, step)
+        log.warning("sweep: order %s resumed at %s (version %d): %s", record.order_id, step, record.version,
+                    detail)
+        return Swept(record, "resumed", f"{step} sent again: {detail}")
+    reason = f"stuck: {detail}; resuming did not move it"[:500]
+    if not fail_order(settings, record.order_id, reason):
+        return None  # it ended meanwhile
+    log.error("sweep: order %s failed (left for a person): %s", record.order_id, reason)
+    return Swept(record, "failed", reason)
+
+
+def claim_resume(settings: Settings, record: OrderRecord, allowed: float, now: datetime) -> Claim:
+    """Record a resume of this order version unless one was (conditional write; module docstring)."""
+    ddb, table = clients.client("dynamodb", settings), archive.table_name(settings)
+    key = to_item({"key": f"sweep#{record.order_id}", "item": "sweep"})
+    try:
+        ddb.update_item(
+            TableName=table, Key=key,
+            UpdateExpression=("SET resumed_version = :v, resumed_at = :now, expires_at = :expires "
+                              "ADD resumes :one"),
+            ConditionExpression=("(attribute_not_exists(resumed_version) OR resumed_version <> :v) "
+                                 "AND (attribute_not_exists(resumes) OR resumes < :most)"),
+            ExpressionAttributeValues=to_item({":v": record.version, ":now": now_iso(), ":one": 1,
+                                             ":most": MAX_RESUMES,
+                                             ":expires": int(time.time()) + archive.RETENTION_SECONDS}))
+        return Claim.RESUME
+    except ddb.exceptions.ConditionalCheckFailedException:
+        ledger = from_item(ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"])
+    if int(ledger["resumed_version"]) != record.version:  # moved since, but resumed MAX_RESUMES times
+        return Claim.GIVE_UP
+    waited = (now - parse_time(str(ledger["resumed_at"]))).total_seconds()
+    return Claim.GIVE_UP if waited > allowed else Claim.WAIT
