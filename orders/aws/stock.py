@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.tables import aws_errors, from_item, scan, table_name, to_item, transact
+from orders.aws.tables import aws_errors, batch_get, from_item, scan, table_name, to_item, transact
 from orders.domain.records import Hold, StockLevel
 from orders.domain.states import HoldState
 from orders.domain.times import now_iso
@@ -169,23 +169,8 @@ def stock_counts(settings: Settings) -> Iterator[StockCount]:
 
 def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, StockLevel]:
     """Current stock of several products with BatchGetItem (unknown ones absent)."""
-    skus = sorted(set(skus))
-    table, found = table_name(settings, "stock"), {}
-    ddb = clients.client("dynamodb", settings)
-    for start in range(0, len(skus), 100):
-        request = {table: {"Keys": [to_item({"sku": s}) for s in skus[start:start + 100]],
-                           "ConsistentRead": True}}
-        for _ in range(5):
-            with aws_errors():
-                response = ddb.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(table, []):
-                view = stock_view(from_item(item))
-                found[view["sku"]] = view
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            time.sleep(0.05)
-    return found
+    items = batch_get(settings, "stock", [{"sku": sku} for sku in sorted(set(skus))])
+    return {view["sku"]: view for view in map(stock_view, items)}
 
 
 #: Products each stock table is known to hold, per process. The door and the place step

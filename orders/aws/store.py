@@ -52,6 +52,11 @@ class OrderStore:
                                      ConsistentRead=True).get("Item")
         return OrderRecord.from_data(from_item(item)) if item else None
 
+    def load_many(self, order_ids: Sequence[str]) -> dict[str, OrderRecord]:
+        """The records of the orders among `order_ids` that exist, by id (BatchGetItem, 100 a call)."""
+        items = tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
+        return {record.order_id: record for record in map(OrderRecord.from_data, items)}
+
     def scan(self) -> Iterator[dict[str, Any]]:
         """Every item (orders, holds, restock markers) as plain values: a paginated, consistent Scan."""
         return tables.scan(self.settings, "orders")

@@ -6,7 +6,8 @@ environment prefix. Capacity is on demand (PAY_PER_REQUEST).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -15,8 +16,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import clients
-from orders.aws.errors import classify_aws_error
-from orders.domain.errors import ConcurrentUpdate
+from orders.aws.errors import Backoff, classify_aws_error
+from orders.domain.errors import ConcurrentUpdate, RetryableError
 from orders.domain.times import now_iso  # noqa: F401  (re-exported until callers move)
 from orders.settings import Settings
 from orders.topology import TABLES_BY_NAME
@@ -88,6 +89,52 @@ def transact(settings: Settings, items: Sequence[dict[str, Any]]) -> list[str] |
     if "TransactionConflict" in codes or "ThrottlingError" in codes:
         raise ConcurrentUpdate(f"transaction conflict: {codes}")
     return codes
+
+
+#: BatchGetItem calls one request may take: DynamoDB leaves keys unprocessed when it throttles.
+BATCH_GET_CALLS = 6
+BATCH_GET_BACKOFF = Backoff(base=0.1, cap=2.0)
+
+
+class Unprocessed(RetryableError):
+    """DynamoDB kept leaving keys of a BatchGetItem unprocessed (throttling): the read is not complete."""
+
+    def __init__(self, table: str, keys: Sequence[dict[str, Any]]):
+        self.keys = list(keys)
+        shown = ", ".join(str(k) for k in self.keys[:5]) + (", ..." if len(self.keys) > 5 else "")
+        super().__init__(f"{table}: DynamoDB left {len(self.keys)} key(s) unprocessed after "
+                         f"{BATCH_GET_CALLS} BatchGetItem calls ({shown}): try again later")
+
+
+def batch_get(settings: Settings, name: str, keys: Sequence[dict[str, Any]],
+              consistent: bool = True) -> list[dict[str, Any]]:
+    """The items of table `name` found at `keys` (plain values), 100 keys a BatchGetItem; Unprocessed
+    (retryable) if DynamoDB still leaves some unread after BATCH_GET_CALLS calls for them."""
+    table, ddb = table_name(settings, name), clients.client("dynamodb", settings)
+    unique = list({tuple(sorted(k.items())): k for k in keys}.values())  # DynamoDB refuses a repeated key
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(unique), 100):
+        request = {table: {"Keys": [to_item(k) for k in unique[start:start + 100]],
+                           "ConsistentRead": consistent}}
+        with aws_errors():
+            found += (from_item(item) for item in get_all(ddb.batch_get_item, request, table))
+    return found
+
+
+def get_all(batch_get_item: Callable[..., Any], request: dict[str, Any], table: str,
+            sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """The items (as DynamoDB returns them) of one BatchGetItem request, asking again for the keys it
+    leaves unprocessed, with backoff: BATCH_GET_CALLS calls at most, then Unprocessed."""
+    items: list[dict[str, Any]] = []
+    for call in range(1, BATCH_GET_CALLS + 1):
+        answer = batch_get_item(RequestItems=request)
+        items += answer.get("Responses", {}).get(table, [])
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            return items
+        if call < BATCH_GET_CALLS:
+            sleep(BATCH_GET_BACKOFF.delay(call))
+    raise Unprocessed(table, [from_item(key) for keys in request.values() for key in keys.get("Keys", [])])
 
 
 def condition_failed(exc: BaseException) -> bool:

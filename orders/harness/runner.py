@@ -17,9 +17,8 @@ from typing import Any
 
 from orders.aws.stock import set_stock
 from orders.aws.store import OrderStore
-from orders.aws.tables import aws_errors, from_item
 from orders.domain.errors import InvalidOrder
-from orders.domain.records import OrderRecord, public_view
+from orders.domain.records import public_view
 from orders.domain.states import FINAL_STATES
 from orders.harness.order_mix import PlannedOrder
 from orders.harness.summary import status_of
@@ -197,18 +196,7 @@ class OrderReader:
         return self.get_many([order_id]).get(order_id)
 
     def get_many(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(order_ids), 100):
-            request = {self.store.table: {"ConsistentRead": True, "Keys": [
-                self.store.key(i) for i in order_ids[start:start + 100]]}}
-            while request:
-                with aws_errors():
-                    response = self.store.ddb.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.store.table, []):
-                    view = public_view(OrderRecord.from_data(from_item(item)))
-                    found[view["orderId"]] = view
-                request = response.get("UnprocessedKeys") or {}
-        return found
+        return {order_id: public_view(record) for order_id, record in self.store.load_many(order_ids).items()}
 
 
 _fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="poll")

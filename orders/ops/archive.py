@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orders.aws import clients, tables
-from orders.aws.errors import Backoff
 from orders.aws.tables import from_item, to_item
 from orders.domain.errors import FailureCategory, RetryableError
 from orders.domain.times import now_iso, parse_time
@@ -46,9 +45,8 @@ COMPRESS_ABOVE = 16_000
 MAX_STORED_BODY = 300_000
 FIELD_CHARS = 8_000
 #: BatchGetItem calls for one request's keys, the first included, while DynamoDB leaves some unprocessed;
-#: the pauses between them (equal jitter) add up to 1.5-3.1 s.
-BATCH_GET_CALLS = 6
-BATCH_GET_BACKOFF = Backoff(base=0.1, cap=2.0)
+#: the pauses between them (equal jitter) add up to 1.5-3.1 s (orders.aws.tables.get_all).
+BATCH_GET_CALLS = tables.BATCH_GET_CALLS
 
 
 class ArchiveError(RuntimeError):
@@ -109,20 +107,15 @@ def get_all(batch_get_item: Callable[..., Any], request: dict[str, Any], table: 
             sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
     """The items of one BatchGetItem request, asking again for the keys DynamoDB leaves unprocessed
     (it does when throttled): BATCH_GET_CALLS calls at most, with backoff, then ArchiveUnavailable."""
-    items: list[dict[str, Any]] = []
-    for call in range(1, BATCH_GET_CALLS + 1):
-        answer = batch_get_item(RequestItems=request)
-        items += answer.get("Responses", {}).get(table, [])
-        request = answer.get("UnprocessedKeys") or {}
-        if not request:
-            return items
-        if call < BATCH_GET_CALLS:
-            sleep(BATCH_GET_BACKOFF.delay(call))
-    left = [from_item(key) for keys in request.values() for key in keys.get("Keys", [])]
-    shown = ", ".join(f"{k.get('key')}/{k.get('item')}" for k in left[:5])
-    more = ", ..." if len(left) > 5 else ""
-    raise ArchiveUnavailable(f"{table}: DynamoDB left {len(left)} key(s) unprocessed after {BATCH_GET_CALLS} "
-                             f"BatchGetItem calls ({shown}{more}): try again later")
+    try:
+        return tables.get_all(batch_get_item, request, table, sleep)
+    except tables.Unprocessed as exc:
+        left = exc.keys
+        shown = ", ".join(f"{k.get('key')}/{k.get('item')}" for k in left[:5])
+        more = ", ..." if len(left) > 5 else ""
+        raise ArchiveUnavailable(f"{table}: DynamoDB left {len(left)} key(s) unprocessed after "
+                                 f"{BATCH_GET_CALLS} BatchGetItem calls ({shown}{more}): "
+                                 "try again later") from exc
 
 
 def failures(settings: Settings, letters: list[DeadLetter]) -> dict[str, dict[str, Any]]:
