@@ -380,8 +380,8 @@ def test_redrive_all_sends_a_poison_message_back_once_though_a_worker_refuses_it
                          "headers": {"task": "nope.never_registered", "id": task_id, "lang": "py"}})
     real_move, waited = redrive._move_batch, []
 
-    def move_then_wait_for_the_worker(settings_, spec, letters):
-        moved = real_move(settings_, spec, letters)
+    def move_then_wait_for_the_worker(settings_, spec, letters, *bound):
+        moved = real_move(settings_, spec, letters, *bound)
         if not waited:  # the worst moment: the refused copy is back before the command's next round
             waited.append(wait_for(lambda: dead_letters.depth(settings, ORDERS)[0] == 1, timeout=30))
         return moved
