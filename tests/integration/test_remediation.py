@@ -159,9 +159,9 @@ def test_an_outage_s_dead_letters_are_redriven_and_every_order_ends_right_with_n
     with beat(tmp_path), pipeline():
         wait_for(lambda: not any(o["active"] for o in fault_report(endpoint)["outages"]), timeout=40)
         final = {o["orderId"]: wait_status_final(settings, o["orderId"]) for o in orders}
-        wait_for(lambda: notices.of("AutoRedriveStopped"), timeout=60, interval=0.5)
+        wait_for(lambda: notices.of("AutoRedriveStopped"), timeout=120, interval=0.5)
         wait_for(lambda: dead(settings) == {"orders": 2} and all(
-            depth(settings, queue_url(settings, q.name)) == 0 for q in QUEUES), timeout=60, interval=0.5)
+            depth(settings, queue_url(settings, q.name)) == 0 for q in QUEUES), timeout=120, interval=0.5)
 
     # Every order final and right: completed once and charged once, or declined and never charged.
     for order in orders:
