@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,15 @@ from orders.emulator.server import call_counts
 
 #: The `orders` command of this environment.
 ORDERS = str(Path(sys.executable).with_name("orders"))
+
+
+def as_at_a_terminal() -> None:
+    """Popen's preexec_fn for a command a test interrupts with SIGINT, as Ctrl-C would.
+
+    A child inherits an ignored SIGINT (pytest-xdist's workers ignore it), and Python then
+    installs no KeyboardInterrupt handler: the command would not hear the test's Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def calls(endpoint: str, reset: bool = False) -> Counter[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ORDERS, clean_env, listening, processes_of, run_facts, wait_for
+from tests.helpers import ORDERS, as_at_a_terminal, clean_env, listening, processes_of, run_facts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,8 @@ def command(args: list[str], log: Path, json_out: bool = False) -> Iterator[subp
     is killed afterwards, whatever happened."""
     with log.open("w") as out:
         proc = subprocess.Popen([ORDERS, *args], env=clean_env(), stderr=out, text=True,
-                                stdout=subprocess.PIPE if json_out else out, start_new_session=True)
+                                stdout=subprocess.PIPE if json_out else out, start_new_session=True,
+                                preexec_fn=as_at_a_terminal)
         try:
             yield proc
         finally:

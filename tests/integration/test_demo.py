@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import ORDERS, clean_env, listening, processes_of, run_facts, wait_for
+from tests.helpers import ORDERS, as_at_a_terminal, clean_env, listening, processes_of, run_facts, wait_for
 
 
 def test_demo_places_a_mix_and_accounts_for_every_order():
@@ -31,7 +31,8 @@ def test_demo_places_a_mix_and_accounts_for_every_order():
 
 def test_ctrl_c_stops_every_process_of_the_run():
     proc = subprocess.Popen([ORDERS, "demo", "--orders", "2000", "--rate", "10"], env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=as_at_a_terminal)
     lines = []
     for line in proc.stdout:
         lines.append(line)
