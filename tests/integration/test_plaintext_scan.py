@@ -78,7 +78,8 @@ def stack(logs: Path) -> Iterator[str]:
     with ExitStack() as processes:
         processes.enter_context(logged_process(
             [*CELERY, "worker", "-Q", ",".join(ALL_QUEUES), "-n", name, "-c", "4", "--loglevel", "INFO"],
-            logs / "worker.log"))
+            # The dead-lettered placement stays in its DLQ for `orders dlq show` to be scanned.
+            logs / "worker.log", env={"ORDERS_AUTO_REDRIVE": "0"}))
         processes.enter_context(logged_process(
             [*CELERY, "beat", "--loglevel", "INFO", "-s", str(logs / "beat-schedule")], logs / "beat.log",
             env={"ORDERS_DLQ_WATCH_SECONDS": "1", "ORDERS_RESERVATION_SWEEP_SECONDS": "2"}))
