@@ -75,7 +75,7 @@ def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
     assert services["redis"]["image"].startswith("redis:")
     assert services["infra"]["command"] == ["orders", "infra", "up"]
     assert services["infra"]["restart"] == "no"  # one-shot
-    assert services["beat"]["command"][:4] == ["celery", "-A", "orders", "beat"]
+    assert services["beat"]["command"][:5] == ["celery", "-A", "orders", "-q", "beat"]  # -q: JSON lines only
     assert services["flower"]["command"][:4] == ["celery", "-A", "orders", "flower"]
     if (ROOT / "orders" / "commands" / "api.py").exists():
         assert services["api"]["command"][:2] == ["orders", "api"]

@@ -194,7 +194,8 @@ def backlog_policy(settings: Settings, spec: QueueSpec, prefix: str, target: int
 def beat(settings: Settings) -> Resources:
     """One beat, never two: a deployment stops the old task before starting the new one
     (a second beat would send every periodic task twice)."""
-    command = ["celery", "-A", "orders", "beat", "--loglevel", "INFO",
+    # -q: no start-up banner, which beat prints before logging starts (every line JSON).
+    command = ["celery", "-A", "orders", "-q", "beat", "--loglevel", "INFO",
                "--schedule", "/tmp/celerybeat-schedule"]
     return {
         "BeatTaskDefinition": task_definition(settings, "beat", WorkerPlan(cpu=256, memory=512),
