@@ -1,5 +1,5 @@
 """The stuck-order sweeper (`ops.sweep_stuck`): an order resting in a state that is not final longer than
-its step allows is resumed, once per version of it; when resuming cannot work, it is failed.
+its step allows is resumed, once per version of it; when resuming cannot work, it is compensated or failed.
 
 "Stuck" is the ledger audit's rule (orders.ops.audit_bounds, orders.ops.audit_checks):
 longer than the step it waits for can keep its message going (36 to 71 minutes with
@@ -10,14 +10,16 @@ nothing twice. Each order version is resumed at most once (a conditional write o
 version in the DLQ archive's table, item `sweep` of key `sweep#<order id>`), and an
 order at most MAX_RESUMES times. An order that has not moved one bound after its
 resume, one resumed MAX_RESUMES times, or one waiting for its placement (a `placed`
-record: no message can be rebuilt from the store) is failed through the pipeline's
-own path (orders.runtime.dependencies.fail_order: `failed` with `failedFrom`, and
+record: no message can be rebuilt from the store) is ended: a `paid` one, whose
+shipment never came, by the pipeline's compensation (`refunding`, then payments.refund:
+refund, stock put back, cancelled); any other is failed through the pipeline's own
+path (orders.runtime.dependencies.fail_order: `failed` with `failedFrom`, and
 OrderFailed), as the DLQ watcher fails an order, and left to a person: a `failed`
 order that waited for payment is ended by the expiry sweep (stock back, any capture
 refunded); a redrive of any of its messages still resumes it.
 
 One pass acts on at most ORDERS_SWEEP_MAX_ORDERS orders; each action is logged,
-counted (StuckOrdersResumed, StuckOrdersFailed) and announced on `system-health`.
+counted (StuckOrdersResumed, StuckOrdersCompensated, StuckOrdersFailed) and announced on `system-health`.
 ORDERS_SWEEP_STUCK=0 turns it off.
 """
 
@@ -31,9 +33,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from orders.aws import clients, metrics
+from orders.aws.store import OrderStore
 from orders.aws.tables import from_item, to_item
-from orders.domain.records import OrderRecord
-from orders.domain.states import Step
+from orders.domain.errors import ConcurrentUpdate
+from orders.domain.records import Change, OrderRecord
+from orders.domain.states import OrderState, Step
 from orders.domain.times import now_iso, parse_time
 from orders.ops import archive
 from orders.ops.announce import Notice, tell
@@ -42,6 +46,7 @@ from orders.ops.audit_bounds import allowed_seconds, waiting_for
 from orders.ops.audit_checks import stuck_problem
 from orders.runtime.dependencies import fail_order
 from orders.settings import Settings
+from orders.steps.flow import COMPENSATION
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +64,25 @@ class Claim(StrEnum):
     GIVE_UP = "give-up"  # resumed at this version a bound ago and still there, or resumed MAX_RESUMES times
 
 
+#: Each action's system-health announcement (event type, severity) and metric.
+NOTICES = {"resumed": ("StuckOrderResumed", "info"), "compensated": ("StuckOrderCompensated", "warning"),
+           "failed": ("StuckOrderFailed", "critical")}
+METRICS = {"resumed": "StuckOrdersResumed", "compensated": "StuckOrdersCompensated",
+           "failed": "StuckOrdersFailed"}
+
+
 @dataclass(frozen=True)
 class Swept:
     """What the sweeper did to one order."""
 
     record: OrderRecord
-    action: str  # "resumed" or "failed"
+    action: str  # "resumed", "compensated" or "failed"
     detail: str
 
     def notice(self, settings: Settings) -> Notice:
         failed = self.action == "failed"
-        body = {"event_type": "StuckOrderFailed" if failed else "StuckOrderResumed",
-                "severity": "critical" if failed else "info", "environment": settings.env,
+        event_type, severity = NOTICES[self.action]
+        body = {"event_type": event_type, "severity": severity, "environment": settings.env,
                 "order_id": self.record.order_id, "status": self.record.status.value,
                 "version": self.record.version, "detail": self.detail,
                 "action": "left for a person: orders status ID; see docs/operations.md#automated-remediation"
@@ -102,8 +114,7 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
         if swept is not None:
             done.append(swept)
     for swept in done:
-        metrics.count("StuckOrdersFailed" if swept.action == "failed" else "StuckOrdersResumed",
-                      Status=swept.record.status.value)
+        metrics.count(METRICS[swept.action], Status=swept.record.status.value)
     metrics.flush()
     tell(settings, [s.notice(settings) for s in done])
     return done
@@ -135,10 +146,24 @@ def settle(settings: Settings, record: OrderRecord, allowed: float, detail: str,
                     detail)
         return Swept(record, "resumed", f"{step} sent again: {detail}")
     reason = f"stuck: {detail}; resuming did not move it"[:500]
+    if record.status is OrderState.PAID:
+        return compensate(settings, record, reason, resume)
     if not fail_order(settings, record.order_id, reason):
         return None  # it ended meanwhile
     log.error("sweep: order %s failed (left for a person): %s", record.order_id, reason)
     return Swept(record, "failed", reason)
+
+
+def compensate(settings: Settings, record: OrderRecord, reason: str, resume: Resume) -> Swept | None:
+    """A paid order that resuming could not ship: the pipeline's compensation (refund, stock put
+    back, cancelled), as an undeliverable shipment takes, rather than `failed` with the money kept."""
+    try:
+        refunding = OrderStore(settings).transition(record, Change(OrderState.REFUNDING, Step.SHIP, reason))
+    except ConcurrentUpdate:
+        return None  # it moved meanwhile: the next pass sees where to
+    resume(refunding, COMPENSATION)
+    log.error("sweep: order %s compensated (refund sent): %s", record.order_id, reason)
+    return Swept(record, "compensated", reason)  # announced and counted by the state it was stuck in
 
 
 def claim_resume(settings: Settings, record: OrderRecord, allowed: float, now: datetime) -> Claim:

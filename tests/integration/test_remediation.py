@@ -274,3 +274,38 @@ def test_an_order_that_resuming_does_not_move_is_failed_and_left_for_a_person(sw
     [failed] = notices.of("StuckOrderFailed")
     assert (failed["order_id"], failed["severity"]) == (order["orderId"], "critical")
     assert [p.kind.value for p in audit(settings, now=datetime.now(UTC)).problems] == ["failed"]
+
+
+def stuck_at_shipping(settings: Settings, order: dict[str, Any]) -> None:
+    """The order paid (captured, its units sold), its shipment message deleted (lost)."""
+    set_stock(settings, order["items"][0]["sku"], 10)
+    place_order.delay(order)
+    path = ("orders", "inventory.fifo", "payments", "shipping")
+    with pipeline(["orders", "inventory.fifo", "payments"]):
+        wait_status(settings, order["orderId"], "paid", timeout=30)
+        wait_for(lambda: [depth(settings, queue_url(settings, q)) for q in path] == [0, 0, 0, 1], timeout=30)
+    shipping = queue_url(settings, "shipping")
+    clients.client("sqs", settings).purge_queue(QueueUrl=shipping)
+    wait_for(lambda: depth(settings, shipping) == 0, timeout=10)
+
+
+def test_a_paid_order_that_resuming_does_not_ship_is_refunded_not_kept(sweeping, tmp_path):
+    settings = sweeping
+    notices = Notices(settings, health_probe(settings))
+    order = make_order("SKU-UNSHIPPED")
+    stuck_at_shipping(settings, order)
+    shipping = queue_url(settings, "shipping")
+    # Nothing consumes shipping: the resume does not move it, so the sweeper compensates.
+    with beat(tmp_path), pipeline(["orders", "inventory.fifo", "payments"]):
+        final = wait_status_final(settings, order["orderId"])
+        wait_for(lambda: notices.of("StuckOrderCompensated"), timeout=30)
+    assert final["status"] == "cancelled" and final["reason"].startswith("stuck: ")
+    capture, refund = sorted(Gateway(settings).entries(order["orderId"]), key=lambda e: e.kind)
+    assert (capture.kind, refund.kind) == (Movement.CAPTURE, Movement.REFUND)
+    assert capture.amount == refund.amount  # all of it back
+    assert depth(settings, shipping) == 1  # resumed once (that version), and no more
+    [compensated] = notices.of("StuckOrderCompensated")
+    assert (compensated["order_id"], compensated["status"], compensated["severity"]) == \
+        (order["orderId"], "paid", "warning")
+    assert audit(settings, now=datetime.now(UTC)).problems == []  # refunded, its units back on sale
+    assert "paid" in metric_outcomes(settings, "StuckOrdersCompensated")
