@@ -218,18 +218,20 @@ def test_with_the_switch_off_a_transient_dead_letter_stays_where_it_is(fast):
     assert remediation.auto_redrive(fast)[0].outcome == "redriven"  # on again: it goes
 
 
-def stuck_at_payment(settings: Settings, order: dict[str, Any]) -> None:
-    """The order reserved, its charge message deleted (lost): nothing of the pipeline moves it any more."""
+def stuck_at(settings: Settings, order: dict[str, Any], status: str, before: list[str], lost: str) -> None:
+    """The order brought to `status` by workers on the queues `before`, its next step's message
+    (on queue `lost`) deleted: nothing of the pipeline moves it any more."""
     set_stock(settings, order["items"][0]["sku"], 10)
     place_order.delay(order)
-    path = ("orders", "inventory.fifo", "payments")
-    with pipeline(["orders", "inventory.fifo"]):
-        wait_status(settings, order["orderId"], "reserved", timeout=30)
-        # The placement's and the reservation's messages acked (none to come back and resend the charge).
-        wait_for(lambda: [depth(settings, queue_url(settings, q)) for q in path] == [0, 0, 1], timeout=30)
-    payments = queue_url(settings, "payments")
-    clients.client("sqs", settings).purge_queue(QueueUrl=payments)
-    wait_for(lambda: depth(settings, payments) == 0, timeout=10)
+    with pipeline(before):
+        wait_status(settings, order["orderId"], status, timeout=30)
+        # The earlier steps' messages acked (none to come back and resend the lost one).
+        path = [*before, lost]
+        wait_for(lambda: [depth(settings, queue_url(settings, q)) for q in path] == [0] * len(before) + [1],
+                 timeout=30)
+    url = queue_url(settings, lost)
+    clients.client("sqs", settings).purge_queue(QueueUrl=url)
+    wait_for(lambda: depth(settings, url) == 0, timeout=10)
 
 
 @pytest.fixture
@@ -243,7 +245,7 @@ def test_an_order_whose_step_message_was_lost_is_resumed_by_the_sweeper(sweeping
     settings = sweeping
     notices = Notices(settings, health_probe(settings))
     order = make_order("SKU-STUCK")
-    stuck_at_payment(settings, order)
+    stuck_at(settings, order, "reserved", ["orders", "inventory.fifo"], "payments")
     time.sleep(settings.sweep_stuck_after)  # stuck now, by the sweeper's bound
     assert sweeper.sweep(dataclasses.replace(settings, sweep_stuck=False), tasks.ops.resume) == []
     with beat(tmp_path), pipeline():
@@ -262,7 +264,7 @@ def test_an_order_that_resuming_does_not_move_is_failed_and_left_for_a_person(sw
     settings = sweeping
     notices = Notices(settings, health_probe(settings))
     order = make_order("SKU-GONE")
-    stuck_at_payment(settings, order)
+    stuck_at(settings, order, "reserved", ["orders", "inventory.fifo"], "payments")
     payments = queue_url(settings, "payments")
     with beat(tmp_path), pipeline(["orders"]):  # the ops tasks run; nothing consumes payments
         wait_status(settings, order["orderId"], "failed", timeout=30)
@@ -276,24 +278,11 @@ def test_an_order_that_resuming_does_not_move_is_failed_and_left_for_a_person(sw
     assert [p.kind.value for p in audit(settings, now=datetime.now(UTC)).problems] == ["failed"]
 
 
-def stuck_at_shipping(settings: Settings, order: dict[str, Any]) -> None:
-    """The order paid (captured, its units sold), its shipment message deleted (lost)."""
-    set_stock(settings, order["items"][0]["sku"], 10)
-    place_order.delay(order)
-    path = ("orders", "inventory.fifo", "payments", "shipping")
-    with pipeline(["orders", "inventory.fifo", "payments"]):
-        wait_status(settings, order["orderId"], "paid", timeout=30)
-        wait_for(lambda: [depth(settings, queue_url(settings, q)) for q in path] == [0, 0, 0, 1], timeout=30)
-    shipping = queue_url(settings, "shipping")
-    clients.client("sqs", settings).purge_queue(QueueUrl=shipping)
-    wait_for(lambda: depth(settings, shipping) == 0, timeout=10)
-
-
 def test_a_paid_order_that_resuming_does_not_ship_is_refunded_not_kept(sweeping, tmp_path):
     settings = sweeping
     notices = Notices(settings, health_probe(settings))
     order = make_order("SKU-UNSHIPPED")
-    stuck_at_shipping(settings, order)
+    stuck_at(settings, order, "paid", ["orders", "inventory.fifo", "payments"], "shipping")
     shipping = queue_url(settings, "shipping")
     # Nothing consumes shipping: the resume does not move it, so the sweeper compensates.
     with beat(tmp_path), pipeline(["orders", "inventory.fifo", "payments"]):
