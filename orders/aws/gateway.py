@@ -42,6 +42,7 @@ from orders.domain.details import Payment, Refund
 from orders.domain.errors import GatewayUnavailable, PaymentDeclined, PermanentError
 from orders.domain.order import in_currency
 from orders.domain.sensitive import mask_token
+from orders.domain.writes import Guard, Write
 from orders.settings import Settings
 
 APPROVE = {"tok_visa", "tok_mastercard", "wallet_ok"}
@@ -123,6 +124,27 @@ class Gateway:
             raise PaymentDeclined(state["declineReason"])
         raise GatewayUnavailable(f"processing error (attempt {int(state['attempts'])}); try again")
 
+    def quote(self, order_id: str, amount: Decimal, currency: str,
+              token: str) -> tuple[Write, Payment] | None:
+        """The charge as a write to go in the order's own transaction, and the payment it records;
+        None for a token whose outcome depends on the attempt (`charge` then, one call at a time).
+
+        The simulator's table is in the platform's own account, so its record of the call can
+        commit with the order's: the capture and `paid` happen together or not at all. The
+        write is conditional on the key being unsettled (Guard.PAYMENT): a key an earlier call
+        settled refuses it, and `charge` returns that first outcome, as a replayed call does.
+        """
+        if token in TRANSIENT:
+            return None
+        outcome = self._outcome(order_id, token)
+        request = self._attempt_request(f"{order_id}:charge", amount, currency, mask_token(token), outcome)
+        request["ConditionExpression"] = "attribute_not_exists(#status)"
+        request["ExpressionAttributeNames"]["#status"] = "status"
+        if outcome["status"] == "declined":
+            return Write(Guard.PAYMENT, {"Update": request}), Payment.declined(outcome["declineReason"])
+        payment = Payment.captured(outcome["paymentId"], amount, currency, 1)
+        return Write(Guard.PAYMENT, {"Update": request}), payment
+
     def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund:
         """Refund a capture in full, once."""
         charge = self.lookup(f"{order_id}:charge")
@@ -165,18 +187,22 @@ class Gateway:
         `reference` is what was charged (a masked token) or refunded (a payment id). With
         `settle`, the same write records that outcome unless one is recorded already.
         """
+        with aws_errors():
+            new = self.ddb.update_item(**self._attempt_request(key, amount, currency, reference, settle),
+                                       ReturnValues="ALL_NEW")["Attributes"]
+        return from_item(new)
+
+    def _attempt_request(self, key: str, amount: Decimal, currency: str, reference: str,
+                         settle: dict[str, Any] | None) -> dict[str, Any]:
+        """The UpdateItem of one call to `key` (see `_attempt`), as a request."""
         fields = {"amount": amount, "currency": currency, "token": reference, **(settle or {})}
         names = {f"#f{n}": name for n, name in enumerate(fields)}
         values = {f":f{n}": value for n, value in enumerate(fields.values())}
         assignments = ", ".join(f"#f{n} = if_not_exists(#f{n}, :f{n})" for n in range(len(fields)))
-        with aws_errors():
-            new = self.ddb.update_item(
-                TableName=self.table, Key=to_item({"key": key}),
-                UpdateExpression=f"ADD attempts :one SET {assignments}",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item({":one": 1, **values}),
-                ReturnValues="ALL_NEW")["Attributes"]
-        return from_item(new)
+        return {"TableName": self.table, "Key": to_item({"key": key}),
+                "UpdateExpression": f"ADD attempts :one SET {assignments}",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item({":one": 1, **values})}
 
     def _settle(self, key: str, outcome: dict[str, Any]) -> dict[str, Any]:
         """Record the outcome unless another call settled first; return whichever stands."""

@@ -20,6 +20,7 @@ class Guard(StrEnum):
     STOCK = "stock"  # the product still has the units (only taking a hold has this condition)
     HOLD = "hold"  # the hold is in the state the write moves it from (taking it: it does not exist yet)
     ORDER = "order"  # the order is still at the version it was read at
+    PAYMENT = "payment"  # the payment gateway has not settled the charge yet (an earlier call did not)
 
 
 @dataclass(frozen=True)

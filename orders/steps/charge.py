@@ -49,9 +49,13 @@ def charge_reserved(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[
     hold = hold_of(deps.stock, record)
     if hold is None or hold.state is not HoldState.ACTIVE or hold.expired():
         return expired(deps, record, hold)
+    # The token, and nothing else, is opened: in memory, for the gateway's call only.
+    token = order.opened(Field.PAYMENT_TOKEN, deps.fields.open)
+    quote = deps.gateway.quote(order.order_id, order.total, order.currency, token)
+    settled = charge_at_once(deps, record, hold, *quote) if quote is not None else None
+    if settled is not None:
+        return settled
     try:
-        # The token, and nothing else, is opened: in memory, for the gateway's call only.
-        token = order.opened(Field.PAYMENT_TOKEN, deps.fields.open)
         payment = deps.gateway.charge(order.order_id, order.total, order.currency, token)
     except PaymentDeclined as exc:
         declined = Change(OrderState.CANCELLED, Step.CHARGE, "payment-declined",
@@ -67,6 +71,41 @@ def charge_reserved(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[
         return deps.orders.transition(record, Change(OrderState.REFUNDING, Step.CHARGE, EXPIRED,
                                                      payment=payment)), []
     raise ConcurrentUpdate(f"order {order.order_id} changed while being charged: {list(refusal.codes)}")
+
+
+def charge_at_once(deps: Deps, record: OrderRecord, hold: Hold, charged: Write,
+                   payment: Payment) -> tuple[OrderRecord, list[Event]] | None:
+    """The gateway's record of the charge, the hold and the order in one transaction (one call);
+    None when the gateway had settled the charge already (an earlier call), for `charge` to replay.
+
+    Since the capture commits with `paid`, a transaction refused by the hold's condition
+    (it ran out meanwhile) took no money: the order ends unpaid, as a hold found expired does.
+    """
+    if payment.status is PaymentStatus.DECLINED:
+        return decline(deps, record, hold, payment, charged)
+    write, paid = deps.orders.prepare(record, Change(OrderState.PAID, Step.CHARGE, payment=payment))
+    refusal = deps.orders.transact([charged, *deps.stock.commit(hold), write])
+    if refusal is None:
+        return paid, []
+    if Guard.PAYMENT in refusal.failed:
+        return None
+    if Guard.HOLD in refusal.failed and Guard.ORDER not in refusal.failed:
+        return expired(deps, record, deps.stock.load_hold(record.order_id))
+    raise ConcurrentUpdate(f"order {record.order_id} changed while being charged: {list(refusal.codes)}")
+
+
+def decline(deps: Deps, record: OrderRecord, hold: Hold, payment: Payment,
+            charged: Write) -> tuple[OrderRecord, list[Event]] | None:
+    """Cancel the order and release its hold with the gateway's record of the decline (one
+    transaction); None if the gateway had settled the charge already."""
+    write, cancelled = deps.orders.prepare(record, Change(OrderState.CANCELLED, Step.CHARGE,
+                                                          "payment-declined", payment=payment))
+    refusal = deps.orders.transact([charged, *deps.stock.release(hold), write])
+    if refusal is not None and Guard.PAYMENT in refusal.failed:
+        return None
+    if refusal is not None:
+        raise ConcurrentUpdate(f"transaction cancelled: {list(refusal.codes)}")
+    return cancelled, [released_event(record, hold, "payment-declined")]
 
 
 def announce(record: OrderRecord) -> tuple[list[Event], Step | None]:

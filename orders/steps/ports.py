@@ -74,6 +74,11 @@ class PaymentGateway(Protocol):
 
     def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment: ...
 
+    def quote(self, order_id: str, amount: Decimal, currency: str,
+              token: str) -> tuple[Write, Payment] | None:
+        """The charge as a write for the order's transaction and the payment it records (captured
+        or declined); None when it can only be made by `charge`."""
+
     def refund(self, order_id: str, payment_id: str, amount: Decimal, currency: str) -> Refund: ...
 
     def capture_of(self, order_id: str) -> Payment | None: ...

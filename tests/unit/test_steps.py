@@ -19,7 +19,7 @@ from orders.domain.errors import ConcurrentUpdate, InvalidOrder, PaymentDeclined
 from orders.domain.order import MAX_LINES
 from orders.domain.records import Change, Hold, OrderRecord
 from orders.domain.sensitive import Envelope, Field, UnreadableField, binding
-from orders.domain.states import HoldState, OrderState, Step
+from orders.domain.states import HoldState, OrderState, PaymentStatus, Step
 from orders.domain.times import now_iso
 from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
@@ -80,6 +80,8 @@ class World:
 
     def _allowed(self, write: Write) -> bool:
         r = write.request
+        if write.guard is Guard.PAYMENT:
+            return r["order_id"] not in r["gateway"].settled
         if write.guard is Guard.ORDER:
             return self.records[r["new"].order_id].version == r["expect"]
         if write.guard is Guard.STOCK:
@@ -88,7 +90,9 @@ class World:
         return held is None if r["from"] is None else held is not None and held.state is r["from"]
 
     def _apply(self, r: Any) -> None:
-        if "new" in r:
+        if "gateway" in r:
+            r["gateway"].settle(r["order_id"], r["payment"])
+        elif "new" in r:
             self.records[r["new"].order_id] = r["new"]
         elif "sku" in r:
             self.available[r["sku"]] += r["available"]
@@ -132,12 +136,32 @@ class Gateway:
     """Approves everything (or declines, or runs `meanwhile` as the money is taken); idempotent per
     order, like the simulator: `captured` and `refunded` are its ledger."""
 
-    def __init__(self, decline: str | None = None, meanwhile: Any = None):
-        self.decline, self.meanwhile, self.charges = decline, meanwhile, 0
+    def __init__(self, decline: str | None = None, meanwhile: Any = None, at_once: bool = False):
+        self.decline, self.meanwhile, self.charges, self.at_once = decline, meanwhile, 0, at_once
         self.captured: dict[str, Payment] = {}
         self.refunded: dict[str, Refund] = {}
+        self.settled: dict[str, Payment] = {}
+
+    def quote(self, order_id: str, amount: Decimal, currency: str,
+              token: str) -> tuple[Write, Payment] | None:
+        """With `at_once`, the charge as a write of the order's transaction (like the simulator's)."""
+        if not self.at_once:
+            return None
+        payment = Payment.declined(self.decline) if self.decline else \
+            Payment.captured(f"pay_{order_id}", amount, currency, 1)
+        return Write(Guard.PAYMENT, {"gateway": self, "order_id": order_id, "payment": payment}), payment
+
+    def settle(self, order_id: str, payment: Payment) -> None:
+        self.charges += 1
+        self.settled[order_id] = payment
+        if payment.status is PaymentStatus.CAPTURED:
+            self.captured[order_id] = payment
 
     def charge(self, order_id: str, amount: Decimal, currency: str, token: str) -> Payment:
+        if order_id in self.settled:  # a replay: the first outcome
+            if self.settled[order_id].status is not PaymentStatus.CAPTURED:
+                raise PaymentDeclined(str(self.settled[order_id].reason))
+            return self.settled[order_id]
         if self.decline:
             raise PaymentDeclined(self.decline)
         self.charges += 1
@@ -311,6 +335,61 @@ def test_a_declined_card_releases_the_hold_and_cancels():
     assert record.payment == Payment.declined("card declined")
     assert kinds(outcome) == ["PaymentDeclined", "OrderCancelled", "StockReleased"] and outcome.then is None
     assert (world.available["A"], world.holds[order_id].state) == (5, HoldState.RELEASED)
+
+
+def never() -> None:
+    pytest.fail("the gateway was called on its own: the charge was to be one transaction")
+
+
+def test_a_charge_is_one_transaction_with_the_gateway_s_record():
+    world, gateway = World({"A": 5}), Gateway(at_once=True, meanwhile=never)
+    d = deps(world, gateway)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    outcome = charge.charge(d, order_id)
+    record = world.records[order_id]
+    assert record.status is OrderState.PAID and record.payment == gateway.captured[order_id]
+    assert kinds(outcome) == ["PaymentCaptured"] and outcome.then is Step.SHIP
+    assert (world.reserved["A"], world.holds[order_id].state, gateway.charges) == (0, HoldState.COMMITTED, 1)
+
+
+def test_a_decline_made_at_once_releases_the_hold_and_records_it_with_the_gateway():
+    world, gateway = World({"A": 5}), Gateway(decline="card declined", at_once=True)
+    d = deps(world, gateway)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    outcome = charge.charge(d, order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.CANCELLED, "payment-declined")
+    assert gateway.settled[order_id] == record.payment == Payment.declined("card declined")
+    assert kinds(outcome) == ["PaymentDeclined", "OrderCancelled", "StockReleased"]
+    assert (world.available["A"], world.holds[order_id].state) == (5, HoldState.RELEASED)
+
+
+def test_a_charge_the_gateway_settled_before_records_that_first_outcome():
+    """An earlier call (an older release's, a retried token's) settled the key: the transaction
+    is refused on the gateway's condition and the charge replays the call instead."""
+    world, gateway = World({"A": 5}), Gateway(at_once=True)
+    d = deps(world, gateway)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    first = Payment.captured("pay_first", Decimal(20), "USD", 2)
+    gateway.settled[order_id] = gateway.captured[order_id] = first
+    charge.charge(d, order_id)
+    assert world.records[order_id].status is OrderState.PAID and world.records[order_id].payment == first
+
+
+def test_a_hold_gone_when_the_charge_commits_takes_no_money_and_cancels():
+    world, gateway = World({"A": 5}), Gateway(at_once=True)
+    d = deps(world, gateway)
+    order_id = placed(d)
+    reservation.reserve(d, order_id)
+    world.holds[order_id] = dataclasses.replace(world.holds[order_id], state=HoldState.EXPIRED)
+    charge.charge(d, order_id)
+    record = world.records[order_id]
+    assert (record.status, record.reason) == (OrderState.CANCELLED, "reservation-expired")
+    assert record.payment is None
+    assert order_id not in gateway.captured and order_id not in gateway.settled
 
 
 def test_a_message_for_an_unknown_or_finished_order_is_skipped():
