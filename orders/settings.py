@@ -92,6 +92,30 @@ def _service_endpoints(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
                         if name.startswith(prefix) and url))
 
 
+#: ORDERS_REGIONS: the regions to provision and run in, the first the primary (docs/multi-region.md).
+REGIONS_VARIABLE = "ORDERS_REGIONS"
+_REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def _regions(raw: str) -> tuple[tuple[str, str | None], ...]:
+    """ORDERS_REGIONS as (region, endpoint or None) pairs: `us-east-1,us-west-2`, or each `REGION=URL`."""
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    pairs = [(name.strip(), url.strip() or None) for name, _, url in (e.partition("=") for e in entries)]
+    names = [name for name, _ in pairs]
+    for name in names:
+        if not _REGION_NAME.fullmatch(name):
+            raise ConfigurationError(f"{REGIONS_VARIABLE}={raw!r}: {name!r} is not a region name "
+                                     "(for example us-east-1)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(f"{REGIONS_VARIABLE}={raw!r}: {', '.join(repeated)} given more than once")
+    without = [name for name, url in pairs if not url]
+    if without and len(without) < len(pairs):
+        raise ConfigurationError(f"{REGIONS_VARIABLE}={raw!r}: no endpoint for {', '.join(without)} while "
+                                 "other regions have one (give every region REGION=URL, or none)")
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, read once from the environment by `from_env`."""
@@ -149,6 +173,8 @@ class Settings:
     reservation_sweep_seconds: float = 60.0
     #: Log lines as JSON, as text, or "auto": JSON unless written to a terminal (orders.runtime.logs).
     log_format: str = "auto"
+    #: ORDERS_REGIONS: (region, its endpoint or None), the first the primary; () when unset (one region).
+    region_endpoints: tuple[tuple[str, str | None], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -219,7 +245,31 @@ class Settings:
             reservation_sweep_seconds=_float(env.get("ORDERS_RESERVATION_SWEEP_SECONDS", "60"),
                                              "ORDERS_RESERVATION_SWEEP_SECONDS"),
             log_format=_choice(env.get("ORDERS_LOG_FORMAT", "auto"), "ORDERS_LOG_FORMAT", LOG_FORMATS),
-        )
+        )._with_regions(_regions(env.get(REGIONS_VARIABLE, "")))
+
+    def _with_regions(self, pairs: tuple[tuple[str, str | None], ...]) -> Settings:
+        """With ORDERS_REGIONS set, the settings are the primary region's (the first)."""
+        if not pairs:
+            return self
+        return replace(self, region_endpoints=pairs).for_region(pairs[0][0])
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions of this deployment, the primary first: ORDERS_REGIONS, else this region alone."""
+        if self.region_endpoints:
+            return tuple(name for name, _ in self.region_endpoints)
+        return (self.region,) if self.region else ()
+
+    def for_region(self, name: str) -> Settings:
+        """The same settings (environment, names, everything) in region `name`, with its endpoint if it has
+        one (which then replaces AWS_ENDPOINT_URL*)."""
+        if name not in self.regions:
+            raise ConfigurationError(f"Region {name!r} is not one of {REGIONS_VARIABLE} "
+                                     f"({', '.join(self.regions) or 'unset'})")
+        url = dict(self.region_endpoints).get(name)
+        if url is None:
+            return replace(self, region=name)
+        return replace(self, region=name, endpoint_url=url, service_endpoint_urls=())
 
     @property
     def prefix(self) -> str:

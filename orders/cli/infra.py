@@ -12,7 +12,7 @@ from orders.cli.common import aws_failures, aws_settings, where
 from orders.cli.template import template_command
 from orders.infra import provisioning
 from orders.infra.converger import Report
-from orders.settings import child_environment
+from orders.settings import Settings, child_environment
 
 
 @click.group("infra")
@@ -22,44 +22,58 @@ def infra_group() -> None:
 
 @infra_group.command("up")
 def up_cmd() -> None:
-    """Create or converge every declared resource (safe to run again)."""
+    """Create or converge every declared resource, in every region of ORDERS_REGIONS (safe to run again)."""
     settings = aws_settings(announce=True)
     with aws_failures():
-        report = provisioning.up(settings)
-    _print_lines(report.changes, "Changes:")
-    if report.clean:
-        click.echo("Nothing to change: every resource matches its declaration.")
-    _print_notes(report)
+        results = provisioning.in_every_region(settings, provisioning.up)
+    for region, report in results:
+        where_ = _in_region(settings, region)
+        _print_lines(report.changes, f"Changes{where_}:")
+        if report.clean:
+            click.echo(f"Nothing to change{where_}: every resource matches its declaration.")
+        _print_notes(report)
 
 
 @infra_group.command("check")
 def check_cmd() -> None:
-    """Compare the live resources with their declarations; exit 1 on any difference."""
+    """Compare the live resources with their declarations in every region; exit 1 on any difference."""
     settings = aws_settings(announce=True)
     with aws_failures():
-        report = provisioning.check(settings)
-    _print_notes(report)
-    if report.clean:
-        click.echo("No drift: every resource matches its declaration.")
-        return
-    _print_lines(report.changes, f"Drift ({len(report.changes)}), fixed by `orders infra up`:")
-    raise SystemExit(1)
+        results = provisioning.in_every_region(settings, provisioning.check)
+    for region, report in results:
+        where_ = _in_region(settings, region)
+        _print_notes(report)
+        if report.clean:
+            click.echo(f"No drift{where_}: every resource matches its declaration.")
+        else:
+            _print_lines(report.changes,
+                         f"Drift ({len(report.changes)}){where_}, fixed by `orders infra up`:")
+    if not all(report.clean for _, report in results):
+        raise SystemExit(1)
 
 
 @infra_group.command("down")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def down_cmd(yes: bool) -> None:
-    """Delete every resource of this environment, messages included (asks first)."""
+    """Delete every resource of this environment, messages included, in every region (asks first)."""
     settings = aws_settings(announce=True)
+    places = "; ".join(where(settings.for_region(name)) for name in settings.regions) or where(settings)
     if not yes:
         click.confirm(f"Delete every queue (with its messages), DLQ, topic and subscription "
-                      f"of environment {settings.env!r} on {where(settings)}, and schedule the deletion "
+                      f"of environment {settings.env!r} on {places}, and schedule the deletion "
                       f"of its KMS key (30 days)?", abort=True)
     with aws_failures():
-        deleted = provisioning.down(settings)
-    _print_lines(deleted, "Deleted:")
-    if not deleted:
-        click.echo("Nothing to delete.")
+        results = provisioning.in_every_region(settings, provisioning.down)
+    for region, deleted in results:
+        where_ = _in_region(settings, region)
+        _print_lines(deleted, f"Deleted{where_}:")
+        if not deleted:
+            click.echo(f"Nothing to delete{where_}.")
+
+
+def _in_region(settings: Settings, region: str | None) -> str:
+    """' in region R' when ORDERS_REGIONS names several regions; nothing for one (the output as it was)."""
+    return f" in region {region}" if len(settings.regions) > 1 else ""
 
 
 @click.command("emulator")

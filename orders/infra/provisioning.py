@@ -1,5 +1,8 @@
 """`orders infra up`, `check` and `down`: every resource kind of the topology, listed here.
 
+With several regions (ORDERS_REGIONS), `in_every_region` runs one of them in each region,
+every region complete (docs/multi-region.md).
+
 Each kind converges its resources onto their declarations (orders.infra.converger)
 and knows how to delete them. Adding a kind of resource is adding it to KINDS.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from orders.infra import alarms, anomaly, dashboard, kms, queues, tables, topics
 from orders.infra.converger import Converger, Report
@@ -59,3 +63,12 @@ def check(settings: Settings) -> Report:
 def down(settings: Settings) -> list[str]:
     """Delete every declared resource of this environment; returns what was deleted."""
     return [line for kind in reversed(KINDS) if kind.delete for line in kind.delete(settings)]
+
+
+T = TypeVar("T")
+
+
+def in_every_region(settings: Settings, action: Callable[[Settings], T]) -> list[tuple[str | None, T]]:
+    """`action` (up, check or down) in each region of `settings`, the primary first, with its result."""
+    each = [settings.for_region(name) for name in settings.regions] or [settings]
+    return [(regional.region, action(regional)) for regional in each]
