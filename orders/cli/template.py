@@ -18,10 +18,15 @@ from orders.topology import QUEUES_BY_NAME
 @click.option("--without", multiple=True, metavar="TYPE",
               help="Leave out a resource type, e.g. AWS::CloudWatch::Alarm, and whatever refers to it; "
                    "for an endpoint that cannot create it, such as an emulator (repeatable).")
-def template_command(fmt: str, lambda_queues: tuple[str, ...], without: tuple[str, ...]) -> None:
+@click.option("--region", default=None, metavar="REGION",
+              help="With ORDERS_REGIONS: the region whose stack to print (default the primary, which "
+                   "declares the global tables).")
+def template_command(fmt: str, lambda_queues: tuple[str, ...], without: tuple[str, ...],
+                     region: str | None) -> None:
     """Print this environment's CloudFormation stack, generated from the topology (no AWS call)."""
+    settings = get_settings()
     try:
-        text = template(get_settings(), fmt, lambda_queues, without)
+        text = template(settings.for_region(region) if region else settings, fmt, lambda_queues, without)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(text, nl=False)

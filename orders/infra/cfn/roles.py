@@ -17,12 +17,12 @@ from typing import Any
 
 from orders.infra import policies
 from orders.infra.access import ROLES, Role, worker_role
-from orders.infra.cfn.data import table_id
+from orders.infra.cfn.data import external_tables, table_id
 from orders.infra.cfn.intrinsics import Resource, Resources, arn, get_att, logical_id, ref, sub
 from orders.infra.cfn.keys import key_arn
 from orders.infra.cfn.messaging import dlq_id, queue_id, topic_id
 from orders.settings import Settings
-from orders.topology import QUEUES
+from orders.topology import QUEUES, TABLES_BY_NAME
 
 EXECUTION_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 LAMBDA_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
@@ -31,7 +31,12 @@ STACK_ROLES = {"BeatRole": "beat", "ApiRole": "api"}
 
 
 class StackRefs:
-    """Resources as the template names them: its own by GetAtt/Ref, the rest by Sub."""
+    """Resources as the template names them: its own by GetAtt/Ref, the rest by Sub (a global table
+    declared by the primary region's stack, in another region's: orders.infra.cfn.data)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.external = external_tables(settings)
 
     def queue(self, name: str) -> Any:
         return get_att(queue_id(name), "Arn")
@@ -43,9 +48,13 @@ class StackRefs:
         return ref(topic_id(name))
 
     def table(self, name: str) -> Any:
+        if name in self.external:
+            return arn("dynamodb", f"table/{TABLES_BY_NAME[name].table_name(self.settings)}")
         return get_att(table_id(name), "Arn")
 
     def index(self, table: str, index: str) -> Any:
+        if table in self.external:
+            return arn("dynamodb", f"table/{TABLES_BY_NAME[table].table_name(self.settings)}/index/{index}")
         return sub(f"${{{table_id(table)}.Arn}}/index/{index}")
 
     def key(self) -> Any:
@@ -79,7 +88,7 @@ def roles(settings: Settings, cluster: str, lambda_queues: frozenset[str]) -> Re
 
 def policy(declared: Role, settings: Settings) -> dict[str, Any]:
     """A declared role's policy document, with the stack's references."""
-    return policies.document(declared, StackRefs(), settings)
+    return policies.document(declared, StackRefs(settings), settings)
 
 
 def role(principal: str, document: dict[str, Any] | None, managed: list[str] | None = None) -> Resource:
