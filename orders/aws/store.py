@@ -14,11 +14,14 @@ One table (`<env>-orders`, keys pk/sk) holds, per order id:
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from orders.aws import clients, tables
+from orders.aws.claims import Claim, ClaimBatch
 from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
 from orders.domain.errors import ConcurrentUpdate
 from orders.domain.order import Order
@@ -192,19 +195,52 @@ class OrderStore:
 
         The claim is one conditional write on the order item (`notifications.<type>`,
         the idempotency record of the notify step); `notificationsSent` counts claims.
+        Claims that arrive together (a worker's threads) are made together
+        (orders.aws.claims: one transaction and one read for all of them).
         """
+        with _BATCHES_LOCK:
+            batch = _BATCHES.get(self.table)
+            if batch is None:
+                batch = _BATCHES[self.table] = ClaimBatch(self._claim_one, self._claim_many, self._read_many)
+        found = batch.claim(order_id, event_type)
+        return OrderRecord.from_data(found) if found else None
+
+    def _claim_request(self, claim: Claim) -> dict[str, Any]:
+        return {"TableName": self.table, "Key": self.key(claim.order_id),
+                "UpdateExpression": "SET notifications.#e = :at ADD notificationsSent :one",
+                "ConditionExpression": "attribute_exists(notifications) AND "
+                                       "attribute_not_exists(notifications.#e)",
+                "ExpressionAttributeNames": {"#e": claim.event_type},
+                "ExpressionAttributeValues": to_item({":at": now_iso(), ":one": 1})}
+
+    def _claim_one(self, claim: Claim) -> dict[str, Any] | None:
         try:
             with aws_errors():
-                new = self.ddb.update_item(
-                    TableName=self.table, Key=self.key(order_id),
-                    UpdateExpression="SET notifications.#e = :at ADD notificationsSent :one",
-                    ConditionExpression="attribute_exists(notifications) AND "
-                                        "attribute_not_exists(notifications.#e)",
-                    ExpressionAttributeNames={"#e": event_type},
-                    ExpressionAttributeValues=to_item({":at": now_iso(), ":one": 1}),
-                    ReturnValues="ALL_NEW")["Attributes"]
+                new = self.ddb.update_item(**self._claim_request(claim), ReturnValues="ALL_NEW")["Attributes"]
         except Exception as exc:
             if condition_failed(exc):
                 return None
             raise
-        return OrderRecord.from_data(from_item(new))
+        return from_item(new)
+
+    def _claim_many(self, claims: Sequence[Claim]) -> list[str] | None:
+        return transact(self.settings, [{"Update": self._claim_request(c)} for c in claims])
+
+    def _read_many(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        items = tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
+        return {str(item["pk"]): item for item in items}
+
+
+#: One batch of notification claims per orders table, shared by the process's threads.
+_BATCHES: dict[str, ClaimBatch] = {}
+_BATCHES_LOCK = threading.Lock()
+
+
+def _forget_batches() -> None:
+    """A forked child starts with no claims waiting (its parent's are the parent's to make)."""
+    global _BATCHES_LOCK
+    _BATCHES.clear()
+    _BATCHES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_batches)

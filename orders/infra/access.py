@@ -209,6 +209,9 @@ WORKERS: tuple[Role, ...] = (
     worker("notifications", (), ("order-status", "payment-notifications", "inventory-alerts"),
            table("ClaimNotifications", "orders", ("UpdateItem",),
                  "one notification per order and event (orders.aws.store.OrderStore.claim_notification)"),
+           table("ReadClaimedOrders", "orders", ("BatchGetItem",),
+                 "claims made together: one transaction, then one read of their orders (orders.aws.claims)",
+                 kept="only when a worker's threads claim at once (a receive of several customer events)"),
            open_field("OpenContacts", Field.CONTACT, "notify")),
 )
 
