@@ -60,7 +60,7 @@ def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
             lambda o: store.create(o, "2026-01-01T00:00:00.000000Z", "bench", False)[0], orders)
         figures[CALLS[1]], records = per_call(lambda r: store.load(r.order_id), created)
         pairs = list(zip(records, orders, strict=True))
-        figures[CALLS[2]], reserved = per_call(lambda p: take(deps, p[0], p[1]), pairs)
+        figures[CALLS[2]], reserved = per_call(lambda p: take(deps, p[0], p[1])[0], pairs)  # the record
         figures[CALLS[3]], _ = per_call(lambda o: stock.stock_levels(settings, o.skus), orders)
         shipped = Change(OrderState.COMPLETED, Step.SHIP, via=(OrderState.SHIPPED,))
         figures[CALLS[4]], _ = per_call(lambda r: store.transition(r, shipped), reserved)
