@@ -79,10 +79,10 @@ def stack(logs: Path) -> Iterator[str]:
         processes.enter_context(logged_process(
             [*CELERY, "worker", "-Q", ",".join(ALL_QUEUES), "-n", name, "-c", "4", "--loglevel", "INFO"],
             # The dead-lettered placement stays in its DLQ for `orders dlq show` to be scanned.
-            logs / "worker.log", env={"ORDERS_AUTO_REDRIVE": "0"}))
+            logs / "worker.log", env={"ORDERS_AUTO_REDRIVE": "0", "ORDERS_SWEEP_STUCK": "0"}))
         processes.enter_context(logged_process(
             [*CELERY, "beat", "--loglevel", "INFO", "-s", str(logs / "beat-schedule")], logs / "beat.log",
-            env={"ORDERS_DLQ_WATCH_SECONDS": "1", "ORDERS_RESERVATION_SWEEP_SECONDS": "2"}))
+            env={"ORDERS_DLQ_WATCH_SECONDS": "3", "ORDERS_RESERVATION_SWEEP_SECONDS": "3"}))
         processes.enter_context(logged_process(
             [*CELERY, "flower", f"--port={port}", "--address=127.0.0.1"], logs / "flower.log",
             env={"FLOWER_UNAUTHENTICATED_API": "true"}))
