@@ -32,6 +32,16 @@ def as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def invoke(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    """`orders ARGS...` in this process (click's runner): its exit code and output."""
+    from click.testing import CliRunner
+
+    from orders.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
 def calls(endpoint: str, reset: bool = False) -> Counter[str]:
     """The emulator's count of AWS calls by 'service:Action' (reset: zero it)."""
     return Counter(call_counts(endpoint, reset))

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
 from orders.aws import clients
 from orders.aws.sns import topic_arns
-from orders.cli import cli
 from orders.infra import alarms, dashboard, predictive, provisioning
 from orders.ops import archive
 from orders.topology import QUEUES
+from tests.helpers import invoke
 
 #: The exercise's targets, written out here (not read from the topology) so that a
 #: threshold that strays from them fails this test: queue -> (P95 s, backlog limit).
@@ -19,10 +17,6 @@ TARGETS = {"orders": (5, 500), "orders-priority.fifo": (5, 500), "payments": (10
            "inventory.fifo": (2, 400), "shipping": (5, 500), "notifications": (1, 500)}
 KINDS = ("depth", "age", "dlq", "rate-drop", "error-rate")
 
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.output
 
 
 def test_up_creates_every_alarm_with_thresholds_from_the_targets(infra):

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
 
 import tasks.ops  # noqa: F401  (worker hooks: failure records, metrics)
 from orders.aws import clients
@@ -21,14 +20,13 @@ from orders.aws.sns import topic_arn, topic_arns
 from orders.aws.store import OrderStore
 from orders.aws.tables import to_item
 from orders.celery import app
-from orders.cli import cli
 from orders.domain.errors import RetryableError
 from orders.emulator.faults import clear_faults, fault_report, start_outage
 from orders.ops import archive, dead_letters
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES_BY_NAME
-from tests.helpers import wait_for, worker
+from tests.helpers import invoke, wait_for, worker
 
 ORDERS = QUEUES_BY_NAME["orders"]
 #: A queue's counts once every message has left it.
@@ -50,10 +48,6 @@ def buggy_step(order_id: str) -> None:
     """A bug no redrive fixes."""
     raise ZeroDivisionError(f"division by zero for {order_id}")
 
-
-def invoke(*args: str, stdin: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), input=stdin)
-    return result.exit_code, result.output
 
 
 def attrs(settings: Settings, url: str) -> dict[str, int]:

@@ -12,20 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from click.testing import CliRunner
-
 from orders.aws import clients
 from orders.aws.sns import topic_arns
-from orders.cli import cli
 from orders.infra import alarms, predictive
 from orders.topology import QUEUES, SERVICE_LEVELS
+from tests.helpers import invoke
 
 KINDS = ("age-anomaly", "error-anomaly", "backlog-trend")
 
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.output
 
 
 def test_up_creates_each_predictive_alarm_and_check_finds_them_in_step(infra):

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from click.testing import CliRunner
 
 from orders.aws import clients
-from orders.cli import cli
 from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 from orders.topology import TABLES
+from tests.helpers import invoke
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 
@@ -45,10 +44,6 @@ def deployment(emulators: dict[str, EmulatorProcess], monkeypatch: pytest.Monkey
     yield emulators[PRIMARY].settings({"ORDERS_ENV": get_settings().env, "ORDERS_REGIONS": regions})
     get_settings.cache_clear()
 
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.output
 
 
 def test_up_provisions_every_region_complete_and_check_finds_both_in_step(deployment):
