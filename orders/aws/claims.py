@@ -6,8 +6,8 @@ each claiming (order id, event type) with a conditional write (orders.aws.store,
 seconds for the others, then makes every claim waiting by then: one claim alone is
 one UpdateItem that returns the order, as before; two or more are one TransactWriteItems
 (the claims of distinct orders: DynamoDB refuses two writes to one item in a
-transaction, so a second claim of an order goes in the next round) and one
-BatchGetItem for the claimed orders: two calls for any number of claims.
+transaction, so a second claim of an order goes in the next round), after one
+BatchGetItem of their orders: two calls for any number of claims.
 
 A transaction is all or nothing: a claim made before (a duplicate event) or of no
 order fails its condition and cancels the others. The cancellation reasons name it;
@@ -85,7 +85,14 @@ class ClaimBatch:
                     claim.answer.set_exception(exc)
 
     def _transact(self, claims: list[Claim]) -> None:
-        """Make `claims` (distinct orders) in as few transactions as the refused ones allow."""
+        """Make `claims` (distinct orders) in as few transactions as the refused ones allow.
+
+        The orders are read first: a read that fails once the claims were made would leave
+        them made and their notifications unsent (each task's retry finds its claim taken).
+        Read before, a failure claims nothing and the tasks retry whole. The copies read
+        lack only these claims, which the notify step does not look at.
+        """
+        found = self.read([c.order_id for c in claims])
         while claims:
             codes = self.many(claims)
             if codes is None:
@@ -96,10 +103,8 @@ class ClaimBatch:
             for claim in refused:
                 claim.answer.set_result(None)
             claims = [c for c in claims if not c.answer.done()]
-        if claims:
-            found = self.read([c.order_id for c in claims])
-            for claim in claims:
-                claim.answer.set_result(found.get(claim.order_id))
+        for claim in claims:
+            claim.answer.set_result(found.get(claim.order_id))
 
 
 def rounds(claims: list[Claim]) -> tuple[list[Claim], list[Claim]]:

@@ -1,4 +1,4 @@
-"""Notification claims made together (orders.aws.claims): one transaction and one read for the claims
+"""Notification claims made together (orders.aws.claims): one read, then one transaction, for the claims
 of one moment, refused ones named by the cancellation reasons, a second claim of an order in a later
 round. The store's calls are stood in for by functions that keep the claims made in a set."""
 
@@ -66,7 +66,21 @@ def test_claims_that_arrive_together_are_one_transaction_and_one_read():
     batch = ClaimBatch(store.one, store.many, store.read, linger=0.2)
     claims = [(f"o{n}", "OrderPlaced") for n in range(1, 5)]
     assert claim_together(batch, claims) == [{"pk": f"o{n}"} for n in range(1, 5)]
-    assert store.calls == ["TransactWriteItems", "BatchGetItem"]
+    assert store.calls == ["BatchGetItem", "TransactWriteItems"]  # read first: see the next test
+
+
+def test_a_read_that_fails_claims_nothing_so_the_retried_tasks_still_notify():
+    def unreadable(order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        raise RuntimeError("DynamoDB unavailable")
+
+    store = Store({"o1", "o2"})
+    batch = ClaimBatch(store.one, store.many, unreadable, linger=0.2)
+    answers = claim_together(batch, [("o1", "OrderShipped"), ("o2", "OrderShipped")])
+    assert [type(a) for a in answers] == [RuntimeError, RuntimeError] and not store.made
+    # The tasks' retries, DynamoDB back: each claim made once, each order returned.
+    batch = ClaimBatch(store.one, store.many, store.read, linger=0.2)
+    shipped = [("o1", "OrderShipped"), ("o2", "OrderShipped")]
+    assert claim_together(batch, shipped) == [{"pk": "o1"}, {"pk": "o2"}]
 
 
 def test_a_claim_made_before_is_refused_and_the_others_are_made_without_it():
@@ -75,7 +89,7 @@ def test_a_claim_made_before_is_refused_and_the_others_are_made_without_it():
     answers = claim_together(batch, [("o1", "OrderPlaced"), ("o2", "OrderPlaced"), ("o3", "OrderPlaced"),
                                      ("no-such-order", "OrderPlaced")])
     assert answers == [{"pk": "o1"}, None, {"pk": "o3"}, None]
-    assert store.calls == ["TransactWriteItems", "TransactWriteItems", "BatchGetItem"]
+    assert store.calls == ["BatchGetItem", "TransactWriteItems", "TransactWriteItems"]
     # Claimed again (the event delivered twice): nobody is notified twice.
     assert claim_together(batch, [("o1", "OrderPlaced"), ("o3", "OrderPlaced")]) == [None, None]
 
