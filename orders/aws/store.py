@@ -137,10 +137,19 @@ class OrderStore:
         gone = [n for n in FAILURE_FIELDS if n not in fields] if record.status is OrderState.FAILED else []
         names.update({f"#g{n}": name for n, name in enumerate(gone)})
         removes = " REMOVE " + ", ".join(f"#g{n}" for n in range(len(gone))) if gone else ""
+        condition = "version = :version AND #status = :from"
+        # The order, its amount and whether it needs review too: a step decides on them, and a
+        # record a message carried (orders.runtime.carried) is anyone's to write: a forged one with
+        # the right version and state but other lines, another amount or no review must not be acted on.
+        for attribute, value in (("order", record.content), ("totalAmount", record.total_amount),
+                                 ("needsReview", record.needs_review)):
+            if value is not None:
+                names[f"#{attribute}"], values[f":{attribute}"] = attribute, value
+                condition += f" AND #{attribute} = :{attribute}"
         op = {"TableName": self.table, "Key": self.key(record.order_id),
               "UpdateExpression": "SET " + ", ".join(sets) + removes,
               # The state too: the change was decided on it (from a record the message may have carried).
-              "ConditionExpression": "version = :version AND #status = :from",
+              "ConditionExpression": condition,
               "ExpressionAttributeNames": names,
               "ExpressionAttributeValues": to_item(values)}
         return Write(Guard.ORDER, {"Update": op}), record.after(change, at)

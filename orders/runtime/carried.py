@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orders.domain.errors import InvalidOrder
 from orders.domain.records import OrderRecord
 
 HEADER = "orders_record"
@@ -36,5 +37,17 @@ def attach(chain: list[Any] | None, task: str, record: OrderRecord) -> None:
 
 
 def given(request: Any) -> OrderRecord | None:
-    """The record this task's message carried, if any (a guess: see the module's docstring)."""
-    return OrderRecord.from_carried(getattr(request, HEADER, None))
+    """The record this task's message carried, if any (a guess: see the module's docstring).
+
+    Only a record of its own order whose sensitive fields are sealed: a field in clear would be
+    used as it is (a forged shipping address), while a sealed one opens only under its order's id
+    and field (orders.aws.field_crypto); the stored records are always sealed.
+    """
+    record = OrderRecord.from_carried(getattr(request, HEADER, None))
+    if record is None:
+        return None
+    try:
+        order = record.order()
+    except (InvalidOrder, KeyError, ValueError, TypeError):
+        return None
+    return record if order.order_id == record.order_id and not order.in_clear() else None

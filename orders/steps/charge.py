@@ -55,6 +55,7 @@ def charge_reserved(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[
     settled = charge_at_once(deps, record, hold, *quote) if quote is not None else None
     if settled is not None:
         return settled
+    deps.confirm(record)  # the gateway takes the money before our write checks the record
     try:
         payment = deps.gateway.charge(order.order_id, order.total, order.currency, token)
     except PaymentDeclined as exc:

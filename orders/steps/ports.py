@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from orders.domain.details import Payment, Refund, Shipment
+from orders.domain.errors import ConcurrentUpdate
 from orders.domain.order import Order
 from orders.domain.records import Change, Hold, OrderRecord, StockLevel
 from orders.domain.sensitive import Field
@@ -127,3 +128,10 @@ class Deps:
     #: The order as the previous step left it, carried in this step's message: a guess that saves
     #: reading it first, which the step's conditional write checks (orders.steps.state_machine).
     given: OrderRecord | None = None
+
+    def confirm(self, record: OrderRecord) -> None:
+        """Before money moves outside the step's own conditional write (a gateway's call first): the
+        order as a message carried it is a guess anyone could have sent, so ConcurrentUpdate has
+        the step read it from the store and decide again (orders.steps.state_machine.run_step)."""
+        if self.given is not None and record is self.given:
+            raise ConcurrentUpdate(f"order {record.order_id}: confirming the carried record first")

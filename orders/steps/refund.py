@@ -17,6 +17,7 @@ def refund(deps: Deps, order_id: object) -> Outcome:
 
 
 def give_back(deps: Deps, record: OrderRecord) -> tuple[OrderRecord, list[Event]]:
+    deps.confirm(record)  # the gateway gives the money back before our write checks the record
     payment = record.payment
     if payment is None or payment.payment_id is None or payment.amount is None or payment.currency is None:
         raise LookupError(f"order {record.order_id} is refunding but records no captured payment")

@@ -600,7 +600,7 @@ def carried(record: OrderRecord | None) -> OrderRecord | None:
 
 def test_a_step_given_its_order_by_its_message_writes_first_and_reads_nothing():
     world = Counting({"A": 50})
-    d = deps(world)
+    d = deps(world, Gateway(at_once=True))  # the simulator's: the charge is a write of the transaction
     outcome = admission.place(d, make_order(sku="A", quantity=2), now_iso(), "corr")
     for step in (reservation.reserve, charge.charge, shipment.ship):
         outcome = step(dataclasses.replace(d, given=carried(outcome.record)), "ord-1")
@@ -608,6 +608,20 @@ def test_a_step_given_its_order_by_its_message_writes_first_and_reads_nothing():
     assert world.records["ord-1"].status is OrderState.COMPLETED and world.records["ord-1"].version == 4
     assert (world.loads, world.level_reads) == (0, 0)  # 50 units: none left low, no level read
     assert outcome.record == world.records["ord-1"]
+
+
+def test_money_moved_outside_the_transaction_is_never_moved_on_a_carried_record_alone():
+    world = Counting({"A": 50})
+    d = deps(world)  # a processor called before the write (a real one, outside the account)
+    reserved = reservation.reserve(d, placed(d)).record
+    assert reserved is not None and world.loads == 1
+    forged_lines = [{"sku": "A", "quantity": 1, "unitPrice": "0.01"}]  # a valid order of its own
+    cheaper = dataclasses.replace(reserved, content={**reserved.content, "items": forged_lines,
+                                                     "totalAmount": "0.01"},
+                                  total_amount=Decimal("0.01"))  # forged: the right version and state
+    outcome = charge.charge(dataclasses.replace(d, given=carried(cheaper)), "ord-1")
+    assert outcome.then is Step.SHIP and world.loads == 2  # the order read from the store first
+    assert d.gateway.captured["ord-1"].amount == reserved.total_amount  # never the forged amount
 
 
 def test_a_step_given_an_out_of_date_order_reads_it_and_decides_again():
