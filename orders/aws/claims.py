@@ -22,11 +22,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
+from orders.domain.errors import RetryableError
+
 #: How long the first claim waits for others to join it (a notification is not on the order's path).
 CLAIM_LINGER = 0.02
+#: How long a claim waits for the thread making its batch: longer than botocore's bounded
+#: retries of two calls, so a claim gives up only when that thread is gone.
+ANSWER_TIMEOUT = 180.0
 #: Claims of one transaction at most (DynamoDB takes 100 writes; fewer keeps a refusal cheap).
 MAX_CLAIMS = 25
 
@@ -67,7 +73,10 @@ class ClaimBatch:
                 with self._lock:
                     batch, self._waiting = self._waiting, []
                 self._make(batch)
-        return claim.answer.result()
+        try:
+            return claim.answer.result(timeout=ANSWER_TIMEOUT)
+        except FutureTimeout:  # the first claim's thread never made the batch (it died in between)
+            raise RetryableError(f"notification claim of {order_id} not made in time") from None
 
     def _make(self, batch: list[Claim]) -> None:
         """Make every claim of `batch`; a failure is the answer of each claim it left unmade."""
@@ -97,7 +106,7 @@ class ClaimBatch:
             codes = self.many(claims)
             if codes is None:
                 break
-            refused = [c for c, code in zip(claims, codes, strict=False) if code == "ConditionalCheckFailed"]
+            refused = [c for c, code in zip(claims, codes, strict=True) if code == "ConditionalCheckFailed"]
             if not refused:
                 raise RuntimeError(f"claims refused without a failed condition: {codes}")
             for claim in refused:

@@ -207,10 +207,11 @@ class OrderStore:
         Claims that arrive together (a worker's threads) are made together
         (orders.aws.claims: one transaction and one read for all of them).
         """
-        with _BATCHES_LOCK:
-            batch = _BATCHES.get(self.table)
+        with _BATCHES_LOCK:  # one per settings (credentials, region, endpoint), as the clients are
+            batch = _BATCHES.get(self.settings)
             if batch is None:
-                batch = _BATCHES[self.table] = ClaimBatch(self._claim_one, self._claim_many, self._read_many)
+                batch = ClaimBatch(self._claim_one, self._claim_many, self._read_many)
+                _BATCHES[self.settings] = batch
         found = batch.claim(order_id, event_type)
         return OrderRecord.from_data(found) if found else None
 
@@ -240,8 +241,8 @@ class OrderStore:
         return {str(item["pk"]): item for item in items}
 
 
-#: One batch of notification claims per orders table, shared by the process's threads.
-_BATCHES: dict[str, ClaimBatch] = {}
+#: One batch of notification claims per settings, shared by the process's threads.
+_BATCHES: dict[Settings, ClaimBatch] = {}
 _BATCHES_LOCK = threading.Lock()
 
 

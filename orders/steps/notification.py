@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from orders.domain.order import ID_PATTERN
 from orders.domain.records import OrderRecord
 from orders.domain.sensitive import Field, UnreadableField, mask_email, mask_phone, sealed_value
 from orders.steps.ports import Fields, Orders
@@ -30,7 +31,10 @@ SMS_EVENTS = ("OrderShipped", "OrderCancelled")
 
 def notify(orders: Orders, fields: Fields, event: Any) -> dict[str, Any]:
     """Send the customer notification for one event envelope (once per order and event type)."""
-    if not isinstance(event, dict) or not event.get("orderId") or not event.get("eventType"):
+    if not isinstance(event, dict) or not all(isinstance(event.get(k), str) and ID_PATTERN.match(event[k])
+                                              for k in ("orderId", "eventType")):
+        # Before its claim: claims are made together (orders.aws.claims), and a hand-made event
+        # with an id DynamoDB refuses (over its key length) would fail its neighbours' claims too.
         log.warning("notify: not an order event, dropped: %.200r", event)
         return {"sent": False, "skipped": True}
     order_id, kind = str(event["orderId"]), str(event["eventType"])

@@ -8,7 +8,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
+from orders.aws import claims
 from orders.aws.claims import Claim, ClaimBatch, rounds
+from orders.domain.errors import RetryableError
 
 
 class Store:
@@ -118,3 +122,13 @@ def test_rounds_take_distinct_orders_first():
     claims = [Claim("a", "x"), Claim("a", "y"), Claim("b", "x")]
     ahead, rest = rounds(claims)
     assert [c.order_id for c in ahead] == ["a", "b"] and [c.event_type for c in rest] == ["y"]
+
+
+def test_a_claim_whose_batch_is_never_made_gives_up_retryably(monkeypatch):
+    monkeypatch.setattr(claims, "ANSWER_TIMEOUT", 0.3)
+    store = Store({"o1"})
+    batch = ClaimBatch(store.one, store.many, store.read, linger=0.05)
+    batch._waiting.append(Claim("o0", "OrderPlaced"))  # a first claim whose thread died before making it
+    with pytest.raises(RetryableError):
+        batch.claim("o1", "OrderPlaced")  # its task retries, rather than wait for ever
+    assert not store.made and store.calls == []

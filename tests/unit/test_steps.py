@@ -412,6 +412,16 @@ def test_notifications_go_by_email_and_sms_and_mention_a_refund():
     assert notification.notify(World({}), Fields(), "not an event") == {"sent": False, "skipped": True}
 
 
+def test_a_hand_made_event_is_dropped_before_its_claim():
+    class NoClaims(World):
+        def claim_notification(self, order_id: str, event_type: str) -> None:
+            raise AssertionError(f"claimed {order_id!r}")  # it would share a transaction with others
+
+    for event in ({"orderId": "o" * 3000, "eventType": "OrderPlaced"}, {"orderId": "o1", "eventType": 7},
+                  {"orderId": "o1\n", "eventType": "OrderPlaced"}, {"orderId": "o1", "eventType": "a b"}):
+        assert notification.notify(NoClaims({}), Fields(), event) == {"sent": False, "skipped": True}
+
+
 #: Each step of the pipeline, as its task runs it (placement aside: it takes the order, not its id).
 RUN = {Step.REVIEW: review.review, Step.RESERVE: reservation.reserve, Step.CHARGE: charge.charge,
        Step.SHIP: shipment.ship, Step.REFUND: refund.refund}
