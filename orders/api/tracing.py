@@ -27,7 +27,7 @@ def _open_span() -> None:
 
     rule = request.url_rule.rule if request.url_rule else request.path
     span = trace.get_tracer(__name__).start_span(
-        f"{request.method} {rule}", context=propagate.extract(dict(request.headers)),
+        f"{request.method} {rule}", context=propagate.extract(request.headers),
         kind=trace.SpanKind.SERVER,
         attributes={"http.request.method": request.method, "http.route": rule, "url.path": request.path})
     g.otel_span, g.otel_token = span, context.attach(trace.set_span_in_context(span))

@@ -27,6 +27,7 @@ Two things the instrumentations get wrong on this platform, put right here:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,9 +53,6 @@ from opentelemetry.util.types import Attributes
 
 from orders.domain.events import Event
 from orders.runtime import order_spans
-
-#: SNS and SQS take at most 10 message attributes: the context never pushes an event past them.
-MAX_MESSAGE_ATTRIBUTES = 10
 
 
 class UntracedAwsCalls(Sampler):
@@ -133,10 +131,18 @@ def exporter(name: str) -> SpanExporter:
 
 
 def flush(timeout_millis: int = 5000) -> None:
-    """Export every finished span now."""
+    """Export every finished span now, waiting `timeout_millis` at most.
+
+    The SDK's force_flush does not keep to its timeout (each queued batch waits out the
+    exporter's own, 10 s, when the collector is down): a worker stopping would outlive its
+    stop timeout and be killed. The flush runs on a daemon thread, abandoned at the bound.
+    """
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
-        provider.force_flush(timeout_millis)
+        flushing = threading.Thread(target=provider.force_flush, args=(timeout_millis,), daemon=True,
+                                    name="otel-flush")
+        flushing.start()
+        flushing.join(timeout_millis / 1000)
 
 
 def inject(headers: MutableMapping[str, Any]) -> None:
@@ -144,11 +150,17 @@ def inject(headers: MutableMapping[str, Any]) -> None:
     propagate.inject(headers)
 
 
+#: What an event carries of the context: the W3C trace context only. Baggage is whatever a
+#: caller put in it (a hand-made message's header), which events must not take to subscribers.
+EVENT_CONTEXT = ("traceparent", "tracestate")
+
+
 def message_attributes() -> dict[str, dict[str, str]]:
-    """The current context as SNS/SQS message attributes."""
+    """The current context (its trace, not its baggage) as SNS/SQS message attributes."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    return {key: {"DataType": "String", "StringValue": value} for key, value in carrier.items()}
+    return {key: {"DataType": "String", "StringValue": carrier[key]} for key in EVENT_CONTEXT
+            if key in carrier}
 
 
 @contextmanager

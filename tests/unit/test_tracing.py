@@ -142,3 +142,38 @@ def test_aws_calls_outside_a_trace_are_dropped_and_an_entrys_context_is_kept():
         ("RECORD_AND_SAMPLE", "DROP", "RECORD_AND_SAMPLE")
     assert seen["carried"] == TRACEPARENT  # not the batch call's context
     assert seen["plain"] == ["traceparent"]
+
+
+def test_an_event_carries_the_trace_and_never_the_baggage_a_caller_put_in_the_context():
+    found = run_python("""
+import json
+from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from orders.runtime import tracing_sdk
+trace.set_tracer_provider(TracerProvider())
+context.attach(baggage.set_baggage("email", "pat@example.com"))  # a hand-made message's baggage header
+with trace.get_tracer("t").start_as_current_span("step"):
+    print(json.dumps(sorted(tracing_sdk.message_attributes())))
+""")
+    assert found == ["traceparent"]
+
+
+def test_a_flush_gives_up_at_its_bound_when_the_exporter_hangs():
+    # An exporter that never answers (a collector gone): the SDK's own force_flush would wait for ever.
+    assert run_python("""
+import json, threading
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from orders.runtime import tracing_sdk
+class Hanging(SpanExporter):
+    def export(self, spans):
+        threading.Event().wait()
+provider = TracerProvider(shutdown_on_exit=False)  # exit without waiting for it either
+provider.add_span_processor(BatchSpanProcessor(Hanging()))
+trace.set_tracer_provider(provider)
+with trace.get_tracer("t").start_as_current_span("step"):
+    pass
+tracing_sdk.flush(300)
+print(json.dumps("returned"))
+""") == "returned"
