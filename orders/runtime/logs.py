@@ -39,9 +39,9 @@ from celery.app import trace
 from celery.utils.log import get_multiprocessing_logger
 from pythonjsonlogger.json import JsonFormatter
 
-from orders.runtime.redaction import NOTIFY_TASK, ORDER_ID_TASKS, PLACE_TASK, mask_text, order_id
+from orders.runtime.redaction import ORDER_TASKS, mask_text, order_id, order_of
 from orders.settings import get_settings
-from orders.steps.flow import PIPELINE, REFUND
+from orders.steps.flow import STEP_OF_TASK
 from orders.topology import QUEUES_BY_NAME
 
 JSON, TEXT, AUTO = "json", "text", "auto"
@@ -50,8 +50,8 @@ OUTCOMES = {trace.LOG_SUCCESS: "succeeded", trace.LOG_FAILURE: "failed", trace.L
             trace.LOG_IGNORED: "ignored", trace.LOG_REJECTED: "rejected"}
 #: Loggers of a WSGI server that keep their own handlers (gunicorn's error and access logs): formatted too.
 SERVER_LOGGERS = ("gunicorn.error", "gunicorn.access")
-#: The step each pipeline task records.
-STEPS = {stage.task: stage.step.value for stage in (*PIPELINE, REFUND) if stage.step is not None}
+# Celery's (UUIDs) and ours: letters, digits and a few separators, never an '@' or a space.
+_TASK_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 # Terminal colours some servers put in their messages (Werkzeug's): noise in JSON.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # A received message's line has only its argsrepr, which redaction.describe wrote:
@@ -83,17 +83,12 @@ def wants_json(setting: str, stream: Any) -> bool:
         return True
 
 
-def order_of(task: str, args: Any) -> str | None:
-    """The order id a task's arguments name (the id only, as redaction shows it), else None."""
-    first = args[0] if isinstance(args, list | tuple) and args else None
-    if task in ORDER_ID_TASKS:
-        value = first
-    elif task in (PLACE_TASK, NOTIFY_TASK) and isinstance(first, Mapping):
-        value = first.get("orderId", first.get("order_id"))
-    else:
+def task_id(value: Any) -> str | None:
+    """A task id as a line may carry it: a message's id is whatever its sender wrote (an email,
+    a page of text), so one that is not an id's shape is shown as `?`."""
+    if value is None:
         return None
-    shown = order_id(value)
-    return None if shown == "?" else shown
+    return value if isinstance(value, str) and _TASK_ID.match(value) else "?"
 
 
 def context(record: logging.LogRecord) -> dict[str, Any]:
@@ -101,7 +96,8 @@ def context(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {"service": _process.service, "queue": ",".join(_process.queues) or None}
     data: Mapping[str, Any] = record.args if isinstance(record.args, Mapping) else {}
     if isinstance(data.get("name"), str):  # Celery's own task lines: received, succeeded, failed...
-        fields.update(task_id=data.get("id"), task_name=data["name"], step=STEPS.get(data["name"]))
+        fields.update(task_id=task_id(data.get("id")), task_name=data["name"],
+                      step=STEP_OF_TASK.get(data["name"]))
         fields["order_id"] = _order_in_line(data["name"], data.get("args"))
         fields["outcome"] = OUTCOMES.get(str(record.msg))
     fields.update({key: value for key, value in _task_fields().items() if value is not None})
@@ -124,7 +120,7 @@ def span_ids() -> dict[str, str]:
 
 def _order_in_line(task: str, argsrepr: Any) -> str | None:
     found = _ORDER_IN_ARGSREPR.match(argsrepr) if isinstance(argsrepr, str) else None
-    if found is None or task not in (*ORDER_ID_TASKS, PLACE_TASK, NOTIFY_TASK):
+    if found is None or task not in ORDER_TASKS:
         return None
     return order_id(found.group(1)) if order_id(found.group(1)) != "?" else None
 
@@ -135,9 +131,10 @@ def _task_fields() -> dict[str, Any]:
     if task is None or request is None or request.id is None:
         return {}
     queue = (request.delivery_info or {}).get("routing_key")
-    return {"task_id": request.id, "task_name": task.name, "queue": queue or None,
-            "order_id": order_of(task.name, request.args), "correlation_id": request.root_id or request.id,
-            "step": STEPS.get(task.name)}
+    return {"task_id": task_id(request.id), "task_name": task.name, "queue": queue or None,
+            "order_id": order_of(task.name, request.args),
+            "correlation_id": task_id(request.root_id or request.id),
+            "step": STEP_OF_TASK.get(task.name)}
 
 
 class JsonLines(JsonFormatter):

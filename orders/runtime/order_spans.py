@@ -25,9 +25,9 @@ from celery import signals
 from celery.exceptions import Ignore, Retry
 from opentelemetry import trace
 
-from orders.steps.flow import PIPELINE, REFUND
+from orders.runtime.redaction import order_of
+from orders.steps.flow import STEP_OF_TASK
 
-STEP_OF_TASK = {stage.task: stage.step.value for stage in (*PIPELINE, REFUND) if stage.step is not None}
 #: How `StepTask.end` says that an order is final (orders.runtime.step_tasks).
 ENDED = re.compile(r"^order \S+ is (\S+): ")
 
@@ -35,17 +35,6 @@ ENDED = re.compile(r"^order \S+ is (\S+): ")
 def step_of(task_name: str) -> str:
     """The step a task runs: the pipeline's name for it, else its name's last part."""
     return STEP_OF_TASK.get(task_name) or task_name.rsplit(".", 1)[-1]
-
-
-def order_id_of(args: Any) -> str | None:
-    """The order a task's (or a task message's) arguments are about, if they name one."""
-    first = args[0] if isinstance(args, (list, tuple)) and args else None
-    if isinstance(first, list) and first:  # notifications.publish: a list of events
-        first = first[0]
-    if isinstance(first, dict):
-        found = first.get("orderId") or first.get("order_id")
-        return found if isinstance(found, str) else None
-    return first if isinstance(first, str) else None
 
 
 def outcome_of(state: str | None, retval: Any) -> dict[str, str]:
@@ -70,7 +59,7 @@ def _label(span: Any, task_name: str, args: Any) -> None:
     if not span.is_recording():
         return
     span.set_attribute("order.step", step_of(task_name))
-    order_id = order_id_of(args)
+    order_id = order_of(task_name, args)  # checked: a hand-made id is no attribute
     if order_id:
         span.set_attribute("order.id", order_id)
 

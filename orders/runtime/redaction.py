@@ -41,6 +41,8 @@ PUBLISH_TASK = "notifications.publish"
 #: Tasks whose one argument is an order id.
 ORDER_ID_TASKS = frozenset({"orders.review", "inventory.reserve", "payments.charge", "payments.refund",
                             "shipping.create_shipment"})
+#: Tasks whose arguments name one order (its id, the order, its events).
+ORDER_TASKS = ORDER_ID_TASKS | {PLACE_TASK, NOTIFY_TASK, PUBLISH_TASK}
 #: Keyword arguments shown with their value when it is a timestamp (others by name only).
 TIME_KWARGS = frozenset({"placed_at"})
 #: How many events of a publishing task's message are named; the rest are counted.
@@ -84,6 +86,24 @@ def order_summary(order: Any) -> str:
     currency = _shown(order.get("currency"), lambda v: v in CURRENCIES)
     tier = _shown(order.get("customerTier", "standard"), lambda v: v in TIERS)
     return f"order {order_id(order.get('orderId'))}: {lines}, {total} {currency}, {tier}"
+
+
+def order_in(args: Any) -> str | None:
+    """The order id a task's arguments name, if it is one: an order id, an order's or an event's
+    `orderId`, a publishing task's first event's."""
+    first = args[0] if isinstance(args, list | tuple) and args else None
+    if isinstance(first, list) and first:  # notifications.publish: a list of events
+        first = first[0]
+    if isinstance(first, Mapping):
+        first = first.get("orderId", first.get("order_id"))
+    shown = order_id(first)
+    return None if shown == "?" else shown
+
+
+def order_of(task: str, args: Any) -> str | None:
+    """The order id of a message of `task`, for the tasks about one order (a restock's first
+    argument is a SKU), else None."""
+    return order_in(args) if task in ORDER_TASKS else None
 
 
 def order_id(value: Any) -> str:

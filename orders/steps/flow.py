@@ -40,6 +40,9 @@ PIPELINE: tuple[Stage, ...] = (
 #: off the pipeline, not a stage of it: it ends the order.
 COMPENSATION = Step.REFUND
 REFUND = Stage("payments.refund", COMPENSATION)
+#: The step each pipeline task runs, by task name (logs and spans label a task's lines with it).
+STEP_OF_TASK: dict[str, str] = {stage.task: stage.step.value for stage in (*PIPELINE, REFUND)
+                                if stage.step is not None}
 
 
 def stages(review: bool, start: Step = Step.PLACE) -> list[Stage]:

@@ -95,6 +95,12 @@ def test_celery_s_received_line_names_the_task_step_and_order_from_its_redacted_
     assert "order_id" not in as_json(record(trace.LOG_RECEIVED, data))
 
 
+def test_a_hand_made_message_s_id_is_never_a_field_of_the_line() -> None:
+    data = {"id": "pat@example.com", "name": "payments.charge", "args": "('ord-7',)"}
+    line = as_json(record(trace.LOG_RECEIVED, data, name="celery.worker.strategy"))
+    assert line["task_id"] == "?" and "pat@example.com" not in json.dumps(line)
+
+
 @pytest.mark.parametrize(("template", "outcome"), [
     (trace.LOG_SUCCESS, "succeeded"), (trace.LOG_FAILURE, "failed"), (trace.LOG_RETRY, "retried"),
     (trace.LOG_IGNORED, "ignored"), (trace.LOG_REJECTED, "rejected")])
