@@ -116,6 +116,16 @@ def _regions(raw: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(pairs)
 
 
+def _place(raw: str, name: str) -> tuple[str, str | None] | None:
+    """A `REGION` or `REGION=URL` setting (ORDERS_SWITCH, ORDERS_GATEWAY) as (region, endpoint or None)."""
+    if not raw.strip():
+        return None
+    region, _, url = (part.strip() for part in raw.partition("="))
+    if not _REGION_NAME.fullmatch(region):
+        raise ConfigurationError(f"{name}={raw!r}: {region!r} is not a region name (for example us-east-2)")
+    return region, url or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, read once from the environment by `from_env`."""
@@ -175,6 +185,12 @@ class Settings:
     log_format: str = "auto"
     #: ORDERS_REGIONS: (region, its endpoint or None), the first the primary; () when unset (one region).
     region_endpoints: tuple[tuple[str, str | None], ...] = ()
+    #: ORDERS_SWITCH: where the active-region switch lives (orders.aws.region_switch), outside every
+    #: region of ORDERS_REGIONS; None: no switch, the primary is always the active region.
+    switch_place: tuple[str, str | None] | None = None
+    #: ORDERS_GATEWAY: where the payment processor (the simulated gateway's table) answers, outside every
+    #: region (rule R3: its idempotency is global because the processor is); None: this region's endpoint.
+    gateway_place: tuple[str, str | None] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,13 +261,22 @@ class Settings:
             reservation_sweep_seconds=_float(env.get("ORDERS_RESERVATION_SWEEP_SECONDS", "60"),
                                              "ORDERS_RESERVATION_SWEEP_SECONDS"),
             log_format=_choice(env.get("ORDERS_LOG_FORMAT", "auto"), "ORDERS_LOG_FORMAT", LOG_FORMATS),
-        )._with_regions(_regions(env.get(REGIONS_VARIABLE, "")))
+            switch_place=_place(env.get("ORDERS_SWITCH", ""), "ORDERS_SWITCH"),
+            gateway_place=_place(env.get("ORDERS_GATEWAY", ""), "ORDERS_GATEWAY"),
+        )._with_regions(_regions(env.get(REGIONS_VARIABLE, "")), env.get("ORDERS_REGION") or None)
 
-    def _with_regions(self, pairs: tuple[tuple[str, str | None], ...]) -> Settings:
-        """With ORDERS_REGIONS set, the settings are the primary region's (the first)."""
+    def _with_regions(self, pairs: tuple[tuple[str, str | None], ...], own: str | None) -> Settings:
+        """With ORDERS_REGIONS set, the settings are those of ORDERS_REGION (this process's region: a
+        worker's, a producer's home), by default the primary (the first)."""
         if not pairs:
+            if own:
+                raise ConfigurationError(f"ORDERS_REGION={own!r} is set without {REGIONS_VARIABLE}")
             return self
-        return replace(self, region_endpoints=pairs).for_region(pairs[0][0])
+        several = replace(self, region_endpoints=pairs)
+        if own and own not in several.regions:
+            raise ConfigurationError(f"ORDERS_REGION={own!r} is not one of {REGIONS_VARIABLE} "
+                                     f"({', '.join(several.regions)})")
+        return several.for_region(own or pairs[0][0])
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -266,10 +291,31 @@ class Settings:
         if name not in self.regions:
             raise ConfigurationError(f"Region {name!r} is not one of {REGIONS_VARIABLE} "
                                      f"({', '.join(self.regions) or 'unset'})")
-        url = dict(self.region_endpoints).get(name)
+        return self._at((name, dict(self.region_endpoints).get(name)))
+
+    @property
+    def primary(self) -> str | None:
+        """The region that is active when no switch says otherwise: the first of ORDERS_REGIONS."""
+        return self.regions[0] if self.regions else None
+
+    @property
+    def multi_region(self) -> bool:
+        """Whether this deployment spans several regions (ORDERS_REGIONS with two or more)."""
+        return len(self.regions) > 1
+
+    def switch_settings(self) -> Settings | None:
+        """These settings where the active-region switch lives (ORDERS_SWITCH), None without one."""
+        return self._at(self.switch_place) if self.switch_place else None
+
+    def gateway_settings(self) -> Settings:
+        """These settings where the payment processor answers (ORDERS_GATEWAY), else these settings."""
+        return self._at(self.gateway_place) if self.gateway_place else self
+
+    def _at(self, place: tuple[str, str | None]) -> Settings:
+        region, url = place
         if url is None:
-            return replace(self, region=name)
-        return replace(self, region=name, endpoint_url=url, service_endpoint_urls=())
+            return replace(self, region=region)
+        return replace(self, region=region, endpoint_url=url, service_endpoint_urls=())
 
     @property
     def prefix(self) -> str:

@@ -55,3 +55,27 @@ def test_an_unknown_region_is_refused_with_the_known_ones():
     known = r"'eu-west-1' is not one of ORDERS_REGIONS \(us-east-1, us-west-2\)"
     with pytest.raises(ConfigurationError, match=known):
         settings.for_region("eu-west-1")
+
+
+def test_orders_region_chooses_this_process_region_among_the_list():
+    west = Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_REGION": "us-west-2"})
+    assert (west.region, west.endpoint_url, west.primary, west.multi_region) == (
+        "us-west-2", "http://127.0.0.1:5002", "us-east-1", True)
+    with pytest.raises(ConfigurationError, match="ORDERS_REGION='eu-west-1' is not one of ORDERS_REGIONS"):
+        Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_REGION": "eu-west-1"})
+    with pytest.raises(ConfigurationError, match="without ORDERS_REGIONS"):
+        Settings.from_env({"ORDERS_REGION": "us-west-2"})
+
+
+def test_the_switch_and_the_gateway_live_where_their_settings_say():
+    settings = Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_SWITCH": "us-east-2=http://127.0.0.1:5003",
+                                  "ORDERS_GATEWAY": "us-east-2=http://127.0.0.1:5003"})
+    switch, gateway = settings.switch_settings(), settings.gateway_settings()
+    assert switch is not None and (switch.region, switch.endpoint_url, switch.env) == (
+        "us-east-2", "http://127.0.0.1:5003", settings.env)
+    assert (gateway.region, gateway.endpoint_url) == ("us-east-2", "http://127.0.0.1:5003")
+    # Unset: no switch (the primary is active), the gateway is this region's.
+    alone = Settings.from_env({"ORDERS_REGIONS": TWO})
+    assert alone.switch_settings() is None and alone.gateway_settings() == alone
+    with pytest.raises(ConfigurationError, match="ORDERS_SWITCH='nowhere'"):
+        Settings.from_env({"ORDERS_SWITCH": "nowhere"})
