@@ -54,9 +54,13 @@ def announce(settings: Settings, notices: Sequence[Notice]) -> list[BaseExceptio
     return publish_entries(settings, [(topic, n.entry()) for n in notices])
 
 
-def tell(settings: Settings, notices: Sequence[Notice]) -> None:
-    """Publish the notices, logging each that could not be (an action's notice is not sent again)."""
-    outcomes = announce(settings, notices) or []
-    for notice, error in zip(notices, outcomes, strict=False):
+def tell(settings: Settings, notices: Sequence[Notice]) -> list[bool]:
+    """Publish the notices, logging each that could not be; whether each was published (a caller
+    that must page once marks only those, and tries the others again on its next pass)."""
+    outcomes = announce(settings, notices)
+    if outcomes is None:  # no topic to publish to now (announce logged it): none was published
+        return [False] * len(notices)
+    for notice, error in zip(notices, outcomes, strict=True):
         if error is not None:
             log.error("notice not published (%s): %s", notice.subject, error)
+    return [error is None for error in outcomes]

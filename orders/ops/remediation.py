@@ -111,13 +111,18 @@ def auto_redrive(settings: Settings, now: datetime | None = None) -> list[Action
     for action in actions:
         metrics.count("AutoRedrives", Queue=action.letter.queue.name, Outcome=action.outcome)
     metrics.flush()
-    tell(settings, [a.notice(settings) for a in actions])
+    published = tell(settings, [a.notice(settings) for a in actions])
+    # A copy at its cap pages once: marked only once its notice is out, so that a notice SNS
+    # refused (or a pass killed before publishing) is sent again by the next pass.
+    for action, out in zip(actions, published, strict=True):
+        if out and action.outcome is Decision.CAPPED:
+            archive.mark_once(settings, action.letter, CAPPED_MARK)
     return actions
 
 
 def redrive_queue(settings: Settings, spec: QueueSpec, now: datetime) -> list[Action]:
-    """The due copies of one DLQ redriven (by message id, through orders.ops.redrive); those at the cap
-    announced by the one pass that marks them."""
+    """The due copies of one DLQ redriven (by message id, through orders.ops.redrive), and those at
+    their cap not announced yet (`auto_redrive` marks them once announced)."""
     letters = scan(settings, spec)
     try:
         found = archive.look_up(settings, letters)
@@ -127,7 +132,7 @@ def redrive_queue(settings: Settings, spec: QueueSpec, now: datetime) -> list[Ac
         if letters:
             release(settings, letters)
     actions = [Action(m, Decision.CAPPED, f"redriven {m.redrives} time(s)") for m, d in judged
-               if d is Decision.CAPPED and archive.mark_once(settings, m, CAPPED_MARK)]
+               if d is Decision.CAPPED and CAPPED_MARK not in found.copies[m.message_id]]
     due = [m.message_id for m, d in judged if d is Decision.REDRIVE]
     for outcome in redrive.redrive(settings, spec, ids=due, bound=cap(settings)) if due else []:
         actions.append(Action(outcome.letter, outcome.result, outcome.detail))

@@ -35,6 +35,7 @@ from orders.aws.store import OrderStore
 from orders.celery import app
 from orders.domain.errors import RetryableError
 from orders.emulator.faults import clear_faults, fault_report, start_outage
+from orders.infra import provisioning
 from orders.ops import archive, dead_letters, remediation, sweeper
 from orders.ops.audit import audit
 from orders.runtime.queue_urls import queue_url
@@ -298,3 +299,22 @@ def test_a_paid_order_that_resuming_does_not_ship_is_refunded_not_kept(sweeping,
         (order["orderId"], "paid", "warning")
     assert audit(settings, now=datetime.now(UTC)).problems == []  # refunded, its units back on sale
     assert "paid" in metric_outcomes(settings, "StuckOrdersCompensated")
+
+
+def test_a_copy_at_its_cap_pages_once_though_sns_refused_its_first_notice(fast):
+    settings = dataclasses.replace(fast, auto_redrive=False)  # the watcher archives; nothing redriven yet
+    app.reconfigure(settings)
+    with pipeline(["orders"]):
+        always_unavailable.delay(["paged"])
+        wait_for(lambda: dead(settings) == {"orders": 1}, timeout=60)
+        tasks.ops.watch_dlqs()  # archived, its arrival announced (the topic's ARN is known from now on)
+    capped = dataclasses.replace(fast, auto_redrive_max=0)  # at its cap from the start
+    sns = clients.client("sns", settings)
+    sns.delete_topic(TopicArn=topic_arns(settings)["system-health"])  # a notice SNS refuses
+    assert [a.outcome for a in remediation.auto_redrive(capped)] == ["capped"]
+    provisioning.up(settings)  # the topic back
+    notices = Notices(settings, health_probe(settings))
+    assert [a.outcome for a in remediation.auto_redrive(capped)] == ["capped"]  # announced now
+    assert remediation.auto_redrive(capped) == []  # and marked: once
+    [stopped] = notices.of("AutoRedriveStopped")
+    assert stopped["severity"] == "critical"
