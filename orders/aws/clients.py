@@ -45,26 +45,27 @@ def _forget_clients() -> None:
 os.register_at_fork(after_in_child=_forget_clients)
 
 
-def client(service: str, settings: Settings) -> Any:
-    """A cached boto3 client for `service` ('sqs', 'sns', 'dynamodb', 'cloudwatch', ...)."""
+def client(service: str, settings: Settings, config: Config = CLIENT_CONFIG) -> Any:
+    """A cached boto3 client for `service` ('sqs', 'sns', 'dynamodb', 'cloudwatch', ...); `config` is
+    one of this module's constants (the cache tells them apart by identity)."""
     key = (service, settings.region, endpoint(service, settings),
-           settings.access_key_id, settings.secret_access_key)
+           settings.access_key_id, settings.secret_access_key, str(id(config)))
     found = _clients.get(key)
     if found is not None:
         return found
     with _lock:
         if key not in _clients:
-            _clients[key] = new_client(service, settings)
+            _clients[key] = new_client(service, settings, config)
         return _clients[key]
 
 
-def new_client(service: str, settings: Settings) -> Any:
+def new_client(service: str, settings: Settings, config: Config = CLIENT_CONFIG) -> Any:
     """An uncached client; most code wants `client()`."""
     require_aws(settings)
     session: Any = boto3.session.Session(  # typed per service name; ours is a variable
         aws_access_key_id=settings.access_key_id, aws_secret_access_key=settings.secret_access_key)
     return session.client(service, region_name=settings.region, endpoint_url=endpoint(service, settings),
-                          config=CLIENT_CONFIG)
+                          config=config)
 
 
 def endpoint(service: str, settings: Settings) -> str | None:

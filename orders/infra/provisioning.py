@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from orders.aws import region_switch
 from orders.infra import alarms, anomaly, dashboard, kms, queues, tables, topics
 from orders.infra.converger import Converger, Report
 from orders.settings import Settings
@@ -47,7 +48,21 @@ def run(settings: Settings, apply: bool) -> Report:
     converger = Converger(settings, apply=apply)
     for kind in KINDS:
         kind.converge(converger)
+    _converge_switch(converger)
     return converger.report
+
+
+def _converge_switch(converger: Converger) -> None:
+    """The active-region switch's table (ORDERS_SWITCH) exists in its own place: made once, reported
+    with the primary's resources (it belongs to no region of ORDERS_REGIONS)."""
+    settings = converger.settings
+    place = settings.switch_settings()
+    if place is None or settings.region != settings.primary or region_switch.exists(settings):
+        return
+    converger.report.add(f"table {region_switch.table_name(place)} (the region switch, in {place.region}): "
+                         + ("created" if converger.apply else "missing"))
+    if converger.apply:
+        region_switch.provision(settings)
 
 
 def up(settings: Settings) -> Report:
@@ -62,7 +77,11 @@ def check(settings: Settings) -> Report:
 
 def down(settings: Settings) -> list[str]:
     """Delete every declared resource of this environment; returns what was deleted."""
-    return [line for kind in reversed(KINDS) if kind.delete for line in kind.delete(settings)]
+    deleted = [line for kind in reversed(KINDS) if kind.delete for line in kind.delete(settings)]
+    place = settings.switch_settings()
+    if place is not None and settings.region == settings.primary and region_switch.delete(settings):
+        deleted.append(f"table {region_switch.table_name(place)} (the region switch, in {place.region})")
+    return deleted
 
 
 T = TypeVar("T")

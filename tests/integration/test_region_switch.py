@@ -1,0 +1,159 @@
+"""The active-region switch (orders.aws.region_switch, rule R1 of docs/multi-region.md) on a real emulator:
+one process serves both regions and the switch's place, each its own AWS region there."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from orders.aws import clients, region_switch
+from orders.aws.region_switch import Switch, SwitchMoved
+from orders.domain.errors import PermanentError, RetryableError
+from orders.emulator.server import EmulatorProcess
+from orders.infra import provisioning
+from orders.settings import ConfigurationError, Settings
+
+EAST, WEST, SWITCH_REGION = "us-east-1", "us-west-2", "us-east-2"
+
+
+def _deployment(emulator: EmulatorProcess, switch: str) -> Settings:
+    return emulator.settings({"ORDERS_ENV": f"s{uuid.uuid4().hex[:10]}",
+                              "ORDERS_REGIONS": f"{EAST},{WEST}", "ORDERS_SWITCH": switch})
+
+
+@pytest.fixture
+def deployment(emulator: EmulatorProcess) -> Iterator[Settings]:
+    """Two regions and the switch's table in its own region, in a fresh namespace."""
+    settings = _deployment(emulator, SWITCH_REGION)
+    assert region_switch.provision(settings)
+    region_switch.forget()
+    yield settings
+    region_switch.forget()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_before_any_flip_the_primary_is_active_at_epoch_zero(deployment):
+    assert region_switch.read(deployment) == Switch(EAST, 0, None, None, None)
+    assert region_switch.history(deployment) == []
+    assert region_switch.is_active(deployment)
+    assert not region_switch.is_active(deployment.for_region(WEST))
+    assert not region_switch.provision(deployment)  # there already
+
+
+def test_a_flip_moves_the_active_region_raises_the_epoch_and_is_recorded(deployment):
+    flipped = region_switch.flip(deployment, WEST, "drill")
+    assert (flipped.active, flipped.epoch, flipped.previous, flipped.reason) == (WEST, 1, EAST, "drill")
+    assert region_switch.read(deployment) == flipped
+    back = region_switch.flip(deployment, EAST, "drill over", expect_epoch=1)
+    assert (back.active, back.epoch, back.previous) == (EAST, 2, WEST)
+    assert region_switch.history(deployment) == [
+        {"epoch": 1, "at": flipped.at, "from": EAST, "to": WEST, "reason": "drill"},
+        {"epoch": 2, "at": back.at, "from": WEST, "to": EAST, "reason": "drill over"},
+    ]
+
+
+def test_a_flip_to_the_active_region_or_outside_the_regions_is_refused(deployment):
+    with pytest.raises(PermanentError, match="already the active region"):
+        region_switch.flip(deployment, EAST, "no-op")
+    with pytest.raises(ConfigurationError, match="not a region of ORDERS_REGIONS"):
+        region_switch.flip(deployment, "eu-west-1", "elsewhere")
+    assert region_switch.read(deployment).epoch == 0
+    assert region_switch.history(deployment) == []
+
+
+def test_of_two_flips_from_the_same_epoch_one_wins_and_the_other_is_told(deployment):
+    region_switch.flip(deployment, WEST, "first operator", expect_epoch=0)
+    with pytest.raises(SwitchMoved, match=f"at epoch 1 with {WEST} active"):
+        region_switch.flip(deployment, WEST, "second operator", expect_epoch=0)
+    assert [h["reason"] for h in region_switch.history(deployment)] == ["first operator"]
+
+
+def test_flips_racing_from_one_epoch_make_exactly_one_winner(deployment):
+    """Several operators read epoch 0 and write at once: the conditional write lets one through."""
+    start, outcomes = threading.Barrier(4), []
+
+    def operator(n: int) -> None:
+        start.wait()
+        try:
+            outcomes.append(region_switch.flip(deployment, WEST, f"operator {n}", expect_epoch=0))
+        except SwitchMoved as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=operator, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [o for o in outcomes if isinstance(o, Switch)]
+    assert len(winners) == 1 and sum(isinstance(o, SwitchMoved) for o in outcomes) == 3, outcomes
+    assert region_switch.read(deployment) == winners[0]
+    assert [h["reason"] for h in region_switch.history(deployment)] == [winners[0].reason]
+
+
+def test_current_is_cached_per_process_and_a_flip_is_seen_once_forgotten(deployment):
+    west = deployment.for_region(WEST)
+    assert region_switch.current(deployment) == Switch(EAST, 0, None, None, None)
+    assert region_switch.is_active(deployment) and not region_switch.is_active(west)
+    region_switch.flip(deployment, WEST, "planned")
+    region_switch.forget()
+    assert region_switch.current(west) == region_switch.read(deployment)
+    assert region_switch.is_active(west) and not region_switch.is_active(deployment)
+
+
+def test_a_switch_that_does_not_answer_makes_no_region_active(emulator):
+    settings = _deployment(emulator, f"{SWITCH_REGION}=http://127.0.0.1:{_closed_port()}")
+    region_switch.forget()
+    with pytest.raises(RetryableError):
+        region_switch.read(settings)
+    assert region_switch.current(settings) is None
+    assert not region_switch.is_active(settings)
+    assert not region_switch.is_active(settings.for_region(WEST))
+    region_switch.forget()
+
+
+def test_a_missing_switch_table_is_a_clear_error_and_fails_closed(emulator):
+    settings = _deployment(emulator, SWITCH_REGION)
+    region_switch.forget()
+    with pytest.raises(PermanentError, match="orders infra up"):
+        region_switch.read(settings)
+    assert not region_switch.is_active(settings)
+    region_switch.forget()
+
+
+def test_without_a_switch_or_with_one_region_every_process_is_active(emulator):
+    alone = emulator.settings({"ORDERS_ENV": f"s{uuid.uuid4().hex[:10]}"})
+    assert region_switch.current(alone) == Switch(alone.region or "", 0, None, None, None)
+    assert region_switch.is_active(alone)
+    unswitched = emulator.settings({"ORDERS_ENV": alone.env, "ORDERS_REGIONS": f"{EAST},{WEST}"})
+    assert region_switch.is_active(unswitched.for_region(WEST))
+    assert region_switch.read(unswitched) == Switch(EAST, 0, None, None, None)
+    with pytest.raises(ConfigurationError, match="ORDERS_SWITCH"):
+        region_switch.flip(unswitched, WEST, "nowhere to flip")
+
+
+def test_infra_up_makes_the_switch_table_once_and_check_reports_it_missing(emulator):
+    settings = _deployment(emulator, SWITCH_REGION)
+    table = region_switch.table_name(settings)
+    report = provisioning.check(settings)
+    assert any(f"{table} (the region switch, in {SWITCH_REGION}): missing" in line for line in report.changes)
+    results = provisioning.in_every_region(settings, provisioning.up)
+    switch_lines = [line for _, report in results for line in report.changes if table in line]
+    assert switch_lines == [f"table {table} (the region switch, in {SWITCH_REGION}): created"]
+    place = settings.switch_settings()
+    assert place is not None
+    described = clients.client("dynamodb", place).describe_table(TableName=table)["Table"]
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert all(report.clean for _, report in provisioning.in_every_region(settings, provisioning.check))
+    deleted = [line for _, lines in provisioning.in_every_region(settings, provisioning.down)
+               for line in lines]
+    assert f"table {table} (the region switch, in {SWITCH_REGION})" in deleted
+    assert not region_switch.exists(settings)
