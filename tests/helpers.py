@@ -129,3 +129,43 @@ def run_facts(output: str) -> tuple[str, str]:
     endpoint = re.search(r"AWS at (http://\S+),", output)
     assert namespace and endpoint, output[-3000:]
     return namespace.group(1), endpoint.group(1)
+
+
+@contextmanager
+def region_emulators(*regions: str) -> Iterator[dict[str, Any]]:
+    """One emulator process per region, as each region's AWS (started side by side: each takes seconds
+    to import moto), stopped on exit; `regions_variable` makes their ORDERS_REGIONS."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orders.emulator.server import EmulatorProcess
+
+    found = {region: EmulatorProcess(with_redis=False) for region in regions}
+    try:
+        with ThreadPoolExecutor(len(found)) as starting:
+            list(starting.map(EmulatorProcess.start, found.values()))
+        yield found
+    finally:
+        for emulator in found.values():
+            emulator.stop()
+
+
+def regions_variable(emulators: dict[str, Any]) -> str:
+    """ORDERS_REGIONS for emulators by region: `REGION=URL,...`, the first the primary."""
+    return ",".join(f"{region}={emulator.endpoint}" for region, emulator in emulators.items())
+
+
+@contextmanager
+def paused(endpoint: str) -> Iterator[None]:
+    """The emulator process listening at `endpoint` stopped (SIGSTOP): its port still accepts
+    connections and nothing answers, as a region that is down behind its load balancer; continued on exit."""
+    import psutil
+
+    port = int(endpoint.rsplit(":", 1)[1])
+    [process] = [child for child in psutil.Process().children(recursive=True)
+                 if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                        for c in child.net_connections(kind="tcp"))]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)

@@ -34,6 +34,12 @@ CLIENT_CONFIG = Config(
     ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]  # botocore 1.31+; the stubs lag
 )
 
+#: Another region's service on an order's path (orders.aws.field_crypto wraps and unwraps data keys
+#: with each region's KMS): one attempt, bounded at 2 s, so that a region that is down costs the
+#: caller two seconds and an error, not the default's minutes of connect timeouts and retries.
+OTHER_REGION_CONFIG = CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1},
+                                                 connect_timeout=2, read_timeout=2))
+
 _lock = threading.Lock()
 _clients: dict[tuple[str | None, ...], Any] = {}
 
@@ -47,7 +53,7 @@ os.register_at_fork(after_in_child=_forget_clients)
 
 def client(service: str, settings: Settings, config: Config = CLIENT_CONFIG) -> Any:
     """A cached boto3 client for `service` ('sqs', 'sns', 'dynamodb', 'cloudwatch', ...); `config` is
-    one of this module's constants (the cache tells them apart by identity)."""
+    a module-level constant (the cache tells configs apart by identity)."""
     key = (service, settings.region, endpoint(service, settings),
            settings.access_key_id, settings.secret_access_key, str(id(config)))
     found = _clients.get(key)

@@ -60,6 +60,9 @@ UNSCOPED: dict[str, str] = {
 #: IAM's limit on a managed policy, in characters of JSON without white space (a role's inline
 #: policies may hold 10,240 together): a longer document is attached as several (`split`).
 MANAGED_POLICY_CHARS = 6_144
+#: What a field grant on this region's key needs on each other region's key (orders.aws.field_crypto):
+#: the sealer wraps its data key there too (Encrypt), the opener unwraps another region's wrap there.
+IN_OTHER_REGIONS = {"kms:GenerateDataKey": "kms:Encrypt", "kms:Decrypt": "kms:Decrypt"}
 #: Called, but granted to no one: AWS authorizes it for every caller.
 NEEDS_NO_GRANT = {"sts:GetCallerIdentity": "AWS answers it for any credentials (even an explicit Deny cannot "
                                            "refuse it): `orders infra up|policies` read the account id"}
@@ -109,7 +112,11 @@ class Arns:
         return self.account.arn(service, resource, regional)
 
     def value(self, text: str) -> str:
-        return text.replace("${AWS::Region}", self.account.region)
+        pseudo = {"${AWS::Region}": self.account.region, "${AWS::Partition}": self.account.partition,
+                  "${AWS::AccountId}": self.account.account_id}
+        for name, found in pseudo.items():
+            text = text.replace(name, found)
+        return text
 
 
 def subscribed(settings: Settings) -> dict[Kind, tuple[str, ...]]:
@@ -141,16 +148,21 @@ def resources(grant: Grant, refs: Refs, settings: Settings) -> Any:
     return [single[grant.kind]()] if grant.kind in single else "*"
 
 
+def key_tags(settings: Settings, condition_key: str) -> dict[str, str]:
+    """The environment's key tags as `condition_key`/<tag> conditions (the key's, or a request's)."""
+    environment = tags(settings, ENVIRONMENT_KEY.name)
+    return {f"{condition_key}/{k}": environment[k] for k in KEY_TAGS}
+
+
 def condition(grant: Grant, refs: Refs, settings: Settings) -> dict[str, Any]:
     """A grant's Condition (empty: none)."""
     equal: dict[str, Any] = {}
     if grant.via:
         equal["kms:ViaService"] = [refs.value(f"{s}.${{AWS::Region}}.amazonaws.com") for s in grant.via]
-    environment = tags(settings, ENVIRONMENT_KEY.name)
     if grant.kind is Kind.TAGGED_KEY:
-        equal.update({f"aws:ResourceTag/{k}": environment[k] for k in KEY_TAGS})
+        equal.update(key_tags(settings, "aws:ResourceTag"))
     if grant.kind is Kind.REQUESTED_TAGS:
-        equal.update({f"aws:RequestTag/{k}": environment[k] for k in KEY_TAGS})
+        equal.update(key_tags(settings, "aws:RequestTag"))
     if grant.kind is Kind.METRICS:
         equal["cloudwatch:namespace"] = NAMESPACE
     if grant.fields:  # the data keys of these fields of this environment only (orders.aws.field_crypto)
@@ -170,9 +182,25 @@ def statement(grant: Grant, refs: Refs, settings: Settings) -> Statement:
     return found
 
 
+def in_other_regions(grant: Grant, refs: Refs, settings: Settings) -> list[Statement]:
+    """A field grant's counterpart on the other regions' keys (none with one region). Their ARNs are
+    not known here: the keys are named by region and by the environment's tags, as the
+    administrator's key before it exists."""
+    others = [region for region in settings.regions if region != settings.region]
+    if not (grant.fields and others):
+        return []
+    keys = [refs.value(f"arn:${{AWS::Partition}}:kms:{region}:${{AWS::AccountId}}:key/*")
+            for region in others]
+    when = {**key_tags(settings, "aws:ResourceTag"), **condition(grant, refs, settings)["StringEquals"]}
+    return [{"Sid": f"{grant.sid}InOtherRegions", "Effect": "Allow",
+             "Action": [IN_OTHER_REGIONS[action] for action in grant.actions], "Resource": keys,
+             "Condition": {"StringEquals": when}}]
+
+
 def statements(role: Role, refs: Refs, settings: Settings) -> list[Statement]:
-    """A role's statements, in the order of its grants."""
-    return [statement(grant, refs, settings) for grant in role.grants]
+    """A role's statements, in the order of its grants (a field grant followed by its other regions')."""
+    return [one for grant in role.grants
+            for one in (statement(grant, refs, settings), *in_other_regions(grant, refs, settings))]
 
 
 def document(role: Role, refs: Refs, settings: Settings) -> Policy:
@@ -211,5 +239,7 @@ def docs_text() -> str:
     lines += ["Granted to no one:"] + [f"  {action}: {why}" for action, why in NEEDS_NO_GRANT.items()]
     lines.append("The key (kms:*) is used through SQS, SNS and DynamoDB only (condition kms:ViaService), "
                  "and directly for the sensitive fields' data keys, each role for its own fields only "
-                 "(condition kms:EncryptionContext:field).")
+                 "(condition kms:EncryptionContext:field); with several regions, the same fields' "
+                 "data keys on the other regions' keys (kms:Encrypt to wrap, kms:Decrypt to unwrap), "
+                 "named by region and by the environment's tags.")
     return "\n".join(lines)

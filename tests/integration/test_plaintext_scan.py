@@ -41,6 +41,7 @@ from orders.aws import clients
 from orders.aws.stock import set_stock
 from orders.cli import cli
 from orders.domain.errors import InvalidOrder
+from orders.domain.sensitive import ENVELOPE_VERSIONS
 from orders.emulator.server import free_port
 from orders.emulator.wire_log import wire_calls
 from orders.ops import archive
@@ -235,5 +236,6 @@ def test_no_sensitive_value_in_clear_anywhere_the_run_wrote(infra: Settings, emu
     assert not found, f"{len(found)} plaintext(s) found:\n" + "\n".join(sorted(found)[:80])
     # Operators and Flower see "sealed" or a summary line, not ciphertext.
     shown = {k: v for k, v in sources.items() if k.startswith(("orders ", "flower ", "worker", "beat"))}
-    assert [k for k, v in shown.items() if "ofe1." in json.dumps(v)] == []
+    envelopes = [f"{version}." for version in ENVELOPE_VERSIONS]
+    assert [k for k, v in shown.items() if any(e in json.dumps(v) for e in envelopes)] == []
     assert '"sealed"' in sources["orders dlq show orders --json"]

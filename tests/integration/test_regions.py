@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -13,7 +12,7 @@ from orders.aws import clients
 from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 from orders.topology import TABLES
-from tests.helpers import invoke
+from tests.helpers import invoke, region_emulators, regions_variable
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 
@@ -21,20 +20,14 @@ PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 @pytest.fixture(scope="module")
 def emulators() -> Iterator[dict[str, EmulatorProcess]]:
     """One emulator process per region, as each region's AWS."""
-    found = {region: EmulatorProcess(with_redis=False) for region in (PRIMARY, SECONDARY)}
-    try:
-        with ThreadPoolExecutor(2) as starting:
-            list(starting.map(EmulatorProcess.start, found.values()))
+    with region_emulators(PRIMARY, SECONDARY) as found:
         yield found
-    finally:
-        for emulator in found.values():
-            emulator.stop()
 
 
 @pytest.fixture
 def deployment(emulators: dict[str, EmulatorProcess], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """A fresh environment over both regions, as a user sets it: ORDERS_REGIONS=REGION=URL,..."""
-    regions = ",".join(f"{region}={emulator.endpoint}" for region, emulator in emulators.items())
+    regions = regions_variable(emulators)
     for name, value in {**emulators[PRIMARY].env, "ORDERS_ENV": f"g{uuid.uuid4().hex[:10]}",
                         "ORDERS_REGIONS": regions}.items():
         monkeypatch.setenv(name, value)

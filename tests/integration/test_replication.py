@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from orders.infra import kms, tables
 from orders.infra.converger import Converger
 from orders.settings import Settings
 from orders.topology import TABLES_BY_NAME
-from tests.helpers import wait_for
+from tests.helpers import region_emulators, wait_for
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 DELAY = 1.0
@@ -34,14 +33,8 @@ DELAY = 1.0
 @pytest.fixture(scope="module")
 def emulators() -> Iterator[dict[str, EmulatorProcess]]:
     """One emulator process per region, as each region's AWS."""
-    found = {region: EmulatorProcess(with_redis=False) for region in (PRIMARY, SECONDARY)}
-    try:
-        with ThreadPoolExecutor(2) as starting:  # side by side: each takes seconds to import moto
-            list(starting.map(EmulatorProcess.start, found.values()))
+    with region_emulators(PRIMARY, SECONDARY) as found:
         yield found
-    finally:
-        for emulator in found.values():
-            emulator.stop()
 
 
 def namespace(emulators: dict[str, EmulatorProcess]) -> dict[str, Settings]:

@@ -26,7 +26,19 @@ from orders.domain.order import (
     validate,
 )
 from orders.domain.records import Change, Hold, OrderRecord, public_view
-from orders.domain.sensitive import Envelope, Field, Sealed, binding, mask_email, mask_phone, mask_token
+from orders.domain.sensitive import (
+    MAX_WRAPS,
+    Envelope,
+    Field,
+    Sealed,
+    UnreadableField,
+    binding,
+    is_envelope,
+    mask_email,
+    mask_phone,
+    mask_token,
+    sealed_value,
+)
 from orders.domain.states import HoldState, OrderState, PaymentStatus, Step
 
 
@@ -357,6 +369,44 @@ def test_a_malformed_envelope_is_a_problem_that_quotes_nothing(value):
         with pytest.raises(InvalidOrder) as refused:
             validate(raw)
         assert refused.value.problems == [f"{where}: {SEALED_RULE}"]
+
+
+def test_a_regional_envelope_names_each_region_s_wrap_and_reads_back_as_written():
+    wraps = (("us-west-2", b"\x01west"), ("us-east-1", b"\x02east"))
+    envelope = Envelope.regional(wraps, b"nonce", b"ciphertext")
+    text = envelope.text()
+    assert text.startswith("ofe2.us-west-2:AXdlc3Q,us-east-1:AmVhc3Q.") and is_envelope(text)
+    assert Envelope.parse(text) == envelope and envelope.wrapped_key == b"\x01west"
+    assert envelope.version == "ofe2" and envelope.aad("ord-1", Field.CONTACT) == b"ofe2|ord-1|contact"
+    one = Envelope(b"key", b"nonce", b"ciphertext")  # one region: ofe1 as before, bound as before
+    assert one.text() == "ofe1.a2V5.bm9uY2U.Y2lwaGVydGV4dA" and Envelope.parse(one.text()) == one
+    assert one.aad("ord-1", Field.CONTACT) == binding("ord-1", Field.CONTACT) == b"ofe1|ord-1|contact"
+    assert sealed_value({"sealed": text}) == Sealed(text)
+    wide = Envelope.regional(tuple((f"xx-region-{n}", b"w" * 200) for n in range(MAX_WRAPS)),
+                             b"n" * 12, b"c" * 1_100)
+    assert is_envelope(wide.text())  # every region a deployment may name, and a long address, fit
+
+
+@pytest.mark.parametrize("text", [
+    "ofe2.AXdlc3Q.bm9uY2U.Y2lw",  # a wrap without its region
+    "ofe2.us-west-2:.bm9uY2U.Y2lw",  # a region without its wrap
+    "ofe2.US-WEST-2:AXdlc3Q.bm9uY2U.Y2lw",  # not a region's name
+    "ofe2.us-west-2:AXdlc3Q;us-east-1:AmVh.bm9uY2U.Y2lw",
+    "ofe1.us-west-2:AXdlc3Q.bm9uY2U.Y2lw",  # ofe1 names no region
+    "ofe2." + ",".join(f"r{n}:AAAA" for n in range(MAX_WRAPS + 1)) + ".bm9uY2U.Y2lw",
+    "ofe3.a.b.c",
+])
+def test_a_malformed_regional_envelope_is_not_one(text):
+    assert not is_envelope(text)
+    with pytest.raises(UnreadableField):
+        Envelope.parse(text)
+
+
+def test_a_regional_envelope_naming_a_region_twice_is_unreadable():
+    text = "ofe2.us-west-2:AXdlc3Q,us-west-2:AmVhc3Q.bm9uY2U.Y2lw"
+    assert is_envelope(text)
+    with pytest.raises(UnreadableField, match="twice"):
+        Envelope.parse(text)
 
 
 def test_problems_with_sensitive_fields_never_quote_their_values():

@@ -236,3 +236,33 @@ def test_the_door_seals_and_each_step_s_role_opens_its_own_field_only():
             assert granted(role, "kms:GenerateDataKey", KEY, **context(field)) == seals, (role, field)
     assert not granted("worker-payments", "kms:Decrypt", KEY, **context("payment.token", env="dev"))
     assert not granted("api", "kms:GenerateDataKey", KEY, **{"kms:EncryptionContext:field": "contact"})
+
+
+def test_with_several_regions_the_sealers_wrap_and_the_openers_unwrap_on_the_other_regions_keys():
+    regions = (("eu-west-1", None), ("eu-central-1", None), ("us-east-2", None))
+    west = Settings(env="prod", region="eu-west-1", region_endpoints=regions)
+    documents = policies(west, ACCOUNT, KEY)
+    central = "arn:aws:kms:eu-central-1:111122223333:key/7c1e"
+    context = {"aws:ResourceTag/app": "orders", "aws:ResourceTag/environment": "prod",
+               "kms:EncryptionContext:app": "orders", "kms:EncryptionContext:env": "prod"}
+
+    def allowed(role: str, action: str, resource: str, field: str, **more: str) -> bool:
+        call = Call(role, action, resource, {**context, "kms:EncryptionContext:field": field, **more})
+        return bool(allowed_by(documents[role], call))
+
+    for role in ("api", "worker-orders"):
+        assert allowed(role, "kms:Encrypt", central, "contact")
+        assert not allowed(role, "kms:Decrypt", central, "contact")
+        assert not allowed(role, "kms:Encrypt", KEY, "contact")  # its own region's key: GenerateDataKey only
+    assert allowed("worker-payments", "kms:Decrypt", central, "payment.token")
+    assert not allowed("worker-payments", "kms:Decrypt", central, "contact")
+    assert not allowed("worker-payments", "kms:Encrypt", central, "payment.token")
+    assert not allowed("worker-payments", "kms:Decrypt", central, "payment.token",
+                       **{"aws:ResourceTag/environment": "dev"})  # another environment's key there
+    assert not allowed("worker-payments", "kms:Decrypt", "arn:aws:kms:ap-south-1:111122223333:key/7c1e",
+                       "payment.token")  # a region not in the deployment
+    payments = documents["worker-payments"]["Statement"]
+    others = [s["Resource"] for s in payments if "InOtherRegions" in s["Sid"]]
+    assert others == [[f"arn:aws:kms:{r}:111122223333:key/*" for r in ("eu-central-1", "us-east-2")]]
+    alone = Settings(env="prod", region="eu-west-1", region_endpoints=(("eu-west-1", None),))
+    assert policies(alone, ACCOUNT, KEY) == DOCUMENTS  # one region: the policies as they were
