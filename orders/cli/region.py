@@ -46,18 +46,27 @@ def region_group() -> None:
               help='Print {"active", "epoch", "at", "reason", "regions": [{"region", "ok", "sqs_ms", '
                    '"dynamodb_ms", "error"}]}.')
 def status_cmd(as_json: bool) -> None:
-    """Show the switch (active region, epoch, last flip) and a probe of every region."""
+    """Show the switch (active region, epoch, last flip) and a probe of every region; exit 2, after the
+    probes, when the switch cannot be read."""
     settings = aws_settings()
     healths = region_health.probe_all(settings)
-    with refusals():
-        switch = region_switch.read(settings)
+    switch, problem = None, None
+    try:
+        with refusals():
+            switch = region_switch.read(settings)
+    except Refused as exc:
+        problem = exc
     if as_json:
-        click.echo(json.dumps({"active": switch.active, "epoch": switch.epoch, "at": switch.at,
-                               "reason": switch.reason, "regions": [h.to_json() for h in healths]}, indent=2))
-        return
-    click.echo(_describe(switch))
-    for health in healths:
-        click.echo("  " + _health_line(health, switch))
+        state = ({"active": switch.active, "epoch": switch.epoch, "at": switch.at, "reason": switch.reason}
+                 if switch else dict.fromkeys(("active", "epoch", "at", "reason")))
+        click.echo(json.dumps({**state, "regions": [h.to_json() for h in healths],
+                               **({"error": problem.message} if problem else {})}, indent=2))
+    else:
+        click.echo(_describe(switch) if switch else "Active region: unknown (the switch cannot be read)")
+        for health in healths:
+            click.echo("  " + _health_line(health, switch))
+    if problem:
+        raise problem
 
 
 def _describe(switch: Switch) -> str:
@@ -67,8 +76,8 @@ def _describe(switch: Switch) -> str:
             f"at {switch.at}: {switch.reason})")
 
 
-def _health_line(health: Health, switch: Switch, watch: Watch | None = None) -> str:
-    role = "active" if health.region == switch.active else "standby"
+def _health_line(health: Health, switch: Switch | None, watch: Watch | None = None) -> str:
+    role = "?" if switch is None else "active" if health.region == switch.active else "standby"
     if health.ok:
         return (f"{health.region:<14} {role:<8} ok      sqs {health.sqs_ms} ms, "
                 f"dynamodb {health.dynamodb_ms} ms")
@@ -173,7 +182,7 @@ def watch_cmd(auto: bool, interval: float, failures: int, rounds: int | None) ->
 
 
 def _watch_round(settings: Settings, watch: Watch, healths: list[Health], auto: bool) -> None:
-    stamp = time.strftime("%H:%M:%S")
+    stamp = time.strftime("%H:%M:%SZ", time.gmtime())
     try:
         switch = region_switch.read(settings)
     except OrderError as exc:

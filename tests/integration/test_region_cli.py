@@ -111,3 +111,15 @@ def test_watch_without_auto_only_says_what_it_would_do(deployment, emulators):
     assert code == 0, output
     assert f"decision: {EAST} is unhealthy: fail over to {WEST}" in output, output
     assert region_switch.read(deployment).epoch == 0
+
+
+def test_status_with_the_switch_unreadable_still_probes_every_region_and_exits_2(deployment, emulators):
+    with paused(emulators[SWITCH].endpoint):
+        code, output = invoke("region", "status", "--json")
+        assert code == 2, output
+        status = json.loads(output[:output.rindex("}") + 1])
+        assert status["active"] is None and status["error"].startswith("AWS call failed"), status
+        assert [(r["region"], r["ok"]) for r in status["regions"]] == [(EAST, True), (WEST, True)]
+        code, output = invoke("region", "status")
+    assert code == 2 and "Active region: unknown (the switch cannot be read)" in output, output
+    assert f"{WEST:<14} ?" in output, output
