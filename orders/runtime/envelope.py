@@ -54,6 +54,13 @@ class TaskMessage:
     args: list[Any]
     kwargs: dict[str, Any]
     headers: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: What kombu and Celery would read again, read once here and handed to them
+    #: (orders.runtime.transport): the envelope's text and object, and the body as
+    #: kombu's `loads` returns it (Celery's worker reads every message's body on the
+    #: event loop only to see whether it is protocol 2).
+    text: str = field(repr=False, compare=False, default="")
+    envelope: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    body: Any = field(repr=False, compare=False, default=None)
 
 
 def decode(sqs_body: Any, known: Container[str], accept: Container[str] = ACCEPT_JSON) -> TaskMessage:
@@ -69,7 +76,8 @@ def decode(sqs_body: Any, known: Container[str], accept: Container[str] = ACCEPT
 def _decode(sqs_body: Any, known: Container[str], accept: Container[str]) -> TaskMessage:
     if not isinstance(sqs_body, str):
         raise Poison("envelope", f"the SQS body is {type(sqs_body).__name__}, not text")
-    envelope = parse_json(envelope_text(sqs_body), "envelope")
+    text = envelope_text(sqs_body)
+    envelope = parse_json(text, "envelope")
     if not isinstance(envelope, dict) or "properties" not in envelope:
         raise Poison("envelope", "not a kombu message (no JSON object with properties)")
     properties, headers = _object(envelope, "properties"), _object(envelope, "headers")
@@ -80,7 +88,7 @@ def _decode(sqs_body: Any, known: Container[str], accept: Container[str]) -> Tas
     args, kwargs = _arguments(payload)
     if task not in known:
         raise Poison("unknown-task", f"unknown task {quote(task)}")
-    return TaskMessage(task, task_id, args, kwargs, headers)
+    return TaskMessage(task, task_id, args, kwargs, headers, text, envelope, payload)
 
 
 def envelope_text(sqs_body: str) -> str:
@@ -106,18 +114,19 @@ def parse_json(text: str | bytes, what: str) -> Any:
 
 def depth(value: Any) -> int:
     """How deeply lists and objects nest in `value` (0 for a scalar), without recursion."""
-    deepest, stack = 0, [(value, 1)]
+    if not isinstance(value, dict | list | tuple):
+        return 0
+    # Only containers are stacked: a message is mostly scalars (every worker walks every
+    # message it receives, so this runs once per task).
+    deepest, stack = 1, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
+        if level > deepest:
+            deepest = level
+        if level > MAX_DEPTH:  # no need to look further once past the limit
             continue
-        deepest = max(deepest, level)
-        if level <= MAX_DEPTH:  # no need to look further once past the limit
-            stack.extend((child, level + 1) for child in children)
+        children: Iterable[Any] = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list | tuple))
     return deepest
 
 

@@ -75,6 +75,20 @@ def test_what_celery_sends_is_read_as_celery_reads_it():
         kombu_and_celery_read(sqs_body(envelope, outer))
 
 
+def test_what_is_handed_on_is_what_kombu_and_celery_would_read_again():
+    # The transport hands these to kombu and Celery instead of their own second reading.
+    envelope = sent_by_celery("ord-1", link=app.signature("fuzz.task"))
+    for outer in (False, True):
+        body = sqs_body(envelope, outer)
+        message = decode(body, KNOWN)
+        text = envelope_text(body)
+        assert message.text == text and message.envelope == SQSChannel._prepare_json_payload(None, text)
+        payload = SQSChannel._envelope_payload(None, message.envelope, text, {"ReceiptHandle": "h"}, "url")
+        read = virtual.Message(payload, channel=_MessageChannel())
+        read.accept = {"application/json"}
+        assert message.body == read.decode()
+
+
 def test_a_compressed_body_is_read():
     envelope = sent_by_celery("x")
     envelope["body"] = base64.b64encode(zlib.compress(base64.b64decode(envelope["body"]))).decode()
