@@ -101,8 +101,10 @@ def flip(settings: Settings, to: str, reason: str, expect_epoch: int | None = No
         raise PermanentError(f"{to} is already the active region (epoch {now.epoch}): nothing to flip")
     flipped = Switch(to, epoch + 1, now_iso(), reason, now.active)
     codes = transact(place, [_put_current(place, flipped, epoch), _put_history(place, flipped)])
-    if codes is not None:
+    if codes is not None and set(codes) <= {"None", "ConditionalCheckFailed"}:
         raise _moved(read(settings), epoch)
+    if codes is not None:
+        raise PermanentError(f"the switch's table refused the flip: {codes}")
     return flipped
 
 
