@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from benchmarks.chain_tasks import STAGES, done_key
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, throughput
+from benchmarks.timelines import STAGES, done_key
 from orders.harness.stack import Stack, worker_args
 
 CHAIN_QUEUES = ("orders", "inventory.fifo", "payments", "shipping", "notifications")
@@ -33,7 +34,7 @@ class LoadPlan:
 
 
 def place_chains(plan: LoadPlan, prefix: str) -> None:
-    """Place every chain on schedule; each burst is split among `placers` threads."""
+    """Place every chain on schedule, ten per `batched_sends()` block."""
     from benchmarks.chain_tasks import chain_for
     from orders.runtime.transport import batched_sends
 
@@ -42,14 +43,19 @@ def place_chains(plan: LoadPlan, prefix: str) -> None:
             for i in ids:
                 chain_for(f"{prefix}{i}", f"sku-{i % plan.groups}").apply_async()
 
+    on_schedule(plan, place)
+
+
+def on_schedule(plan: LoadPlan, send: Callable[[list[int]], None]) -> None:
+    """Call `send` with the ids of up to ten chains at a time, each `tick`'s burst split among
+    `placers` threads, until the plan's chains are all placed."""
     per_tick = plan.orders if plan.rate <= 0 else max(1, round(plan.rate * plan.tick))
     t0 = time.monotonic()
     with ThreadPoolExecutor(plan.placers, thread_name_prefix="placer") as pool:
         for n, start in enumerate(range(0, plan.orders, per_tick)):
             time.sleep(max(0.0, t0 + n * plan.tick - time.monotonic()))
             ids = list(range(start, min(start + per_tick, plan.orders)))
-            chunks = [ids[i:i + 10] for i in range(0, len(ids), 10)]
-            for future in [pool.submit(place, chunk) for chunk in chunks]:
+            for future in [pool.submit(send, ids[i:i + 10]) for i in range(0, len(ids), 10)]:
                 future.result()
 
 
@@ -77,21 +83,26 @@ def figures(label: str, plan: LoadPlan, timelines: list[list[float]], calls: dic
 def run_chains(label: str, plan: LoadPlan, batch: bool, latency_ms: float = 0.0,
                endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
     """One configuration: start a stack, place the chains, wait for them, report."""
-    import redis
-
     args = worker_args(concurrency, "-I", "benchmarks.chain_tasks")
     env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, queues=CHAIN_QUEUES,
                worker_args=args, beat=False) as stack:
-        settings = stack.settings
-        store = redis.Redis.from_url(settings.control_url or "")
-        key = done_key(settings.env)
-        stack.reset_calls()
-        with PeakMemory(stack.children, emulator_pid=emulator_pid(stack)) as memory:
-            place_chains(plan, prefix=f"{label}-")
-            timelines = collect(store, key, plan.orders, plan.timeout)
-        calls = stack.calls() or {}
-        store.delete(key)
+        return measure_chains(label, plan, stack, lambda: place_chains(plan, prefix=f"{label}-"))
+
+
+def measure_chains(label: str, plan: LoadPlan, stack: Stack, place: Callable[[], None]) -> RunFigures:
+    """On a started stack whose workers finish chains into the control plane (benchmarks.timelines):
+    count calls from now, `place` the chains, wait for them, report."""
+    import redis
+
+    store = redis.Redis.from_url(stack.settings.control_url or "")
+    key = done_key(stack.settings.env)
+    stack.reset_calls()
+    with PeakMemory(stack.children, emulator_pid=emulator_pid(stack)) as memory:
+        place()
+        timelines = collect(store, key, plan.orders, plan.timeout)
+    calls = stack.calls() or {}
+    store.delete(key)
     result = figures(label, plan, timelines, calls, memory.peak)
     result.cpu_seconds = memory.cpu
     return result

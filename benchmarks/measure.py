@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,8 @@ class RunFigures:
     calls: dict[str, int] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: Task run times by worker ('worker payments') and task name, read from the workers' logs.
+    task_runs: dict[str, dict[str, Percentiles]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -76,13 +79,62 @@ class RunFigures:
         per["workers"] = sum(v for name, v in per.items() if name.startswith("worker"))
         return per
 
+    def per_service(self) -> dict[str, ServiceFigures]:
+        """What each worker (a service's queue) did: tasks per order, CPU per task, run time per task."""
+        if not self.completed:
+            return {}
+        out = {}
+        for worker, runs in self.task_runs.items():
+            every = runs.get(ALL_TASKS)
+            if every is None or not every.n:
+                continue
+            cpu = self.cpu_seconds.get(worker)
+            out[worker] = ServiceFigures(tasks_per_order=every.n / self.completed,
+                                         cpu_ms_per_task=None if cpu is None else 1000 * cpu / every.n,
+                                         run=every, by_task={k: v for k, v in runs.items() if k != ALL_TASKS})
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["per_service"] = {k: asdict(v) for k, v in self.per_service().items()}
         data["billed_calls"] = self.billed_calls
         data["calls_per_order"] = self.calls_per_order
         data["calls_per_order_by_service"] = self.calls_per_order_by_service()
         data["cpu_ms_per_order"] = self.cpu_ms_per_order()
         return data
+
+
+#: The key of a worker's task runs that holds every task it ran.
+ALL_TASKS = "all tasks"
+
+#: Celery's line for a task that ran to its end (text log format): its name and run time.
+TASK_SUCCEEDED = re.compile(r"Task (?P<name>[\w.]+)\[[^\]]*\] succeeded in (?P<seconds>[0-9.e+-]+)s")
+
+
+@dataclass(frozen=True)
+class ServiceFigures:
+    """One service's worker in a run: the per-task figures a sizing starts from."""
+
+    tasks_per_order: float
+    cpu_ms_per_task: float | None  # the worker process's CPU (consuming, acking, the tasks) per task run
+    run: Percentiles  # a task's run time in the worker: its AWS calls and its own CPU, not its queueing
+    by_task: dict[str, Percentiles]
+
+
+def task_runs(children: Sequence[Any]) -> dict[str, dict[str, Percentiles]]:
+    """Run times of the tasks each worker finished, by task name and in all, from its log
+    (the text format's `Task payments.charge[...] succeeded in 0.04s`)."""
+    out = {}
+    for child in children:
+        if not child.name.startswith("worker"):
+            continue
+        times: dict[str, list[float]] = {}
+        for match in TASK_SUCCEEDED.finditer(child.log_path.read_text(errors="replace")):
+            times.setdefault(match["name"], []).append(float(match["seconds"]))
+        every = [t for values in times.values() for t in values]
+        by_task = {name: Percentiles.of(values) for name, values in sorted(times.items())}
+        out[child.name] = {ALL_TASKS: Percentiles.of(every), **by_task}
+    return out
 
 
 def throughput(completed: int, first_start: float, last_end: float) -> float:

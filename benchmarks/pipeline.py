@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid
+from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, task_runs
 from orders.harness.stack import Stack, worker_args
 
 
@@ -108,8 +108,10 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
             finally:
                 placement.close()
         calls = stack.calls() or {}
+        runs = task_runs(stack.children)
     run = figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
     run.cpu_seconds = memory.cpu
+    run.task_runs = runs
     return run
 
 

@@ -12,10 +12,9 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.chain import CHAIN_QUEUES, LoadPlan, figures
+from benchmarks.chain import CHAIN_QUEUES, LoadPlan, figures, on_schedule
 from benchmarks.measure import PeakMemory, RunFigures, emulator_pid
 from orders.aws import clients
 from orders.harness.stack import Stack
@@ -87,14 +86,7 @@ def produce(flow: Flow, plan: LoadPlan) -> None:
         bodies = [{"n": n, "pad": BODY_PADDING, "t": [time.time()]} for n in ids]
         sqs.send_message_batch(QueueUrl=flow.urls[0], Entries=flow.entries(bodies, flow.urls[0]))
 
-    per_tick = plan.orders if plan.rate <= 0 else max(1, round(plan.rate * plan.tick))
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(plan.placers) as pool:
-        for k, start in enumerate(range(0, plan.orders, per_tick)):
-            time.sleep(max(0.0, t0 + k * plan.tick - time.monotonic()))
-            ids = list(range(start, min(start + per_tick, plan.orders)))
-            for future in [pool.submit(send, ids[i:i + 10]) for i in range(0, len(ids), 10)]:
-                future.result()
+    on_schedule(plan, send)
 
 
 def run_raw(label: str, plan: LoadPlan, latency_ms: float = 0.0, endpoint: str | None = None,

@@ -21,11 +21,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def ratios(runs: dict[str, RunFigures]) -> dict[str, float | None]:
     """The comparisons the targets are stated in (None when a run is missing or empty)."""
-    ours, stock, raw = runs.get("ours"), runs.get("stock"), runs.get("raw")
+    ours, raw = runs.get("ours"), runs.get("raw")
     out: dict[str, float | None] = {}
-    if ours and stock:
-        out["stock_calls_per_order / ours"] = ratio(stock.calls_per_order, ours.calls_per_order)
-        out["ours_throughput / stock"] = ratio(ours.throughput, stock.throughput)
+    for peer in ("stock", "dramatiq"):
+        if ours and (other := runs.get(peer)):
+            out[f"{peer}_calls_per_order / ours"] = ratio(other.calls_per_order, ours.calls_per_order)
+            out[f"ours_throughput / {peer}"] = ratio(ours.throughput, other.throughput)
     if ours and raw:
         out["ours_throughput / raw_ceiling"] = ratio(ours.throughput, raw.throughput)
     return out
@@ -54,8 +55,24 @@ def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
             lines.append(f"{label}: CPU s  " + ", ".join(f"{k} {v:g}" for k, v in run.cpu_seconds.items()))
         if cpu := run.cpu_ms_per_order():
             lines.append(f"{label}: CPU ms per order  " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        lines += service_lines(label, run)
         lines += [f"{label}: note: {note}" for note in run.notes]
     return "\n".join(lines)
+
+
+def service_lines(label: str, run: RunFigures) -> list[str]:
+    """Per service (its worker): tasks per order, the worker's CPU per task, a task's run time."""
+    services = run.per_service()
+    if not services:
+        return []
+    lines = [f"{label}: per service        {'tasks/order':>12}{'CPU ms/task':>13}{'run P50 ms':>12}"
+             f"{'run P95 ms':>12}  tasks"]
+    for worker, f in services.items():
+        cpu = "-" if f.cpu_ms_per_task is None else f"{f.cpu_ms_per_task:.1f}"
+        tasks = ", ".join(f"{name} {p.n}" for name, p in f.by_task.items())
+        lines.append(f"  {worker.removeprefix('worker '):24}{f.tasks_per_order:>12.2f}{cpu:>13}"
+                     f"{ms(f.run.p50):>12}{ms(f.run.p95):>12}  {tasks}")
+    return lines
 
 
 def stage_line(name: str, p: Percentiles) -> str:

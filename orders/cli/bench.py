@@ -17,8 +17,9 @@ SUITES = ("pipeline", "chain")
 @click.command("bench")
 @click.option("--suite", type=click.Choice([*SUITES, "tracing", "all"]), default="all", show_default=True,
               help="pipeline: the order mix through every service; chain: five-hop chains of no-op "
-                   "tasks (the transport alone), with the raw boto3 ceiling; tracing: the pipeline "
-                   "untraced and traced (OTLP to a local receiver), to show what tracing costs.")
+                   "tasks (the transport alone), with dramatiq-sqs and the raw boto3 ceiling; "
+                   "tracing: the pipeline untraced and traced (OTLP to a local receiver), to show "
+                   "what tracing costs.")
 @click.option("--orders", "n_orders", type=click.IntRange(min=10), default=600, show_default=True,
               help="Orders (chains) per configuration.")
 @click.option("--rate", type=click.FloatRange(min=0), default=20.0, show_default=True,
@@ -31,7 +32,8 @@ SUITES = ("pipeline", "chain")
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Delay the embedded emulator adds to every AWS call (AWS: 10-20 ms).")
 @click.option("--compare/--no-compare", default=True, show_default=True,
-              help="Also run stock Celery on SQS (ORDERS_STOCK_TRANSPORT=1) and the raw ceiling.")
+              help="Also run stock Celery on SQS (ORDERS_STOCK_TRANSPORT=1) and, in the chain suite, "
+                   "dramatiq on dramatiq-sqs and the raw ceiling.")
 @click.option("--endpoint", default=None, metavar="URL",
               help="An emulator already running, instead of a fresh embedded one per configuration.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=10, show_default=True,
@@ -45,8 +47,9 @@ def bench(suite: str, n_orders: int, rate: float, mix: str, chain_rate: float, l
 
     Each configuration runs on a fresh embedded emulator (or --endpoint) with one
     worker process per queue: ours (orders.runtime.transport), stock kombu SQS with the
-    same polling settings, and, in the chain suite, a plain boto3 loop with batch
-    send, receive and delete. Calls are counted at the emulator's server.
+    same polling settings, and, in the chain suite, dramatiq actors on dramatiq-sqs and a
+    plain boto3 loop with batch send, receive and delete. Calls are counted at the
+    emulator's server.
     """
     require_checkout()
     from benchmarks.report import as_json as to_json
@@ -104,8 +107,10 @@ def tracing_suite(n_orders: int, rate: float, mix: str, latency_ms: float, compa
 
 def chain_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, endpoint: str | None,
                 concurrency: int, timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Five-hop no-op chains: ours, stock, and the same messages through a plain boto3 loop."""
+    """Five-hop no-op chains: ours, stock, dramatiq on dramatiq-sqs (the peer), and the same
+    messages through a plain boto3 loop (the ceiling)."""
     from benchmarks.chain import LoadPlan, run_chains
+    from benchmarks.dramatiq_chain import run_dramatiq
     from benchmarks.raw import run_raw
 
     plan = LoadPlan(orders=n_orders, rate=rate, timeout=timeout)
@@ -114,6 +119,8 @@ def chain_suite(n_orders: int, rate: float, latency_ms: float, compare: bool, en
         say(f"chain/{label}: {n_orders} chains ...")
         runs[label] = run_chains(label, plan, batch, latency_ms, endpoint, concurrency)
     if compare:
+        say(f"chain/dramatiq: {n_orders} chains of dramatiq actors on dramatiq-sqs ...")
+        runs["dramatiq"] = run_dramatiq("dramatiq", plan, latency_ms, endpoint, concurrency)
         say("chain/raw: the same messages through a boto3 loop ...")
         runs["raw"] = run_raw("raw", plan, latency_ms, endpoint)
     return runs

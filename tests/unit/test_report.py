@@ -2,11 +2,12 @@
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from benchmarks.measure import Percentiles, RunFigures
+from benchmarks.measure import Percentiles, RunFigures, task_runs
 from orders.harness.summary import (
     REFUSED,
     parse_time,
@@ -57,6 +58,25 @@ def test_the_benchmark_reports_calls_by_service_and_cpu_per_order_and_process():
     assert run.calls_per_order_by_service() == {"dynamodb": 5.0, "sns": 1.0, "sqs": 2.0, "all": 8.0}
     cpu = run.cpu_ms_per_order()
     assert (cpu["workers"], cpu["emulator"]) == (pytest.approx(50.0), pytest.approx(50.0))
+
+
+def test_the_benchmark_reads_each_workers_task_runs_from_its_log_and_sizes_per_task(tmp_path):
+    log = tmp_path / "worker-payments.log"
+    log.write_text(
+        "[2026-01-01 00:00:00,000: INFO/MainProcess] Task payments.charge[1f-2] succeeded in 0.04s: {}\n"
+        "[2026-01-01 00:00:00,100: INFO/MainProcess] Task payments.charge[3a] succeeded in 0.06s: {}\n"
+        "[2026-01-01 00:00:00,200: INFO/MainProcess] Task payments.refund[4b] retry: Retry in 1s\n"
+        "[2026-01-01 00:00:00,300: INFO/MainProcess] Task payments.refund[4b] succeeded in 0.1s: None\n")
+    child = SimpleNamespace(name="worker payments", log_path=log)
+    runs = task_runs([child, SimpleNamespace(name="beat", log_path=tmp_path / "none")])
+    assert list(runs) == ["worker payments"]
+    assert {k: v.n for k, v in runs["worker payments"].items()} == {
+        "all tasks": 3, "payments.charge": 2, "payments.refund": 1}
+    run = RunFigures(label="ours", orders=2, completed=2, elapsed=1.0, throughput=2.0,
+                     end_to_end=Percentiles.of([1.0]), cpu_seconds={"worker payments": 0.09}, task_runs=runs)
+    payments = run.per_service()["worker payments"]
+    assert payments.tasks_per_order == pytest.approx(1.5) and payments.cpu_ms_per_task == pytest.approx(30.0)
+    assert payments.run.p50 == pytest.approx(0.06) and payments.by_task["payments.charge"].n == 2
 
 
 @pytest.mark.parametrize("value, expected", [
