@@ -93,16 +93,23 @@ def entries_of(record: dict[str, Any]) -> list[LedgerEntry]:
 
 def ledger(settings: Settings) -> Iterator[LedgerEntry]:
     """Every movement in the gateway's table: a paginated, strongly consistent Scan."""
-    for record in scan(settings, "gateway"):
+    for record in scan(settings.gateway_settings(), "gateway"):
         yield from entries_of(record)
 
 
 class Gateway:
-    """The simulator's API: `charge` and `refund`, idempotent per order."""
+    """The simulator's API: `charge` and `refund`, idempotent per order.
+
+    It answers where ORDERS_GATEWAY says (settings.gateway_settings): in a multi-region deployment,
+    outside both regions, as a real processor keeps one set of idempotency keys for the account
+    (docs/multi-region.md, rule R3); otherwise in the platform's own region and account.
+    """
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.table = table_name(settings, "gateway")
+        self.settings = settings.gateway_settings()
+        #: Whether its records can share the order's transaction (the same account, region and endpoint).
+        self.beside_orders = self.settings == settings
+        self.table = table_name(self.settings, "gateway")
 
     @property
     def ddb(self) -> Any:
@@ -127,14 +134,15 @@ class Gateway:
     def quote(self, order_id: str, amount: Decimal, currency: str,
               token: str) -> tuple[Write, Payment] | None:
         """The charge as a write to go in the order's own transaction, and the payment it records;
-        None for a token whose outcome depends on the attempt (`charge` then, one call at a time).
+        None for a token whose outcome depends on the attempt, or a processor answering elsewhere
+        (ORDERS_GATEWAY): `charge` then, one call at a time.
 
         The simulator's table is in the platform's own account, so its record of the call can
         commit with the order's: the capture and `paid` happen together or not at all. The
         write is conditional on the key being unsettled (Guard.PAYMENT): a key an earlier call
         settled refuses it, and `charge` returns that first outcome, as a replayed call does.
         """
-        if token in TRANSIENT:
+        if token in TRANSIENT or not self.beside_orders:
             return None
         outcome = self._outcome(order_id, token)
         request = self._attempt_request(f"{order_id}:charge", amount, currency, mask_token(token), outcome)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from orders.aws import region_switch
 from orders.aws.field_crypto import APP
 from orders.aws.metrics import NAMESPACE
 from orders.infra.access import ROLES, Grant, Kind, Role
@@ -131,7 +132,8 @@ def resources(grant: Grant, refs: Refs, settings: Settings) -> Any:
     names = subscribed(settings).get(grant.kind, grant.names)
     by_name: dict[Kind, Callable[[str], Any]] = {
         Kind.QUEUE: refs.queue, Kind.SUBSCRIBED_QUEUES: refs.queue, Kind.DLQ: refs.dlq,
-        Kind.TOPIC: refs.topic, Kind.SUBSCRIBED_TOPICS: refs.topic, Kind.TABLE: refs.table,
+        Kind.TOPIC: refs.topic, Kind.SUBSCRIBED_TOPICS: refs.topic,
+        Kind.TABLE: lambda name: elsewhere(name, refs, settings) or refs.table(name),
         Kind.INDEX: lambda name: refs.index(*name.split("/", 1)),
         Kind.WORKER_SERVICES: lambda queue: refs.pattern(
             "ecs", f"service/{cluster_name(settings)}/{worker_name(settings, queue)}"),
@@ -197,10 +199,32 @@ def in_other_regions(grant: Grant, refs: Refs, settings: Settings) -> list[State
              "Condition": {"StringEquals": when}}]
 
 
+def elsewhere(table: str, refs: Refs, settings: Settings) -> Any:
+    """The ARN of a table that lives outside the regions (the processor's, ORDERS_GATEWAY), else None."""
+    if table != "gateway" or settings.gateway_place is None:
+        return None
+    place = settings.gateway_settings()
+    return refs.value(f"arn:${{AWS::Partition}}:dynamodb:{place.region}:${{AWS::AccountId}}:table/"
+                      + TABLES_BY_NAME[table].table_name(place))
+
+
+def read_switch(settings: Settings, refs: Refs) -> list[Statement]:
+    """With a switch (ORDERS_SWITCH), every role reads it: workers and producers act only in the active
+    region, and a switch they may not read makes none active (orders.aws.region_switch)."""
+    place = settings.switch_settings()
+    if place is None or not settings.multi_region:
+        return []
+    arn = refs.value(f"arn:${{AWS::Partition}}:dynamodb:{place.region}:${{AWS::AccountId}}:table/"
+                     + region_switch.table_name(place))
+    return [{"Sid": "ReadRegionSwitch", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arn]}]
+
+
 def statements(role: Role, refs: Refs, settings: Settings) -> list[Statement]:
-    """A role's statements, in the order of its grants (a field grant followed by its other regions')."""
-    return [one for grant in role.grants
-            for one in (statement(grant, refs, settings), *in_other_regions(grant, refs, settings))]
+    """A role's statements, in the order of its grants (a field grant followed by its other regions'),
+    then the switch's read in a multi-region deployment."""
+    return [*(one for grant in role.grants
+              for one in (statement(grant, refs, settings), *in_other_regions(grant, refs, settings))),
+            *read_switch(settings, refs)]
 
 
 def document(role: Role, refs: Refs, settings: Settings) -> Policy:

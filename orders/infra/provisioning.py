@@ -49,6 +49,10 @@ def run(settings: Settings, apply: bool) -> Report:
     for kind in KINDS:
         kind.converge(converger)
     _converge_switch(converger)
+    if converger.settings.region == converger.settings.primary:  # outside the regions: once
+        found = tables.converge_processor_table(converger.settings, converger.apply)
+        if found:
+            converger.report.add(found)
     return converger.report
 
 

@@ -144,3 +144,24 @@ def delete_tables(settings: Settings) -> list[str]:
             continue
     return deleted
 
+
+
+def converge_processor_table(settings: Settings, apply: bool = True) -> str | None:
+    """The simulated payment processor's table where ORDERS_GATEWAY puts it (outside the regions: rule
+    R3 of docs/multi-region.md), created if absent; what was found or done, None without ORDERS_GATEWAY.
+
+    Encrypted with the AWS managed key of its place: the environment's key is made in the regions.
+    """
+    if settings.gateway_place is None:
+        return None
+    place, spec = settings.gateway_settings(), next(t for t in TABLES if t.name == "gateway")
+    ddb, name = clients.client("dynamodb", place), spec.table_name(place)
+    try:
+        ddb.describe_table(TableName=name)
+        return None
+    except ddb.exceptions.ResourceNotFoundException:
+        if apply:
+            ddb.create_table(**table_definition(spec, name),
+                             SSESpecification={"Enabled": True, "SSEType": "KMS"},
+                             Tags=[{"Key": k, "Value": v} for k, v in tags(place, spec.service).items()])
+        return f"table {name} in {place.region} (ORDERS_GATEWAY): {'created' if apply else 'missing'}"

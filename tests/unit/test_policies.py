@@ -266,3 +266,22 @@ def test_with_several_regions_the_sealers_wrap_and_the_openers_unwrap_on_the_oth
     assert others == [[f"arn:aws:kms:{r}:111122223333:key/*" for r in ("eu-central-1", "us-east-2")]]
     alone = Settings(env="prod", region="eu-west-1", region_endpoints=(("eu-west-1", None),))
     assert policies(alone, ACCOUNT, KEY) == DOCUMENTS  # one region: the policies as they were
+
+
+def test_with_a_switch_and_a_processor_elsewhere_every_role_reads_the_switch_and_charges_there():
+    settings = Settings.from_env({"ORDERS_ENV": "prod", "ORDERS_REGIONS": "us-east-1,us-west-2",
+                                  "ORDERS_SWITCH": "us-east-2", "ORDERS_GATEWAY": "us-east-2"})
+    account = Account("aws", "us-east-1", "123456789012")
+    found = policies(settings, account, "arn:aws:kms:us-east-1:123456789012:key/k")
+    switch = "arn:aws:dynamodb:us-east-2:123456789012:table/prod-region-switch"
+    for name, document in found.items():
+        reads = [s for s in document["Statement"] if s["Sid"] == "ReadRegionSwitch"]
+        assert reads == [{"Sid": "ReadRegionSwitch", "Effect": "Allow", "Action": ["dynamodb:GetItem"],
+                          "Resource": [switch]}], name
+    gateway = [s for d in found.values() for s in d["Statement"] if s["Sid"] == "UseGateway"]
+    assert gateway and all(s["Resource"] == ["arn:aws:dynamodb:us-east-2:123456789012:table/prod-gateway"]
+                           for s in gateway)
+    # One region, no switch: nothing of the kind.
+    alone = policies(Settings.from_env({"ORDERS_ENV": "prod", "AWS_DEFAULT_REGION": "us-east-1"}), account,
+                     "arn:aws:kms:us-east-1:123456789012:key/k")
+    assert not [s for d in alone.values() for s in d["Statement"] if s["Sid"] == "ReadRegionSwitch"]
