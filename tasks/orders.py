@@ -10,10 +10,11 @@ from orders.celery import app
 from orders.domain.errors import InvalidOrder
 from orders.domain.order import Order, needs_review, validate
 from orders.domain.times import now_iso
-from orders.runtime import pipeline
+from orders.runtime import pipeline, region_gate
 from orders.runtime.dependencies import dependencies
 from orders.runtime.publishing import send_errors
 from orders.runtime.step_tasks import StepTask, admit
+from orders.settings import Settings
 from orders.steps.admission import place, reject_malformed, seal
 from orders.steps.review import review
 
@@ -30,9 +31,13 @@ class PlaceOrderTask(StepTask):
         """
         if len(args) != 1 or kwargs:
             raise TypeError("usage: place_order.delay(order)")
-        message_args, message_kwargs, options = placement(args[0])
+        target = region_gate.producing(app.settings)  # the active region's queues (multi-region)
+        message_args, message_kwargs, options = placement(args[0], target)
         with send_errors():
-            return self.apply_async(message_args, message_kwargs, **options)
+            if target == app.settings:
+                return self.apply_async(message_args, message_kwargs, **options)
+            with app.producer_pool_for(target).acquire(block=True) as producer:
+                return self.apply_async(message_args, message_kwargs, producer=producer, **options)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     producer: Any = None, *extra: Any, **options: Any) -> AsyncResult:
@@ -48,7 +53,8 @@ class PlaceOrderTask(StepTask):
         return pipeline.send(canvas, producer, **({"task_id": task_id} if task_id else {}), **options)
 
 
-def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+def placement(raw: Any, settings: Settings | None = None
+              ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     """What `place_order.delay(raw)` sends: (args, kwargs, send options); InvalidOrder if invalid.
 
     The order is validated in clear, then its sensitive fields are sealed (orders.domain.sensitive):
@@ -56,8 +62,9 @@ def placement(raw: Any) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]
     benchmark) use it and `place_order.apply_async(args, kwargs, **options)` to send exactly
     what delay() would.
     """
-    order, options = admit(app.settings, raw)
-    return (*message_arguments(seal(dependencies(app.settings).fields, order)), options)
+    settings = settings or app.settings
+    order, options = admit(settings, raw)
+    return (*message_arguments(seal(dependencies(settings).fields, order)), options)
 
 
 def message_arguments(order: Order) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -43,6 +43,7 @@ from orders.aws.store import OrderStore
 from orders.celery import app as celery_app
 from orders.domain.errors import InvalidOrder, RetryableError
 from orders.domain.order import ID_PATTERN, Order
+from orders.runtime import region_gate
 from orders.runtime.amqp import AMQP
 from orders.runtime.dependencies import dependencies
 from orders.runtime.envelope import depth
@@ -109,6 +110,7 @@ def send(settings: Settings, order: Order, options: dict[str, Any]) -> None:
 
     The sensitive fields are sealed first, with `settings`' key and credentials (the API role's).
     """
+    settings = region_gate.producing(settings)  # the active region's queues (multi-region, rule R1)
     pool = cast(AMQP, celery_app.amqp).producer_pool_for(settings)
     args, kwargs = message_arguments(seal(dependencies(settings).fields, order))
     with send_errors(), pool.acquire(block=True) as producer:

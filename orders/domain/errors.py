@@ -63,3 +63,8 @@ class GatewayUnavailable(RetryableError):
 
 class ConcurrentUpdate(RetryableError):
     """An optimistic-locking write lost a race; re-read and try again."""
+
+
+class RegionInactive(RetryableError):
+    """This process's region is not the active one, or cannot tell (docs/multi-region.md, rule R1): it
+    runs no step and writes no order until the switch says it is active again."""

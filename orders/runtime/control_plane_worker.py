@@ -286,7 +286,9 @@ class Consumer(CeleryConsumer):
 
     class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[valid-type,misc]
         default_steps = [*CeleryConsumer.Blueprint.default_steps,
-                         "orders.runtime.control_plane_worker:RemoteControl"]
+                         "orders.runtime.control_plane_worker:RemoteControl",
+                         # Consumes only while its region is active (multi-region; nothing otherwise).
+                         "orders.runtime.region_gate:RegionGate"]
 
     def connection_for_write(self, url: str | None = None, heartbeat: float | None = None) -> Any:
         # Only the Events step asks for this: events go to the control plane, lazily (no connect here).

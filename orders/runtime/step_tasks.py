@@ -41,7 +41,7 @@ from orders.aws.errors import Backoff
 from orders.domain.errors import RetryableError
 from orders.domain.events import Event
 from orders.domain.order import Order
-from orders.runtime import carried, pipeline, publishing
+from orders.runtime import carried, pipeline, publishing, region_gate
 from orders.runtime.dependencies import dependencies
 from orders.settings import Settings
 from orders.steps.admission import check
@@ -136,6 +136,7 @@ class StepTask(Task):  # type: ignore[misc]
         return replace(dependencies(self.settings), given=given) if given else dependencies(self.settings)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        region_gate.turn_away(self.settings, self.name)  # only the active region runs steps (rule R1)
         # Until the task is over (task_postrun), every send of this thread waits out an SQS outage:
         # the chain's hand-off is sent after the task returns, on this thread.
         batching.wait_out_outages(self.settings.retry_budget_seconds)
