@@ -118,7 +118,8 @@ def set_stock(settings: Settings, sku: str, quantity: int) -> StockLevel:
             TableName=table_name(settings, "stock"), Key=to_item({"sku": sku}),
             UpdateExpression="SET available = :q, reserved = if_not_exists(reserved, :zero), "
                              "stockSet = if_not_exists(reserved, :zero) + :q, restocked = :zero, "
-                             "sold = :zero, version = if_not_exists(version, :zero) + :one, updatedAt = :now",
+                             "sold = :zero, version = if_not_exists(version, :zero) + :one, "
+                             "updatedAt = :now, stockSetAt = :now",
             ExpressionAttributeValues=to_item({":q": quantity, ":zero": 0, ":one": 1, ":now": now_iso()}),
             ReturnValues="ALL_NEW")["Attributes"]
     return stock_view(from_item(new))

@@ -20,10 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from orders.aws import clients, tables
+from orders.aws import clients, region_switch, tables
 from orders.aws.claims import Claim, ClaimBatch
 from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
-from orders.domain.errors import ConcurrentUpdate
+from orders.domain.errors import ConcurrentUpdate, RegionInactive
 from orders.domain.order import Order
 from orders.domain.records import FAILURE_FIELDS, Change, OrderRecord, public_view
 from orders.domain.states import FINAL_STATES, OrderState, Step
@@ -72,8 +72,23 @@ class OrderStore:
     def create(self, order: Order, placed_at: str, correlation_id: str,
                review: bool) -> tuple[OrderRecord, bool]:
         """Record a validated order (placed, then validated); (record, False) if it already existed."""
-        return self._put_new(OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review),
-                             over_stub=True)
+        record = OrderRecord.placed(order, placed_at, now_iso(), correlation_id, review)
+        home = self.home()
+        if home is not None:
+            record = replace(record, home_region=home[0], home_epoch=home[1])
+        return self._put_new(record, over_stub=True)
+
+    def home(self) -> tuple[str, int] | None:
+        """(region, epoch) this process writes orders as in a multi-region deployment (rule R2 of
+        docs/multi-region.md: the region that placed or adopted an order, at the switch's epoch then);
+        None in one region. RegionInactive when the switch cannot be read: no order is written then."""
+        if not self.settings.multi_region:
+            return None
+        switch = region_switch.current(self.settings)
+        if switch is None:
+            raise RegionInactive(f"{self.settings.region}: the active-region switch cannot be read; "
+                                 "no order is written until it can (fail closed)")
+        return str(self.settings.region), switch.epoch
 
     def reject(self, order_id: str, problems: Sequence[str], placed_at: str,
                correlation_id: str) -> tuple[OrderRecord, bool]:
@@ -146,13 +161,27 @@ class OrderStore:
             if value is not None:
                 names[f"#{attribute}"], values[f":{attribute}"] = attribute, value
                 condition += f" AND #{attribute} = :{attribute}"
+        new = record.after(change, at)
+        home = self.home()
+        if home is not None:
+            # The step's own write adopts the order into this region (no call of its own), and is refused
+            # on an order a later epoch took: a worker of the region switched away from stops there.
+            (values[":home"], values[":epoch"]), names["#homeEpoch"] = home, "homeEpoch"
+            sets += ["homeRegion = :home", "#homeEpoch = :epoch"]
+            condition += " AND (attribute_not_exists(#homeEpoch) OR #homeEpoch <= :epoch)"
+            adopted = record.home_region if record.home_region not in (None, home[0]) else None
+            if adopted:
+                values[":adoptedFrom"], values[":adoptedAt"] = adopted, at
+                sets += ["adoptedFrom = :adoptedFrom", "adoptedAt = :adoptedAt"]
+            new = replace(new, home_region=home[0], home_epoch=home[1],
+                          adopted_from=adopted or new.adopted_from)
         op = {"TableName": self.table, "Key": self.key(record.order_id),
               "UpdateExpression": "SET " + ", ".join(sets) + removes,
               # The state too: the change was decided on it (from a record the message may have carried).
               "ConditionExpression": condition,
               "ExpressionAttributeNames": names,
               "ExpressionAttributeValues": to_item(values)}
-        return Write(Guard.ORDER, {"Update": op}), record.after(change, at)
+        return Write(Guard.ORDER, {"Update": op}), new
 
     def transition(self, record: OrderRecord, change: Change) -> OrderRecord:
         """Make `change`; ConcurrentUpdate (retryable) if someone wrote the order meanwhile."""

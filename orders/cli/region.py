@@ -15,7 +15,8 @@ from orders.aws import region_switch
 from orders.aws.region_switch import Switch, SwitchMoved
 from orders.cli.common import aws_failures, aws_settings
 from orders.domain.errors import OrderError
-from orders.ops import region_health
+from orders.ops import adoption, region_health
+from orders.ops.reconcile import recount_stock
 from orders.ops.region_health import FAILURES, PROBE_INTERVAL_SECONDS, Health, Watch
 from orders.settings import ConfigurationError, Settings
 
@@ -128,14 +129,19 @@ def failback_cmd(reason: str, as_json: bool) -> None:
 
 def _after_flip(settings: Settings, flipped: Switch, as_json: bool) -> None:
     adopted, problem = resume_in_flight(settings, flipped.active)
+    recounted = [r.to_json() for r in recount_stock(settings.for_region(flipped.active))]
     if as_json:
         click.echo(json.dumps({"active": flipped.active, "epoch": flipped.epoch, "previous": flipped.previous,
-                               "at": flipped.at, "reason": flipped.reason, "adopted": adopted}, indent=2))
+                               "at": flipped.at, "reason": flipped.reason, "adopted": adopted,
+                               "recounted": recounted}, indent=2))
     else:
         click.echo(_describe(flipped))
         if adopted is not None:
             click.echo(f"Orders in flight elsewhere resumed in {flipped.active}: "
                        f"{sum(a['action'] == 'resumed' for a in adopted)} of {len(adopted)}")
+        for recount in recounted:
+            click.echo(f"Stock {recount['sku']} recounted from its holds: "
+                       f"{recount['was']} -> {recount['now']}")
     if problem:
         click.echo(problem, err=True)
         raise SystemExit(1)
@@ -144,12 +150,8 @@ def _after_flip(settings: Settings, flipped: Switch, as_json: bool) -> None:
 def resume_in_flight(settings: Settings, active: str) -> tuple[list[dict[str, Any]] | None, str | None]:
     """After a flip: resume in `active` the orders in flight elsewhere (orders.ops.adoption); what was
     done (None when not done) and, when it could not be, why."""
-    try:
-        from orders.ops import adoption
-        from tasks.ops import resumer
-    except ImportError as exc:
-        return None, (f"orders in flight elsewhere were not resumed ({exc}): this installation has no "
-                      "adoption (orders.ops.adoption)")
+    from tasks.ops import resumer  # the Celery app: loaded only when orders are really resumed
+
     regional = settings.for_region(active)
     try:
         return [a.to_json() for a in adoption.resume_in_flight(regional, resumer(regional))], None

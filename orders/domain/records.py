@@ -116,6 +116,12 @@ class OrderRecord:
     shipment: Shipment | None = None
     refund: Refund | None = None
     shortages: tuple[Shortage, ...] = ()
+    #: The region whose workers write the order, and the switch's epoch when it took it (docs/multi-region.md,
+    #: rule R2); None in a deployment of one region.
+    home_region: str | None = None
+    home_epoch: int | None = None
+    #: The region it was adopted from, when a failover moved it (operators and the reconciliation read it).
+    adopted_from: str | None = None
 
     @classmethod
     def placed(cls, order: Order, placed_at: str, at: str, correlation_id: str,
@@ -167,7 +173,9 @@ class OrderRecord:
             payment=Payment.from_data(payment) if payment else None,
             shipment=Shipment.from_data(shipment) if shipment else None,
             refund=Refund.from_data(refund) if refund else None,
-            shortages=tuple(Shortage.from_data(s) for s in data.get("shortages") or ()))
+            shortages=tuple(Shortage.from_data(s) for s in data.get("shortages") or ()),
+            home_region=data.get("homeRegion"), home_epoch=as_int(data.get("homeEpoch")),
+            adopted_from=data.get("adoptedFrom"))
 
     def to_data(self) -> dict[str, Any]:
         """The stored values (absent fields left out)."""
@@ -187,6 +195,7 @@ class OrderRecord:
             "shipment": self.shipment.to_data() if self.shipment else None,
             "refund": self.refund.to_data() if self.refund else None,
             "shortages": [s.to_data() for s in self.shortages] or None,
+            "homeRegion": self.home_region, "homeEpoch": self.home_epoch, "adoptedFrom": self.adopted_from,
         })
 
     def carried(self) -> dict[str, Any]:

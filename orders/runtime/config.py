@@ -53,6 +53,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: How often the active region looks for orders in flight elsewhere after a flip (orders.ops.adoption).
+ADOPT_SECONDS = 15.0
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Periodic tasks run by `celery -A orders beat` (one beat per environment)."""
     return {
@@ -70,6 +74,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "release-expired-holds": {"task": "inventory.release_expired",
                                   "schedule": settings.reservation_sweep_seconds,
                                   "options": {"MessageGroupId": "inventory-sweep"}},
+        # Multi-region: orders in flight in the region switched away from, resumed here once their
+        # records have replicated (orders.ops.adoption); nothing to do, and no read, far from a flip.
+        "adopt-in-flight": {"task": "ops.adopt_in_flight", "schedule": ADOPT_SECONDS,
+                            "options": {"expires": ADOPT_SECONDS}},
     }
 
 
