@@ -44,7 +44,7 @@ FAULTS_PATH = "/_orders/faults"
 SQS_SEND = "sqs-send"
 SQS_SEND_ACTIONS = frozenset({"SendMessage", "SendMessageBatch"})
 #: The services the platform calls, by the name their requests are signed with (CloudWatch's is `monitoring`).
-SERVICES = ("dynamodb", "sns", "sqs", "monitoring")
+SERVICES = ("dynamodb", "sns", "sqs", "monitoring", "kms")
 ALIASES = {"cloudwatch": "monitoring"}
 
 

@@ -214,8 +214,9 @@ class Replicator:
         """Write the change in its target unless the target holds a newer version (last writer wins)."""
         target = self.regions[change.target]
         item: ItemId = (change.table, json.dumps(change.key, sort_keys=True))
-        for _ in range(10):
-            self._read(target, change.table)  # the target's copy as it is now
+        for attempt in range(10):
+            if attempt:  # the pass read every stream just before; after a refused write, read again
+                self._read(target, change.table)  # the target's copy as it is now
             current = target.versions.get(item)
             if current is not None and current.stamp >= change.version.stamp:
                 self.counts["superseded"] += 1
