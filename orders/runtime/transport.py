@@ -163,11 +163,11 @@ class Message(virtual.Message):  # type: ignore[misc]  # kombu is untyped
 
     def __init__(self, payload: Any, channel: Any = None, **kwargs: Any):
         super().__init__(payload, channel=channel, **kwargs)
-        decoded = getattr(channel, "_decoded_body", None)
-        if decoded is not None:
+        handed = getattr(channel, "_handed", None)
+        if handed is not None and handed[0] is payload:
             # What `decode()` would return: kombu's `loads` of this same body, with the
             # worker's accepted content types. Celery reads it on the event loop.
-            self._decoded_cache = decoded
+            self._decoded_cache = handed[1]
 
 
 class Channel(ReceivingChannel):
@@ -177,7 +177,7 @@ class Channel(ReceivingChannel):
     Message = Message
     _acks: Batcher | None = None
     _quarantine: Quarantine | None = None
-    _decoded_body: Any = None  # the body of the message being handed to Celery, already decoded
+    _handed: tuple[dict[str, Any], Any] | None = None  # (payload, its body decoded) being handed to Celery
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -334,11 +334,11 @@ class Channel(ReceivingChannel):
             # The queue it came from, not what the message says: kombu's ack and reject
             # pick their SQS client and queue by this name.
             payload["properties"]["delivery_info"]["routing_key"] = qname
-            self._decoded_body = task.body
+            self._handed = (payload, task.body)
             try:
                 callback(payload)
             finally:
-                self._decoded_body = None
+                self._handed = None
         except Exception as exc:  # a shape the envelope check let through: still never a crash
             logger.exception("kombu or Celery failed on message %s of %s", message.get("MessageId"), qname)
             self._forget(message)
