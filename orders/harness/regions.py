@@ -29,12 +29,14 @@ from typing import Any
 
 from orders.celery import app
 from orders.domain.errors import RetryableError
+from orders.domain.times import parse_time
 from orders.emulator.faults import SERVICES, clear_faults, start_outage
 from orders.emulator.replication import Replicator
 from orders.emulator.server import CREDENTIALS, EmulatorProcess
 from orders.harness.processes import ChildProcess, stop_all, wait_ready
 from orders.harness.stack import BEAT_READY, DEFAULT_WORKER_ARGS, WORKER_READY
 from orders.infra import provisioning
+from orders.ops.audit import read_order_table
 from orders.runtime import region_gate
 from orders.settings import Settings, child_environment
 from orders.topology import QUEUES
@@ -224,3 +226,26 @@ class Producer:
                 continue
             placement.region, placement.accepted_at = region, time.time()
             return
+
+
+def statuses(settings: Settings) -> dict[str, str]:
+    """Every order's status in `settings`' region, by id."""
+    return {r.order_id: r.status.value for r in read_order_table(settings).records}
+
+
+def wait_final(settings: Settings, order_ids: set[str], timeout: float) -> dict[str, str]:
+    """The orders' statuses once every one is final in `settings`' region (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {r.order_id: r for r in read_order_table(settings).records if r.order_id in order_ids}
+        if (len(found) == len(order_ids) and all(r.status.is_final for r in found.values())) \
+                or time.monotonic() > deadline:
+            return {i: r.status.value for i, r in found.items()}
+        time.sleep(1.0)
+
+
+def first_final_after(settings: Settings, order_ids: set[str]) -> float | None:
+    """When the first of `order_ids` ended (epoch seconds), in `settings`' region; None if none has."""
+    ends = [r.history[-1].at for r in read_order_table(settings).records
+            if r.order_id in order_ids and r.status.is_final and r.history]
+    return parse_time(min(ends)).timestamp() if ends else None

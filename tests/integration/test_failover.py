@@ -26,30 +26,23 @@ from orders.aws import region_switch
 from orders.aws.gateway import ledger
 from orders.cli import cli
 from orders.harness.order_mix import EXPECTED, OrderMix
-from orders.harness.regions import PRIMARY, STANDBY, Producer, TwoRegions
+from orders.harness.regions import (
+    PRIMARY,
+    STANDBY,
+    Producer,
+    TwoRegions,
+    first_final_after,
+    statuses,
+    wait_final,
+)
 from orders.harness.runner import seed_catalogue
 from orders.ops.audit import audit, read_order_table
-from orders.settings import Settings, get_settings
+from orders.settings import get_settings
 
 pytestmark = pytest.mark.timeout(600)
 
 ORDERS, RATE = 60, 3.0
 FINAL = ("completed", "cancelled", "rejected")
-
-
-def statuses(settings: Settings) -> dict[str, str]:
-    return {r.order_id: r.status.value for r in read_order_table(settings).records}
-
-
-def wait_final(settings: Settings, order_ids: set[str], timeout: float) -> dict[str, str]:
-    """The orders' statuses once every one is final in `settings`' region (or at the timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {r.order_id: r for r in read_order_table(settings).records if r.order_id in order_ids}
-        if (len(found) == len(order_ids) and all(r.status.is_final for r in found.values())) \
-                or time.monotonic() > deadline:
-            return {i: r.status.value for i, r in found.items()}
-        time.sleep(1.0)
 
 
 def operate(*args: str) -> str:
@@ -104,8 +97,8 @@ def test_a_region_lost_mid_run_is_taken_over_and_given_back_with_every_order_fin
         assert in_standby <= set(finished) and all(s in FINAL for s in finished.values()), finished
         standby_knew = set(finished)  # the primary's orders among them had replicated before it went dark
         adopted = accepted_by_primary & standby_knew
-        first_final = min(r.history[-1].at for r in read_order_table(standby).records
-                          if r.order_id in in_standby and r.status.is_final)
+        first_final = first_final_after(standby, in_standby)
+        assert first_final is not None
 
         regions.come_back(PRIMARY)
         assert regions.replicator.wait(120)  # the primary's late writes, and the standby's, have crossed
@@ -130,7 +123,7 @@ def test_a_region_lost_mid_run_is_taken_over_and_given_back_with_every_order_fin
         moved = Counter(r.adopted_from for r in read_order_table(primary).records if r.adopted_from)
 
         rpo = sorted(accepted_by_primary - standby_knew)
-        rto = datetime.fromisoformat(first_final.replace("Z", "+00:00")).timestamp() - dark_at
+        rto = first_final - dark_at
         resumed = sum(1 for a in answer["adopted"] if a["action"] == "resumed")
         print(f"\nfailover: {len(every)} orders, {len(accepted_by_primary)} accepted by the primary before "
               f"it went dark ({len(adopted)} of them replicated), {resumed} resumed by the failover, "
