@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from orders.settings import Settings
 
 DAY = 86_400
+HOUR = 3_600
 RETENTION_14_DAYS = 14 * DAY
 LONG_POLL_SECONDS = 20
 #: Task time limits sit this far below the queue's visibility timeout, so a
@@ -38,6 +39,9 @@ class QueueSpec:
     high_throughput_fifo: bool = False
     retention: int = RETENTION_14_DAYS
     wait_time: int = LONG_POLL_SECONDS
+    #: Holds another region's events (docs/multi-region.md, R7): consumed only after a failover, so a
+    #: deep or old backlog there is its normal state, not a finding (orders.infra.alarms).
+    cross_region: bool = False
     purpose: str = ""
 
     @property
@@ -111,6 +115,9 @@ class QueueSpec:
         return attrs
 
 
+#: The queue each region subscribes to the other region's customer events (docs/multi-region.md, R7).
+REPLICA_QUEUE = "notifications-replica"
+
 QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec("orders", "orders", visibility_timeout=300, max_receive_count=3,
               purpose="regular orders: validation and routing into the chain"),
@@ -126,6 +133,12 @@ QUEUES: tuple[QueueSpec, ...] = (
               purpose="shipment creation and tracking numbers"),
     QueueSpec("notifications", "notifications", visibility_timeout=60, max_receive_count=2,
               purpose="customer and internal notifications; SNS events land here"),
+    # Declared in every deployment (each queue has its workers, role and URL everywhere), subscribed
+    # only with several regions: with one it stays empty. An hour of retention is how far back a
+    # failover needs the lost region's events (the replication delay and the failover, with margin).
+    QueueSpec(REPLICA_QUEUE, "notifications", visibility_timeout=60, max_receive_count=2,
+              retention=HOUR, cross_region=True,
+              purpose="the other region's customer events (multi-region): notified after a failover"),
 )
 
 QUEUES_BY_NAME: dict[str, QueueSpec] = {q.name: q for q in QUEUES}
@@ -189,15 +202,28 @@ class SubscriptionSpec:
     endpoint: str
     filter_policy: dict[str, list[str]] = field(default_factory=dict)
     raw_delivery: bool = False
+    #: For 'sqs': the queue's region when it is not the topic's (a cross-region subscription).
+    region: str | None = None
 
     def key(self) -> tuple[str, str, str]:
-        return (self.topic, self.protocol, self.endpoint)
+        where = f"{self.region}:" if self.region else ""
+        return (self.topic, self.protocol, where + self.endpoint)
+
+    @property
+    def label(self) -> str:
+        where = f" in {self.region}" if self.region else ""
+        return f"subscription {self.topic} -> {self.protocol}:{self.endpoint}{where}"
 
 
 def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     """The subscriptions of this environment: the queue always, endpoints where configured."""
     subs = [SubscriptionSpec("order-status", "sqs", "notifications",
                              filter_policy={"event_type": list(CUSTOMER_EVENTS)}, raw_delivery=True)]
+    # The same events, to the other regions' replica queues: the region that takes over notifies
+    # what this one published and had not notified (docs/multi-region.md, R7).
+    subs += [SubscriptionSpec("order-status", "sqs", REPLICA_QUEUE, raw_delivery=True, region=other,
+                              filter_policy={"event_type": list(CUSTOMER_EVENTS)})
+             for other in settings.regions if settings.multi_region and other != settings.region]
     if settings.customer_email:
         subs.append(SubscriptionSpec("order-status", "email", settings.customer_email,
                                      filter_policy={"event_type": list(CUSTOMER_EVENTS)}))
@@ -251,9 +277,11 @@ SERVICE_QUEUES: dict[str, str] = {
 }
 
 
-#: Queues a task is also sent to explicitly, besides its service's: its time limit must fit
-#: every one of them (a VIP placement runs under the priority queue's 120 s visibility).
-ALSO_SENT_TO: dict[str, tuple[str, ...]] = {"orders.place": ("orders-priority.fifo",)}
+#: Queues a task also arrives on, besides its service's: its time limit must fit every one of them
+#: (a VIP placement runs under the priority queue's 120 s visibility).
+ALSO_SENT_TO: dict[str, tuple[str, ...]] = {"orders.place": ("orders-priority.fifo",),
+                                             # delivered there by SNS, from the other region's topic
+                                             "notifications.notify": (REPLICA_QUEUE,)}
 
 
 def queue_for_task(task_name: str) -> QueueSpec:
@@ -318,6 +346,8 @@ SERVICE_LEVELS: dict[str, ServiceLevel] = {
     "inventory.fifo": ServiceLevel(p95_seconds=2, peak_per_second=200),
     "shipping": ServiceLevel(p95_seconds=5, peak_per_second=100),
     "notifications": ServiceLevel(p95_seconds=1, peak_per_second=500),
+    # After a failover it drains up to an hour of the lost region's events at notifications' pace.
+    REPLICA_QUEUE: ServiceLevel(p95_seconds=1, peak_per_second=500),
 }
 #: The exercise's reliability target: 99.9% of messages delivered successfully.
 SUCCESS_RATE_TARGET = 0.999

@@ -154,6 +154,21 @@ def regions_variable(emulators: dict[str, Any]) -> str:
     return ",".join(f"{region}={emulator.endpoint}" for region, emulator in emulators.items())
 
 
+def use_regions(env: Any, emulators: dict[str, Any], namespace: str) -> Any:
+    """A fresh environment `namespace` over the emulators' regions, set in `env` (a MonkeyPatch) as a user
+    sets it (ORDERS_REGIONS=REGION=URL,..., no AWS_ENDPOINT_URL_*); the primary's Settings."""
+    from orders.settings import get_settings
+
+    regions = regions_variable(emulators)
+    primary = next(iter(emulators.values()))
+    for name, value in {**primary.env, "ORDERS_ENV": namespace, "ORDERS_REGIONS": regions}.items():
+        env.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_DYNAMODB"):
+        env.delenv(name, raising=False)
+    get_settings.cache_clear()
+    return primary.settings({"ORDERS_ENV": namespace, "ORDERS_REGIONS": regions})
+
+
 @contextmanager
 def paused(endpoint: str) -> Iterator[None]:
     """The emulator process listening at `endpoint` stopped (SIGSTOP): its port still accepts

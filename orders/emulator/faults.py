@@ -189,7 +189,7 @@ class Faults:
             status, payload = "404 Not Found", {"error": str(exc)}
         except ValueError as exc:  # json.JSONDecodeError is one
             status, payload = "400 Bad Request", {"error": str(exc)}
-        return _json(start_response, status, payload)
+        return json_answer(start_response, status, payload)
 
     def inject(self, environ: dict[str, Any], call: str,
                start_response: Callable[..., Any]) -> list[bytes] | None:
@@ -205,13 +205,13 @@ class Faults:
         return [body]
 
 
-def _json(start_response: Callable[..., Any], status: str, payload: Any) -> list[bytes]:
+def json_answer(start_response: Callable[..., Any], status: str, payload: Any) -> list[bytes]:
     body = json.dumps(payload, sort_keys=True).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 
 
-def _request(endpoint: str, path: str, payload: Any = None) -> dict[str, Any]:
+def control_request(endpoint: str, path: str, payload: Any = None) -> dict[str, Any]:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(endpoint.rstrip("/") + path, data=data,
                                      method="GET" if payload is None else "POST",
@@ -242,23 +242,24 @@ def set_faults(endpoint: str, error_rate: float = 0.0, services: Sequence[str] =
                             "outages": _outage_specs(outages), "kinds": list(kinds)}
     if seed is not None:
         plan["seed"] = seed
-    _request(endpoint, FAULTS_PATH, plan)
+    control_request(endpoint, FAULTS_PATH, plan)
 
 
 def start_outage(endpoint: str, target: str, seconds: float, delay: float = 0.0) -> None:
     """Take `target` away for `seconds`, from now (or `delay` seconds from now), on top of the plan."""
-    _request(endpoint, FAULTS_PATH, {"outages": [{"target": target, "seconds": seconds, "delay": delay}]})
+    control_request(endpoint, FAULTS_PATH,
+                    {"outages": [{"target": target, "seconds": seconds, "delay": delay}]})
 
 
 def fault_report(endpoint: str) -> dict[str, Any]:
     """{"plan": {...}, "injected": {"service:Action:kind": n}, "outages": [{target, started, ends, active}]}
     (times in epoch seconds)."""
-    return _request(endpoint, FAULTS_PATH)
+    return control_request(endpoint, FAULTS_PATH)
 
 
 def clear_faults(endpoint: str) -> None:
     """No more faults, outages ended, counts zeroed."""
-    _request(endpoint, FAULTS_PATH + "/reset", {})
+    control_request(endpoint, FAULTS_PATH + "/reset", {})
 
 
 def parse_outage(text: str) -> dict[str, Any]:

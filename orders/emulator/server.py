@@ -13,7 +13,8 @@ all in a small WSGI middleware:
   outages of a service, switched on over HTTP or at start.
 
 `GET /_orders/calls` returns the counts, `POST /_orders/calls/reset` zeroes them;
-`/_orders/faults` sets and reports the faults.
+`/_orders/faults` sets and reports the faults; `/_orders/peers` names the emulators of the other
+regions, where SNS delivers to their queues (orders.emulator.moto_sns).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from orders.emulator import moto_sns
 from orders.emulator.faults import FAULTS_PATH, Faults, add_fault_arguments, plan_from_arguments
 from orders.settings import Settings, child_environment
 
@@ -130,6 +132,8 @@ class CountingMiddleware:
         environ["wsgi.input"] = io.BytesIO(body)
         if path.startswith(FAULTS_PATH):
             return self.faults.control(environ, body, start_response)
+        if path.startswith(moto_sns.PEERS_PATH):
+            return moto_sns.DELIVERIES.control(environ, body, start_response)
         call = identify_call(environ, body)
         self.calls.add(call)
         if self.latency:
@@ -207,6 +211,7 @@ class AwsEmulator:
         else:
             moto_dynamodb.install()
             moto_sqs.install()
+            moto_sns.install()
             dispatcher = cached_dispatcher(create_backend_app)
         counting = CountingMiddleware(dispatcher, self.latency_ms)
         if self.faults:

@@ -104,6 +104,10 @@ class TwoRegions:
                           for name in (PRIMARY, STANDBY, OUTSIDE)}
         with ThreadPoolExecutor(3) as starting:
             list(starting.map(EmulatorProcess.start, self.emulators.values()))
+        from orders.emulator import moto_sns  # beside the faults' helpers: the emulator's own client
+
+        # Each region's topics deliver to the other's replica queue (docs/multi-region.md, R7).
+        moto_sns.connect({name: self.emulators[name].endpoint for name in (PRIMARY, STANDBY)})
 
     def _configure(self) -> None:
         url = {name: emulator.endpoint for name, emulator in self.emulators.items()}

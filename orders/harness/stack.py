@@ -64,7 +64,8 @@ class Stack:
         self.latency_ms = latency_ms
         self.namespace = namespace or f"demo-{uuid.uuid4().hex[:6]}"
         self.extra_env = dict(extra_env or {})
-        self.queues = list(queues or [q.name for q in QUEUES])
+        # One region: the cross-region queue is never subscribed, so it gets no idle worker of its own.
+        self.queues = list(queues or [q.name for q in QUEUES if not q.cross_region])
         self.worker_args = list(worker_args)
         self.loglevel = loglevel
         self.beat = beat

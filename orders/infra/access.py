@@ -14,13 +14,13 @@ provisioning (orders.infra) and the CLI (orders.cli).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from orders.domain.sensitive import Field
 from orders.infra.alarms import STATIC_KINDS
 from orders.infra.predictive import PREDICTIVE_KINDS
-from orders.topology import QUEUES, TABLES, TOPICS
+from orders.topology import QUEUES, REPLICA_QUEUE, TABLES, TOPICS
 
 
 class Kind(StrEnum):
@@ -152,6 +152,15 @@ PLACE = (table("RecordPlacedOrders", "orders", ("PutItem",),
 CHECK_SKUS = table("CheckSkus", "stock", ("BatchGetItem",),
                    "unknown SKUs are refused at the door and again here")
 
+AFTER_FAILOVER = "only in a multi-region deployment, on the other region's events after a failover"
+#: The notify step's own grants, on whichever queue its events arrive.
+NOTIFY = (table("ClaimNotifications", "orders", ("UpdateItem",),
+                "one notification per order and event (orders.aws.store.OrderStore.claim_notification)"),
+          table("ReadClaimedOrders", "orders", ("BatchGetItem",),
+                "claims made together: one transaction, then one read of their orders (orders.aws.claims)",
+                kept="only when a worker's threads claim at once (a receive of several customer events)"),
+          open_field("OpenContacts", Field.CONTACT, "notify"))
+
 WORKERS: tuple[Role, ...] = (
     worker("orders", ("orders", "inventory.fifo"), ("order-status", "system-health"),
            CHECK_SKUS, table("RecordOrders", "orders", ("GetItem", "PutItem", "UpdateItem"),
@@ -206,13 +215,9 @@ WORKERS: tuple[Role, ...] = (
            table("ReadShippedOrders", "orders", ("GetItem",), "the order, read before its change",
                  kept=ON_STALE_RECORD),
            open_field("OpenShippingAddresses", Field.SHIPPING_ADDRESS, "shipping")),
-    worker("notifications", (), ("order-status", "payment-notifications", "inventory-alerts"),
-           table("ClaimNotifications", "orders", ("UpdateItem",),
-                 "one notification per order and event (orders.aws.store.OrderStore.claim_notification)"),
-           table("ReadClaimedOrders", "orders", ("BatchGetItem",),
-                 "claims made together: one transaction, then one read of their orders (orders.aws.claims)",
-                 kept="only when a worker's threads claim at once (a receive of several customer events)"),
-           open_field("OpenContacts", Field.CONTACT, "notify")),
+    worker("notifications", (), ("order-status", "payment-notifications", "inventory-alerts"), *NOTIFY),
+    # The other region's customer events, notified after a failover (docs/multi-region.md, R7).
+    worker(REPLICA_QUEUE, (), (), *(replace(g, kept=g.kept or AFTER_FAILOVER) for g in NOTIFY)),
 )
 
 BEAT = Role("beat", "celery beat: the periodic tasks' messages (orders.runtime.config.beat_schedule)", (

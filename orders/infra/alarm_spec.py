@@ -13,9 +13,15 @@ from typing import Any
 
 from orders.aws.metrics import NAMESPACE
 from orders.settings import Settings
+from orders.topology import QueueSpec
 
 PERIOD = 60
 RUNBOOK = "docs/operations.md"
+#: The kinds that fire on messages waiting. A cross-region queue (QueueSpec.cross_region) holds the other
+#: region's events for an hour, unconsumed while its region is passive and drained after a failover:
+#: waiting is its normal state, so it has none of these, only the alarms on failures (dlq, error-rate,
+#: error-anomaly).
+WAITING_KINDS = frozenset({"depth", "age", "rate-drop", "age-anomaly", "backlog-trend"})
 
 
 @dataclass(frozen=True)
@@ -103,3 +109,8 @@ def single(name: str, queue_name: str) -> dict[str, Any]:
     """A single SQS metric of a queue, at its maximum."""
     return {"Namespace": "AWS/SQS", "MetricName": name, "Statistic": "Maximum",
             "Dimensions": [{"Name": "QueueName", "Value": queue_name}]}
+
+
+def fitting(spec: QueueSpec, alarms: list[AlarmSpec]) -> list[AlarmSpec]:
+    """The alarms that fit the queue: all, or for a cross-region queue those on failures only."""
+    return [a for a in alarms if not (spec.cross_region and a.kind in WAITING_KINDS)]

@@ -16,7 +16,7 @@ from typing import Any
 from orders.aws import clients
 from orders.aws.sns import topic_arns
 from orders.infra import predictive
-from orders.infra.alarm_spec import AlarmSpec, expression, single, sqs_query, task_query
+from orders.infra.alarm_spec import AlarmSpec, expression, fitting, single, sqs_query, task_query
 from orders.infra.converger import Converger
 from orders.settings import Settings
 from orders.topology import QUEUES, SERVICE_LEVELS, SUCCESS_RATE_TARGET, QueueSpec, tags
@@ -38,11 +38,11 @@ def error_rate_threshold() -> float:
 
 
 def queue_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
-    """The five alarms of one processing queue."""
+    """The five alarms of one processing queue (two for a cross-region one: alarm_spec.fitting)."""
     level = SERVICE_LEVELS[spec.name]
     src, dlq = spec.sqs_name(settings), spec.dlq_sqs_name(settings)
     error_pct = error_rate_threshold()
-    return [
+    return fitting(spec, [
         AlarmSpec(spec.name, "depth", "warning",
                   f"{spec.name}: more than {level.backlog_limit} messages waiting for 3 minutes, "
                   f"more than it drains in {level.p95_seconds:g} s at {level.peak_per_second:g}/s",
@@ -74,7 +74,7 @@ def queue_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
                            task_query(settings, spec.name, "SampleCount", "tasks"),
                            expression("errors", f"IF(tasks >= {ERROR_RATE_MIN_TASKS}, 100 * (1 - ok), 0)",
                                       "error rate (%)"))),
-    ]
+    ])
 
 
 def alarm_specs(settings: Settings) -> list[AlarmSpec]:

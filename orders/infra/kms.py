@@ -15,14 +15,14 @@ what lets their IAM policies grant that.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orders.aws import clients
 from orders.infra.alarms import alarm_specs
 from orders.infra.converger import Converger
 from orders.settings import Settings
-from orders.topology import ENVIRONMENT_KEY, TOPICS, tags
+from orders.topology import ENVIRONMENT_KEY, TOPICS, TOPICS_BY_NAME, subscriptions, tags
 
 #: What a service needs to encrypt with the key and to decrypt (the actions AWS documents for SNS
 #: delivering to an encrypted queue and for CloudWatch publishing to an encrypted topic).
@@ -53,6 +53,10 @@ def caller_account(settings: Settings) -> Account:
 def key_policy(settings: Settings, account: Account) -> dict[str, Any]:
     """The key policy: the account administers the key; SNS and CloudWatch use it for this environment."""
     topics = [account.arn("sns", spec.sns_name(settings)) for spec in TOPICS]
+    # The other regions' topics that deliver to this region's replica queue (docs/multi-region.md, R7):
+    # the regions being declared alike, those this region's topics deliver to in theirs.
+    topics += [replace(account, region=sub.region).arn("sns", TOPICS_BY_NAME[sub.topic].sns_name(settings))
+               for sub in subscriptions(settings) if sub.region]
     alarms = [account.arn("cloudwatch", f"alarm:{spec.name(settings)}") for spec in alarm_specs(settings)]
     return {"Version": "2012-10-17", "Statement": [
         # AWS's default statement: without it no IAM policy can grant any use of the key, and

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from orders.aws.metrics import NAMESPACE
-from orders.infra.alarm_spec import AlarmSpec, expression, metric_query, sqs_query, task_query
+from orders.infra.alarm_spec import AlarmSpec, expression, fitting, metric_query, sqs_query, task_query
 from orders.settings import Settings
 from orders.topology import QUEUES, SERVICE_LEVELS, QueueSpec
 
@@ -57,10 +57,10 @@ def order_rate_alarm(settings: Settings) -> AlarmSpec:
 
 
 def queue_predictive_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSpec]:
-    """The predictive alarms of one processing queue."""
+    """The predictive alarms of one processing queue (of a cross-region one, on failures only)."""
     src = spec.sqs_name(settings)
     limit, minutes = SERVICE_LEVELS[spec.name].backlog_limit, QUEUE_PERIODS
-    return [
+    return fitting(spec, [
         AlarmSpec(spec.name, "age-anomaly", "warning",
                   f"{spec.name}: oldest message older than expected (anomaly band) for {minutes} minutes",
                   0, "GreaterThanUpperThreshold", QUEUE_PERIODS,
@@ -84,7 +84,7 @@ def queue_predictive_alarms(settings: Settings, spec: QueueSpec) -> list[AlarmSp
                            expression("projected", TREND,
                                       f"backlog in {TREND_HORIZON_MINUTES} min at this growth")),
                   runbook=RUNBOOK),
-    ]
+    ])
 
 
 def predictive_alarms(settings: Settings) -> list[AlarmSpec]:

@@ -92,6 +92,15 @@ T = TypeVar("T")
 
 
 def in_every_region(settings: Settings, action: Callable[[Settings], T]) -> list[tuple[str | None, T]]:
-    """`action` (up, check or down) in each region of `settings`, the primary first, with its result."""
+    """`action` (up, check or down) in each region of `settings`, the primary first, with its result.
+
+    After `up` in several regions, each region's topics are subscribed again: a region's pass cannot
+    subscribe the replica queues of the regions provisioned after it (they did not exist yet).
+    """
     each = [settings.for_region(name) for name in settings.regions] or [settings]
-    return [(regional.region, action(regional)) for regional in each]
+    results = [(regional.region, action(regional)) for regional in each]
+    if action is up and len(each) > 1:
+        for regional, (_, report) in zip(each[:-1], results[:-1], strict=True):
+            if isinstance(report, Report):
+                topics.converge_subscriptions(Converger(regional, apply=True, report=report))
+    return results

@@ -71,7 +71,7 @@ def converge_subscriptions(converger: Converger) -> None:
         for spec in (s for s in declared if s.topic == topic):
             endpoint = endpoint_for(converger, spec)
             if endpoint is None:
-                continue  # its queue is missing, which is already reported
+                continue  # its queue is missing, which is already reported (in its own region's pass)
             found = next((s for s in live if s["Protocol"] == spec.protocol
                           and s["Endpoint"] == endpoint), None)
             if found:
@@ -88,10 +88,13 @@ def converge_subscriptions(converger: Converger) -> None:
 def subscription(converger: Converger, sns: Any, topic_arn: str, spec: SubscriptionSpec,
                  endpoint: str, found: dict[str, str] | None) -> None:
     """One declared subscription: created if missing, its attributes converged."""
-    label = f"subscription {spec.topic} -> {spec.protocol}:{spec.endpoint}"
+    label = spec.label
     wanted = subscription_attributes(spec)
     if spec.protocol == "sqs":
-        allow_topic_to_send(converger, endpoint, topic_arn)
+        # A cross-region subscription made now comes with its statement on the other region's queue,
+        # which that region's pass has just created: a change, not drift.
+        allow_topic_to_send(converger, endpoint, topic_arn, queue_settings(converger.settings, spec),
+                            new=spec.region is not None and found is None)
     if found is None:
         converger.report.add(f"{label}: {'created' if converger.apply else 'missing'}")
         if converger.apply:
@@ -121,11 +124,16 @@ def subscription_attributes(spec: SubscriptionSpec) -> dict[str, str]:
     return attrs
 
 
+def queue_settings(settings: Settings, spec: SubscriptionSpec) -> Settings:
+    """The settings of the region a subscribed queue lives in: the topic's, or the other region's."""
+    return settings.for_region(spec.region) if spec.region else settings
+
+
 def endpoint_for(converger: Converger, spec: SubscriptionSpec) -> str | None:
     """The endpoint SNS knows: a queue's ARN for 'sqs' (None if the queue is missing)."""
     if spec.protocol != "sqs":
         return spec.endpoint
-    sqs = clients.client("sqs", converger.settings)
+    sqs = clients.client("sqs", queue_settings(converger.settings, spec))
     try:
         url = sqs.get_queue_url(QueueName=converger.settings.prefix + spec.endpoint)["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:
@@ -134,9 +142,11 @@ def endpoint_for(converger: Converger, spec: SubscriptionSpec) -> str | None:
                ["Attributes"]["QueueArn"])
 
 
-def allow_topic_to_send(converger: Converger, queue_arn: str, topic_arn: str) -> None:
-    """The queue policy statement that lets this topic deliver to the queue (SNS needs it on AWS)."""
-    sqs = clients.client("sqs", converger.settings)
+def allow_topic_to_send(converger: Converger, queue_arn: str, topic_arn: str, where: Settings,
+                        new: bool = False) -> None:
+    """The queue policy statement that lets this topic deliver to the queue (SNS needs it on AWS);
+    `where` is the queue's region (another region's for a cross-region subscription)."""
+    sqs = clients.client("sqs", where)
     name = queue_arn.rsplit(":", 1)[1]
     url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     live = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
@@ -145,7 +155,7 @@ def allow_topic_to_send(converger: Converger, queue_arn: str, topic_arn: str) ->
     sid = "sns-" + topic_arn.rsplit(":", 1)[1]
     if any(s.get("Sid") == sid for s in policy["Statement"]):
         return
-    if name not in converger.created:
+    if name not in converger.created and not new:
         converger.drift(f"queue {name}: policy does not let topic {topic_arn.rsplit(':', 1)[1]} "
                              "send to it")
     if not converger.apply:

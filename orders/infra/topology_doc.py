@@ -28,11 +28,15 @@ def _kind(spec: QueueSpec) -> str:
     return ", ".join(parts)
 
 
+def _retention(seconds: int) -> str:
+    return f"{seconds // DAY} days" if seconds >= DAY else f"{seconds // 3600} h"
+
+
 def queue_table() -> str:
     rows = ["| queue (`-Q`) | type | visibility | retention | long poll | DLQ, after | "
             "task time limit (soft) | purpose |",
             "|---|---|---|---|---|---|---|---|"]
-    rows += [f"| `{q.name}` | {_kind(q)} | {q.visibility_timeout} s | {q.retention // DAY} days | "
+    rows += [f"| `{q.name}` | {_kind(q)} | {q.visibility_timeout} s | {_retention(q.retention)} | "
              f"{q.wait_time} s | `{q.dlq_name}`, {q.max_receive_count} receives | "
              f"{q.task_time_limit} s ({q.task_time_limit - 10} s) | {q.purpose} |" for q in QUEUES]
     return "\n".join(rows)

@@ -8,6 +8,7 @@ from orders.aws.sns import topic_arns
 from orders.infra import provisioning
 from orders.infra.topics import list_subscriptions
 from orders.settings import Settings
+from orders.topology import QUEUES
 
 DAYS_14 = "1209600"
 #: The issue's table, written out here rather than read from orders.topology, so that
@@ -108,7 +109,7 @@ def test_a_second_up_changes_nothing(infra):
     # What moto cannot echo is said, not hidden and not reported as drift.
     queue_notes = [n for n in again.unverifiable if n.startswith("queue ")]
     note = ": RedriveAllowPolicy (the endpoint does not echo it)"
-    assert len(queue_notes) == 6
+    assert len(queue_notes) == len(QUEUES)
     assert all(n.endswith(("-dlq" + note, "-dlq.fifo" + note)) for n in queue_notes)
 
 
@@ -142,11 +143,11 @@ def test_check_reports_an_undeclared_subscription(infra):
 
 def test_down_removes_everything(infra):
     deleted = provisioning.down(infra)
-    assert len([d for d in deleted if d.startswith("queue ")]) == 12
+    assert len([d for d in deleted if d.startswith("queue ")]) == 2 * len(QUEUES)
     assert len([d for d in deleted if d.startswith("topic ")]) == 4
     assert topic_arns(infra) == {}
     missing = [line for line in provisioning.check(infra).changes if line.startswith(("queue ", "topic "))]
-    assert len(missing) == 16 and all(line.endswith(": missing") for line in missing)
+    assert len(missing) == 2 * len(QUEUES) + 4 and all(line.endswith(": missing") for line in missing)
 
 
 def environment_key(settings: Settings) -> dict:

@@ -12,7 +12,7 @@ from orders.aws import clients
 from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 from orders.topology import TABLES
-from tests.helpers import invoke, region_emulators, regions_variable
+from tests.helpers import invoke, region_emulators, use_regions
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 
@@ -27,14 +27,7 @@ def emulators() -> Iterator[dict[str, EmulatorProcess]]:
 @pytest.fixture
 def deployment(emulators: dict[str, EmulatorProcess], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """A fresh environment over both regions, as a user sets it: ORDERS_REGIONS=REGION=URL,..."""
-    regions = regions_variable(emulators)
-    for name, value in {**emulators[PRIMARY].env, "ORDERS_ENV": f"g{uuid.uuid4().hex[:10]}",
-                        "ORDERS_REGIONS": regions}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_DYNAMODB"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    yield emulators[PRIMARY].settings({"ORDERS_ENV": get_settings().env, "ORDERS_REGIONS": regions})
+    yield use_regions(monkeypatch, emulators, f"g{uuid.uuid4().hex[:10]}")
     get_settings.cache_clear()
 
 

@@ -226,7 +226,7 @@ def test_the_door_seals_and_each_step_s_role_opens_its_own_field_only():
                 "kms:EncryptionContext:field": field}
 
     opens = {"worker-payments": "payment.token", "worker-shipping": "shippingAddress",
-             "worker-notifications": "contact"}
+             "worker-notifications": "contact", "worker-notifications-replica": "contact"}
     fields = ("payment.token", "contact", "shippingAddress")
     for role in ROLES:
         for field in fields:

@@ -76,3 +76,40 @@ def test_the_command_prints_a_regions_stack_and_refuses_an_unknown_region(monkey
         assert unknown.exit_code != 0 and "is not one of ORDERS_REGIONS" in str(unknown.exception)
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("settings,other", [(PRIMARY, "us-west-2"), (SECONDARY, "us-east-1")],
+                         ids=["primary", "secondary"])
+def test_each_stack_subscribes_the_other_region_s_replica_queue_and_lets_the_other_topic_send_to_its_own(
+        settings, other):
+    document = template_dict(settings)
+    subs = of_type(document, "AWS::SNS::Subscription")
+    across = subs["OrderStatusToNotificationsReplica" + "".join(p.title() for p in other.split("-"))
+                  + "Subscription"]["Properties"]
+    assert across["Endpoint"] == {"Fn::Sub": f"arn:${{AWS::Partition}}:sqs:{other}:${{AWS::AccountId}}:"
+                                             "prod-notifications-replica"}
+    assert across["RawMessageDelivery"] is True
+    local = subs["OrderStatusToNotificationsSubscription"]["Properties"]
+    assert across["FilterPolicy"] == local["FilterPolicy"]
+    policy = of_type(document, "AWS::SQS::QueuePolicy")["NotificationsReplicaQueuePolicy"]["Properties"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::Sub": f"arn:${{AWS::Partition}}:sns:{other}:${{AWS::AccountId}}:prod-order-status"}
+    assert statement["Sid"] == "sns-prod-order-status"  # what `orders infra check` looks for
+
+
+def test_one_region_s_stack_subscribes_no_replica_queue():
+    document = template_dict(Settings.from_env({"ORDERS_ENV": "prod"}))
+    assert not [n for n in of_type(document, "AWS::SNS::Subscription") if "Replica" in n]
+    assert "NotificationsReplicaQueuePolicy" not in of_type(document, "AWS::SQS::QueuePolicy")
+    assert "NotificationsReplicaQueue" in of_type(document, "AWS::SQS::Queue")  # declared, idle
+
+
+@pytest.mark.parametrize("settings,other", [(PRIMARY, "us-west-2"), (SECONDARY, "us-east-1")],
+                         ids=["primary", "secondary"])
+def test_each_region_s_key_lets_sns_deliver_the_other_region_s_topic_to_its_replica_queue(settings, other):
+    [key] = of_type(template_dict(settings), "AWS::KMS::Key").values()
+    [statement] = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                   if s["Sid"] == "DeliverTopicsToEncryptedQueues"]
+    assert {"Fn::Sub": f"arn:${{AWS::Partition}}:sns:{other}:${{AWS::AccountId}}:prod-order-status"} in (
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"])

@@ -20,7 +20,8 @@ from orders.topology import (
     topology_problems,
 )
 
-NAMES = ["orders", "orders-priority.fifo", "payments", "inventory.fifo", "shipping", "notifications"]
+NAMES = ["orders", "orders-priority.fifo", "payments", "inventory.fifo", "shipping", "notifications",
+         "notifications-replica"]
 
 
 def test_the_declared_topology_has_no_problem():

@@ -20,7 +20,15 @@ from orders.infra.cfn.intrinsics import Resource, Resources, get_att, ref, sub, 
 from orders.infra.cfn.messaging import queue_id
 from orders.infra.cfn.roles import worker_role_id
 from orders.settings import Settings
-from orders.topology import QUEUES, SERVICE_LEVELS, QueueSpec, aws_name, cluster_name, worker_name
+from orders.topology import (
+    QUEUES,
+    REPLICA_QUEUE,
+    SERVICE_LEVELS,
+    QueueSpec,
+    aws_name,
+    cluster_name,
+    worker_name,
+)
 
 LAMBDA_HANDLER = "orders.aws_lambda.handler"
 #: Assumed wall time of one step on AWS (a few SQS, SNS and DynamoDB round trips of 10-30 ms,
@@ -65,6 +73,8 @@ PLANS: dict[str, WorkerPlan] = {
     "inventory.fifo": WorkerPlan(),
     "shipping": WorkerPlan(),
     "notifications": WorkerPlan(concurrency=16, cpu=512, memory=1024),
+    # Idle in a passive region; after a failover it drains the lost region's events as notifications does.
+    REPLICA_QUEUE: WorkerPlan(concurrency=16, cpu=512, memory=1024),
 }
 
 

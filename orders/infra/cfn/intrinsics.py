@@ -32,9 +32,10 @@ def sub(text: str) -> dict[str, str]:
     return {"Fn::Sub": text}
 
 
-def arn(service: str, resource: str, regional: bool = True) -> dict[str, str]:
-    """An ARN in the stack's own partition, region and account (known to CloudFormation only)."""
-    region = "${AWS::Region}" if regional else ""
+def arn(service: str, resource: str, regional: bool = True, region: str | None = None) -> dict[str, str]:
+    """An ARN in the stack's own partition, region and account (known to CloudFormation only), or in
+    another `region` of that account."""
+    region = region or ("${AWS::Region}" if regional else "")
     return sub(f"arn:${{AWS::Partition}}:{service}:{region}:${{AWS::AccountId}}:{resource}")
 
 

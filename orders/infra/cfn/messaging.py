@@ -88,7 +88,7 @@ def subscriptions(settings: Settings) -> Resources:
         name = subscription_id(spec, numbers[(spec.topic, spec.protocol)])
         resources[name] = {"Type": "AWS::SNS::Subscription", "Properties": {
             "TopicArn": ref(topic_id(spec.topic)), "Protocol": spec.protocol,
-            "Endpoint": endpoint(spec), **typed(subscription_attributes(spec))}}
+            "Endpoint": endpoint(settings, spec), **typed(subscription_attributes(spec))}}
         if spec.protocol == "lambda":
             resources[name.removesuffix("Subscription") + "Permission"] = invoke_permission(spec)
     resources.update(queue_policies(settings, [s for s in declared if s.protocol == "sqs"]))
@@ -97,31 +97,47 @@ def subscriptions(settings: Settings) -> Resources:
 
 def subscription_id(spec: SubscriptionSpec, number: int) -> str:
     if spec.protocol == "sqs":
-        return logical_id(spec.topic, "To" + logical_id(spec.endpoint, "Subscription"))
+        where = logical_id(spec.region, "") if spec.region else ""
+        return logical_id(spec.topic, "To" + logical_id(spec.endpoint, where + "Subscription"))
     return logical_id(spec.topic, logical_id(spec.protocol, f"{number}Subscription"))
 
 
-def endpoint(spec: SubscriptionSpec) -> Any:
-    """What SNS is given: the queue's ARN for 'sqs', else the declared address."""
-    return get_att(queue_id(spec.endpoint), "Arn") if spec.protocol == "sqs" else spec.endpoint
+def endpoint(settings: Settings, spec: SubscriptionSpec) -> Any:
+    """What SNS is given: the queue's ARN for 'sqs' (built for another region's queue), else the address.
+
+    A cross-region subscription is declared with its topic: SNS takes it before the other region's
+    stack has made the queue, and delivers once that stack exists with its policy.
+    """
+    if spec.protocol != "sqs":
+        return spec.endpoint
+    if spec.region:
+        return arn("sqs", settings.prefix + spec.endpoint, region=spec.region)
+    return get_att(queue_id(spec.endpoint), "Arn")
 
 
 def queue_policies(settings: Settings, sqs_subscriptions: list[SubscriptionSpec]) -> Resources:
-    """One policy per subscribed queue, a statement per topic, as orders.infra.topics writes them."""
-    by_queue: dict[str, list[str]] = {}
+    """One policy per subscribed queue, a statement per topic, as orders.infra.topics writes them.
+
+    A cross-region subscription of this region's topic to another region's queue means, the regions
+    being declared alike, the same subscription of that region's topic to this region's queue: the
+    queue's policy here lets that topic send.
+    """
+    by_queue: dict[str, list[tuple[str, str | None]]] = {}
     for spec in sqs_subscriptions:
-        by_queue.setdefault(spec.endpoint, []).append(spec.topic)
+        by_queue.setdefault(spec.endpoint, []).append((spec.topic, spec.region))
     return {logical_id(queue, "QueuePolicy"): {"Type": "AWS::SQS::QueuePolicy", "Properties": {
         "Queues": [ref(queue_id(queue))],
         "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-            send_statement(settings, queue, topic) for topic in topic_names]}}}
-        for queue, topic_names in by_queue.items()}
+            send_statement(settings, queue, topic, region) for topic, region in topics_of]}}}
+        for queue, topics_of in by_queue.items()}
 
 
-def send_statement(settings: Settings, queue: str, topic: str) -> dict[str, Any]:
-    """The statement that lets `topic` send to `queue`; its Sid is what `orders infra check` looks for."""
-    return topic_send_statement("sns-" + topology.TOPICS_BY_NAME[topic].sns_name(settings),
-                                 get_att(queue_id(queue), "Arn"), ref(topic_id(topic)))
+def send_statement(settings: Settings, queue: str, topic: str, region: str | None = None) -> dict[str, Any]:
+    """The statement that lets `topic` (this region's, or `region`'s) send to `queue`; its Sid is what
+    `orders infra check` looks for."""
+    sns_name = topology.TOPICS_BY_NAME[topic].sns_name(settings)
+    source = arn("sns", sns_name, region=region) if region else ref(topic_id(topic))
+    return topic_send_statement("sns-" + sns_name, get_att(queue_id(queue), "Arn"), source)
 
 
 def invoke_permission(spec: SubscriptionSpec) -> dict[str, Any]:

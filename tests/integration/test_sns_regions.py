@@ -1,0 +1,141 @@
+"""Customer events across regions (docs/multi-region.md, R7): each region's `order-status` topic delivers,
+filtered and raw, to the other region's `notifications-replica` queue, through two emulator processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import orders.celery  # noqa: F401 - the Celery app renders the notify task's message
+from orders.aws import clients
+from orders.domain.events import Event
+from orders.emulator import moto_sns
+from orders.emulator.server import EmulatorProcess
+from orders.runtime.publishing import publish
+from orders.settings import Settings, get_settings
+from orders.topology import CUSTOMER_EVENTS, QUEUES_BY_NAME, REPLICA_QUEUE
+from tests.helpers import invoke, region_emulators, use_regions
+
+pytestmark = pytest.mark.integration
+
+PRIMARY, SECONDARY = "us-east-1", "us-west-2"
+#: On `order-status`, and not a customer event: the notifications subscriptions filter it out.
+NOT_FOR_CUSTOMERS = "OrderReviewed"
+
+
+@pytest.fixture(scope="module")
+def emulators() -> Iterator[dict[str, EmulatorProcess]]:
+    """One emulator process per region, each told where the other is (as TwoRegions does)."""
+    with region_emulators(PRIMARY, SECONDARY) as found:
+        moto_sns.connect({region: emulator.endpoint for region, emulator in found.items()})
+        yield found
+
+
+@pytest.fixture(scope="module")
+def provisioned(emulators: dict[str, EmulatorProcess]) -> Iterator[Settings]:
+    """A fresh environment over both regions, provisioned by `orders infra up` as a user runs it."""
+    with pytest.MonkeyPatch.context() as env:
+        settings = use_regions(env, emulators, f"x{uuid.uuid4().hex[:10]}")
+        code, output = invoke("infra", "up")
+        assert code == 0, output
+        yield settings
+        get_settings.cache_clear()
+
+
+def receive_all(settings: Settings, queue: str, until_event: str) -> list[dict[str, Any]]:
+    """Every message of `queue` up to the one whose body carries `until_event` (long polls; deleted)."""
+    sqs = clients.client("sqs", settings)
+    url = sqs.get_queue_url(QueueName=QUEUES_BY_NAME[queue].sqs_name(settings))["QueueUrl"]
+    found: list[dict[str, Any]] = []
+    for _ in range(10):  # long polls of 2 s: the delivery is on a thread of the publisher's emulator
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
+                                  MessageAttributeNames=["All"]).get("Messages", [])
+        for message in got:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        found += got
+        if any(until_event in m["Body"] for m in found):
+            return found
+    return found
+
+
+def notify_args(message: dict[str, Any]) -> dict[str, Any]:
+    """The event a raw delivery carries: the notify task message's argument (orders.runtime.publishing)."""
+    envelope = json.loads(message["Body"])
+    assert envelope["headers"]["task"] == "notifications.notify"
+    args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+    return dict(args[0])
+
+
+def test_up_subscribes_each_region_s_replica_queue_to_the_other_s_topic_and_check_is_clean(provisioned):
+    code, output = invoke("infra", "check")
+    assert code == 0, output
+    assert f"No drift in region {PRIMARY}" in output and f"No drift in region {SECONDARY}" in output
+    code, output = invoke("infra", "up")  # a second up changes nothing
+    assert code == 0 and output.count("Nothing to change") == 2, output
+    for here, there in ((PRIMARY, SECONDARY), (SECONDARY, PRIMARY)):
+        regional = provisioned.for_region(here)
+        sns = clients.client("sns", regional)
+        [topic] = [t["TopicArn"] for t in sns.list_topics()["Topics"]
+                   if t["TopicArn"].endswith(f":{regional.prefix}order-status")]
+        subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+        queues = sorted(f"{arn.split(':')[3]}:{arn.split(':')[5]}" for arn in (s["Endpoint"] for s in subs))
+        assert queues == sorted([f"{here}:{regional.prefix}notifications",
+                                 f"{there}:{regional.prefix}{REPLICA_QUEUE}"]), queues
+
+
+@pytest.mark.parametrize("source,target", [(PRIMARY, SECONDARY), (SECONDARY, PRIMARY)])
+def test_a_customer_event_reaches_the_other_region_s_replica_queue_raw_and_filtered(provisioned, source,
+                                                                                     target):
+    order_id = f"ord-{uuid.uuid4().hex[:12]}"
+    filtered_out = Event(NOT_FOR_CUSTOMERS, order_id, order_id)
+    wanted = Event("OrderShipped", order_id, order_id, {"trackingNumber": "TRK-1"})
+    assert wanted.type in CUSTOMER_EVENTS and NOT_FOR_CUSTOMERS not in CUSTOMER_EVENTS
+    publish(provisioned.for_region(source), [filtered_out])
+    publish(provisioned.for_region(source), [wanted])  # after it: the peer's deliveries keep their order
+
+    there = receive_all(provisioned.for_region(target), REPLICA_QUEUE, wanted.event_id)
+    assert [notify_args(m)["eventId"] for m in there] == [wanted.event_id]  # the filtered one never came
+    [message] = there
+    assert notify_args(message) == wanted.envelope()  # the event id as published: the claim dedups on it
+    attributes = message["MessageAttributes"]  # raw delivery: SNS's attributes as SQS's
+    assert attributes["event_type"] == {"DataType": "String", "StringValue": "OrderShipped"}
+    assert attributes["schema_version"]["DataType"] == "Number"
+
+    # The source region's own notifications queue has it too, and its replica queue nothing of its own.
+    here = receive_all(provisioned.for_region(source), "notifications", wanted.event_id)
+    assert [notify_args(m)["eventId"] for m in here] == [wanted.event_id]
+    sqs = clients.client("sqs", provisioned.for_region(source))
+    url = sqs.get_queue_url(QueueName=QUEUES_BY_NAME[REPLICA_QUEUE].sqs_name(provisioned))["QueueUrl"]
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+
+
+def test_a_publish_succeeds_when_no_emulator_serves_the_subscribed_queue_s_region(provisioned, emulators):
+    endpoint = emulators[PRIMARY].endpoint
+    before = moto_sns.peer_report(endpoint)["counts"].get("undeliverable", 0)
+    moto_sns.set_peers(endpoint, {})  # us-west-2's queue is then nowhere this emulator knows
+    try:
+        order_id = f"ord-{uuid.uuid4().hex[:12]}"
+        publish(provisioned.for_region(PRIMARY), [Event("OrderPlaced", order_id, order_id)])  # no error
+        assert moto_sns.peer_report(endpoint)["counts"]["undeliverable"] == before + 1
+    finally:
+        moto_sns.connect({region: emulator.endpoint for region, emulator in emulators.items()})
+
+
+def test_one_region_subscribes_no_replica_queue(emulators, monkeypatch):
+    settings = emulators[PRIMARY].settings({"ORDERS_ENV": f"o{uuid.uuid4().hex[:10]}"})
+    for name, value in {**emulators[PRIMARY].env, "ORDERS_ENV": settings.env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ORDERS_REGIONS", raising=False)
+    get_settings.cache_clear()
+    try:
+        code, output = invoke("infra", "up")
+        assert code == 0, output
+        assert f"queue {settings.prefix}{REPLICA_QUEUE}: created" in output  # declared in every deployment
+        assert REPLICA_QUEUE not in "".join(line for line in output.splitlines() if "subscription" in line)
+    finally:
+        get_settings.cache_clear()
