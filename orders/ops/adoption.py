@@ -28,6 +28,7 @@ from orders.domain.states import Step
 from orders.domain.times import parse_time
 from orders.ops.audit import read_order_table
 from orders.ops.audit_bounds import step_budget, waiting_for
+from orders.ops.reconcile import recount_stock
 from orders.ops.sweeper import Claim, Resume, claim_resume
 from orders.settings import Settings
 
@@ -79,8 +80,8 @@ def resume_in_flight(settings: Settings, resume: Resume, now: datetime | None = 
 def adopt_after_flip(settings: Settings, resume: Resume, now: datetime | None = None) -> list[Adopted]:
     """The periodic pass (beat, every few seconds): `resume_in_flight` in the active region within
     ADOPT_WINDOW_SECONDS of the last flip (the records of a lost region's last writes arrive up to the
-    replication delay after it, and a region that comes back sends what it had not); nothing, and no
-    read of the orders, elsewhere or later."""
+    replication delay after it, and a region that comes back sends what it had not), then the stock
+    recounted from the holds (orders.ops.reconcile); nothing, and no read, elsewhere or later."""
     if not (settings.multi_region and settings.switch_place):
         return []
     switch = region_switch.current(settings)
@@ -89,7 +90,9 @@ def adopt_after_flip(settings: Settings, resume: Resume, now: datetime | None = 
     now = now or datetime.now(UTC)
     if (now - parse_time(switch.at)).total_seconds() > ADOPT_WINDOW_SECONDS:
         return []
-    return resume_in_flight(settings, resume, now)
+    adopted = resume_in_flight(settings, resume, now)
+    recount_stock(settings)  # late records bring late holds: the counters follow them
+    return adopted
 
 
 def adopt(settings: Settings, record: OrderRecord, resume: Resume, now: datetime) -> Adopted:

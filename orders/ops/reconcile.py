@@ -19,6 +19,7 @@ reservation that moves it meanwhile wins, and the next run recounts it. A produc
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +48,30 @@ class Recount:
         return {"sku": self.sku, "was": self.was, "now": self.now, "written": self.written}
 
 
+#: Passes of a recount, and the pause between them: a product that moved while it was recounted
+#: (orders resumed at the flip reserve and sell at once) is recounted again.
+PASSES, PAUSE_SECONDS = 10, 0.5
+
+
 def recount_stock(settings: Settings) -> list[Recount]:
-    """Recount every product whose counters differ from its holds (module docstring)."""
-    products = list(scan(settings, "stock"))  # first: a hold that moves after this changes the version
+    """Recount every product whose counters differ from its holds (module docstring), again for those
+    that moved meanwhile, up to PASSES times; the last word on each product recounted."""
+    done: dict[str, Recount] = {}
+    skus: set[str] | None = None  # None: every product
+    for attempt in range(PASSES):
+        if attempt:
+            time.sleep(PAUSE_SECONDS)
+        found = _recount_pass(settings, skus)
+        done.update((r.sku, r) for r in found)
+        skus = {r.sku for r in found if not r.written}
+        if not skus:
+            break
+    return list(done.values())
+
+
+def _recount_pass(settings: Settings, skus: set[str] | None) -> list[Recount]:
+    products = [p for p in scan(settings, "stock")  # first: a hold that moves after this changes the version
+                if skus is None or p["sku"] in skus]
     holds = [item for item in OrderStore(settings).scan() if item.get("sk") == HOLD_SK]
     done = []
     for product in products:
