@@ -18,12 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/orders demo $(ARGS)
 
-# Three test processes (pytest-xdist), each with its own emulator; a file's tests stay together
-# so that a module's fixtures are set up once. Three on two cores: most of a test's time is spent
-# waiting on its emulator and worker processes, which a third runner overlaps.
-# `make test ARGS="-n 0 tests/unit"` runs in one.
+# Two test processes (pytest-xdist), each with its own emulator; a file's tests stay together
+# so that a module's fixtures are set up once. `make test ARGS="-n 0 tests/unit"` runs in one.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 3 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py
