@@ -303,6 +303,11 @@ class Settings:
         """Whether this deployment spans several regions (ORDERS_REGIONS with two or more)."""
         return len(self.regions) > 1
 
+    @property
+    def switched(self) -> bool:
+        """Whether an active-region switch decides who works: several regions and ORDERS_SWITCH."""
+        return self.multi_region and self.switch_place is not None
+
     def switch_settings(self) -> Settings | None:
         """These settings where the active-region switch lives (ORDERS_SWITCH), None without one."""
         return self._at(self.switch_place) if self.switch_place else None

@@ -82,7 +82,7 @@ def adopt_after_flip(settings: Settings, resume: Resume, now: datetime | None = 
     ADOPT_WINDOW_SECONDS of the last flip (the records of a lost region's last writes arrive up to the
     replication delay after it, and a region that comes back sends what it had not), then the stock
     recounted from the holds (orders.ops.reconcile); nothing, and no read, elsewhere or later."""
-    if not (settings.multi_region and settings.switch_place):
+    if not settings.switched:
         return []
     switch = region_switch.current(settings)
     if switch is None or switch.active != settings.region or switch.at is None:

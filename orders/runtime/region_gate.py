@@ -35,14 +35,9 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
 
 
-def gated(settings: Settings) -> bool:
-    """Whether this process's work depends on the switch: several regions, and a switch to read."""
-    return settings.multi_region and settings.switch_place is not None
-
-
 def turn_away(settings: Settings, task: str) -> None:
     """Reject (back to its queue) a message received while this region is not active."""
-    if gated(settings) and not region_switch.is_active(settings):
+    if settings.switched and not region_switch.is_active(settings):
         log.warning("%s: region %s is not the active one: message left in its queue", task, settings.region)
         raise Reject(f"region {settings.region} is not active", requeue=True)
 
@@ -74,7 +69,7 @@ class RegionGate(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         settings = c.app.settings
-        if not gated(settings):
+        if not settings.switched:
             return
         self.watcher = _Watcher(settings)
         self.watcher.start()
@@ -109,7 +104,7 @@ class RegionGate(bootsteps.StartStopStep):
 def producing(settings: Settings) -> Settings:
     """The settings to send a new order with: the active region's (producers follow the switch, rule R1);
     `settings` themselves in one region. RegionInactive (retryable) when the switch cannot be read."""
-    if not gated(settings):
+    if not settings.switched:
         return settings
     switch = region_switch.current(settings)
     if switch is None:

@@ -75,7 +75,9 @@ def test_the_switch_and_the_gateway_live_where_their_settings_say():
         "us-east-2", "http://127.0.0.1:5003", settings.env)
     assert (gateway.region, gateway.endpoint_url) == ("us-east-2", "http://127.0.0.1:5003")
     # Unset: no switch (the primary is active), the gateway is this region's.
+    assert settings.switched  # several regions and a switch: the switch decides who works
     alone = Settings.from_env({"ORDERS_REGIONS": TWO})
-    assert alone.switch_settings() is None and alone.gateway_settings() == alone
+    assert alone.switch_settings() is None and alone.gateway_settings() == alone and not alone.switched
+    assert not Settings.from_env({"ORDERS_SWITCH": "us-east-2"}).switched  # one region: nothing to switch
     with pytest.raises(ConfigurationError, match="ORDERS_SWITCH='nowhere'"):
         Settings.from_env({"ORDERS_SWITCH": "nowhere"})
