@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from orders.emulator.faults import control_request, json_answer
 
@@ -65,6 +66,19 @@ def sqs_attributes(message_attributes: Mapping[str, Any] | None) -> dict[str, di
         text = str(value["Value"]) if kind.startswith("Number") else value["Value"]
         found[key] = {"DataType": kind, slot: text}
     return found
+
+
+def parse_peers(body: bytes) -> dict[str, str]:
+    """The body of `POST /_orders/peers`: region -> an http(s) endpoint with a host (ValueError otherwise:
+    a `file:` or empty endpoint would send the deliveries elsewhere than an emulator, or to AWS itself)."""
+    peers = json.loads(body or b"{}")
+    if not isinstance(peers, dict):
+        raise ValueError("a JSON object of region: endpoint")
+    for region, url in peers.items():
+        found = urlsplit(url) if isinstance(url, str) else None
+        if not region or found is None or found.scheme not in ("http", "https") or not found.hostname:
+            raise ValueError(f"peer {region!r}: {url!r} is not an http(s) endpoint")
+    return dict(peers)
 
 
 @dataclass
@@ -141,12 +155,10 @@ class Deliveries:
             return json_answer(start_response, "404 Not Found", {"error": f"use GET or POST {PEERS_PATH}"})
         if method == "POST":
             try:
-                peers = json.loads(body or b"{}")
-                if not (isinstance(peers, dict) and all(isinstance(v, str) for v in peers.values())):
-                    raise ValueError("a JSON object of region: endpoint")
+                peers = parse_peers(body)
             except ValueError as exc:
                 return json_answer(start_response, "400 Bad Request", {"error": str(exc)})
-            self.peers = dict(peers)  # replaced whole: a reader never sees half of it
+            self.peers = peers  # replaced whole: a reader never sees half of it
         return json_answer(start_response, "200 OK", {"peers": self.peers, "counts": dict(self.counts)})
 
 

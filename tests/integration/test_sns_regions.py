@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ import orders.celery  # noqa: F401 - the Celery app renders the notify task's me
 from orders.aws import clients
 from orders.domain.events import Event
 from orders.emulator import moto_sns
+from orders.emulator.faults import control_request
 from orders.emulator.server import EmulatorProcess
 from orders.runtime.publishing import publish
 from orders.settings import Settings, get_settings
@@ -139,3 +141,15 @@ def test_one_region_subscribes_no_replica_queue(emulators, monkeypatch):
         assert REPLICA_QUEUE not in "".join(line for line in output.splitlines() if "subscription" in line)
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("peers", [{"us-west-2": "file:///etc/passwd"}, {"us-west-2": ""},
+                                   {"us-west-2": "http://"}, {"us-west-2": 5002}, ["us-west-2"]],
+                         ids=["file-url", "empty", "no-host", "not-a-string", "not-an-object"])
+def test_peers_that_are_not_http_endpoints_are_refused_and_the_peers_kept(emulators, peers):
+    endpoint = emulators[PRIMARY].endpoint
+    before = moto_sns.peer_report(endpoint)["peers"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        control_request(endpoint, moto_sns.PEERS_PATH, peers)  # as a hostile client posts it
+    assert refused.value.code == 400
+    assert moto_sns.peer_report(endpoint)["peers"] == before == {SECONDARY: emulators[SECONDARY].endpoint}
