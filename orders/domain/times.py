@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 
 def now_iso() -> str:
     """The current time as the store, events and the archive write it."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    """`moment` as the platform writes times (it must be aware)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str) -> datetime:

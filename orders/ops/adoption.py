@@ -29,7 +29,7 @@ from orders.domain.times import parse_time
 from orders.ops.audit import read_order_table
 from orders.ops.audit_bounds import step_budget, waiting_for
 from orders.ops.reconcile import recount_stock
-from orders.ops.sweeper import Claim, Resume, claim_resume
+from orders.ops.sweeper import Claim, Resume, resume_once
 from orders.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def adopt(settings: Settings, record: OrderRecord, resume: Resume, now: datetime
     step = waiting_for(record)
     if step is None or step is Step.PLACE:
         return Adopted(record, step, "left")
-    if claim_resume(settings, record, float(step_budget(settings, step)), now) is not Claim.RESUME:
+    claim = resume_once(settings, record, step, float(step_budget(settings, step)), resume, now)
+    if claim is not Claim.RESUME:
         return Adopted(record, step, "already-resumed")
-    resume(record, step)
     return Adopted(record, step, "resumed")

@@ -7,8 +7,9 @@ the defaults), or ORDERS_SWEEP_STUCK_AFTER seconds. Resuming sends that step's t
 again, with the rest of the pipeline after it (orders.runtime.pipeline.resume): the
 steps are idempotent by order id and step, so a message that was only slow changes
 nothing twice. Each order version is resumed at most once (a conditional write of the
-version in the DLQ archive's table, item `sweep` of key `sweep#<order id>`), and an
-order at most MAX_RESUMES times. An order that has not moved one bound after its
+version in the DLQ archive's table, item `sweep` of key `sweep#<order id>`, then the send,
+then a mark that it was sent: a claim left unsent by a killed pass is taken again after
+SEND_GRACE_SECONDS), and an order at most MAX_RESUMES times. An order that has not moved one bound after its
 resume, one resumed MAX_RESUMES times, or one waiting for its placement (a `placed`
 record: no message can be rebuilt from the store) is ended: a `paid` one, whose
 shipment never came, by the pipeline's compensation (`refunding`, then payments.refund:
@@ -29,8 +30,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from orders.aws import clients, metrics
 from orders.aws.store import OrderStore
@@ -38,7 +40,7 @@ from orders.aws.tables import from_item, to_item
 from orders.domain.errors import ConcurrentUpdate
 from orders.domain.records import Change, OrderRecord
 from orders.domain.states import OrderState, Step
-from orders.domain.times import now_iso, parse_time
+from orders.domain.times import iso, parse_time
 from orders.ops import archive
 from orders.ops.announce import Notice, tell
 from orders.ops.audit import read_order_table
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Resumes of one order, all versions together, before the sweeper fails it instead.
 MAX_RESUMES = 3
+#: How long a resume claimed but never marked sent waits before another pass may take it again.
+SEND_GRACE_SECONDS = 60.0
 #: Sends a step's task (and the rest of the pipeline after it) for a recorded order.
 Resume = Callable[[OrderRecord, Step], None]
 
@@ -136,12 +140,11 @@ def settle(settings: Settings, record: OrderRecord, allowed: float, detail: str,
            now: datetime) -> Swept | None:
     """Resume one stuck order, or fail it; None when its resume is still under way."""
     step = waiting_for(record)
-    resumable = step is not None and step is not Step.PLACE
-    claim = claim_resume(settings, record, allowed, now) if resumable else Claim.GIVE_UP
+    claim = (Claim.GIVE_UP if step is None or step is Step.PLACE
+             else resume_once(settings, record, step, allowed, resume, now))
     if claim is Claim.WAIT:
         return None
     if claim is Claim.RESUME and step is not None:
-        resume(record, step)
         log.warning("sweep: order %s resumed at %s (version %d): %s", record.order_id, step, record.version,
                     detail)
         return Swept(record, "resumed", f"{step} sent again: {detail}")
@@ -166,24 +169,60 @@ def compensate(settings: Settings, record: OrderRecord, reason: str, resume: Res
     return Swept(record, "compensated", reason)  # announced and counted by the state it was stuck in
 
 
+def resume_once(settings: Settings, record: OrderRecord, step: Step, allowed: float, resume: Resume,
+                now: datetime) -> Claim:
+    """Resume this order version at `step` unless it was (claimed, sent, then marked sent); the claim."""
+    claim = claim_resume(settings, record, allowed, now)
+    if claim is Claim.RESUME:
+        resume(record, step)
+        _mark_sent(settings, record)
+    return claim
+
+
+def _ledger_key(record: OrderRecord) -> dict[str, Any]:
+    return to_item({"key": f"sweep#{record.order_id}", "item": "sweep"})
+
+
 def claim_resume(settings: Settings, record: OrderRecord, allowed: float, now: datetime) -> Claim:
-    """Record a resume of this order version unless one was (conditional write; module docstring)."""
+    """Record a resume of this order version unless one was (conditional write; module docstring).
+
+    A claim whose send was never marked (its claimer killed between the two) may be taken again
+    SEND_GRACE_SECONDS after it was made: otherwise the order would wait out its bound and be failed.
+    """
     ddb, table = clients.client("dynamodb", settings), archive.table_name(settings)
-    key = to_item({"key": f"sweep#{record.order_id}", "item": "sweep"})
     try:
         ddb.update_item(
-            TableName=table, Key=key,
+            TableName=table, Key=_ledger_key(record),
             UpdateExpression=("SET resumed_version = :v, resumed_at = :now, expires_at = :expires "
                               "ADD resumes :one"),
-            ConditionExpression=("(attribute_not_exists(resumed_version) OR resumed_version <> :v) "
+            ConditionExpression=("(attribute_not_exists(resumed_version) OR resumed_version <> :v "
+                                 " OR ((attribute_not_exists(sent_version) OR sent_version <> :v)"
+                                 "     AND resumed_at < :unsent)) "
                                  "AND (attribute_not_exists(resumes) OR resumes < :most)"),
-            ExpressionAttributeValues=to_item({":v": record.version, ":now": now_iso(), ":one": 1,
-                                             ":most": MAX_RESUMES,
-                                             ":expires": int(time.time()) + archive.RETENTION_SECONDS}))
+            ExpressionAttributeValues=to_item({
+                ":v": record.version, ":now": iso(now), ":one": 1, ":most": MAX_RESUMES,
+                ":unsent": iso(now - timedelta(seconds=SEND_GRACE_SECONDS)),
+                ":expires": int(time.time()) + archive.RETENTION_SECONDS}))
         return Claim.RESUME
     except ddb.exceptions.ConditionalCheckFailedException:
-        ledger = from_item(ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"])
+        found = ddb.get_item(TableName=table, Key=_ledger_key(record), ConsistentRead=True)
+        ledger = from_item(found["Item"])
     if int(ledger["resumed_version"]) != record.version:  # moved since, but resumed MAX_RESUMES times
         return Claim.GIVE_UP
     waited = (now - parse_time(str(ledger["resumed_at"]))).total_seconds()
     return Claim.GIVE_UP if waited > allowed else Claim.WAIT
+
+
+def _mark_sent(settings: Settings, record: OrderRecord) -> None:
+    """Record that this version's resume was sent (a claim without it is taken again: `claim_resume`).
+
+    A mark that fails is logged, not raised: the resume is out, and the worst it costs is one
+    more (idempotent) resume of this version after SEND_GRACE_SECONDS."""
+    try:
+        clients.client("dynamodb", settings).update_item(
+            TableName=archive.table_name(settings), Key=_ledger_key(record),
+            UpdateExpression="SET sent_version = :v",
+            ExpressionAttributeValues=to_item({":v": record.version}))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("order %s: resume of version %d sent, but not marked sent (%s): it may be sent "
+                    "again in %.0f s", record.order_id, record.version, exc, SEND_GRACE_SECONDS)
