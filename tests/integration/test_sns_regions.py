@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 import urllib.error
 import uuid
 from collections.abc import Iterator
@@ -153,3 +155,21 @@ def test_peers_that_are_not_http_endpoints_are_refused_and_the_peers_kept(emulat
         control_request(endpoint, moto_sns.PEERS_PATH, peers)  # as a hostile client posts it
     assert refused.value.code == 400
     assert moto_sns.peer_report(endpoint)["peers"] == before == {SECONDARY: emulators[SECONDARY].endpoint}
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a peer emulator that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_deliveries_held_for_a_peer_that_is_down_are_bounded_and_the_overflow_counted():
+    deliveries = moto_sns.Deliveries(max_held=2)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    queue_arn = f"arn:aws:sqs:{SECONDARY}:123456789012:e-{REPLICA_QUEUE}"
+    target = moto_sns.target_for(queue_arn, {SECONDARY: endpoint})
+    assert target is not None
+    for n in range(5):  # the peer takes none of them: each is held, for the hour of retries
+        deliveries.add(moto_sns.Delivery(target, f"event {n}", {}, until=time.monotonic() + 3_600))
+    assert deliveries.counts["overflow"] == 3
