@@ -8,9 +8,11 @@ peer serves is delivered to that peer by SendMessage over HTTP, with the body an
 would have given it (raw delivery: the message and its attributes as SQS attributes; otherwise
 SNS's JSON notification). SNS retries a failed delivery to SQS for days; here a thread tries again
 every second for RETRY_SECONDS (a peer in an outage gets its messages when it answers again), then
-drops it, counted. A queue that is neither here nor a peer's is counted `undeliverable` and the
-publish succeeds, as on SNS (moto failed the whole Publish, so every publish of an emulator whose
-topics subscribe another region's queue failed until its peers were set).
+drops it, counted; a delivery the peer's queue refuses (no such queue, a message too large) is dropped
+at once, counted `rejected`, as SNS does not retry a client-side error. A queue that is neither here
+nor a peer's is counted `undeliverable` and the publish succeeds, as on SNS (moto failed the whole
+Publish, so every publish of an emulator whose topics subscribe another region's queue failed until
+its peers were set).
 
 Peers are set after start by `POST /_orders/peers {"us-west-2": "http://127.0.0.1:PORT"}` (replacing
 the previous ones); `GET /_orders/peers` shows them and the delivery counts.
@@ -29,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.exceptions import ClientError
+
+from orders.aws.errors import is_retryable_aws_error
 from orders.emulator.faults import control_request, json_answer
 
 log = logging.getLogger(__name__)
@@ -143,7 +148,13 @@ class Deliveries:
             self._client(delivery.target).send_message(
                 QueueUrl=delivery.target.queue_url, MessageBody=delivery.body,
                 **({"MessageAttributes": delivery.attributes} if delivery.attributes else {}))
-        except Exception as exc:  # noqa: BLE001 - any failure of the peer is tried again, as SNS does
+        except Exception as exc:  # noqa: BLE001 - a failure of the peer is tried again, as SNS does
+            if isinstance(exc, ClientError) and not is_retryable_aws_error(exc):
+                # The queue refused it (missing, the message too large): SNS does not retry a client-side
+                # error, and an hour of retries would not change the answer.
+                self.counts["rejected"] += 1
+                log.warning("sns: %s refused a delivery: %s", delivery.target.queue_url, exc)
+                return True
             down.add(delivery.target.endpoint)
             if now >= delivery.until:
                 self.counts["dropped"] += 1
@@ -227,7 +238,8 @@ def set_peers(endpoint: str, peers: Mapping[str, str]) -> dict[str, Any]:
 
 
 def peer_report(endpoint: str) -> dict[str, Any]:
-    """{"peers": {region: endpoint}, "counts": {"delivered", "retried", "dropped", "undeliverable": n}}."""
+    """{"peers": {region: endpoint}, "counts": {"delivered", "retried", "dropped", "rejected", "overflow",
+    "undeliverable": n}}."""
     return control_request(endpoint, PEERS_PATH)
 
 

@@ -173,3 +173,23 @@ def test_deliveries_held_for_a_peer_that_is_down_are_bounded_and_the_overflow_co
     for n in range(5):  # the peer takes none of them: each is held, for the hour of retries
         deliveries.add(moto_sns.Delivery(target, f"event {n}", {}, until=time.monotonic() + 3_600))
     assert deliveries.counts["overflow"] == 3
+
+
+def test_a_delivery_the_peer_s_queue_refuses_is_dropped_at_once_not_retried_for_an_hour(provisioned,
+                                                                                      emulators):
+    secondary = provisioned.for_region(SECONDARY)
+    sqs = clients.client("sqs", secondary)
+    url = sqs.get_queue_url(QueueName=QUEUES_BY_NAME[REPLICA_QUEUE].sqs_name(secondary))["QueueUrl"]
+    replica = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    peers = {SECONDARY: emulators[SECONDARY].endpoint}
+    oversize = moto_sns.target_for(replica, peers)  # SQS takes 1 MiB at most
+    missing = moto_sns.target_for(replica + "-not-made-yet", peers)  # the other region not provisioned yet
+    assert oversize is not None and missing is not None
+    deliveries = moto_sns.Deliveries()
+    for target, body in ((oversize, "x" * (1024 * 1024 + 1)), (missing, "an event")):
+        deliveries.add(moto_sns.Delivery(target, body, {}, until=time.monotonic() + 3_600))
+    for _ in range(100):  # bounded: the thread's first pass answers both
+        if deliveries.counts["rejected"] + deliveries.counts["retried"] >= 2:
+            break
+        time.sleep(0.1)
+    assert deliveries.counts == {"rejected": 2}
