@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from botocore.config import Config
@@ -80,9 +81,22 @@ def read(settings: Settings) -> Switch:
                                  f"{place.region}: run `orders infra up` with ORDERS_SWITCH set") from None
     if found is None:
         return _default(settings)
-    item = from_item(found)
-    return Switch(item["active"], int(item["epoch"]), item.get("at"), item.get("reason"),
-                  item.get("previous"))
+    return _parsed(from_item(found), settings, place)
+
+
+def _parsed(item: dict[str, Any], settings: Settings, place: Settings) -> Switch:
+    """The switch in its stored item; PermanentError for an item no flip wrote (every reader fails closed)."""
+    active, epoch = item.get("active"), item.get("epoch")
+    where = f"the region switch's item in {table_name(place)} ({place.region})"
+    if not isinstance(active, str) or active not in settings.regions:
+        raise PermanentError(f"{where} names {active!r} active, not a region of ORDERS_REGIONS "
+                             f"({', '.join(settings.regions)}): flip it with `orders region failover --to`")
+    if not isinstance(epoch, Decimal) or epoch != epoch.to_integral_value() or epoch < 0:
+        raise PermanentError(f"{where} has epoch {epoch!r}, not a count of flips")
+    text = {name: item.get(name) for name in ("at", "reason", "previous")}
+    if not all(value is None or isinstance(value, str) for value in text.values()):
+        raise PermanentError(f"{where} has at, reason or previous that is not text")
+    return Switch(active, int(epoch), text["at"], text["reason"], text["previous"])
 
 
 def flip(settings: Settings, to: str, reason: str, expect_epoch: int | None = None) -> Switch:

@@ -7,11 +7,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
 from orders.aws import clients, region_switch
 from orders.aws.region_switch import Switch, SwitchMoved
+from orders.aws.tables import to_item
 from orders.domain.errors import PermanentError, RetryableError
 from orders.emulator.server import EmulatorProcess
 from orders.infra import provisioning
@@ -157,3 +159,27 @@ def test_infra_up_makes_the_switch_table_once_and_check_reports_it_missing(emula
                for line in lines]
     assert f"table {table} (the region switch, in {SWITCH_REGION})" in deleted
     assert not region_switch.exists(settings)
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"active": "eu-west-1", "epoch": 3}, "not a region of ORDERS_REGIONS"),
+    ({"active": WEST, "epoch": "three"}, "epoch"),
+    ({"active": WEST, "epoch": Decimal("2.5")}, "epoch"),
+    ({"active": WEST, "epoch": True}, "epoch"),
+    ({"active": WEST}, "epoch"),
+    ({"epoch": 3}, "active"),
+    ({"active": 7, "epoch": 3}, "active"),
+])
+def test_a_hand_made_switch_item_is_a_clear_error_and_every_reader_fails_closed(deployment, fields, problem):
+    place = deployment.switch_settings()
+    assert place is not None
+    clients.client("dynamodb", place).put_item(
+        TableName=region_switch.table_name(place),
+        Item=to_item({"pk": "switch", "sk": "current", **fields}))
+    with pytest.raises(PermanentError, match=problem):
+        region_switch.read(deployment)
+    assert region_switch.current(deployment) is None
+    assert not region_switch.is_active(deployment)
+    assert not region_switch.is_active(deployment.for_region(WEST))
+    with pytest.raises(PermanentError, match=problem):
+        region_switch.flip(deployment, EAST, "over a hand-made item")
