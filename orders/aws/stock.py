@@ -149,13 +149,16 @@ class StockCount:
     sold: int
     restocked: int
     stock_set: int | None  # None: written before the counters, never set since
+    version: int = 0
+    set_at: str | None = None  # when the stock was last set (`set_stock`), if recorded
 
     @classmethod
     def from_data(cls, record: dict[str, Any]) -> StockCount:
         stock_set = record.get("stockSet")
         return cls(str(record["sku"]), int(record.get("available", 0)), int(record.get("reserved", 0)),
                    int(record.get("sold", 0)), int(record.get("restocked", 0)),
-                   None if stock_set is None else int(stock_set))
+                   None if stock_set is None else int(stock_set), int(record.get("version", 0)),
+                   record.get("stockSetAt"))
 
     @property
     def accounted(self) -> int:

@@ -292,6 +292,7 @@ class Hold:
     items: tuple[tuple[str, int], ...]
     expires_at: int
     state: HoldState
+    changed_at: str | None = None  # when it left `active` (committed, released...), as stored
 
     @classmethod
     def of(cls, order: Order, expires_at: int, state: HoldState = HoldState.ACTIVE) -> Hold:
@@ -301,7 +302,7 @@ class Hold:
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Hold:
         return cls(str(data["pk"]), tuple((i["sku"], int(i["quantity"])) for i in data["items"]),
-                   int(data["expiresAt"]), HoldState(data["state"]))
+                   int(data["expiresAt"]), HoldState(data["state"]), data.get("changedAt"))
 
     def expired(self, now: float | None = None) -> bool:
         return self.state is HoldState.ACTIVE and self.expires_at <= (now or time.time())

@@ -19,6 +19,7 @@ not resumed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,9 +27,9 @@ from orders.aws import metrics, region_switch
 from orders.domain.records import OrderRecord
 from orders.domain.states import Step
 from orders.domain.times import parse_time
+from orders.ops import reconcile
 from orders.ops.audit import read_order_table
 from orders.ops.audit_bounds import step_budget, waiting_for
-from orders.ops.reconcile import recount_stock
 from orders.ops.sweeper import Claim, Resume, resume_once
 from orders.settings import Settings
 
@@ -53,20 +54,22 @@ class Adopted:
                 "step": self.step.value if self.step else None, "action": self.action}
 
 
-def in_flight(settings: Settings, epoch: int) -> list[OrderRecord]:
+def in_flight(records: Iterable[OrderRecord], epoch: int) -> list[OrderRecord]:
     """The orders not final whose home is older than `epoch` (placed or adopted before the flip)."""
-    return [r for r in read_order_table(settings).records
-            if not r.status.is_final and (r.home_epoch or 0) < epoch]
+    return [r for r in records if not r.status.is_final and (r.home_epoch or 0) < epoch]
 
 
-def resume_in_flight(settings: Settings, resume: Resume, now: datetime | None = None) -> list[Adopted]:
-    """Resume, in `settings`' region (the active one), every order in flight elsewhere; what was done."""
+def resume_in_flight(settings: Settings, resume: Resume, now: datetime | None = None,
+                     records: Iterable[OrderRecord] | None = None) -> list[Adopted]:
+    """Resume, in `settings`' region (the active one), every order in flight elsewhere; what was done.
+    `records`: the orders table as already read (else it is read here)."""
     switch = region_switch.read(settings)
     if switch.active != settings.region:
         raise RuntimeError(f"region {settings.region} is not the active one ({switch.active} is): "
                            "orders are adopted only by the active region")
     now = now or datetime.now(UTC)
-    done = [adopt(settings, record, resume, now) for record in in_flight(settings, switch.epoch)]
+    records = read_order_table(settings).records if records is None else records
+    done = [adopt(settings, record, resume, now) for record in in_flight(records, switch.epoch)]
     for outcome in done:
         log.warning("adoption: order %s (%s, home %s at epoch %s): %s", outcome.record.order_id,
                     outcome.record.status.value, outcome.record.home_region, outcome.record.home_epoch,
@@ -90,8 +93,10 @@ def adopt_after_flip(settings: Settings, resume: Resume, now: datetime | None = 
     now = now or datetime.now(UTC)
     if (now - parse_time(switch.at)).total_seconds() > ADOPT_WINDOW_SECONDS:
         return []
-    adopted = resume_in_flight(settings, resume, now)
-    recount_stock(settings)  # late records bring late holds: the counters follow them
+    # One read of the products and the orders table serves both: late records bring late holds.
+    first = reconcile.read(settings)
+    adopted = resume_in_flight(settings, resume, now, first[1].records)
+    reconcile.recount_stock(settings, first)
     return adopted
 
 

@@ -19,6 +19,7 @@ its money moves before the ledger is read) and checks (orders.ops.audit_checks):
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -145,10 +146,19 @@ def _orders(settings: Settings, records: list[OrderRecord], entries: dict[str, l
     return lines, problems
 
 
+def units_by_sku(holds: Iterable[Hold], state: HoldState = HoldState.ACTIVE,
+                 since: str | None = None) -> Counter[str]:
+    """The units of the holds in `state` (that left `active` at or after `since`, if given), by SKU."""
+    units: Counter[str] = Counter()
+    for hold in holds:
+        if hold.state is state and (since is None or (hold.changed_at or "") >= since):
+            for sku, quantity in hold.items:
+                units[sku] += quantity
+    return units
+
+
 def _stock(counts: list[StockCount], holds: list[Hold]) -> list[Problem]:
-    held: Counter[str] = Counter()
-    for sku, quantity in (line for hold in holds if hold.state is HoldState.ACTIVE for line in hold.items):
-        held[sku] += quantity
+    held = units_by_sku(holds)
     problems = [p for count in sorted(counts, key=lambda c: c.sku)
                 for p in stock_problems(count, held.get(count.sku, 0))]
     return problems + unstocked_holds(held, (c.sku for c in counts))

@@ -20,19 +20,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from orders.aws import clients
-from orders.aws.stock import HOLD_SK
-from orders.aws.store import OrderStore
-from orders.aws.tables import aws_errors, condition_failed, scan, table_name, to_item
+from orders.aws.stock import StockCount, stock_counts
+from orders.aws.tables import aws_errors, condition_failed, table_name, to_item
+from orders.domain.records import Hold
 from orders.domain.states import HoldState
 from orders.domain.times import now_iso
+from orders.ops.audit import OrderTable, read_order_table, units_by_sku
 from orders.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Passes of a recount, and the pause between them: a product that moved while it was recounted
+#: (orders resumed at the flip reserve and sell at once) is recounted again.
+PASSES, PAUSE_SECONDS = 10, 0.5
+#: The counters recounted.
+COUNTERS = ("available", "reserved", "sold")
 
 
 @dataclass(frozen=True)
@@ -48,72 +54,62 @@ class Recount:
         return {"sku": self.sku, "was": self.was, "now": self.now, "written": self.written}
 
 
-#: Passes of a recount, and the pause between them: a product that moved while it was recounted
-#: (orders resumed at the flip reserve and sell at once) is recounted again.
-PASSES, PAUSE_SECONDS = 10, 0.5
+def read(settings: Settings) -> tuple[list[StockCount], OrderTable]:
+    """The products, then the orders table (its holds): in that order, so that a hold that moves after
+    the products were read changes its product's version and the recount's conditional write refuses."""
+    counts = list(stock_counts(settings))
+    return counts, read_order_table(settings)
 
 
-def recount_stock(settings: Settings) -> list[Recount]:
+def recount_stock(settings: Settings, first: tuple[list[StockCount], OrderTable] | None = None
+                  ) -> list[Recount]:
     """Recount every product whose counters differ from its holds (module docstring), again for those
-    that moved meanwhile, up to PASSES times; the last word on each product recounted."""
+    that moved meanwhile, up to PASSES times; the last word on each product recounted. `first`: the
+    products and holds already read (by `read`), for the first pass."""
     done: dict[str, Recount] = {}
     skus: set[str] | None = None  # None: every product
     for attempt in range(PASSES):
         if attempt:
             time.sleep(PAUSE_SECONDS)
-        found = _recount_pass(settings, skus)
-        done.update((r.sku, r) for r in found)
-        skus = {r.sku for r in found if not r.written}
+        counts, table = first if first is not None and not attempt else read(settings)
+        found = [_recount(settings, c, table.holds) for c in counts if skus is None or c.sku in skus]
+        done.update((r.sku, r) for r in found if r is not None)
+        skus = {r.sku for r in found if r is not None and not r.written}
         if not skus:
             break
+    for recount in done.values():
+        log.warning("stock %s recounted from its holds: %s -> %s%s", recount.sku, recount.was, recount.now,
+                    "" if recount.written else " (not written: it kept moving)")
     return list(done.values())
 
 
-def _recount_pass(settings: Settings, skus: set[str] | None) -> list[Recount]:
-    products = [p for p in scan(settings, "stock")  # first: a hold that moves after this changes the version
-                if skus is None or p["sku"] in skus]
-    holds = [item for item in OrderStore(settings).scan() if item.get("sk") == HOLD_SK]
-    done = []
-    for product in products:
-        want = expected(product, holds)
-        was = {name: int(product.get(name, 0)) for name in want}
-        if want != was:
-            done.append(Recount(str(product["sku"]), was, want, _write(settings, product, want)))
-    for recount in done:
-        log.warning("stock %s recounted from its holds: %s -> %s%s", recount.sku, recount.was, recount.now,
-                    "" if recount.written else " (not written: it moved meanwhile)")
-    return done
-
-
-def expected(product: dict[str, Any], holds: list[dict[str, Any]]) -> dict[str, int]:
+def expected(count: StockCount, holds: list[Hold]) -> dict[str, int]:
     """The counters one product's holds call for."""
-    sku, since = product["sku"], str(product.get("stockSetAt") or "")
-    units: Counter[str] = Counter()
-    for hold in holds:
-        for line in hold.get("items") or ():
-            if line.get("sku") != sku:
-                continue
-            state = hold.get("state")
-            if state == HoldState.ACTIVE:
-                units["reserved"] += int(line["quantity"])
-            elif state == HoldState.COMMITTED and str(hold.get("changedAt") or "") >= since:
-                units["sold"] += int(line["quantity"])
-    stocked = int(product.get("stockSet", 0)) + int(product.get("restocked", 0))
-    return {"available": stocked - units["sold"] - units["reserved"], "reserved": units["reserved"],
-            "sold": units["sold"]}
+    reserved = units_by_sku(holds)[count.sku]
+    sold = units_by_sku(holds, HoldState.COMMITTED, since=count.set_at)[count.sku]
+    stocked = (count.stock_set or 0) + count.restocked
+    return {"available": stocked - sold - reserved, "reserved": reserved, "sold": sold}
 
 
-def _write(settings: Settings, product: dict[str, Any], counts: dict[str, int]) -> bool:
+def _recount(settings: Settings, count: StockCount, holds: list[Hold]) -> Recount | None:
+    want = expected(count, holds)
+    was = {name: getattr(count, name) for name in COUNTERS}
+    if want == was:
+        return None
+    return Recount(count.sku, was, want, _write(settings, count, want))
+
+
+def _write(settings: Settings, count: StockCount, counters: dict[str, int]) -> bool:
     try:
         with aws_errors():
             clients.client("dynamodb", settings).update_item(
-                TableName=table_name(settings, "stock"), Key=to_item({"sku": product["sku"]}),
+                TableName=table_name(settings, "stock"), Key=to_item({"sku": count.sku}),
                 UpdateExpression="SET available = :a, reserved = :r, sold = :s, version = version + :one, "
                                  "updatedAt = :now, reconciledAt = :now",
                 ConditionExpression="version = :v",
-                ExpressionAttributeValues=to_item({":a": counts["available"], ":r": counts["reserved"],
-                                                   ":s": counts["sold"], ":one": 1, ":now": now_iso(),
-                                                   ":v": product.get("version", 0)}))
+                ExpressionAttributeValues=to_item({":a": counters["available"], ":r": counters["reserved"],
+                                                   ":s": counters["sold"], ":one": 1, ":now": now_iso(),
+                                                   ":v": count.version}))
         return True
     except Exception as exc:
         if condition_failed(exc):
