@@ -74,11 +74,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "release-expired-holds": {"task": "inventory.release_expired",
                                   "schedule": settings.reservation_sweep_seconds,
                                   "options": {"MessageGroupId": "inventory-sweep"}},
-        # Multi-region: orders in flight in the region switched away from, resumed here once their
-        # records have replicated (orders.ops.adoption); nothing to do, and no read, far from a flip.
-        "adopt-in-flight": {"task": "ops.adopt_in_flight", "schedule": ADOPT_SECONDS,
-                            "options": {"expires": ADOPT_SECONDS}},
-    }
+    } | (adoption_schedule() if settings.switched else {})
+
+
+def adoption_schedule() -> dict[str, dict[str, Any]]:
+    """With a switch (several regions): orders in flight in the region switched away from, resumed here once
+    their records have replicated (orders.ops.adoption); nothing to do, and no read, far from a flip."""
+    return {"adopt-in-flight": {"task": "ops.adopt_in_flight", "schedule": ADOPT_SECONDS,
+                                "options": {"expires": ADOPT_SECONDS}}}
 
 
 def broker_url(settings: Settings) -> str:

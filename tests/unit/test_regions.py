@@ -81,3 +81,11 @@ def test_the_switch_and_the_gateway_live_where_their_settings_say():
     assert not Settings.from_env({"ORDERS_SWITCH": "us-east-2"}).switched  # one region: nothing to switch
     with pytest.raises(ConfigurationError, match="ORDERS_SWITCH='nowhere'"):
         Settings.from_env({"ORDERS_SWITCH": "nowhere"})
+
+
+def test_beat_looks_for_orders_to_adopt_only_where_a_switch_decides():
+    from orders.runtime.config import beat_schedule
+
+    switched = Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_SWITCH": "us-east-2=http://127.0.0.1:5003"})
+    assert beat_schedule(switched)["adopt-in-flight"]["task"] == "ops.adopt_in_flight"
+    assert "adopt-in-flight" not in beat_schedule(Settings.from_env({}))  # one region: no task every 15 s
