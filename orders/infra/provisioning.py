@@ -48,11 +48,9 @@ def run(settings: Settings, apply: bool) -> Report:
     converger = Converger(settings, apply=apply)
     for kind in KINDS:
         kind.converge(converger)
-    _converge_switch(converger)
-    if converger.settings.region == converger.settings.primary:  # outside the regions: once
-        found = tables.converge_processor_table(converger.settings, converger.apply)
-        if found:
-            converger.report.add(found)
+    if settings.region == settings.primary:  # the tables outside the regions: once, with the primary's
+        _converge_switch(converger)
+        tables.converge_processor_table(converger)
     return converger.report
 
 
@@ -61,7 +59,7 @@ def _converge_switch(converger: Converger) -> None:
     with the primary's resources (it belongs to no region of ORDERS_REGIONS)."""
     settings = converger.settings
     place = settings.switch_settings()
-    if place is None or settings.region != settings.primary or region_switch.exists(settings):
+    if place is None or region_switch.exists(settings):
         return
     converger.report.add(f"table {region_switch.table_name(place)} (the region switch, in {place.region}): "
                          + ("created" if converger.apply else "missing"))

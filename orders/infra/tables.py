@@ -13,10 +13,11 @@ from orders.aws import clients
 from orders.infra import kms
 from orders.infra.converger import Converger
 from orders.settings import Settings
-from orders.topology import TABLES, TableSpec, tags
+from orders.topology import TABLES, TABLES_BY_NAME, TableSpec, tags
 
 #: The stream of a replicated table (TableSpec.replicated): every write with its new and old image.
 STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+AWS_MANAGED_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}
 
 
 def converge_tables(converger: Converger) -> None:
@@ -52,13 +53,17 @@ def converge_tables(converger: Converger) -> None:
             _converge_ttl(converger, spec, name)
 
 
-def _create(converger: Converger, spec: TableSpec, name: str) -> None:
-    ddb = clients.client("dynamodb", converger.settings)
-    ddb.create_table(**table_definition(spec, name), SSESpecification=kms.table_encryption(converger.key),
-                     Tags=[{"Key": k, "Value": v} for k, v in tags(converger.settings, spec.service).items()])
+def _create(converger: Converger, spec: TableSpec, name: str, place: Settings | None = None) -> None:
+    """Create the table in this region, or in `place` outside the regions (then with the AWS managed key
+    of that place: the environment's key is made in the regions)."""
+    where = place or converger.settings
+    ddb = clients.client("dynamodb", where)
+    encryption = kms.table_encryption(converger.key) if place is None else AWS_MANAGED_ENCRYPTION
+    ddb.create_table(**table_definition(spec, name), SSESpecification=encryption,
+                     Tags=[{"Key": k, "Value": v} for k, v in tags(where, spec.service).items()])
     if spec.ttl:  # time to live can be set once the table is active
         ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
-        _converge_ttl(converger, spec, name, quiet=True)
+        _converge_ttl(converger, spec, name, quiet=True, where=where)
 
 
 def _converge_encryption(converger: Converger, name: str, live: dict[str, Any]) -> None:
@@ -95,9 +100,10 @@ def _converge_stream(converger: Converger, spec: TableSpec, name: str, live: dic
         ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
 
 
-def _converge_ttl(converger: Converger, spec: TableSpec, name: str, quiet: bool = False) -> None:
+def _converge_ttl(converger: Converger, spec: TableSpec, name: str, quiet: bool = False,
+                  where: Settings | None = None) -> None:
     """Items expire on the declared attribute (DynamoDB's time to live)."""
-    ddb = clients.client("dynamodb", converger.settings)
+    ddb = clients.client("dynamodb", where or converger.settings)
     ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == spec.ttl:
         return
@@ -146,22 +152,17 @@ def delete_tables(settings: Settings) -> list[str]:
 
 
 
-def converge_processor_table(settings: Settings, apply: bool = True) -> str | None:
-    """The simulated payment processor's table where ORDERS_GATEWAY puts it (outside the regions: rule
-    R3 of docs/multi-region.md), created if absent; what was found or done, None without ORDERS_GATEWAY.
-
-    Encrypted with the AWS managed key of its place: the environment's key is made in the regions.
-    """
-    if settings.gateway_place is None:
-        return None
-    place, spec = settings.gateway_settings(), next(t for t in TABLES if t.name == "gateway")
+def converge_processor_table(converger: Converger) -> None:
+    """Provisioning step, once for all the regions: the simulated payment processor's table where
+    ORDERS_GATEWAY puts it (outside the regions: rule R3 of docs/multi-region.md), created if absent."""
+    if converger.settings.gateway_place is None:
+        return
+    place, spec = converger.settings.gateway_settings(), TABLES_BY_NAME["gateway"]
     ddb, name = clients.client("dynamodb", place), spec.table_name(place)
     try:
         ddb.describe_table(TableName=name)
-        return None
     except ddb.exceptions.ResourceNotFoundException:
-        if apply:
-            ddb.create_table(**table_definition(spec, name),
-                             SSESpecification={"Enabled": True, "SSEType": "KMS"},
-                             Tags=[{"Key": k, "Value": v} for k, v in tags(place, spec.service).items()])
-        return f"table {name} in {place.region} (ORDERS_GATEWAY): {'created' if apply else 'missing'}"
+        converger.report.add(f"table {name} in {place.region} (ORDERS_GATEWAY): "
+                             + ("created" if converger.apply else "missing"))
+        if converger.apply:
+            _create(converger, spec, name, place)

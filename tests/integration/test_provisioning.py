@@ -280,3 +280,17 @@ def test_down_schedules_the_keys_deletion_and_removes_its_alias(infra):
     assert deleted[-1].startswith(f"key alias/{infra.prefix}orders (KMS deletes it in 30 days")
     assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert f"key alias/{infra.prefix}orders: missing" in provisioning.check(infra).changes
+
+
+def test_up_makes_the_processor_s_table_where_orders_gateway_puts_it_once(settings):
+    configured = Settings.from_env({**os.environ, "ORDERS_GATEWAY": "us-east-2"})  # outside the region
+    name = f"{configured.prefix}gateway"
+    assert f"table {name} in us-east-2 (ORDERS_GATEWAY): missing" in provisioning.check(configured).changes
+    assert f"table {name} in us-east-2 (ORDERS_GATEWAY): created" in provisioning.up(configured).changes
+    there = configured.gateway_settings()
+    ddb = clients.client("dynamodb", there)
+    table = ddb.describe_table(TableName=name)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
+    tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"]}
+    assert tags == {"environment": configured.env, "service": "payments", "app": "orders"}
+    assert provisioning.up(configured).clean
