@@ -80,10 +80,12 @@ def check(settings: Settings) -> Report:
 def down(settings: Settings) -> list[str]:
     """Delete every declared resource of this environment; returns what was deleted."""
     deleted = [line for kind in reversed(KINDS) if kind.delete for line in kind.delete(settings)]
+    if settings.region != settings.primary:  # the tables outside the regions go with the primary's
+        return deleted
     place = settings.switch_settings()
-    if place is not None and settings.region == settings.primary and region_switch.delete(settings):
+    if place is not None and region_switch.delete(settings):
         deleted.append(f"table {region_switch.table_name(place)} (the region switch, in {place.region})")
-    return deleted
+    return deleted + tables.delete_processor_table(settings)
 
 
 T = TypeVar("T")

@@ -141,14 +141,26 @@ def table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
 
 def delete_tables(settings: Settings) -> list[str]:
     """Teardown step: delete this environment's tables."""
-    ddb, deleted = clients.client("dynamodb", settings), []
-    for spec in TABLES:
-        try:
-            ddb.delete_table(TableName=spec.table_name(settings))
-            deleted.append(f"table {spec.table_name(settings)}")
-        except ddb.exceptions.ResourceNotFoundException:
-            continue
-    return deleted
+    return [f"table {spec.table_name(settings)}" for spec in TABLES if _delete(settings, spec)]
+
+
+def delete_processor_table(settings: Settings) -> list[str]:
+    """Teardown, once for all the regions: the processor's table where ORDERS_GATEWAY puts it."""
+    if settings.gateway_place is None:
+        return []
+    place, spec = settings.gateway_settings(), TABLES_BY_NAME["gateway"]
+    deleted = _delete(place, spec)
+    return [f"table {spec.table_name(place)} in {place.region} (ORDERS_GATEWAY)"] if deleted else []
+
+
+def _delete(settings: Settings, spec: TableSpec) -> bool:
+    """Delete the table; False when it was not there."""
+    ddb = clients.client("dynamodb", settings)
+    try:
+        ddb.delete_table(TableName=spec.table_name(settings))
+    except ddb.exceptions.ResourceNotFoundException:
+        return False
+    return True
 
 
 

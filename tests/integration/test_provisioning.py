@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from orders.aws import clients
 from orders.aws.sns import topic_arns
 from orders.infra import provisioning
@@ -294,3 +296,13 @@ def test_up_makes_the_processor_s_table_where_orders_gateway_puts_it_once(settin
     tags = {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=table["TableArn"])["Tags"]}
     assert tags == {"environment": configured.env, "service": "payments", "app": "orders"}
     assert provisioning.up(configured).clean
+
+
+def test_down_deletes_the_processor_s_table_where_orders_gateway_puts_it(settings):
+    configured = Settings.from_env({**os.environ, "ORDERS_GATEWAY": "us-east-2"})
+    provisioning.up(configured)
+    name, there = f"{configured.prefix}gateway", configured.gateway_settings()
+    assert f"table {name} in us-east-2 (ORDERS_GATEWAY)" in provisioning.down(configured)
+    ddb = clients.client("dynamodb", there)
+    with pytest.raises(ddb.exceptions.ResourceNotFoundException):
+        ddb.describe_table(TableName=name)
