@@ -202,15 +202,10 @@ class Producer:
         self._pool.shutdown(wait=True)
 
     def _run(self) -> None:
+        started = time.time()
         for n, order in enumerate(self.orders):
-            time.sleep(max(0.0, self._start + n / self.rate - time.time()) if n else 0.0)
+            time.sleep(max(0.0, started + n / self.rate - time.time()))
             self._pool.submit(self._place, order)
-
-    @property
-    def _start(self) -> float:
-        if not hasattr(self, "_started"):
-            self._started = time.time()
-        return self._started
 
     def _place(self, order: dict[str, Any]) -> None:
         from orders import place_order
