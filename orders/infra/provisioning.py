@@ -59,12 +59,13 @@ def _converge_switch(converger: Converger) -> None:
     with the primary's resources (it belongs to no region of ORDERS_REGIONS)."""
     settings = converger.settings
     place = settings.switch_settings()
-    if place is None or region_switch.exists(settings):
+    if place is None:
         return
-    converger.report.add(f"table {region_switch.table_name(place)} (the region switch, in {place.region}): "
-                         + ("created" if converger.apply else "missing"))
-    if converger.apply:
-        region_switch.provision(settings)
+    # provision looks before it creates: one DescribeTable in `up` as in `check`, not two.
+    absent = region_switch.provision(settings) if converger.apply else not region_switch.exists(settings)
+    if absent:
+        converger.report.add(f"table {region_switch.table_name(place)} (the region switch, in "
+                             f"{place.region}): " + ("created" if converger.apply else "missing"))
 
 
 def up(settings: Settings) -> Report:
