@@ -1,18 +1,18 @@
 """SNS to SQS across emulator processes, one per region (applied by orders.emulator.server).
 
-moto delivers a topic's message to an SQS subscription inside its own process, in the backend of
-the region the queue's ARN names. With an emulator process per region (docs/multi-region.md) the
-other region's queue lives in another process, where moto's copy of that region is empty: the
-message was dropped (or the publish failed). Here a subscription whose queue ARN names a region a
-peer serves is delivered to that peer by SendMessage over HTTP, with the body and attributes moto
-would have given it (raw delivery: the message and its attributes as SQS attributes; otherwise
-SNS's JSON notification). SNS retries a failed delivery to SQS for days; here a thread tries again
-every second for RETRY_SECONDS (a peer in an outage gets its messages when it answers again), then
+moto delivers a topic's message to an SQS subscription inside its own process, in the backend of the
+region the queue's ARN names. With an emulator process per region (docs/multi-region.md) the other
+region's queue lives in another process, where moto's copy of that region is empty: the message was
+dropped (or the publish failed). Here a subscription whose queue ARN names a region a peer serves is
+delivered to that peer over HTTP, by SendMessageBatch of those waiting together, with the body and
+attributes moto would have given it (raw delivery: the message and its attributes as SQS attributes;
+otherwise SNS's JSON notification). SNS retries a failed delivery to SQS for days; here a thread tries
+again every second for RETRY_SECONDS (a peer in an outage gets its messages when it answers again), then
 drops it, counted; a delivery the peer's queue refuses (no such queue, a message too large) is dropped
-at once, counted `rejected`, as SNS does not retry a client-side error. A queue that is neither here
-nor a peer's is counted `undeliverable` and the publish succeeds, as on SNS (moto failed the whole
-Publish, so every publish of an emulator whose topics subscribe another region's queue failed until
-its peers were set).
+at once, counted `rejected`, as SNS does not retry a client-side error. A queue that is neither here nor
+a peer's is counted `undeliverable` and the publish succeeds, as on SNS (moto failed the whole Publish,
+so every publish of an emulator whose topics subscribe another region's queue failed until its peers
+were set).
 
 Peers are set after start by `POST /_orders/peers {"us-west-2": "http://127.0.0.1:PORT"}` (replacing
 the previous ones); `GET /_orders/peers` shows them and the delivery counts.
@@ -43,6 +43,8 @@ PEERS_PATH = "/_orders/peers"
 RETRY_SECONDS = 3_600.0
 RETRY_INTERVAL = 1.0
 MAX_HELD = 10_000
+#: SendMessageBatch's bounds: entries, and their bodies' total (SQS's message size, 256 KiB until 2025).
+BATCH_ENTRIES, BATCH_BYTES = 10, 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -134,38 +136,55 @@ class Deliveries:
             except queue.Empty:
                 pass
             now, down = time.monotonic(), set[str]()
-            kept = [d for d in waiting if d.due > now or not self._send(d, now, down)]
+            # A queue with one delivery due gets all of its waiting ones, in order: its order holds
+            # across retries, and they wait (and go) together.
+            due = {d.target.queue_url for d in waiting if d.due <= now}
+            done = {id(d) for batch in batches([d for d in waiting if d.target.queue_url in due])
+                    for d in self._send(batch, now, down)}
+            kept = [d for d in waiting if id(d) not in done]
             with self._lock:
                 self._held -= len(waiting) - len(kept)
             waiting = kept
 
-    def _send(self, delivery: Delivery, now: float, down: set[str]) -> bool:
-        """True once the delivery is done with: sent, or given up. A peer that failed once in this pass
-        (`down`) is not called again in it: its other deliveries wait for the next, each without a timeout."""
+    def _send(self, batch: list[Delivery], now: float, down: set[str]) -> list[Delivery]:
+        """The deliveries of `batch` (one queue's) done with: sent, refused, or given up. A peer that
+        failed once in this pass (`down`) is not called again in it: the rest wait for the next pass."""
+        target = batch[0].target
         try:
-            if delivery.target.endpoint in down:
-                raise ConnectionError(f"{delivery.target.endpoint} failed earlier in this pass")
-            self._client(delivery.target).send_message(
-                QueueUrl=delivery.target.queue_url, MessageBody=delivery.body,
-                **({"MessageAttributes": delivery.attributes} if delivery.attributes else {}))
+            if target.endpoint in down:
+                raise ConnectionError(f"{target.endpoint} failed earlier in this pass")
+            answer = self._client(target).send_message_batch(QueueUrl=target.queue_url, Entries=[
+                {"Id": str(n), "MessageBody": d.body, **({"MessageAttributes": d.attributes} if d.attributes
+                                                         else {})} for n, d in enumerate(batch)])
         except Exception as exc:  # noqa: BLE001 - a failure of the peer is tried again, as SNS does
             if isinstance(exc, ClientError) and not is_retryable_aws_error(exc):
-                # The queue refused it (missing, the message too large): SNS does not retry a client-side
-                # error, and an hour of retries would not change the answer.
-                self.counts["rejected"] += 1
-                log.warning("sns: %s refused a delivery: %s", delivery.target.queue_url, exc)
-                return True
-            down.add(delivery.target.endpoint)
-            if now >= delivery.until:
-                self.counts["dropped"] += 1
-                log.warning("sns: dropped a delivery to %s after %.0f s: %s", delivery.target.queue_url,
-                            RETRY_SECONDS, exc)
-                return True
-            self.counts["retried"] += 1
-            delivery.due = now + RETRY_INTERVAL
-            return False
-        self.counts["delivered"] += 1
-        return True
+                return self._refused(batch, exc)
+            down.add(target.endpoint)
+            return [d for d in batch if self._given_up(d, now, exc)]
+        failed = {int(f["Id"]): f for f in answer.get("Failed", [])}
+        self.counts["delivered"] += len(batch) - len(failed)
+        return [d for n, d in enumerate(batch) if n not in failed] + [
+            d for n, d in enumerate(batch) if n in failed and (
+                self._refused([d], failed[n]["Message"]) if failed[n].get("SenderFault")
+                else self._given_up(d, now, failed[n]["Message"]))]
+
+    def _refused(self, batch: list[Delivery], why: object) -> list[Delivery]:
+        """The queue refused them (missing, a message too large): SNS does not retry a client-side error,
+        and an hour of retries would not change the answer."""
+        self.counts["rejected"] += len(batch)
+        log.warning("sns: %s refused %d deliveries: %s", batch[0].target.queue_url, len(batch), why)
+        return batch
+
+    def _given_up(self, delivery: Delivery, now: float, why: object) -> bool:
+        """Whether a delivery that failed is given up (its RETRY_SECONDS past); else it waits a second."""
+        if now >= delivery.until:
+            self.counts["dropped"] += 1
+            log.warning("sns: dropped a delivery to %s after %.0f s: %s", delivery.target.queue_url,
+                        RETRY_SECONDS, why)
+            return True
+        self.counts["retried"] += 1
+        delivery.due = now + RETRY_INTERVAL
+        return False
 
     def _client(self, target: Target) -> Any:
         if target.endpoint not in self._clients:
@@ -194,6 +213,18 @@ class Deliveries:
 
 
 DELIVERIES = Deliveries()
+
+
+def batches(due: list[Delivery]) -> list[list[Delivery]]:
+    """The deliveries by queue, in their order, in SendMessageBatch's bounds (entries and total size)."""
+    by_queue: dict[str, list[list[Delivery]]] = {}
+    for delivery in due:
+        chunks = by_queue.setdefault(delivery.target.queue_url, [[]])
+        if len(chunks[-1]) == BATCH_ENTRIES or sum(len(d.body) for d in chunks[-1]) + len(delivery.body) > (
+                BATCH_BYTES):
+            chunks.append([])
+        chunks[-1].append(delivery)
+    return [chunk for chunks in by_queue.values() for chunk in chunks if chunk]
 
 
 def install() -> None:

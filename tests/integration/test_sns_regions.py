@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 import urllib.error
 import uuid
@@ -18,8 +17,8 @@ import orders.celery  # noqa: F401 - the Celery app renders the notify task's me
 from orders.aws import clients
 from orders.domain.events import Event
 from orders.emulator import moto_sns
-from orders.emulator.faults import control_request
-from orders.emulator.server import EmulatorProcess
+from orders.emulator.faults import clear_faults, control_request, start_outage
+from orders.emulator.server import EmulatorProcess, call_counts, free_port
 from orders.runtime.publishing import publish
 from orders.settings import Settings, get_settings
 from orders.topology import CUSTOMER_EVENTS, QUEUES_BY_NAME, REPLICA_QUEUE
@@ -157,16 +156,9 @@ def test_peers_that_are_not_http_endpoints_are_refused_and_the_peers_kept(emulat
     assert moto_sns.peer_report(endpoint)["peers"] == before == {SECONDARY: emulators[SECONDARY].endpoint}
 
 
-def closed_port() -> int:
-    """A local port nothing listens on (a peer emulator that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_deliveries_held_for_a_peer_that_is_down_are_bounded_and_the_overflow_counted():
     deliveries = moto_sns.Deliveries(max_held=2)
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # a peer that is down
     queue_arn = f"arn:aws:sqs:{SECONDARY}:123456789012:e-{REPLICA_QUEUE}"
     target = moto_sns.target_for(queue_arn, {SECONDARY: endpoint})
     assert target is not None
@@ -193,3 +185,33 @@ def test_a_delivery_the_peer_s_queue_refuses_is_dropped_at_once_not_retried_for_
             break
         time.sleep(0.1)
     assert deliveries.counts == {"rejected": 2}
+
+
+def test_deliveries_held_while_the_peer_was_down_go_by_batches_once_it_answers(provisioned, emulators):
+    secondary, endpoint = provisioned.for_region(SECONDARY), emulators[SECONDARY].endpoint
+    sqs = clients.client("sqs", secondary)
+    url = sqs.get_queue_url(QueueName=QUEUES_BY_NAME[REPLICA_QUEUE].sqs_name(secondary))["QueueUrl"]
+    replica = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    target = moto_sns.target_for(replica, {SECONDARY: endpoint})
+    assert target is not None
+    deliveries, events = moto_sns.Deliveries(), [f"event-{uuid.uuid4().hex[:8]}-{n}" for n in range(25)]
+    start_outage(endpoint, "sqs", 3_600)
+    try:
+        for body in events:
+            deliveries.add(moto_sns.Delivery(target, body, {}, until=time.monotonic() + 3_600))
+        for _ in range(100):  # bounded: every delivery failed once, so all wait together
+            if deliveries.counts["retried"] >= len(events):
+                break
+            time.sleep(0.1)
+        before = call_counts(endpoint)
+    finally:
+        clear_faults(endpoint)
+    for _ in range(100):  # bounded: the next pass sends them
+        if deliveries.counts["delivered"] == len(events):
+            break
+        time.sleep(0.1)
+    assert deliveries.counts["delivered"] == len(events)
+    calls = {k: n - before.get(k, 0) for k, n in call_counts(endpoint).items()}
+    assert calls.get("sqs:SendMessage", 0) == 0 and calls["sqs:SendMessageBatch"] <= 6, calls  # 3 by ten
+    received = [m["Body"] for m in receive_all(secondary, REPLICA_QUEUE, events[-1])]
+    assert received == events  # in the order published
