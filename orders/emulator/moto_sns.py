@@ -138,8 +138,8 @@ class Deliveries:
             now, down = time.monotonic(), set[str]()
             # A queue with one delivery due gets all of its waiting ones, in order: its order holds
             # across retries, and they wait (and go) together.
-            due = {d.target.queue_url for d in waiting if d.due <= now}
-            done = {id(d) for batch in batches([d for d in waiting if d.target.queue_url in due])
+            due = {d.target for d in waiting if d.due <= now}
+            done = {id(d) for batch in batches([d for d in waiting if d.target in due])
                     for d in self._send(batch, now, down)}
             kept = [d for d in waiting if id(d) not in done]
             with self._lock:
@@ -187,15 +187,18 @@ class Deliveries:
         return False
 
     def _client(self, target: Target) -> Any:
-        if target.endpoint not in self._clients:
+        # By region too: an emulator serving two regions tells them apart by the region a request is
+        # signed for (the queue's URL is the same in both).
+        key = f"{target.region} {target.endpoint}"
+        if key not in self._clients:
             import boto3
             from botocore.config import Config
 
-            self._clients[target.endpoint] = boto3.client(
+            self._clients[key] = boto3.client(
                 "sqs", endpoint_url=target.endpoint, region_name=target.region,
                 aws_access_key_id="testing", aws_secret_access_key="testing",
                 config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
-        return self._clients[target.endpoint]
+        return self._clients[key]
 
     def control(self, environ: dict[str, Any], body: bytes,
                 start_response: Callable[..., Any]) -> list[bytes]:
@@ -217,9 +220,9 @@ DELIVERIES = Deliveries()
 
 def batches(due: list[Delivery]) -> list[list[Delivery]]:
     """The deliveries by queue, in their order, in SendMessageBatch's bounds (entries and total size)."""
-    by_queue: dict[str, list[list[Delivery]]] = {}
+    by_queue: dict[Target, list[list[Delivery]]] = {}  # the target, not the URL: it is each region's
     for delivery in due:
-        chunks = by_queue.setdefault(delivery.target.queue_url, [[]])
+        chunks = by_queue.setdefault(delivery.target, [[]])
         if len(chunks[-1]) == BATCH_ENTRIES or sum(len(d.body) for d in chunks[-1]) + len(delivery.body) > (
                 BATCH_BYTES):
             chunks.append([])

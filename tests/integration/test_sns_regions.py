@@ -9,6 +9,7 @@ import time
 import urllib.error
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -215,3 +216,26 @@ def test_deliveries_held_while_the_peer_was_down_go_by_batches_once_it_answers(p
     assert calls.get("sqs:SendMessage", 0) == 0 and calls["sqs:SendMessageBatch"] <= 6, calls  # 3 by ten
     received = [m["Body"] for m in receive_all(secondary, REPLICA_QUEUE, events[-1])]
     assert received == events  # in the order published
+
+
+def test_one_peer_serving_two_regions_gets_each_region_s_deliveries_in_that_region(emulators):
+    endpoint, other = emulators[SECONDARY].endpoint, "eu-west-1"
+    settings = emulators[SECONDARY].settings({"ORDERS_ENV": f"p{uuid.uuid4().hex[:10]}"})
+    urls = {region: clients.client("sqs", settings.for_region(region) if region in settings.regions
+                                   else replace(settings, region=region)).create_queue(
+                QueueName=f"{settings.prefix}{REPLICA_QUEUE}")["QueueUrl"] for region in (SECONDARY, other)}
+    deliveries, peers = moto_sns.Deliveries(), {SECONDARY: endpoint, other: endpoint}
+    for region in (SECONDARY, other):  # the first makes the peer's client, signed for us-west-2
+        queue_arn = f"arn:aws:sqs:{region}:123456789012:{settings.prefix}{REPLICA_QUEUE}"
+        target = moto_sns.target_for(queue_arn, peers)
+        assert target is not None
+        deliveries.add(moto_sns.Delivery(target, f"for {region}", {}, until=time.monotonic() + 3_600))
+    for _ in range(100):  # bounded: one pass answers both
+        if sum(deliveries.counts.values()) >= 2:
+            break
+        time.sleep(0.1)
+    assert deliveries.counts == {"delivered": 2}
+    for region in (SECONDARY, other):
+        sqs = clients.client("sqs", replace(settings, region=region))
+        got = sqs.receive_message(QueueUrl=urls[region], WaitTimeSeconds=1).get("Messages", [])
+        assert [m["Body"] for m in got] == [f"for {region}"]
