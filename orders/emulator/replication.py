@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 
 #: The tables global tables replicate (orders, stock, the API's): see TableSpec.replicated.
 REPLICATED_TABLES = tuple(spec.name for spec in TABLES if spec.replicated)
-#: How long a change waits before it is tried again when its region does not answer.
+#: How long a change waits before it is tried again when its region does not answer, or its item kept
+#: changing under APPLY_ATTEMPTS conditional writes in one pass.
 RETRY_PAUSE = 1.0
+APPLY_ATTEMPTS = 3
 ItemId = tuple[str, str]  # (declared table name, the item's key as canonical JSON)
 
 
@@ -201,37 +203,44 @@ class Replicator:
         while self._pending and self._pending[0].due <= now:
             change = heapq.heappop(self._pending)
             try:
-                self._apply(change)
+                settled = self._apply(change)
             except (ClientError, BotoCoreError) as exc:
                 self.counts["unreachable"] += 1
                 log.debug("region %s: %s", change.target, exc)
+                settled = False
+            if not settled:  # unreachable, or its item kept changing: a later pass decides it
                 change.due = now + RETRY_PAUSE
                 retry.append(change)
         for change in retry:
             heapq.heappush(self._pending, change)
 
-    def _apply(self, change: Change) -> None:
-        """Write the change in its target unless the target holds a newer version (last writer wins)."""
+    def _apply(self, change: Change) -> bool:
+        """Write the change in its target unless the target holds a newer version (last writer wins);
+        False when the item kept changing under it (a busy item: the change waits for a later pass,
+        whose read of the stream then says whether a newer write supersedes it; never dropped, as
+        global tables never drop a write but by last-writer-wins)."""
         target = self.regions[change.target]
         item: ItemId = (change.table, json.dumps(change.key, sort_keys=True))
-        for attempt in range(10):
+        for attempt in range(APPLY_ATTEMPTS):
             if attempt:  # the pass read every stream just before; after a refused write, read again
                 self._read(target, change.table)  # the target's copy as it is now
             current = target.versions.get(item)
             if current is not None and current.stamp >= change.version.stamp:
                 self.counts["superseded"] += 1
-                return
+                return True
             if same(current.image if current else None, change.version.image):
                 target.versions[item] = change.version
                 self.counts["unchanged"] += 1
-                return
+                return True
             if self._write(target, change, current.image if current else None):
                 target.versions[item] = change.version
                 target.echoes.setdefault(item, deque()).append(change.version.image)
                 self.counts["applied"] += 1
-                return
+                return True
             self.counts["retried"] += 1
-        log.warning("region %s: item %s kept changing; its change is dropped", target.name, item)
+        self.counts["busy"] += 1
+        log.info("region %s: item %s kept changing; its change waits for the next pass", target.name, item)
+        return False
 
     def _write(self, target: Region, change: Change, expected: Image) -> bool:
         """Put (or delete) the change's image if the item is still `expected`; False if it is not."""
