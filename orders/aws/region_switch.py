@@ -12,6 +12,7 @@ SWITCH_CACHE_SECONDS and fails closed: a switch that cannot be read makes no reg
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -166,12 +167,15 @@ def history(settings: Settings) -> list[dict[str, Any]]:
 
 _lock = threading.Lock()
 _cache: dict[tuple[str | None, ...], tuple[float, Switch | None]] = {}
+#: The read under way of each switch (its end is set when its answer is in _cache).
+_reading: dict[tuple[str | None, ...], threading.Event] = {}
 
 
 def _forget_in_child() -> None:
     global _lock
     _lock = threading.Lock()  # a thread of the parent may have held it at the fork
     _cache.clear()
+    _reading.clear()  # the parent's reads are not under way in the child: nothing would end them
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -185,21 +189,45 @@ def forget() -> None:
 
 def current(settings: Settings) -> Switch | None:
     """The switch as this process knows it, read at most every SWITCH_CACHE_SECONDS; None when it cannot
-    be read (fail closed: no region is known to be active)."""
+    be read (fail closed: no region is known to be active).
+
+    One caller reads, with no lock held while the switch answers (it may take its timeouts): the
+    others meanwhile get the last answer while it is under two cache periods old, else None; they
+    wait for the read only when there is no answer yet.
+    """
     place = _place(settings)
     if place is None or not settings.multi_region:
         return _default(settings)
     key = (place.region, clients.endpoint("dynamodb", place), place.env)
-    with _lock:  # one reader at a time: the others wait for its answer rather than each asking
-        known = _cache.get(key)
-        if known is not None and time.monotonic() - known[0] < SWITCH_CACHE_SECONDS:
+    with _lock:
+        known, reading = _cache.get(key), _reading.get(key)
+        age = time.monotonic() - known[0] if known is not None else math.inf
+        if known is not None and age < SWITCH_CACHE_SECONDS:
             return known[1]
-        try:
-            found: Switch | None = read(settings)
-        except OrderError:
-            found = None
-        _cache[key] = (time.monotonic(), found)
-        return found
+        if reading is None:
+            _reading[key] = threading.Event()
+        elif known is not None:
+            return known[1] if age < 2 * SWITCH_CACHE_SECONDS else None
+    if reading is not None:
+        reading.wait()
+        with _lock:
+            answered = _cache.get(key)
+        return answered[1] if answered is not None else None
+    return _read_into_cache(settings, key)
+
+
+def _read_into_cache(settings: Settings, key: tuple[str | None, ...]) -> Switch | None:
+    found: Switch | None = None
+    try:
+        found = read(settings)
+    except OrderError:
+        pass
+    finally:  # whatever happened, the others waiting for this read have an answer (None: closed)
+        with _lock:
+            _cache[key] = (time.monotonic(), found)
+            done = _reading.pop(key)
+        done.set()
+    return found
 
 
 def is_active(settings: Settings) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -109,6 +111,67 @@ def test_current_is_cached_per_process_and_a_flip_is_seen_once_forgotten(deploym
     region_switch.forget()
     assert region_switch.current(west) == region_switch.read(deployment)
     assert region_switch.is_active(west) and not region_switch.is_active(deployment)
+
+
+class _Relay:
+    """A TCP relay to the emulator that, once `cut` is set, takes requests and passes none on (a switch
+    gone quiet: its calls wait for their timeouts); `swallowed` is set when it has dropped one."""
+
+    def __init__(self, endpoint: str):
+        self.target = urllib.parse.urlsplit(endpoint)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.cut, self.swallowed = threading.Event(), threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self.target.hostname, self.target.port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if self.cut.is_set():
+                    self.swallowed.set()
+                else:
+                    sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            sink.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_while_one_caller_waits_on_a_switch_gone_quiet_the_others_get_its_last_answer(emulator, monkeypatch):
+    relay = _Relay(emulator.endpoint)
+    settings = _deployment(emulator, f"{SWITCH_REGION}=http://127.0.0.1:{relay.port}")
+    assert region_switch.provision(settings)
+    monkeypatch.setattr(region_switch, "SWITCH_CACHE_SECONDS", 3.0)
+    region_switch.forget()
+    last = region_switch.current(settings)
+    assert last == Switch(EAST, 0, None, None, None)
+    time.sleep(region_switch.SWITCH_CACHE_SECONDS)  # the answer is due to be read again
+    relay.cut.set()
+    reader_saw: list[Switch | None] = []
+    reader = threading.Thread(target=lambda: reader_saw.append(region_switch.current(settings)))
+    reader.start()
+    assert relay.swallowed.wait(30)  # the reader now waits on the switch, for its timeouts
+    assert region_switch.current(settings) == last  # not a wait behind it
+    reader.join()
+    assert reader_saw == [None]
+    assert region_switch.current(settings) is None  # its failure is the answer now: closed
+    assert not region_switch.is_active(settings)
+    region_switch.forget()
+    relay.close()
 
 
 def test_a_switch_that_does_not_answer_makes_no_region_active(emulator):
