@@ -91,7 +91,7 @@ def _parsed(item: dict[str, Any], settings: Settings, place: Settings) -> Switch
     where = f"the region switch's item in {table_name(place)} ({place.region})"
     if not isinstance(active, str) or active not in settings.regions:
         raise PermanentError(f"{where} names {active!r} active, not a region of ORDERS_REGIONS "
-                             f"({', '.join(settings.regions)}): flip it with `orders region failover --to`")
+                             f"({', '.join(settings.regions)}): not one a flip wrote, correct it by hand")
     if not isinstance(epoch, Decimal) or epoch != epoch.to_integral_value() or epoch < 0:
         raise PermanentError(f"{where} has epoch {epoch!r}, not a count of flips")
     text = {name: item.get(name) for name in ("at", "reason", "previous")}

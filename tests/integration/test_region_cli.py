@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orders.aws import region_switch
+from orders.aws import clients, region_switch
+from orders.aws.tables import to_item
 from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 from tests.helpers import invoke, paused, region_emulators, regions_variable
@@ -123,3 +124,19 @@ def test_status_with_the_switch_unreadable_still_probes_every_region_and_exits_2
         code, output = invoke("region", "status")
     assert code == 2 and "Active region: unknown (the switch cannot be read)" in output, output
     assert f"{WEST:<14} ?" in output, output
+
+
+def test_a_hand_made_switch_item_is_refused_by_every_command_in_one_line(deployment, emulators):
+    place = deployment.switch_settings()
+    assert place is not None
+    clients.client("dynamodb", place).put_item(
+        TableName=region_switch.table_name(place),
+        Item=to_item({"pk": "switch", "sk": "current", "active": "eu-west-1", "epoch": "three"}))
+    for command in (("status",), ("failover", "--to", WEST), ("failback",)):
+        code, output = invoke("region", *command)
+        assert code == 2 and "'eu-west-1' active, not a region of ORDERS_REGIONS" in output, (command, output)
+        assert "Traceback" not in output, output
+    with paused(emulators[EAST].endpoint):
+        code, output = invoke("region", "watch", "--auto", "--interval", "0", "--failures", "1",
+                              "--rounds", "1")
+    assert code == 0 and "the switch cannot be read" in output and "decision:" not in output, output
