@@ -352,7 +352,7 @@ class Channel(ReceivingChannel):
         kombu's `_message_to_python` would unwrap and parse the same text again; this is
         its own last step on the object already parsed (the same `loads`, the same text).
         """
-        if qname in self._noack_queues or not task.envelope:  # kombu deletes those at once: its way
+        if qname in self._noack_queues:  # kombu deletes those at once: its way
             return self._message_to_python(message, qname, queue_url)  # type: ignore[attr-defined, no-any-return]
         return self._envelope_payload(task.envelope, task.text, message, queue_url)  # type: ignore[attr-defined, no-any-return]
 
