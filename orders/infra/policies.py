@@ -212,7 +212,7 @@ def read_switch(settings: Settings, refs: Refs) -> list[Statement]:
     """With a switch (ORDERS_SWITCH), every role reads it: workers and producers act only in the active
     region, and a switch they may not read makes none active (orders.aws.region_switch)."""
     place = settings.switch_settings()
-    if place is None or not settings.multi_region:
+    if place is None or not settings.switched:
         return []
     arn = refs.value(f"arn:${{AWS::Partition}}:dynamodb:{place.region}:${{AWS::AccountId}}:table/"
                      + region_switch.table_name(place))
