@@ -184,6 +184,11 @@ def statement(grant: Grant, refs: Refs, settings: Settings) -> Statement:
     return found
 
 
+def in_region(refs: Refs, service: str, region: str | None, resource: str) -> Any:
+    """The ARN of `resource` in another region of the environment's account (a template's Fn::Sub)."""
+    return refs.value(f"arn:${{AWS::Partition}}:{service}:{region}:${{AWS::AccountId}}:{resource}")
+
+
 def in_other_regions(grant: Grant, refs: Refs, settings: Settings) -> list[Statement]:
     """A field grant's counterpart on the other regions' keys (none with one region). Their ARNs are
     not known here: the keys are named by region and by the environment's tags, as the
@@ -191,8 +196,7 @@ def in_other_regions(grant: Grant, refs: Refs, settings: Settings) -> list[State
     others = [region for region in settings.regions if region != settings.region]
     if not (grant.fields and others):
         return []
-    keys = [refs.value(f"arn:${{AWS::Partition}}:kms:{region}:${{AWS::AccountId}}:key/*")
-            for region in others]
+    keys = [in_region(refs, "kms", region, "key/*") for region in others]
     when = {**key_tags(settings, "aws:ResourceTag"), **condition(grant, refs, settings)["StringEquals"]}
     return [{"Sid": f"{grant.sid}InOtherRegions", "Effect": "Allow",
              "Action": [IN_OTHER_REGIONS[action] for action in grant.actions], "Resource": keys,
@@ -204,8 +208,7 @@ def elsewhere(table: str, refs: Refs, settings: Settings) -> Any:
     if table != "gateway" or settings.gateway_place is None:
         return None
     place = settings.gateway_settings()
-    return refs.value(f"arn:${{AWS::Partition}}:dynamodb:{place.region}:${{AWS::AccountId}}:table/"
-                      + TABLES_BY_NAME[table].table_name(place))
+    return in_region(refs, "dynamodb", place.region, "table/" + TABLES_BY_NAME[table].table_name(place))
 
 
 def read_switch(settings: Settings, refs: Refs) -> list[Statement]:
@@ -214,8 +217,7 @@ def read_switch(settings: Settings, refs: Refs) -> list[Statement]:
     place = settings.switch_settings()
     if place is None or not settings.switched:
         return []
-    arn = refs.value(f"arn:${{AWS::Partition}}:dynamodb:{place.region}:${{AWS::AccountId}}:table/"
-                     + region_switch.table_name(place))
+    arn = in_region(refs, "dynamodb", place.region, "table/" + region_switch.table_name(place))
     return [{"Sid": "ReadRegionSwitch", "Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": [arn]}]
 
 
