@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -15,8 +16,7 @@ from orders.aws import region_switch
 from orders.aws.region_switch import Switch, SwitchMoved
 from orders.cli.common import aws_failures, aws_settings
 from orders.domain.errors import OrderError
-from orders.ops import adoption, region_health
-from orders.ops.reconcile import recount_stock
+from orders.ops import adoption, reconcile, region_health
 from orders.ops.region_health import FAILURES, PROBE_INTERVAL_SECONDS, Health, Watch
 from orders.settings import ConfigurationError, Settings
 
@@ -127,37 +127,76 @@ def failback_cmd(reason: str, as_json: bool) -> None:
     _after_flip(settings, flipped, as_json)
 
 
-def _after_flip(settings: Settings, flipped: Switch, as_json: bool) -> None:
-    adopted, problem = resume_in_flight(settings, flipped.active)
-    recounted = [r.to_json() for r in recount_stock(settings.for_region(flipped.active))]
-    if as_json:
-        click.echo(json.dumps({"active": flipped.active, "epoch": flipped.epoch, "previous": flipped.previous,
-                               "at": flipped.at, "reason": flipped.reason, "adopted": adopted,
-                               "recounted": recounted}, indent=2))
-    else:
-        click.echo(_describe(flipped))
-        if adopted is not None:
-            click.echo(f"Orders in flight elsewhere resumed in {flipped.active}: "
-                       f"{sum(a['action'] == 'resumed' for a in adopted)} of {len(adopted)}")
-        for recount in recounted:
-            click.echo(f"Stock {recount['sku']} recounted from its holds: "
-                       f"{recount['was']} -> {recount['now']}")
-    if problem:
-        click.echo(problem, err=True)
-        raise SystemExit(1)
+@dataclass(frozen=True)
+class TakeOver:
+    """What the active region did after a flip: the orders in flight elsewhere it resumed, the products
+    it recounted from their holds, and why the resumes did not finish (None when they did)."""
+
+    adopted: list[dict[str, Any]] | None
+    recounted: list[dict[str, Any]]
+    problem: str | None
+
+    def lines(self, region: str) -> list[str]:
+        said = [] if self.adopted is None else [
+            f"Orders in flight elsewhere resumed in {region}: "
+            f"{sum(a['action'] == 'resumed' for a in self.adopted)} of {len(self.adopted)}"]
+        return said + [f"Stock {r['sku']} recounted from its holds: {r['was']} -> {r['now']}"
+                       for r in self.recounted]
 
 
-def resume_in_flight(settings: Settings, active: str) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """After a flip: resume in `active` the orders in flight elsewhere (orders.ops.adoption); what was
-    done (None when not done) and, when it could not be, why."""
+def take_over(settings: Settings, active: str) -> TakeOver:
+    """After a flip (or `orders region adopt`): in `active`, resume the orders in flight elsewhere
+    (orders.ops.adoption) and recount the stock from its holds (orders.ops.reconcile), from one read
+    of the products and the orders table."""
     from tasks.ops import resumer  # the Celery app: loaded only when orders are really resumed
 
     regional = settings.for_region(active)
+    first = reconcile.read(regional)
     try:
-        return [a.to_json() for a in adoption.resume_in_flight(regional, resumer(regional))], None
+        adopted = [a.to_json() for a in adoption.resume_in_flight(regional, resumer(regional),
+                                                                   records=first[1].records)]
+        problem = None
     except (OrderError, RuntimeError) as exc:
-        return None, (f"the switch flipped, but the orders in flight elsewhere were not all resumed in "
-                      f"{active} ({exc}): the periodic pass (ops.adopt_in_flight) tries again")
+        adopted, problem = None, (f"the orders in flight elsewhere were not all resumed in {active} ({exc}): "
+                                  "the periodic pass (ops.adopt_in_flight) tries again")
+    recounted = [r.to_json() for r in reconcile.recount_stock(regional, first)]
+    return TakeOver(adopted, recounted, problem)
+
+
+def _after_flip(settings: Settings, flipped: Switch, as_json: bool) -> None:
+    done = take_over(settings, flipped.active)
+    if as_json:
+        click.echo(json.dumps({"active": flipped.active, "epoch": flipped.epoch, "previous": flipped.previous,
+                               "at": flipped.at, "reason": flipped.reason, "adopted": done.adopted,
+                               "recounted": done.recounted}, indent=2))
+    else:
+        click.echo(_describe(flipped))
+        for line in done.lines(flipped.active):
+            click.echo(line)
+    if done.problem:
+        click.echo(done.problem, err=True)
+        raise SystemExit(1)
+
+
+@region_group.command("adopt")
+@click.option("--json", "as_json", is_flag=True, help='Print {"active", "adopted", "recounted"}.')
+def adopt_cmd(as_json: bool) -> None:
+    """In the active region, resume the orders still in flight elsewhere and recount the stock from its
+    holds, as a flip does (for records that arrive after the periodic pass's hour). Exit 1 when the
+    resumes did not finish, 2 when the switch cannot be read."""
+    settings = aws_settings()
+    with refusals():
+        active = region_switch.read(settings).active
+    done = take_over(settings, active)
+    if as_json:
+        click.echo(json.dumps({"active": active, "adopted": done.adopted, "recounted": done.recounted},
+                              indent=2))
+    else:
+        for line in done.lines(active):
+            click.echo(line)
+    if done.problem:
+        click.echo(done.problem, err=True)
+        raise SystemExit(1)
 
 
 @region_group.command("watch")
@@ -216,12 +255,9 @@ def _auto_failover(settings: Settings, switch: Switch, target: str, failures: in
         click.echo(f"{stamp} decision: fail over to {target}: failed ({exc}); tried again next round")
         return
     click.echo(f"{stamp} decision: failed over to {target} (epoch {flipped.epoch}): {reason}")
-    adopted, problem = resume_in_flight(settings, target)
-    if adopted is not None:
-        click.echo(f"{stamp} orders in flight elsewhere resumed in {target}: "
-                   f"{sum(a['action'] == 'resumed' for a in adopted)} of {len(adopted)}")
-    if problem:
-        click.echo(f"{stamp} {problem}")
+    done = take_over(settings, target)
+    for line in [*done.lines(target), *([done.problem] if done.problem else [])]:
+        click.echo(f"{stamp} {line}")
 
 
 commands = [region_group]

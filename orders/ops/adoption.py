@@ -36,7 +36,7 @@ from orders.settings import Settings
 log = logging.getLogger(__name__)
 
 #: How long after a flip the periodic pass looks for orders in flight elsewhere: past it, an order
-#: still homed before the flip is one a person reconciles (`orders region adopt` resumes it).
+#: still homed before the flip waits for a person: `orders region adopt` resumes it.
 ADOPT_WINDOW_SECONDS = 3600.0
 
 

@@ -1,5 +1,5 @@
-"""`orders region status | failover | failback | watch` over two regions, each its own emulator process,
-and the switch in a third (docs/multi-region.md, "Failover and failback")."""
+"""`orders region status | failover | failback | watch | adopt` over two regions, each its own emulator
+process, and the switch in a third (docs/multi-region.md, "Failover and failback")."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from orders.aws import clients, region_switch
-from orders.aws.tables import to_item
+from orders.aws.stock import set_stock
+from orders.aws.tables import table_name, to_item
 from orders.emulator.server import EmulatorProcess
 from orders.settings import Settings, get_settings
 from tests.helpers import invoke, paused, region_emulators, regions_variable
@@ -140,3 +141,21 @@ def test_a_hand_made_switch_item_is_refused_by_every_command_in_one_line(deploym
         code, output = invoke("region", "watch", "--auto", "--interval", "0", "--failures", "1",
                               "--rounds", "1")
     assert code == 0 and "the switch cannot be read" in output and "decision:" not in output, output
+
+
+def test_the_automatic_failover_and_adopt_recount_the_stock_as_a_manual_flip_does(deployment, emulators):
+    west = deployment.for_region(WEST)
+    set_stock(west, "SKU-RECOUNT", 5)
+    # What last-writer-wins leaves after a flip: a release lost, the hold it released gone (no hold at all).
+    clients.client("dynamodb", west).update_item(
+        TableName=table_name(west, "stock"), Key=to_item({"sku": "SKU-RECOUNT"}),
+        UpdateExpression="SET reserved = :r, available = :a",
+        ExpressionAttributeValues=to_item({":r": -1, ":a": 6}))
+    with paused(emulators[EAST].endpoint):
+        code, output = invoke("region", "watch", "--auto", "--interval", "0", "--failures", "1",
+                              "--rounds", "1")
+    assert code == 0 and f"decision: failed over to {WEST}" in output, output
+    assert "Stock SKU-RECOUNT recounted from its holds: {'available': 6, 'reserved': -1, 'sold': 0} -> " \
+           "{'available': 5, 'reserved': 0, 'sold': 0}" in output, output
+    adopt = _json("adopt")  # again, by hand: nothing left to do
+    assert (adopt["active"], adopt["adopted"], adopt["recounted"]) == (WEST, [], [])
