@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from orders.aws import field_crypto
+from orders.aws import clients, field_crypto
 from orders.aws.field_crypto import FieldCrypto, forget_keys
 from orders.domain.errors import PermanentError
 from orders.domain.sensitive import Envelope, Field, UnreadableField
@@ -155,3 +155,17 @@ def test_one_region_still_writes_ofe1_with_one_kms_call(emulators):
     assert sealed.startswith("ofe1.") and len(sealed.split(".")) == 4 and Envelope.parse(sealed).wraps == ()
     assert crypto.open("ord-5", Field.PAYMENT_TOKEN, sealed) == TOKEN
     assert spent(before) == {"GenerateDataKey": 1, "Encrypt": 0, "Decrypt": 1}
+
+
+def test_a_wrap_naming_a_region_outside_the_deployment_is_unreadable_and_asks_no_kms(deployment):
+    """A hostile ofe2 envelope whose wraps name regions not in ORDERS_REGIONS (each could become a client's
+    region and endpoint): refused before any KMS client is made or called, not retried."""
+    sealed = FieldCrypto(deployment[A]).seal("ord-7", Field.PAYMENT_TOKEN, TOKEN)
+    envelope = Envelope.parse(sealed)
+    forged = Envelope.regional((("attacker-1", envelope.wraps[1][1]), ("eu-west-1", envelope.wraps[0][1])),
+                               envelope.nonce, envelope.ciphertext).text()
+    before = dict(field_crypto.kms_calls)
+    with pytest.raises(UnreadableField, match="regions this deployment does not have"):
+        FieldCrypto(deployment[B]).open("ord-7", Field.PAYMENT_TOKEN, forged)
+    assert spent(before) == {"GenerateDataKey": 0, "Encrypt": 0, "Decrypt": 0}
+    assert "attacker-1" not in {key[1] for key in clients._clients}
