@@ -64,6 +64,21 @@ APP = "orders"
 logger = logging.getLogger(__name__)
 
 
+class _NoDataKeys(logging.Filter):
+    """Redacts botocore's DEBUG lines that carry a KMS body with a data key in clear (GenerateDataKey's
+    and Decrypt's answers, Encrypt's request): a worker run at DEBUG must not write keys to its logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Plaintext" in record.getMessage():
+            record.msg, record.args = "(a KMS request or answer with a data key in clear: not logged)", ()
+        return True
+
+
+#: The loggers that write requests' parameters and responses' bodies (botocore.endpoint, .parsers).
+for _name in ("botocore.endpoint", "botocore.parsers"):
+    logging.getLogger(_name).addFilter(_NoDataKeys())
+
+
 @dataclass
 class _DataKey:
     plaintext: bytes

@@ -11,6 +11,7 @@ settings (`Settings.for_region`), so its own KMS client, caches and identity.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import socket
@@ -169,3 +170,16 @@ def test_a_wrap_naming_a_region_outside_the_deployment_is_unreadable_and_asks_no
         FieldCrypto(deployment[B]).open("ord-7", Field.PAYMENT_TOKEN, forged)
     assert spent(before) == {"GenerateDataKey": 0, "Encrypt": 0, "Decrypt": 0}
     assert "attacker-1" not in {key[1] for key in clients._clients}
+
+
+def test_no_data_key_reaches_a_log_line_even_at_debug(deployment, caplog):
+    """botocore logs each request's parameters and each response's body at DEBUG: with several regions
+    the Encrypt request carries the data key in clear, and GenerateDataKey's answer always does."""
+    with caplog.at_level(logging.DEBUG):
+        sealed = FieldCrypto(deployment[A]).seal("ord-8", Field.CONTACT, '{"email": "pat@example.com"}')
+        FieldCrypto(deployment[B]).open("ord-8", Field.CONTACT, sealed)
+    [key] = [k for k in field_crypto._sealing.values()]
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "kms" in text.lower()  # botocore did log the calls...
+    for form in (base64.b64encode(key.plaintext).decode(), repr(key.plaintext)):
+        assert form not in text  # ...never the data key
