@@ -304,6 +304,11 @@ class Settings:
         return len(self.regions) > 1
 
     @property
+    def other_regions(self) -> tuple[str, ...]:
+        """The deployment's regions other than this one (none in a deployment of one region)."""
+        return tuple(name for name in self.regions if name != self.region)
+
+    @property
     def switched(self) -> bool:
         """Whether an active-region switch decides who works: several regions and ORDERS_SWITCH."""
         return self.multi_region and self.switch_place is not None

@@ -223,7 +223,7 @@ def subscriptions(settings: Settings) -> tuple[SubscriptionSpec, ...]:
     # what this one published and had not notified (docs/multi-region.md, R7).
     subs += [SubscriptionSpec("order-status", "sqs", REPLICA_QUEUE, raw_delivery=True, region=other,
                               filter_policy={"event_type": list(CUSTOMER_EVENTS)})
-             for other in settings.regions if settings.multi_region and other != settings.region]
+             for other in settings.other_regions]
     if settings.customer_email:
         subs.append(SubscriptionSpec("order-status", "email", settings.customer_email,
                                      filter_policy={"event_type": list(CUSTOMER_EVENTS)}))

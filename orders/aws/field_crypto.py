@@ -182,17 +182,13 @@ class FieldCrypto:
                                               EncryptionContext=encryption_context(self.settings, field))
         kms_calls["GenerateDataKey"] += 1
         key = _DataKey(made["Plaintext"], made["CiphertextBlob"], time.monotonic())
-        others = self.other_regions()
+        others = self.settings.other_regions
         if others:
             wraps = [(str(self.settings.region), key.wrapped)]
             wraps += [(region, wrapped) for region in others
                       if (wrapped := self._wrap_in(region, field, key.plaintext)) is not None]
             key.wraps, key.complete = tuple(wraps), len(wraps) == len(others) + 1
         return key
-
-    def other_regions(self) -> tuple[str, ...]:
-        """The deployment's regions other than this process's (none with one region: ofe1 envelopes)."""
-        return tuple(region for region in self.settings.regions if region != self.settings.region)
 
     def _wrap_in(self, region: str, field: Field, plaintext: bytes) -> bytes | None:
         """The data key wrapped under `region`'s key (KMS Encrypt there); None if that KMS did not answer,
@@ -225,7 +221,7 @@ class FieldCrypto:
         wraps = dict(envelope.wraps)
         if self.settings.region in wraps:
             return self._unwrapped(field, wraps[self.settings.region], None)
-        reachable = [region for region in wraps if region in self.other_regions()]
+        reachable = [region for region in wraps if region in self.settings.other_regions]
         if not reachable:
             raise UnreadableField(f"{field.value}: sealed in regions this deployment does not have")
         for region in reachable[:-1]:

@@ -193,7 +193,7 @@ def in_other_regions(grant: Grant, refs: Refs, settings: Settings) -> list[State
     """A field grant's counterpart on the other regions' keys (none with one region). Their ARNs are
     not known here: the keys are named by region and by the environment's tags, as the
     administrator's key before it exists."""
-    others = [region for region in settings.regions if region != settings.region]
+    others = settings.other_regions
     if not (grant.fields and others):
         return []
     keys = [in_region(refs, "kms", region, "key/*") for region in others]

@@ -59,8 +59,9 @@ def test_an_unknown_region_is_refused_with_the_known_ones():
 
 def test_orders_region_chooses_this_process_region_among_the_list():
     west = Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_REGION": "us-west-2"})
-    assert (west.region, west.endpoint_url, west.primary, west.multi_region) == (
-        "us-west-2", "http://127.0.0.1:5002", "us-east-1", True)
+    assert (west.region, west.endpoint_url, west.primary, west.multi_region, west.other_regions) == (
+        "us-west-2", "http://127.0.0.1:5002", "us-east-1", True, ("us-east-1",))
+    assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}).other_regions == ()
     with pytest.raises(ConfigurationError, match="ORDERS_REGION='eu-west-1' is not one of ORDERS_REGIONS"):
         Settings.from_env({"ORDERS_REGIONS": TWO, "ORDERS_REGION": "eu-west-1"})
     with pytest.raises(ConfigurationError, match="without ORDERS_REGIONS"):
