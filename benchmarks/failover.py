@@ -70,6 +70,10 @@ def measure(regions: TwoRegions, args: argparse.Namespace) -> dict[str, object]:
         failed_back.append(CliRunner().invoke(cli, ["region", "failback", "--reason", "benchmark"]).exit_code)
 
     run = failover_run.run(regions, args.orders, args.rate, fail_over, fail_back)
+    for problem in run.problems:  # what the counts below count, for whoever reads the run
+        print(f"audit: {problem.kind.value} {problem.order_id or problem.sku}: {problem.detail}")
+    for order_id, (here, there) in sorted(run.apart.items()):
+        print(f"apart: {order_id} is {here} in {PRIMARY}, {there} in {STANDBY}")
     return {**run.figures(), "failback exit code": failed_back[0] if failed_back else None}
 
 
