@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import clients
 from orders.settings import Settings
@@ -56,18 +57,27 @@ class StreamReader:
         self._iterators: dict[str, str | None] | None = None
 
     def read(self) -> list[dict[str, Any]]:
-        """Every record written since the last read (ClientError, BotoCoreError when unreachable)."""
+        """Every record written since the last read (ClientError, BotoCoreError when unreachable).
+
+        A call that fails after others returned records gives back what they returned: their
+        iterators have moved past them, so raising would lose them (and the replicator would then
+        write into this region on a copy it never saw change). The rest comes with the next read.
+        """
         streams = client("dynamodbstreams", self.settings)
         if self._iterators is None:
             self._iterators = self._open(streams)
         records: list[dict[str, Any]] = []
-        for shard, iterator in self._iterators.items():
-            while iterator:
-                page = streams.get_records(ShardIterator=iterator)
-                records += page["Records"]
-                self._iterators[shard] = iterator = page.get("NextShardIterator")
-                if not page["Records"]:
-                    break
+        try:
+            for shard, iterator in self._iterators.items():
+                while iterator:
+                    page = streams.get_records(ShardIterator=iterator)
+                    records += page["Records"]
+                    self._iterators[shard] = iterator = page.get("NextShardIterator")
+                    if not page["Records"]:
+                        break
+        except (ClientError, BotoCoreError):
+            if not records:
+                raise
         return records
 
     def _open(self, streams: Any) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from orders.aws import clients
-from orders.emulator.faults import clear_faults, fault_report, start_outage
+from orders.emulator.faults import clear_faults, fault_report, set_faults, start_outage
 from orders.emulator.replication import REPLICATED_TABLES, Replicator
 from orders.emulator.server import EmulatorProcess, call_counts
 from orders.emulator.streams import unchanged
@@ -26,6 +26,7 @@ from orders.settings import Settings
 from orders.topology import TABLES_BY_NAME
 from tests.helpers import region_emulators, wait_for
 
+FLAKY_SEED = 7  # the fault plan's: calls fail in the same order every run
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 DELAY = 1.0
 
@@ -244,3 +245,32 @@ def test_a_change_waits_out_its_target_regions_outage_and_arrives_after_it(regio
         clear_faults(str(a.endpoint_url))
     assert replicator.counts["unreachable"] > 0
     assert get(a, stock_table(a), key) == {**key, "available": {"N": "4"}}
+
+
+def test_records_read_just_before_a_read_fails_are_not_lost(regions):
+    """A stream read is several calls; when a later one fails (a region going into an outage, a 5xx),
+    the records the earlier ones returned are past their iterators: they must still be applied, or
+    the other region never gets those writes and the replicator writes on a copy it never saw change."""
+    a, b = regions[PRIMARY], regions[SECONDARY]
+    items = [{"sku": {"S": f"SKU-FLAKY-{n}"}, "available": {"N": str(n)}} for n in range(10)]
+    with Replicator([a, b], delay=0.0, poll=0.05) as replicator:
+        assert replicator.wait(timeout=30)  # every stream open, nothing pending
+        # From here every call to the first region's DynamoDB (its streams included) fails four times in five.
+        set_faults(str(a.endpoint_url), error_rate=0.8, services=["dynamodb"], seed=FLAKY_SEED)
+        try:
+            for item in items:
+                wait_for(lambda item=item: _put(a, item), timeout=30, interval=0.01)
+            failed = replicator.counts["unreachable"]
+            wait_for(lambda: replicator.counts["unreachable"] >= failed + 20, timeout=30)
+        finally:
+            clear_faults(str(a.endpoint_url))
+        assert replicator.wait(timeout=30)
+    assert [get(b, stock_table(b), {"sku": i["sku"]}) for i in items] == items
+
+
+def _put(settings: Settings, item: dict[str, Any]) -> bool:
+    try:
+        ddb(settings).put_item(TableName=stock_table(settings), Item=item)
+        return True
+    except Exception:  # noqa: BLE001 - a fault of the plan: the caller tries again
+        return False
