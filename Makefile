@@ -20,8 +20,9 @@ demo: $(STAMP)
 
 # Two test processes (pytest-xdist), each with its own emulator; a file's tests stay together
 # so that a module's fixtures are set up once. `make test ARGS="-n 0 tests/unit"` runs in one.
+# The slowest tests are listed at the end: the suite's time is watched (15 minutes at most).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20 $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py
