@@ -18,15 +18,12 @@ every waiting claim's error: nothing was written, and their tasks retry.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from orders.domain.errors import RetryableError
+from orders.aws.gathering import Gathering
 
 #: How long the first claim waits for others to join it (a notification is not on the order's path).
 CLAIM_LINGER = 0.02
@@ -53,45 +50,26 @@ ReadMany = Callable[[Sequence[str]], "dict[str, dict[str, Any]]"]
 
 
 class ClaimBatch:
-    """Claims waiting to be made together; the thread whose claim came first makes them all."""
+    """Claims waiting to be made together; the thread whose claim came first makes them all
+    (orders.aws.gathering)."""
 
     def __init__(self, one: ClaimOne, many: ClaimMany, read: ReadMany, linger: float = CLAIM_LINGER):
-        self.one, self.many, self.read, self.linger = one, many, read, linger
-        self._lock = threading.Lock()
-        self._waiting: list[Claim] = []
+        self.one, self.many, self.read = one, many, read
+        self.gathering: Gathering[Claim] = Gathering(self._make, linger, ANSWER_TIMEOUT, "notification claim")
 
     def claim(self, order_id: str, event_type: str) -> dict[str, Any] | None:
         """The order's record once this claim is made, None if it was made before (or no order)."""
-        claim = Claim(order_id, event_type)
-        with self._lock:
-            self._waiting.append(claim)
-            first = len(self._waiting) == 1
-        if first:
-            try:
-                time.sleep(self.linger)
-            finally:  # whatever interrupts the wait (a time limit), the claims waiting are made
-                with self._lock:
-                    batch, self._waiting = self._waiting, []
-                self._make(batch)
-        try:
-            return claim.answer.result(timeout=ANSWER_TIMEOUT)
-        except FutureTimeout:  # the first claim's thread never made the batch (it died in between)
-            raise RetryableError(f"notification claim of {order_id} not made in time") from None
+        return self.gathering.wait(Claim(order_id, event_type))  # type: ignore[no-any-return]
 
     def _make(self, batch: list[Claim]) -> None:
-        """Make every claim of `batch`; a failure is the answer of each claim it left unmade."""
-        try:
-            if len(batch) == 1:
-                batch[0].answer.set_result(self.one(batch[0]))
-                return
-            rest = batch
-            while rest:
-                ahead, rest = rounds(rest)
-                self._transact(ahead)
-        except BaseException as exc:  # the leader's own claim gets it too, through its answer
-            for claim in batch:
-                if not claim.answer.done():
-                    claim.answer.set_exception(exc)
+        """Make every claim of `batch` (a failure is the answer of each claim it left unmade)."""
+        if len(batch) == 1:
+            batch[0].answer.set_result(self.one(batch[0]))
+            return
+        rest = batch
+        while rest:
+            ahead, rest = rounds(rest)
+            self._transact(ahead)
 
     def _transact(self, claims: list[Claim]) -> None:
         """Make `claims` (distinct orders) in as few transactions as the refused ones allow.

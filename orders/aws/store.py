@@ -14,14 +14,13 @@ One table (`<env>-orders`, keys pk/sk) holds, per order id:
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from orders.aws import clients, region_switch, tables
 from orders.aws.claims import Claim, ClaimBatch
+from orders.aws.gathering import PerProcess
 from orders.aws.tables import aws_errors, condition_failed, from_item, table_name, to_item, transact
 from orders.domain.errors import ConcurrentUpdate, RegionInactive
 from orders.domain.order import Order
@@ -197,12 +196,7 @@ class OrderStore:
 
     def transact(self, writes: Sequence[Write]) -> Refusal | None:
         """Run writes to orders, holds and stock as one transaction: None once done, else what refused it."""
-        codes = transact(self.settings, [dict(w.request) for w in writes])
-        if codes is None:
-            return None
-        failed = frozenset(w.guard for w, code in zip(writes, codes, strict=False)
-                           if code == "ConditionalCheckFailed")
-        return Refusal(failed, tuple(codes))
+        return tables.refusal(writes, transact(self.settings, [dict(w.request) for w in writes]))
 
     def mark_failed(self, order_id: str, reason: str) -> bool:
         """Mark an order `failed` (its message is in a DLQ); False if already final or failed.
@@ -236,11 +230,8 @@ class OrderStore:
         Claims that arrive together (a worker's threads) are made together
         (orders.aws.claims: one transaction and one read for all of them).
         """
-        with _BATCHES_LOCK:  # one per settings (credentials, region, endpoint), as the clients are
-            batch = _BATCHES.get(self.settings)
-            if batch is None:
-                batch = ClaimBatch(self._claim_one, self._claim_many, self._read_many)
-                _BATCHES[self.settings] = batch
+        # One batch per settings (credentials, region, endpoint), as the clients are.
+        batch = _CLAIMS.get(self.settings, self._claim_one, self._claim_many, self._read_many)
         found = batch.claim(order_id, event_type)
         return OrderRecord.from_data(found) if found else None
 
@@ -271,15 +262,4 @@ class OrderStore:
 
 
 #: One batch of notification claims per settings, shared by the process's threads.
-_BATCHES: dict[Settings, ClaimBatch] = {}
-_BATCHES_LOCK = threading.Lock()
-
-
-def _forget_batches() -> None:
-    """A forked child starts with no claims waiting (its parent's are the parent's to make)."""
-    global _BATCHES_LOCK
-    _BATCHES.clear()
-    _BATCHES_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_batches)
+_CLAIMS: PerProcess[ClaimBatch] = PerProcess(ClaimBatch)

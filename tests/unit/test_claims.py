@@ -128,7 +128,8 @@ def test_a_claim_whose_batch_is_never_made_gives_up_retryably(monkeypatch):
     monkeypatch.setattr(claims, "ANSWER_TIMEOUT", 0.3)
     store = Store({"o1"})
     batch = ClaimBatch(store.one, store.many, store.read, linger=0.05)
-    batch._waiting.append(Claim("o0", "OrderPlaced"))  # a first claim whose thread died before making it
+    # A first claim whose thread died before making it:
+    batch.gathering._waiting.append(Claim("o0", "OrderPlaced"))
     with pytest.raises(RetryableError):
         batch.claim("o1", "OrderPlaced")  # its task retries, rather than wait for ever
     assert not store.made and store.calls == []
