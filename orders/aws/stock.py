@@ -39,16 +39,19 @@ reservation means, is the steps' business (orders.steps.reservation).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from orders.aws import clients
+from orders.aws.gathering import PerProcess
+from orders.aws.reservations import ReservationBatch
 from orders.aws.tables import aws_errors, batch_get, from_item, scan, table_name, to_item, transact
 from orders.domain.records import Hold, StockLevel
 from orders.domain.states import HoldState
 from orders.domain.times import now_iso
-from orders.domain.writes import Guard, Write
+from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
 
 HOLD_SK = "reservation"
@@ -82,14 +85,14 @@ class Stock:
     def take(self, hold: Hold, spare: int = 0) -> list[Write]:
         """Writes that take a new hold's units out of `available`, each line only if it has them and
         `spare` more (which tells, with no read, that none of them is left with `spare` or fewer)."""
-        lines = [_stock_line(self.settings, sku, "SET available = available - :q, reserved = reserved + :q",
-                             q, "available >= :need", need=q + spare) for sku, q in hold.items]
-        active = HoldState.ACTIVE.value
-        put = {"TableName": table_name(self.settings, "orders"),
-               "ConditionExpression": "attribute_not_exists(pk)",
-               "Item": to_item({"pk": hold.order_id, "sk": HOLD_SK, "holdState": active, "state": active,
-                                "expiresAt": hold.expires_at, "items": hold.as_data(), "at": now_iso()})}
-        return [*lines, Write(Guard.HOLD, {"Put": put})]
+        return take_writes(self.settings, [hold], spare)
+
+    def take_with(self, hold: Hold, write: Write, spare: int = 0) -> Refusal | None:
+        """Take a new hold and make the order's `write` with it, in one transaction shared with the
+        holds this process's other threads take at that moment (orders.aws.reservations): None once
+        done, else what refused it, as `OrderStore.transact` answers for the two alone."""
+        return _RESERVATIONS.get((self.settings, spare), partial(take_writes, self.settings), spare,
+                                 partial(transact, self.settings)).take(hold, write)
 
     def commit(self, hold: Hold) -> list[Write]:
         """Writes that turn an active hold into sold units (after payment)."""
@@ -108,6 +111,28 @@ class Stock:
         expression = "SET available = available + :q, sold = if_not_exists(sold, :zero) - :q"
         return [_stock_line(self.settings, sku, expression, q) for sku, q in hold.items] \
             + [_hold_move(self.settings, hold, HoldState.RETURNED, HoldState.COMMITTED)]
+
+
+def take_writes(settings: Settings, holds: Sequence[Hold], spare: int = 0) -> list[Write]:
+    """Writes that take new holds' units out of `available`: each product's line once, for the units
+    of every hold together, only if it has them and `spare` more; then each hold's own item."""
+    units: dict[str, int] = {}
+    for hold in holds:
+        for sku, q in hold.items:
+            units[sku] = units.get(sku, 0) + q
+    lines = [_stock_line(settings, sku, "SET available = available - :q, reserved = reserved + :q",
+                         q, "available >= :need", need=q + spare) for sku, q in units.items()]
+    active, table = HoldState.ACTIVE.value, table_name(settings, "orders")
+    puts = [Write(Guard.HOLD, {"Put": {
+        "TableName": table, "ConditionExpression": "attribute_not_exists(pk)",
+        "Item": to_item({"pk": hold.order_id, "sk": HOLD_SK, "holdState": active, "state": active,
+                         "expiresAt": hold.expires_at, "items": hold.as_data(), "at": now_iso()})}})
+            for hold in holds]
+    return [*lines, *puts]
+
+
+#: One batch of reservations per settings and spare, shared by the process's threads.
+_RESERVATIONS: PerProcess[ReservationBatch] = PerProcess(ReservationBatch)
 
 
 def set_stock(settings: Settings, sku: str, quantity: int) -> StockLevel:

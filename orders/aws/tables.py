@@ -19,6 +19,7 @@ from orders.aws import clients
 from orders.aws.errors import Backoff, classify_aws_error
 from orders.domain.errors import ConcurrentUpdate, RetryableError
 from orders.domain.times import now_iso  # noqa: F401  (re-exported until callers move)
+from orders.domain.writes import Refusal, Write
 from orders.settings import Settings
 from orders.topology import TABLES_BY_NAME
 
@@ -89,6 +90,16 @@ def transact(settings: Settings, items: Sequence[dict[str, Any]]) -> list[str] |
     if "TransactionConflict" in codes or "ThrottlingError" in codes:
         raise ConcurrentUpdate(f"transaction conflict: {codes}")
     return codes
+
+
+def refusal(writes: Sequence[Write], codes: Sequence[str] | None) -> Refusal | None:
+    """What refused a transaction of `writes` (None: it committed): the guards whose condition failed,
+    told by the cancellation codes, and the codes themselves."""
+    if codes is None:
+        return None
+    failed = frozenset(w.guard for w, code in zip(writes, codes, strict=False)
+                       if code == "ConditionalCheckFailed")
+    return Refusal(failed, tuple(codes))
 
 
 #: BatchGetItem calls one request may take: DynamoDB leaves keys unprocessed when it throttles.

@@ -63,6 +63,10 @@ class Inventory(Protocol):
 
     def take(self, hold: Hold, spare: int = 0) -> list[Write]: ...
 
+    def take_with(self, hold: Hold, write: Write, spare: int = 0) -> Refusal | None:
+        """Take a new hold (as `take`) and make the order's `write` with it, in one transaction: None
+        once done, else what refused it. It may share the call with other reservations of the moment."""
+
     def commit(self, hold: Hold) -> list[Write]: ...
 
     def release(self, hold: Hold, to: HoldState = HoldState.RELEASED) -> list[Write]: ...

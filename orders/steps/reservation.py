@@ -78,11 +78,12 @@ def take(deps: Deps, record: OrderRecord, order: Order) -> tuple[OrderRecord, li
     write, reserved = deps.orders.prepare(record, Change(OrderState.RESERVED, Step.RESERVE,
                                                          reservation_expires_at=expires))
     threshold = deps.settings.low_stock_threshold
-    refusal = deps.orders.transact([*deps.stock.take(hold, spare=max(0, threshold + 1)), write])
+    # Taken with the reservations other threads make at that moment (one product's group: one call).
+    refusal = deps.stock.take_with(hold, write, spare=max(0, threshold + 1))
     if refusal is None:
         return reserved, []
     if refusal.failed == {Guard.STOCK}:  # some line is short, or would be left low: take it as it is
-        refusal = deps.orders.transact([*deps.stock.take(hold), write])
+        refusal = deps.stock.take_with(hold, write)
         if refusal is None:
             levels = deps.stock.levels(order.skus)
             return reserved, [level for level in levels.values() if level["available"] <= threshold]

@@ -122,6 +122,9 @@ class World:
     def take(self, hold: Hold, spare: int = 0) -> list[Write]:
         return [*self._lines(hold, -1, 1, need=True, spare=spare), self._move(hold, HoldState.ACTIVE, None)]
 
+    def take_with(self, hold: Hold, write: Write, spare: int = 0) -> Refusal | None:
+        return self.transact([*self.take(hold, spare), write])
+
     def commit(self, hold: Hold) -> list[Write]:
         return [*self._lines(hold, 0, -1), self._move(hold, HoldState.COMMITTED, HoldState.ACTIVE)]
 
