@@ -38,6 +38,14 @@ def _float(raw: str, name: str) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
 
 
+def _linger(raw: str, name: str) -> float:
+    """A wait on an order's path: 0 (none) to 1 second."""
+    value = _float(raw, name)
+    if not 0 <= value <= 1:
+        raise ConfigurationError(f"{name}={raw!r} must be 0 to 1 (seconds)")
+    return value
+
+
 def _int(raw: str, name: str, low: int = 0, high: int | None = None) -> int:
     try:
         value = int(raw)
@@ -162,6 +170,9 @@ class Settings:
     ack_linger: float = 1.0
     send_linger: float = 0.05
     receive_batch_wait: float = 0.25
+    #: Seconds a reservation waits for the others of its moment to be one transaction
+    #: (orders.aws.reservations); 0: each reservation is its own transaction.
+    reserve_linger: float = 0.02
     metrics_enabled: bool = True
     metrics_flush_seconds: float = 10.0
     dlq_watch_seconds: float = 60.0
@@ -233,6 +244,7 @@ class Settings:
             send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
             receive_batch_wait=_float(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
                                       "ORDERS_RECEIVE_BATCH_WAIT"),
+            reserve_linger=_linger(env.get("ORDERS_RESERVE_LINGER", "0.02"), "ORDERS_RESERVE_LINGER"),
             metrics_enabled=_flag(env.get("ORDERS_METRICS", "1"), "ORDERS_METRICS"),
             metrics_flush_seconds=_float(env.get("ORDERS_METRICS_FLUSH_SECONDS", "10"),
                                          "ORDERS_METRICS_FLUSH_SECONDS"),

@@ -8,11 +8,13 @@ item: on DynamoDB, transactions on one item at the same moment conflict
 behind the other, and either way the group's next ten wait for the slowest. A flash sale
 on one product is then one reservation at a time.
 
-Gathered (orders.aws.gathering), the reservations that arrive within `RESERVE_LINGER` of
-the first are one transaction: each product's stock line once, for the units of all of
+Gathered (orders.aws.gathering), the reservations that arrive within `ORDERS_RESERVE_LINGER`
+of the first are one transaction: each product's stock line once, for the units of all of
 them together (on condition that it has them and the spare that tells no line is left
 low), every hold's own item, and every order's own conditional write. One call and one
-condition check for the ten, and nothing for them to conflict with.
+condition check for the ten, and nothing for them to conflict with. The linger (0.02 s:
+the threads of one receive start within a few milliseconds of each other) is on every
+reservation's path; 0 turns gathering off.
 
 All or nothing: a refused transaction (a product short of the sum, an order that moved,
 a hold already there) or a failed one cannot say whose it was, so each reservation is
@@ -37,9 +39,6 @@ from orders.domain.writes import Refusal, Write
 
 log = logging.getLogger(__name__)
 
-#: How long the first reservation waits for others to join it: the threads of one receive
-#: start within a few milliseconds of each other; the wait is on every reservation's path.
-RESERVE_LINGER = 0.02
 #: How long a reservation waits for the thread making its batch: longer than botocore's
 #: bounded retries of one call, so it gives up only when that thread is gone.
 ANSWER_TIMEOUT = 180.0
@@ -62,15 +61,14 @@ class Reservation:
 class ReservationBatch:
     """Reservations of one process taken together: the first thread to reserve makes them all."""
 
-    def __init__(self, take_writes: TakeWrites, spare: int, transact: Transact, linger: float | None = None):
-        self.take_writes, self.spare, self.transact = take_writes, spare, transact
-        self.gathering: Gathering[Reservation] = Gathering(
-            self._make, RESERVE_LINGER if linger is None else linger, ANSWER_TIMEOUT, "reservation")
+    def __init__(self, take_writes: TakeWrites, spare: int, transact: Transact, linger: float):
+        self.take_writes, self.spare, self.transact, self.linger = take_writes, spare, transact, linger
+        self.gathering: Gathering[Reservation] = Gathering(self._make, linger, ANSWER_TIMEOUT, "reservation")
 
     def take(self, hold: Hold, write: Write) -> Refusal | None:
         """Take `hold` with the order's `write`: None once done, else what refused it (alone)."""
-        if self.gathering.wait(Reservation(hold, write)):
-            return None
+        if self.linger > 0 and self.gathering.wait(Reservation(hold, write)):
+            return None  # made together (a linger of 0: gathering is off, each one is made alone)
         writes = [*self.take_writes([hold], self.spare), write]
         return refusal(writes, self.transact([dict(w.request) for w in writes]))
 

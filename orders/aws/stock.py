@@ -91,8 +91,9 @@ class Stock:
         """Take a new hold and make the order's `write` with it, in one transaction shared with the
         holds this process's other threads take at that moment (orders.aws.reservations): None once
         done, else what refused it, as `OrderStore.transact` answers for the two alone."""
-        return _RESERVATIONS.get((self.settings, spare), partial(take_writes, self.settings), spare,
-                                 partial(transact, self.settings)).take(hold, write)
+        batch = _RESERVATIONS.get((self.settings, spare), partial(take_writes, self.settings), spare,
+                                  partial(transact, self.settings), self.settings.reserve_linger)
+        return batch.take(hold, write)
 
     def commit(self, hold: Hold) -> list[Write]:
         """Writes that turn an active hold into sold units (after payment)."""

@@ -9,14 +9,12 @@ reservation answered for itself.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import pytest
-
-from orders.aws import reservations
 from orders.aws.stock import Stock, set_stock, stock_counts
 from orders.aws.store import OrderStore
 from orders.domain.errors import ConcurrentUpdate, OutOfStock
@@ -31,13 +29,6 @@ from tests.helpers import calls
 from tests.integration.pipeline_support import make_order
 
 
-@pytest.fixture(autouse=True)
-def long_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The threads here meet at a barrier; a loaded machine may wake them over more than the
-    # 20 ms a worker's threads need. The batches are this test's (a new namespace: new settings).
-    monkeypatch.setattr(reservations, "RESERVE_LINGER", 0.5)
-
-
 def placed(settings: Settings, n: int, sku: str, quantity: int = 1) -> list[tuple[OrderRecord, Order]]:
     store = OrderStore(settings)
     pairs = []
@@ -47,9 +38,12 @@ def placed(settings: Settings, n: int, sku: str, quantity: int = 1) -> list[tupl
     return pairs
 
 
-def at_once(pairs: list[tuple[OrderRecord, Order]], settings: Settings) -> list[Any]:
+def at_once(pairs: list[tuple[OrderRecord, Order]], settings: Settings, linger: float = 0.5) -> list[Any]:
     """Reserve every order from its own thread, all released together; each one's outcome."""
-    deps, gate = dependencies(settings), threading.Barrier(len(pairs))
+    # The threads meet at a barrier; a loaded machine may wake them over more than the 20 ms
+    # a worker's threads need, so they are given longer to meet.
+    deps = dependencies(dataclasses.replace(settings, reserve_linger=linger))
+    gate = threading.Barrier(len(pairs))
 
     def attempt(pair: tuple[OrderRecord, Order]) -> Any:
         gate.wait()

@@ -82,3 +82,10 @@ def test_a_batch_that_fails_is_made_alone_by_each_reservation():
     answers = reserve_together(ReservationBatch(writes_of, 3, store.transact, linger=0.3), 4)
     assert answers == [None] * 4  # each one's own transaction went through
     assert len(store.made) == 5 and all(len(items) == 3 for items in store.made[1:])
+
+
+def test_a_linger_of_zero_makes_each_reservation_alone():
+    store = Store()
+    answers = reserve_together(ReservationBatch(writes_of, 3, store.transact, linger=0), 4)
+    assert answers == [None] * 4
+    assert len(store.made) == 4 and all(len(items) == 3 for items in store.made)

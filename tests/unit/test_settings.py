@@ -60,6 +60,8 @@ def test_empty_optional_values_count_as_unset():
     ("ORDERS_POLLING_INTERVAL", "fast"),
     ("ORDERS_PREFETCH_MULTIPLIER", "0"),
     ("ORDERS_BATCH_ACKS", "maybe"),
+    ("ORDERS_RESERVE_LINGER", "-0.1"),
+    ("ORDERS_RESERVE_LINGER", "5"),
     ("ORDERS_ENV", "has space"),
     ("ORDERS_ENV", "x" * 41),
 ])
