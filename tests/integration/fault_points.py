@@ -66,7 +66,8 @@ def fail(task: Any, point: Point) -> None:
 class FailingWrites:
     """A port whose writes raise (reads go through): DynamoDB refusing this step's writes."""
 
-    WRITES = frozenset({"create", "reject", "transition", "transact", "claim_notification", "restock"})
+    WRITES = frozenset({"create", "reject", "transition", "transact", "take_with", "claim_notification",
+                        "restock"})
 
     def __init__(self, port: Any, what: str):
         self._port, self._what = port, what
