@@ -157,10 +157,13 @@ def test_an_outage_s_dead_letters_are_redriven_and_every_order_ends_right_with_n
     for order in orders:
         place_order.delay(order)
     start_outage(endpoint, "dynamodb", 10)  # every step the orders meet fails until they are dead-lettered
-    with beat(tmp_path), pipeline():
-        wait_for(lambda: not any(o["active"] for o in fault_report(endpoint)["outages"]), timeout=40)
-        final = {o["orderId"]: wait_status_final(settings, o["orderId"]) for o in orders}
-        wait_for(lambda: notices.of("AutoRedriveStopped"), timeout=120, interval=0.5)
+    with pipeline():
+        with beat(tmp_path):
+            wait_for(lambda: not any(o["active"] for o in fault_report(endpoint)["outages"]), timeout=40)
+            final = {o["orderId"]: wait_status_final(settings, o["orderId"]) for o in orders}
+            wait_for(lambda: notices.of("AutoRedriveStopped"), timeout=120, interval=0.5)
+        # Beat stopped: its tasks of every second (and their acks' linger) no longer keep the orders
+        # queue from ever being empty, so that the queues can be seen drained.
         wait_for(lambda: dead(settings) == {"orders": 2} and all(
             depth(settings, queue_url(settings, q.name)) == 0 for q in QUEUES), timeout=120, interval=0.5)
 
