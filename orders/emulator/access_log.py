@@ -16,6 +16,7 @@ in orders.emulator.server.AwsEmulator.start.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -69,23 +70,27 @@ class AccessLog:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
-        record = self.describe(environ, body, *auth.groups())
+        record = self.describe(environ, readable(environ, body), *auth.groups())
         status: list[int] = []
 
         def record_status(code: str, headers: Any, *exc: Any) -> Any:
             status.append(int(code.split()[0]))
             return start_response(code, headers, *exc)
 
-        answer = list(self.app(environ, record_status))
-        record["status"] = status[0] if status else 0
-        with self._lock:
-            self.records.append(record)
-        return answer
+        try:
+            return list(self.app(environ, record_status))
+        finally:  # a request moto fails with an exception is logged too, as the 500 the server answers
+            record["status"] = status[0] if status else 500
+            with self._lock:
+                self.records.append(record)
 
     def describe(self, environ: dict[str, Any], body: bytes, key: str, region: str,
                  service: str) -> dict[str, Any]:
         """One call: who, what, and the (action, resource) pairs IAM authorizes it by."""
-        operation, params = operation_of(environ, body)
+        try:
+            operation, params = operation_of(environ, body)
+        except (ValueError, TypeError, LookupError) as exc:  # no protocol reads it: moto answers, not the log
+            operation, params = "?", {"unparsed": repr(exc)[:200]}
         prefix = IAM_PREFIX.get(service, service)
         call = f"{prefix}:{operation}"
         request = Request(call, params, region, self.default_account)
@@ -102,6 +107,17 @@ class AccessLog:
             body = json.dumps(self.records).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
+
+
+def readable(environ: dict[str, Any], body: bytes) -> bytes:
+    """The body as the protocols read it: botocore gzips large requests (CloudWatch's PutMetricData
+    over 10 KB), and moto unzips them itself, so only the log's copy is unzipped here."""
+    if environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() != "gzip":
+        return body
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError):  # not gzip after all: described as unparsed, answered by moto
+        return body
 
 
 def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, dict[str, Any]]:

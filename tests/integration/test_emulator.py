@@ -8,6 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from orders.aws import clients
+from orders.emulator.access_log import access_records
 from tests.helpers import calls
 
 
@@ -104,3 +105,37 @@ def test_an_update_expression_parsed_once_serves_every_item_and_value(emulator, 
         ({"S": "3"}, {"L": [{"S": "1"}, {"S": "3"}]}, {"N": "2"})
     assert (items["b"]["v"], items["b"]["tags"], items["b"]["n"]) == \
         ({"S": "4"}, {"L": [{"S": "2"}, {"S": "4"}]}, {"N": "2"})
+
+
+def test_a_gzipped_request_is_served_and_logged(emulator, settings):
+    """botocore gzips a PutMetricData over 10 KB; the access log once failed it with a 500 (it parsed
+    the zipped body), so every large metrics flush was lost, and a test's log caught the warning."""
+    cloudwatch = clients.new_client("cloudwatch", settings)  # its own: the handler below stays on it
+    seen: list[str] = []
+    cloudwatch.meta.events.register("before-send.*", lambda request, **_: seen.append(
+        request.headers.get("Content-Encoding", b"")))
+    namespace = settings.prefix + "zipped"
+    data = [{"MetricName": f"m{i:03d}", "Value": float(i), "Unit": "Count",
+             "Dimensions": [{"Name": "Padding", "Value": "x" * 100}]} for i in range(150)]
+    access_records(emulator.endpoint, reset=True)
+    cloudwatch.put_metric_data(Namespace=namespace, MetricData=data)
+    assert seen and seen[0] in ("gzip", b"gzip")  # the request really was zipped
+    names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]}
+    assert names == {d["MetricName"] for d in data}
+    (record,) = [r for r in access_records(emulator.endpoint) if r["call"] == "cloudwatch:PutMetricData"]
+    assert record["status"] == 200 and "unparsed" not in record["context"]
+
+
+def test_a_request_moto_fails_is_still_logged_with_its_status(emulator, settings):
+    cloudwatch = clients.new_client("cloudwatch", settings, clients.OTHER_REGION_CONFIG)  # one attempt
+
+    def not_gzip(request, **_):
+        request.headers["Content-Encoding"] = "gzip"  # claims gzip, is not: moto's unzip raises
+    cloudwatch.meta.events.register("before-sign.*", not_gzip)
+    access_records(emulator.endpoint, reset=True)
+    with pytest.raises(ClientError) as refused:
+        cloudwatch.put_metric_data(Namespace=settings.prefix + "bad",
+                                   MetricData=[{"MetricName": "m", "Value": 1.0}])
+    status = refused.value.response["ResponseMetadata"]["HTTPStatusCode"]
+    records = [r for r in access_records(emulator.endpoint) if r["call"] == "cloudwatch:PutMetricData"]
+    assert records and {r["status"] for r in records} == {status}
