@@ -26,8 +26,9 @@ from decimal import Decimal
 from typing import Any
 
 from orders.aws.gateway import LedgerEntry, ledger
-from orders.aws.stock import HOLD_SK, StockCount, stock_counts
+from orders.aws.stock import HOLD_SK, StockCount
 from orders.aws.store import OrderStore
+from orders.aws.tables import scan
 from orders.domain.records import Hold, OrderRecord
 from orders.domain.states import HoldState, OrderState
 from orders.domain.times import parse_time
@@ -118,6 +119,20 @@ def _sort(data: dict[str, Any], found: OrderTable) -> None:
         found.unreadable.append(Problem(Kind.UNREADABLE, detail, str(data.get("pk"))))
 
 
+def read_stock(settings: Settings) -> tuple[list[StockCount], list[Problem]]:
+    """Every product's counters (one paginated, strongly consistent Scan of the stock table), and a
+    finding for each item whose counters cannot be read (a hand edit that stored text or a map):
+    the audit and the recount go on with the others instead of stopping at it."""
+    counts, unreadable = [], []
+    for data in scan(settings, "stock"):
+        try:
+            counts.append(StockCount.from_data(data))
+        except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+            detail = f"stock item: {type(exc).__name__}: {exc}"
+            unreadable.append(Problem(Kind.UNREADABLE, detail, sku=str(data.get("sku"))))
+    return counts, unreadable
+
+
 def audit(settings: Settings, stuck_after: float | None = None, now: datetime | None = None) -> Audit:
     """Reconcile the ledger, the orders and the stock of `settings`' environment (module docstring)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -125,10 +140,10 @@ def audit(settings: Settings, stuck_after: float | None = None, now: datetime | 
     entries: dict[str, list[LedgerEntry]] = defaultdict(list)
     for entry in ledger(settings):
         entries[entry.order_id].append(entry)
-    counts = list(stock_counts(settings))
+    counts, unreadable_stock = read_stock(settings)
     lines, problems = _orders(settings, table.records, entries, stuck_after, now)
     problems += unknown_orders(entries, {r.order_id for r in table.records})
-    problems += _stock(counts, table.holds) + table.unreadable
+    problems += _stock(counts, table.holds) + table.unreadable + unreadable_stock
     return Audit(lines, problems, _figures(table.records, problems, len(counts)))
 
 

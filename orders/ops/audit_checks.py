@@ -32,7 +32,7 @@ class Kind(StrEnum):
     STOCK_LOST = "stock-lost"  # units stocked that are nowhere: not on sale, held or sold
     HELD_MISMATCH = "held-mismatch"  # the stock table's held units differ from the active holds
     UNCOUNTED = "stock-uncounted"  # a product written before the counters: nothing to check it against
-    UNREADABLE = "unreadable-record"  # an item of the orders table that is no order or hold
+    UNREADABLE = "unreadable-record"  # an orders item that is no order or hold; a stock item with no counters
 
 
 @dataclass(frozen=True)

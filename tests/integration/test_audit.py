@@ -21,6 +21,7 @@ from orders.domain.times import now_iso
 from orders.emulator.faults import clear_faults, start_outage
 from orders.ops.audit import audit
 from orders.ops.audit_bounds import step_budget
+from orders.ops.reconcile import recount_stock
 from tests.helpers import calls, wait_for
 from tests.integration.pipeline_support import make_order, pipeline, wait_final, wait_status
 
@@ -193,3 +194,32 @@ def test_a_table_scan_reads_every_page_and_classifies_its_errors(infra, emulator
             list(tables.scan(infra, "stock", consistent=False))
     finally:
         clear_faults(emulator.endpoint)
+
+
+def test_a_stock_item_with_unreadable_counters_is_a_finding_and_the_others_are_audited_and_recounted(infra):
+    """A hand edit that stores text or a map in a counter once stopped the audit and the recount with a
+    traceback at the first such item: now it is reported, left as it is, and the others go on."""
+    set_stock(infra, "SKU-OK", 5)
+    set_stock(infra, "SKU-DRIFT", 5)
+    ddb, table = clients.client("dynamodb", infra), infra.prefix + "stock"
+    text = to_item({"sku": "SKU-TEXT", "available": "lots", "stockSet": 3})
+    nested = to_item({"sku": "SKU-MAP", "available": 1, "reserved": {"n": 1}, "stockSet": 1})
+    for item in (text, nested):
+        ddb.put_item(TableName=table, Item=item)
+    ddb.update_item(TableName=table, Key=to_item({"sku": "SKU-DRIFT"}),  # one unit held by no hold
+                    UpdateExpression="SET reserved = :one", ExpressionAttributeValues=to_item({":one": 1}))
+    code, report = run_audit()
+    assert code == 1
+    unreadable = {p["sku"]: p["detail"] for p in report["problems"] if p["kind"] == "unreadable-record"}
+    assert set(unreadable) == {"SKU-TEXT", "SKU-MAP"}
+    assert unreadable["SKU-TEXT"].startswith("stock item: ValueError")
+    assert unreadable["SKU-MAP"].startswith("stock item: TypeError")
+    assert "SKU-DRIFT" in {p["sku"] for p in report["problems"] if p["kind"] != "unreadable-record"}
+    assert "SKU-OK" not in {p["sku"] for p in report["problems"]}
+
+    recounted = recount_stock(infra)
+    assert [(r.sku, r.now["reserved"], r.written) for r in recounted] == [("SKU-DRIFT", 0, True)]
+    assert get_stock(infra, "SKU-DRIFT")["available"] == 5
+    for item in (text, nested):  # left for an operator, exactly as they were
+        stored = ddb.get_item(TableName=table, Key={"sku": item["sku"]}, ConsistentRead=True)["Item"]
+        assert stored == item
