@@ -25,6 +25,10 @@ import threading
 import time
 from typing import Any
 
+#: Set while the emulator stops: long polls answer with what they have instead of waiting out their
+#: WaitTimeSeconds (the HTTP server joins its threads before the process can exit).
+_stopping = threading.Event()
+
 #: How often a long poll re-checks a queue whose visible messages it cannot deliver, for
 #: changes nothing announces (a visibility timeout or a message delay running out).
 RECHECK_SECONDS = 0.1
@@ -34,6 +38,7 @@ _static = threading.local()
 
 def install() -> None:
     """Patch moto's SQS models in this process (the emulator's)."""
+    _stopping.clear()
     from moto.core.utils import unix_time
     from moto.sqs.models import Queue, SQSBackend
 
@@ -46,7 +51,7 @@ def install() -> None:
         while True:
             found = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
             left = deadline - time.monotonic()
-            if found or left <= 0:
+            if found or left <= 0 or _stopping.is_set():
                 return found
             with queue._messages_lock:  # notified by moto when a message is added
                 queue._messages_lock.wait(timeout=min(RECHECK_SECONDS, left))
@@ -87,6 +92,11 @@ def install() -> None:
     setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
     for name in ("send_message", "send_message_batch"):
         setattr(SQSBackend, name, _without_counts(getattr(SQSBackend, name)))
+
+
+def release_polls() -> None:
+    """End every long poll now, and any that starts later, with what it has (the emulator is stopping)."""
+    _stopping.set()
 
 
 def wake(queue: Any) -> None:

@@ -51,6 +51,19 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 #: emulator's process gets these unless its caller's environment says otherwise.
 #: Any region is served, as by another emulator (AWS's list would refuse a made-up one).
 MOTO_DEFAULTS = {"MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+#: The emulator's HTTP servers (ORDERS_EMULATOR_HTTP). werkzeug, moto's own, closes the connection
+#: after every answer (werkzeug 2.1+), so each call paid a TCP connect on both sides and a new
+#: server thread; SDKs keep connections to AWS open, and cheroot does too.
+HTTP_SERVERS = ("cheroot", "werkzeug")
+#: cheroot's threads. A long poll holds one for up to 20 s and the pool does not grow, so this is
+#: the most requests in flight at once: every worker's polls, with room for the rest.
+HTTP_THREADS = 256
+#: Idle keep-alive connections kept open at once (cheroot's default is 10; under the usual 1,024 files).
+KEPT_CONNECTIONS = 512
+#: A keep-alive connection idle this long is closed (an ALB's default idle timeout).
+IDLE_CONNECTION_SECONDS = 60
+#: How long a stopping server waits for the requests in flight.
+STOP_SECONDS = 2
 
 
 def call_counts(endpoint: str, reset: bool = False) -> dict[str, int]:
@@ -217,17 +230,45 @@ class AwsEmulator:
         if self.faults:
             counting.faults.plan.update(self.faults)
         app = wire_log.WireLog(AccessLog(counting))
-        self._server = make_server(self.host, self.port, app, threaded=True,
-                                   request_handler=MotoRequestHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="aws-emulator")
+        if self.as_shipped or http_server() == "werkzeug":
+            self._server = make_server(self.host, self.port, app, threaded=True,
+                                       request_handler=MotoRequestHandler)
+            serve = self._server.serve_forever
+        else:
+            from cheroot import wsgi
+
+            self._server = wsgi.Server((self.host, self.port), app, numthreads=HTTP_THREADS,
+                                       timeout=IDLE_CONNECTION_SECONDS, request_queue_size=128,
+                                       shutdown_timeout=STOP_SECONDS)
+            # cheroot keeps 10 idle keep-alive connections and closes the rest; a run's processes hold
+            # a few each (every client's pool, every worker's receives), so all are kept.
+            self._server.keep_alive_conn_limit = KEPT_CONNECTIONS
+            self._server.prepare()  # listening from here: the port is taken before start() returns
+            serve = self._server.serve
+        self._thread = threading.Thread(target=serve, daemon=True, name="aws-emulator")
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is None:
+            return
+        if hasattr(self._server, "serve_forever"):  # werkzeug
             self._server.shutdown()
             self._server.server_close()
+            return
+        from orders.emulator import moto_sqs
+
+        moto_sqs.release_polls()  # cheroot joins its threads: a 20 s long poll would hold it that long
+        self._server.stop()
+
+
+def http_server(env: Mapping[str, str] | None = None) -> str:
+    """The emulator's HTTP server: `cheroot` (keep-alive connections, a pool of threads) unless
+    ORDERS_EMULATOR_HTTP says `werkzeug` (moto's own: a connection and a thread per request)."""
+    chosen = (os.environ if env is None else env).get("ORDERS_EMULATOR_HTTP", "").strip().lower() or "cheroot"
+    if chosen not in HTTP_SERVERS:
+        raise ValueError(f"ORDERS_EMULATOR_HTTP={chosen!r}: one of {', '.join(HTTP_SERVERS)}")
+    return chosen
 
 
 class EmbeddedRedis:

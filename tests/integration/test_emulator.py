@@ -1,14 +1,21 @@
 """The embedded emulator's own fixes to moto behave as AWS does."""
 
+import http.client
+import json
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+import urllib3.connectionpool
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from orders.aws import clients
 from orders.emulator.access_log import access_records
+from orders.emulator.server import EmulatorProcess
 from tests.helpers import calls
 
 
@@ -139,3 +146,66 @@ def test_a_request_moto_fails_is_still_logged_with_its_status(emulator, settings
     status = refused.value.response["ResponseMetadata"]["HTTPStatusCode"]
     records = [r for r in access_records(emulator.endpoint) if r["call"] == "cloudwatch:PutMetricData"]
     assert records and {r["status"] for r in records} == {status}
+
+
+def test_a_client_keeps_its_connection_from_call_to_call(emulator, settings, monkeypatch):
+    """As with AWS, an SDK's calls reuse its connections: moto's werkzeug server closed each one after
+    its answer, so every call paid a TCP connect on both sides and a new server thread. Thirty at once
+    (a run's processes hold about that many) all stay open: cheroot keeps ten idle ones by default."""
+    host, port = emulator.endpoint.removeprefix("http://").split(":")
+    connections = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(30)]
+
+    def ask(connection: http.client.HTTPConnection) -> None:
+        connection.request("GET", "/_orders/calls")
+        answer = connection.getresponse()  # RemoteDisconnected if the server closed it meanwhile
+        assert answer.status == 200 and isinstance(json.loads(answer.read()), dict)
+        assert (answer.getheader("Connection") or "").lower() != "close"
+
+    for connection in connections:
+        ask(connection)
+    sockets = [connection.sock for connection in connections]
+    for _ in range(2):
+        for connection in connections:
+            ask(connection)
+    assert None not in sockets and [c.sock for c in connections] == sockets
+    for connection in connections:
+        connection.close()
+    # boto3 too: ten calls on one connection.
+    opened = []
+    new_connection = urllib3.connectionpool.HTTPConnectionPool._new_conn
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_new_conn",
+                        lambda pool: opened.append(pool.host) or new_connection(pool))
+    sqs = clients.new_client("sqs", settings)
+    for _ in range(10):
+        sqs.list_queues(QueueNamePrefix=settings.prefix)
+    assert len(opened) == 1
+
+
+def test_a_hundred_long_polls_at_once_leave_room_for_the_message_they_wait_for(emulator, settings):
+    """The server's threads are a fixed pool: a hundred long polls in flight (more than a run's
+    workers hold) and the send they wait for still gets a thread, and one of them its message."""
+    sqs = clients.new_client("sqs", settings, clients.CLIENT_CONFIG.merge(Config(max_pool_connections=128)))
+    url = sqs.create_queue(QueueName=settings.prefix + "crowd")["QueueUrl"]
+    polls = 100
+    with ThreadPoolExecutor(polls) as pool:
+        waiting = [pool.submit(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=10) for _ in range(polls)]
+        time.sleep(1)  # the polls reach the server (one that has not yet only changes who gets it)
+        sqs.send_message(QueueUrl=url, MessageBody="found")
+        got = [m["Body"] for f in waiting for m in f.result().get("Messages", [])]
+    assert got == ["found"]
+
+
+def test_the_emulator_stops_at_once_with_long_polls_in_flight():
+    """A stopping server joins its threads: polls waiting out their 20 s are answered at once, and the
+    process ends by its SIGTERM (not the SIGKILL that follows a stop that takes too long)."""
+    emulator = EmulatorProcess(with_redis=False).start()
+    settings = emulator.settings({"ORDERS_ENV": "stop-" + uuid.uuid4().hex[:6]})
+    sqs = clients.new_client("sqs", settings)
+    url = sqs.create_queue(QueueName=settings.prefix + "idle")["QueueUrl"]
+    with ThreadPoolExecutor(4) as pool:
+        polls = [pool.submit(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=20) for _ in range(4)]
+        time.sleep(1)
+        emulator.stop()
+        answers = [f.exception() or f.result() for f in polls]
+    assert emulator._proc is not None and emulator._proc.returncode == 0
+    assert all(isinstance(a, dict) and not a.get("Messages") for a in answers), answers

@@ -1,0 +1,16 @@
+"""Which HTTP server the emulator serves with (ORDERS_EMULATOR_HTTP)."""
+
+import pytest
+
+from orders.emulator.server import http_server
+
+
+def test_cheroot_unless_werkzeug_is_asked_for():
+    assert http_server({}) == "cheroot"
+    assert http_server({"ORDERS_EMULATOR_HTTP": " Werkzeug "}) == "werkzeug"
+    assert http_server({"ORDERS_EMULATOR_HTTP": ""}) == "cheroot"
+
+
+def test_an_unknown_server_is_refused_by_name():
+    with pytest.raises(ValueError, match="ORDERS_EMULATOR_HTTP='gunicorn': one of cheroot, werkzeug"):
+        http_server({"ORDERS_EMULATOR_HTTP": "gunicorn"})
