@@ -203,6 +203,7 @@ class AwsEmulator:
         self.as_shipped = as_shipped
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self.access_log: Any = None  # orders.emulator.access_log.AccessLog, once started
 
     @property
     def endpoint(self) -> str:
@@ -229,7 +230,8 @@ class AwsEmulator:
         counting = CountingMiddleware(dispatcher, self.latency_ms)
         if self.faults:
             counting.faults.plan.update(self.faults)
-        app = wire_log.WireLog(AccessLog(counting))
+        self.access_log = AccessLog(counting)  # read in this process by a test that runs it on a thread
+        app = wire_log.WireLog(self.access_log)
         if self.as_shipped or http_server() == "werkzeug":
             self._server = make_server(self.host, self.port, app, threaded=True,
                                        request_handler=MotoRequestHandler)

@@ -52,11 +52,8 @@ for args in json.loads(sys.argv[1]):
 def logged_emulator() -> Iterator[tuple[AwsEmulator, AccessLog]]:
     """moto's server on a thread of this process, its access log in front, enforcement off at the end."""
     emulator = AwsEmulator().start()
-    server: Any = emulator._server  # the log is hooked in here until orders.emulator.server hooks it itself
-    log = server.app if isinstance(server.app, AccessLog) else AccessLog(server.app)
-    server.app = log
     try:
-        yield emulator, log
+        yield emulator, emulator.access_log
     finally:
         moto_iam.enforce(emulator.endpoint, on=False)
         emulator.stop()
