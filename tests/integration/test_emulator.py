@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-import urllib3.connectionpool
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -148,7 +147,7 @@ def test_a_request_moto_fails_is_still_logged_with_its_status(emulator, settings
     assert records and {r["status"] for r in records} == {status}
 
 
-def test_a_client_keeps_its_connection_from_call_to_call(emulator, settings, monkeypatch):
+def test_a_client_keeps_its_connection_from_call_to_call(emulator, settings):
     """As with AWS, an SDK's calls reuse its connections: moto's werkzeug server closed each one after
     its answer, so every call paid a TCP connect on both sides and a new server thread. Thirty at once
     (a run's processes hold about that many) all stay open: cheroot keeps ten idle ones by default."""
@@ -170,15 +169,18 @@ def test_a_client_keeps_its_connection_from_call_to_call(emulator, settings, mon
     assert None not in sockets and [c.sock for c in connections] == sockets
     for connection in connections:
         connection.close()
-    # boto3 too: ten calls on one connection.
-    opened = []
-    new_connection = urllib3.connectionpool.HTTPConnectionPool._new_conn
-    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_new_conn",
-                        lambda pool: opened.append(pool.host) or new_connection(pool))
+    # boto3 too: the socket its first call opened serves the next ten (werkzeug left none open).
     sqs = clients.new_client("sqs", settings)
+    sqs.list_queues(QueueNamePrefix=settings.prefix)
+    pool = sqs._endpoint.http_session._manager.connection_from_url(emulator.endpoint)  # this client's
+
+    def open_sockets() -> list[object]:
+        return [connection.sock for connection in list(pool.pool.queue) if connection is not None]
+
+    first = open_sockets()
     for _ in range(10):
         sqs.list_queues(QueueNamePrefix=settings.prefix)
-    assert len(opened) == 1
+    assert first and None not in first and open_sockets() == first
 
 
 def test_a_hundred_long_polls_at_once_leave_room_for_the_message_they_wait_for(emulator, settings):
