@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
 HOLD_SECONDS = 30
 #: Long poll of a scan's receives: long enough that SQS answers from every server.
 SCAN_WAIT_SECONDS = 1
+#: How long a scan that finds every message in flight waits for them: another reader (beat's DLQ
+#: watcher, an operator's other command) holds them only while it reads them, then releases them.
+SETTLE_SECONDS = 5.0
 NO_FAILURE_RECORDED = "no failure recorded: the worker was lost or the visibility timeout expired"
 #: A task id usable as the archive's key (Celery's are UUIDs); others key by the body's digest.
 USABLE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
@@ -198,7 +202,11 @@ def depth(settings: Settings, spec: QueueSpec) -> tuple[int, int]:
 
 def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD_SECONDS) -> list[DeadLetter]:
     """Up to `limit` messages of the DLQ, hidden from others for `hold` s (release them after)."""
-    visible, _ = depth(settings, spec)
+    visible, in_flight = depth(settings, spec)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while not visible and in_flight and time.monotonic() < deadline:  # not an empty DLQ: a busy one
+        time.sleep(0.2)
+        visible, in_flight = depth(settings, spec)
     if not visible:
         return []
     sqs, url = clients.client("sqs", settings), dlq_url(settings, spec)

@@ -392,3 +392,15 @@ def test_redrive_all_sends_a_poison_message_back_once_though_a_worker_refuses_it
     ledger = next(i for i in archive.history(settings, task_id) if i["item"] == "redrive")
     assert ledger["redrives"] == 1 and "moving" not in ledger
     assert in_dlq(settings) == 1
+
+
+def test_a_scan_while_another_reader_holds_every_message_waits_for_them(infra):
+    """`orders dlq show` at the moment beat's watcher reads the DLQ once saw it empty (every message in
+    flight) and printed nothing: a busy DLQ is not an empty one, so the scan waits for the release."""
+    spec = dead_letters.queue_spec("orders")
+    sqs, url = clients.client("sqs", infra), dead_letters.dlq_url(infra, spec)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"not": "a task"}))
+    held = sqs.receive_message(QueueUrl=url, VisibilityTimeout=2, WaitTimeSeconds=1)["Messages"]  # the other
+    assert len(held) == 1 and dead_letters.depth(infra, spec) == (0, 1)
+    found = dead_letters.scan(infra, spec, hold=1)
+    assert [letter.message_id for letter in found] == [held[0]["MessageId"]]
