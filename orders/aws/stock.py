@@ -39,7 +39,7 @@ reservation means, is the steps' business (orders.steps.reservation).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -47,7 +47,7 @@ from typing import Any
 from orders.aws import clients
 from orders.aws.gathering import PerProcess
 from orders.aws.reservations import ReservationBatch
-from orders.aws.tables import aws_errors, batch_get, from_item, scan, table_name, to_item, transact
+from orders.aws.tables import aws_errors, batch_get, from_item, table_name, to_item, transact
 from orders.domain.records import Hold, StockLevel
 from orders.domain.states import HoldState
 from orders.domain.times import now_iso
@@ -190,11 +190,6 @@ class StockCount:
     def accounted(self) -> int:
         """Units somewhere: on sale, held for an order, or sold."""
         return self.available + self.reserved + self.sold
-
-
-def stock_counts(settings: Settings) -> Iterator[StockCount]:
-    """Every product's counters: a paginated, strongly consistent Scan of the stock table."""
-    return (StockCount.from_data(record) for record in scan(settings, "stock"))
 
 
 def stock_levels(settings: Settings, skus: Iterable[str]) -> dict[str, StockLevel]:

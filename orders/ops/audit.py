@@ -97,6 +97,10 @@ class OrderTable:
     unreadable: list[Problem]
 
 
+#: What reading a hand-edited or otherwise damaged item raises: a finding, never the audit's end.
+DAMAGED = (KeyError, ValueError, TypeError, ArithmeticError)
+
+
 def read_order_table(settings: Settings) -> OrderTable:
     """Every order and hold: one paginated, strongly consistent Scan of the orders table."""
     found = OrderTable([], [], [])
@@ -114,9 +118,8 @@ def _sort(data: dict[str, Any], found: OrderTable) -> None:
             found.records.append(record)
         elif data.get("sk") == HOLD_SK:
             found.holds.append(Hold.from_data(data))
-    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:  # a damaged item is a finding
-        detail = f"{data.get('sk')} item: {type(exc).__name__}: {exc}"
-        found.unreadable.append(Problem(Kind.UNREADABLE, detail, str(data.get("pk"))))
+    except DAMAGED as exc:  # a damaged item is a finding
+        found.unreadable.append(_damaged(f"{data.get('sk')} item", exc, order_id=str(data.get("pk"))))
 
 
 def read_stock(settings: Settings) -> tuple[list[StockCount], list[Problem]]:
@@ -127,10 +130,13 @@ def read_stock(settings: Settings) -> tuple[list[StockCount], list[Problem]]:
     for data in scan(settings, "stock"):
         try:
             counts.append(StockCount.from_data(data))
-        except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
-            detail = f"stock item: {type(exc).__name__}: {exc}"
-            unreadable.append(Problem(Kind.UNREADABLE, detail, sku=str(data.get("sku"))))
+        except DAMAGED as exc:
+            unreadable.append(_damaged("stock item", exc, sku=str(data.get("sku"))))
     return counts, unreadable
+
+
+def _damaged(what: str, exc: Exception, order_id: str | None = None, sku: str | None = None) -> Problem:
+    return Problem(Kind.UNREADABLE, f"{what}: {type(exc).__name__}: {exc}", order_id, sku)
 
 
 def audit(settings: Settings, stuck_after: float | None = None, now: datetime | None = None) -> Audit:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from orders import place_order
 from orders.aws import clients, tables
-from orders.aws.stock import get_stock, set_stock, stock_counts
+from orders.aws.stock import get_stock, set_stock
 from orders.aws.store import OrderStore
 from orders.aws.tables import to_item
 from orders.cli import cli
@@ -19,7 +19,7 @@ from orders.domain.errors import PermanentError, RetryableError
 from orders.domain.states import Step
 from orders.domain.times import now_iso
 from orders.emulator.faults import clear_faults, start_outage
-from orders.ops.audit import audit
+from orders.ops.audit import audit, read_stock
 from orders.ops.audit_bounds import step_budget
 from orders.ops.reconcile import recount_stock
 from tests.helpers import calls, wait_for
@@ -185,7 +185,7 @@ def test_a_table_scan_reads_every_page_and_classifies_its_errors(infra, emulator
     scans = calls(emulator.endpoint)["dynamodb:Scan"]
     assert sorted(item["sku"] for item in tables.scan(infra, "stock")) == skus
     assert calls(emulator.endpoint)["dynamodb:Scan"] - scans >= 2, "one Scan per page"
-    assert sorted(count.sku for count in stock_counts(infra)) == skus
+    assert sorted(count.sku for count in read_stock(infra)[0]) == skus
     with pytest.raises(PermanentError):
         list(tables.scan(dataclasses.replace(infra, env=infra.env + "-none"), "stock"))
     try:

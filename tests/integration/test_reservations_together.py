@@ -15,13 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from orders.aws.stock import Stock, set_stock, stock_counts
+from orders.aws.stock import Stock, set_stock
 from orders.aws.store import OrderStore
 from orders.domain.errors import ConcurrentUpdate, OutOfStock
 from orders.domain.order import Order, validate
 from orders.domain.records import Change, OrderRecord
 from orders.domain.states import OrderState, Step
-from orders.ops.audit import read_order_table, units_by_sku
+from orders.ops.audit import read_order_table, read_stock, units_by_sku
 from orders.runtime.dependencies import dependencies
 from orders.settings import Settings
 from orders.steps.reservation import take
@@ -66,7 +66,7 @@ def transactions(settings: Settings, run: Callable[[], Any]) -> tuple[Any, int]:
 
 def ledger_holds(settings: Settings, sku: str) -> None:
     """The stock item's counters still add up, and its reserved units are its active holds'."""
-    count = next(c for c in stock_counts(settings) if c.sku == sku)
+    count = next(c for c in read_stock(settings)[0] if c.sku == sku)
     assert count.stock_set is not None and count.stock_set + count.restocked == count.accounted
     assert units_by_sku(read_order_table(settings).holds)[sku] == count.reserved
 
