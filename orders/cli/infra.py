@@ -102,9 +102,13 @@ def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_re
     (orders.emulator.faults, docs/operations.md).
     """
     from orders.emulator.faults import parse_outage, service_list
-    from orders.emulator.server import MOTO_DEFAULTS, require_moto
+    from orders.emulator.server import MOTO_DEFAULTS, http_server, require_moto
 
     require_moto()  # said by this command, not by the process that takes its place
+    try:
+        http_server()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _check(service_list, fault_services, "--fault-services")
     for text in outages:
         _check(parse_outage, text, "--outage")

@@ -16,17 +16,19 @@ in orders.emulator.server.AwsEmulator.start.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
 import threading
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 ACCESS_PATH = "/_orders/access"
+#: The most a gzipped body is unzipped to for the log (AWS's largest request bodies are 16 MB).
+MAX_UNZIPPED = 16 * 1024 * 1024
 _SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 #: IAM's prefix where it differs from the service's signing name.
 IAM_PREFIX = {"monitoring": "cloudwatch"}
@@ -87,17 +89,18 @@ class AccessLog:
     def describe(self, environ: dict[str, Any], body: bytes, key: str, region: str,
                  service: str) -> dict[str, Any]:
         """One call: who, what, and the (action, resource) pairs IAM authorizes it by."""
+        prefix = IAM_PREFIX.get(service, service)
         try:
             operation, params = operation_of(environ, body)
         except (ValueError, TypeError, LookupError) as exc:  # no protocol reads it: moto answers, not the log
-            operation, params = "?", {"unparsed": repr(exc)[:200]}
-        prefix = IAM_PREFIX.get(service, service)
+            call = f"{prefix}:?"
+            return {"key": key, "call": call, "needs": [(call, "?")], "context": {"unparsed": _why(exc)}}
         call = f"{prefix}:{operation}"
         request = Request(call, params, region, self.default_account)
         try:
             needs, context = request.needs()
         except (KeyError, TypeError, ValueError, IndexError) as exc:  # a malformed request: recorded as such
-            needs, context = [(IAM_ACTION.get(call, call), "?")], {"unparsed": repr(exc)[:200]}
+            needs, context = [(IAM_ACTION.get(call, call), "?")], {"unparsed": _why(exc)}
         return {"key": key, "call": call, "needs": needs, "context": context}
 
     def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -109,15 +112,25 @@ class AccessLog:
         return [body]
 
 
+def _why(exc: Exception) -> str:
+    """What a request that could not be read is recorded with: the error's kind and message, not its
+    repr (a UnicodeDecodeError's repr quotes the body it failed on, secrets and all)."""
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
 def readable(environ: dict[str, Any], body: bytes) -> bytes:
     """The body as the protocols read it: botocore gzips large requests (CloudWatch's PutMetricData
-    over 10 KB), and moto unzips them itself, so only the log's copy is unzipped here."""
+    over 10 KB), and moto unzips them itself, so only the log's copy is unzipped here, to at most
+    MAX_UNZIPPED bytes (a small body can unzip to gigabytes). What does not unzip, or unzips to more,
+    is returned as sent: described as unparsed, answered by moto."""
     if environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() != "gzip":
         return body
+    unzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # the gzip container
     try:
-        return gzip.decompress(body)
-    except (OSError, EOFError):  # not gzip after all: described as unparsed, answered by moto
+        unzipped = unzip.decompress(body, MAX_UNZIPPED)
+    except zlib.error:
         return body
+    return unzipped if unzip.eof and not unzip.unconsumed_tail else body
 
 
 def operation_of(environ: dict[str, Any], body: bytes) -> tuple[str, dict[str, Any]]:

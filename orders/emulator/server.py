@@ -37,12 +37,15 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from orders.emulator import moto_sns
 from orders.emulator.faults import FAULTS_PATH, Faults, add_fault_arguments, plan_from_arguments
 from orders.settings import Settings, child_environment
+
+if TYPE_CHECKING:
+    from orders.emulator.access_log import AccessLog
 
 STATS_PATH = "/_orders/calls"
 _SERVICE_IN_AUTH = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
@@ -201,9 +204,9 @@ class AwsEmulator:
         # only for measuring what they change (benchmarks/emulator_calls.py). DynamoDB
         # requests still go one at a time (CountingMiddleware), in both modes.
         self.as_shipped = as_shipped
-        self._server: Any = None
+        self._stop_server: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
-        self.access_log: Any = None  # orders.emulator.access_log.AccessLog, once started
+        self.access_log: AccessLog | None = None  # once started; a test running it on a thread reads it
 
     @property
     def endpoint(self) -> str:
@@ -230,38 +233,41 @@ class AwsEmulator:
         counting = CountingMiddleware(dispatcher, self.latency_ms)
         if self.faults:
             counting.faults.plan.update(self.faults)
-        self.access_log = AccessLog(counting)  # read in this process by a test that runs it on a thread
+        self.access_log = AccessLog(counting)
         app = wire_log.WireLog(self.access_log)
         if self.as_shipped or http_server() == "werkzeug":
-            self._server = make_server(self.host, self.port, app, threaded=True,
-                                       request_handler=MotoRequestHandler)
-            serve = self._server.serve_forever
+            werkzeug = make_server(self.host, self.port, app, threaded=True,
+                                   request_handler=MotoRequestHandler)
+            serve: Callable[[], None] = werkzeug.serve_forever
+
+            def stop_werkzeug() -> None:
+                werkzeug.shutdown()
+                werkzeug.server_close()
+            self._stop_server = stop_werkzeug
         else:
             from cheroot import wsgi
 
-            self._server = wsgi.Server((self.host, self.port), app, numthreads=HTTP_THREADS,
-                                       timeout=IDLE_CONNECTION_SECONDS, request_queue_size=128,
-                                       shutdown_timeout=STOP_SECONDS)
+            cheroot = wsgi.Server((self.host, self.port), app, numthreads=HTTP_THREADS,
+                                  timeout=IDLE_CONNECTION_SECONDS, request_queue_size=128,
+                                  shutdown_timeout=STOP_SECONDS)
             # cheroot keeps 10 idle keep-alive connections and closes the rest; a run's processes hold
             # a few each (every client's pool, every worker's receives), so all are kept.
-            self._server.keep_alive_conn_limit = KEPT_CONNECTIONS
-            self._server.prepare()  # listening from here: the port is taken before start() returns
-            serve = self._server.serve
+            cheroot.keep_alive_conn_limit = KEPT_CONNECTIONS
+            cheroot.prepare()  # listening from here: the port is taken before start() returns
+            serve = cheroot.serve
+
+            def stop_cheroot() -> None:
+                moto_sqs.release_polls()  # cheroot joins its threads: a 20 s long poll would hold it
+                cheroot.stop()
+            self._stop_server = stop_cheroot
         self._thread = threading.Thread(target=serve, daemon=True, name="aws-emulator")
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        if hasattr(self._server, "serve_forever"):  # werkzeug
-            self._server.shutdown()
-            self._server.server_close()
-            return
-        from orders.emulator import moto_sqs
-
-        moto_sqs.release_polls()  # cheroot joins its threads: a 20 s long poll would hold it that long
-        self._server.stop()
+        if self._stop_server is not None:
+            self._stop_server()
+            self._stop_server = None
 
 
 def http_server(env: Mapping[str, str] | None = None) -> str:
@@ -360,6 +366,7 @@ class EmulatorProcess:
 
     def start(self) -> EmulatorProcess:
         require_moto()
+        http_server()  # a bad ORDERS_EMULATOR_HTTP is refused here, by name, not as the child's exit
         cmd = [sys.executable, "-m", "orders.emulator.server", "--port", "0", "--json",
                "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
         if not self.with_redis:

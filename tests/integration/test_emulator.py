@@ -1,5 +1,6 @@
 """The embedded emulator's own fixes to moto behave as AWS does."""
 
+import gzip
 import http.client
 import json
 import threading
@@ -211,3 +212,40 @@ def test_the_emulator_stops_at_once_with_long_polls_in_flight():
         answers = [f.exception() or f.result() for f in polls]
     assert emulator._proc is not None and emulator._proc.returncode == 0
     assert all(isinstance(a, dict) and not a.get("Messages") for a in answers), answers
+
+
+def _post(endpoint: str, body: bytes, **headers: str) -> int:
+    """A request as a CloudWatch client signs it (moto checks no signature), sent as is."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", "/", body=body, headers={
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/monitoring/aws4_request, "
+                         "SignedHeaders=host, Signature=0",
+        "X-Amz-Target": "GraniteServiceVersion20100801.PutMetricData",
+        "Content-Type": "application/x-amz-json-1.0", **headers})
+    answer = connection.getresponse()
+    answer.read()
+    connection.close()
+    return answer.status
+
+
+def test_a_gzip_bomb_is_not_unzipped_whole_by_the_log_and_is_recorded_as_unparsed(emulator):
+    """64 MiB of zeros in 64 KB of gzip: the log unzips at most MAX_UNZIPPED of it, records the call
+    as unparsed, and the emulator still answers (moto's own reading of it is moto's)."""
+    bomb = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 100_000
+    access_records(emulator.endpoint, reset=True)
+    status = _post(emulator.endpoint, bomb, **{"Content-Encoding": "gzip"})
+    (record,) = access_records(emulator.endpoint)
+    assert record["call"] == "cloudwatch:?" and record["status"] == status
+    assert record["context"]["unparsed"].startswith("UnicodeDecodeError: ")
+
+
+def test_an_unreadable_body_is_recorded_without_quoting_it(emulator):
+    """The log's note on a body it cannot read names the error, never the body's bytes."""
+    secret = "tok_visa_4242_never_logged"
+    access_records(emulator.endpoint, reset=True)
+    status = _post(emulator.endpoint, b"\xff" + f'{{"token": "{secret}"}}'.encode())
+    (record,) = access_records(emulator.endpoint)
+    assert record["status"] == status and record["context"]["unparsed"].startswith("UnicodeDecodeError: ")
+    assert secret not in json.dumps(record)
