@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from orders.aws import clients
 from orders.ops import archive, redrive
-from orders.ops.dead_letters import DeadLetter, classify, depth, queue_spec, release, scan
+from orders.ops.dead_letters import SETTLE_SECONDS, DeadLetter, classify, depth, queue_spec, release, scan
 from orders.runtime.redaction import mask_text, shown
 from orders.settings import Settings, get_settings
 from orders.topology import QUEUES, QueueSpec
@@ -59,7 +59,8 @@ def _when(epoch: float | None) -> str:
 
 def _peek(settings: Settings, spec: QueueSpec, limit: int, hold: int,
           use: Callable[[list[DeadLetter]], T]) -> T:
-    letters = scan(settings, spec, limit, hold=hold)
+    # A person's read: waits out the watcher's, rather than show a busy DLQ as empty.
+    letters = scan(settings, spec, limit, hold=hold, settle=SETTLE_SECONDS)
     try:
         return use(letters)
     finally:

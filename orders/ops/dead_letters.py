@@ -29,8 +29,10 @@ from orders.topology import QUEUES, QUEUES_BY_NAME, QueueSpec
 HOLD_SECONDS = 30
 #: Long poll of a scan's receives: long enough that SQS answers from every server.
 SCAN_WAIT_SECONDS = 1
-#: How long a scan that finds every message in flight waits for them: another reader (beat's DLQ
-#: watcher, an operator's other command) holds them only while it reads them, then releases them.
+#: How long a person's scan (`orders dlq show`) that finds every message in flight waits for them:
+#: another reader (beat's DLQ watcher) holds them only while it reads them, then releases them.
+#: Beat's own passes do not wait: a DLQ busy now is theirs at the next pass, and two passes that
+#: both read a message both act on it (a capped message's notice would go out twice).
 SETTLE_SECONDS = 5.0
 NO_FAILURE_RECORDED = "no failure recorded: the worker was lost or the visibility timeout expired"
 #: A task id usable as the archive's key (Celery's are UUIDs); others key by the body's digest.
@@ -200,10 +202,12 @@ def depth(settings: Settings, spec: QueueSpec) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD_SECONDS) -> list[DeadLetter]:
-    """Up to `limit` messages of the DLQ, hidden from others for `hold` s (release them after)."""
+def scan(settings: Settings, spec: QueueSpec, limit: int = 100, hold: int = HOLD_SECONDS,
+         settle: float = 0.0) -> list[DeadLetter]:
+    """Up to `limit` messages of the DLQ, hidden from others for `hold` s (release them after); if
+    every message is in flight, waiting up to `settle` s for another reader to release them."""
     visible, in_flight = depth(settings, spec)
-    deadline = time.monotonic() + SETTLE_SECONDS
+    deadline = time.monotonic() + settle
     while not visible and in_flight and time.monotonic() < deadline:  # not an empty DLQ: a busy one
         time.sleep(0.2)
         visible, in_flight = depth(settings, spec)
