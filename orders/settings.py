@@ -379,6 +379,12 @@ def child_environment(overrides: Mapping[str, str] | None = None,
     """The environment for a child process: this one's, over `defaults`, under `overrides`.
 
     Children get their settings this way, explicitly; this process's own environment
-    is never changed.
+    is never changed. An AWS_ENDPOINT_URL in `overrides` replaces the inherited one with its
+    per-service companions (the emulator's AWS_ENDPOINT_URL_DYNAMODB...): left in, they would
+    still send those services to the endpoint being replaced.
     """
-    return {**(defaults or {}), **os.environ, **(overrides or {})}
+    inherited = dict(os.environ)
+    if overrides and "AWS_ENDPOINT_URL" in overrides:
+        prefix = SERVICE_ENDPOINT.removesuffix("<SERVICE>")
+        inherited = {name: value for name, value in inherited.items() if not name.startswith(prefix)}
+    return {**(defaults or {}), **inherited, **(overrides or {})}

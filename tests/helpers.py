@@ -163,7 +163,7 @@ def use_regions(env: Any, emulators: dict[str, Any], namespace: str) -> Any:
     primary = next(iter(emulators.values()))
     for name, value in {**primary.env, "ORDERS_ENV": namespace, "ORDERS_REGIONS": regions}.items():
         env.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_DYNAMODB"):
+    for name in [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL_")]:
         env.delenv(name, raising=False)
     get_settings.cache_clear()
     return primary.settings({"ORDERS_ENV": namespace, "ORDERS_REGIONS": regions})

@@ -85,6 +85,11 @@ def _in_region(settings: Settings, region: str | None) -> str:
 @click.option("--latency-ms", type=float, default=0.0, show_default=True,
               help="Delay added to every AWS call, to behave like a real network.")
 @click.option("--no-redis", is_flag=True, help="Run without the control plane (no Flower).")
+@click.option("--one-process", is_flag=True,
+              help="Serve DynamoDB in the same process as the other services (default: a process of its "
+                   "own, unless ORDERS_EMULATOR_PROCESSES=1).")
+@click.option("--dynamodb-port", type=int, default=0, show_default="a free port",
+              help="The DynamoDB process's port (AWS_ENDPOINT_URL_DYNAMODB); the main port serves it too.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of AWS calls answered with throttling, 500 or 503, as AWS answers them.")
 @click.option("--fault-services", default="", metavar="LIST",
@@ -94,8 +99,8 @@ def _in_region(settings: Settings, region: str | None) -> str:
               help="Answer every call to TARGET (sns, dynamodb, sqs, sqs-send) with 503 for SECONDS, "
                    "from DELAY seconds after start. Repeatable.")
 def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool,
-                 fault_rate: float, fault_services: str, fault_seed: int | None,
-                 outages: tuple[str, ...]) -> None:
+                 one_process: bool, dynamodb_port: int, fault_rate: float, fault_services: str,
+                 fault_seed: int | None, outages: tuple[str, ...]) -> None:
     """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes.
 
     Faults can also be set, changed and reported while it runs: POST/GET /_orders/faults
@@ -103,10 +108,12 @@ def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_re
     """
     from orders.emulator.faults import parse_outage, service_list
     from orders.emulator.server import MOTO_DEFAULTS, http_server, require_moto
+    from orders.emulator.service_groups import processes
 
     require_moto()  # said by this command, not by the process that takes its place
     try:
         http_server()
+        processes()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _check(service_list, fault_services, "--fault-services")
@@ -115,6 +122,8 @@ def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_re
 
     args = ["--host", host, "--port", str(port), "--redis-port", str(redis_port),
             "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
+            "--dynamodb-port", str(dynamodb_port),
+            *(["--one-process"] if one_process else []),
             "--fault-services", fault_services, *[arg for text in outages for arg in ("--outage", text)],
             *(["--fault-seed", str(fault_seed)] if fault_seed is not None else [])]
     # The server takes this process's place, with moto's options in its environment (moto

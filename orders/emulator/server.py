@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -40,15 +39,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from orders.emulator import moto_sns
-from orders.emulator.faults import FAULTS_PATH, Faults, add_fault_arguments, plan_from_arguments
+from orders.emulator import moto_sns, service_groups
+from orders.emulator.faults import (
+    FAULTS_PATH,
+    Faults,
+    add_fault_arguments,
+    control_request,
+    plan_from_arguments,
+)
+from orders.emulator.routes import STATS_PATH, signing_service
 from orders.settings import Settings, child_environment
 
 if TYPE_CHECKING:
     from orders.emulator.access_log import AccessLog
 
-STATS_PATH = "/_orders/calls"
-_SERVICE_IN_AUTH = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 #: moto reads its options from its own process's environment, at every request: the
 #: emulator's process gets these unless its caller's environment says otherwise.
@@ -109,9 +113,7 @@ class CallCounter:
 
 def identify_call(environ: dict[str, Any], body: bytes) -> str:
     """'service:Action' of one AWS request, for JSON (X-Amz-Target) and query protocols."""
-    auth = environ.get("HTTP_AUTHORIZATION", "")
-    match = _SERVICE_IN_AUTH.search(auth)
-    service = match.group(1) if match else "unknown"
+    service = signing_service(environ) or "unknown"
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
         return f"{service}:{target.rsplit('.', 1)[-1]}"
@@ -195,7 +197,8 @@ class AwsEmulator:
     """moto's server on a background thread, behind the counting middleware."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
-                 as_shipped: bool = False, faults: Mapping[str, Any] | None = None):
+                 as_shipped: bool = False, faults: Mapping[str, Any] | None = None,
+                 dynamodb_endpoint: str | None = None):
         self.host = host
         self.port = port or free_port()
         self.latency_ms = latency_ms
@@ -204,6 +207,10 @@ class AwsEmulator:
         # only for measuring what they change (benchmarks/emulator_calls.py). DynamoDB
         # requests still go one at a time (CountingMiddleware), in both modes.
         self.as_shipped = as_shipped
+        # The DynamoDB process's endpoint when DynamoDB runs in one of its own
+        # (orders.emulator.service_groups): calls for it that reach this server are passed on,
+        # and the emulator's own paths answer for both.
+        self.dynamodb_endpoint = dynamodb_endpoint
         self._stop_server: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self.access_log: AccessLog | None = None  # once started; a test running it on a thread reads it
@@ -220,7 +227,7 @@ class AwsEmulator:
         )
         from werkzeug.serving import make_server
 
-        from orders.emulator import moto_dynamodb, moto_sqs, wire_log
+        from orders.emulator import moto_dynamodb, moto_sqs, service_groups, wire_log
         from orders.emulator.access_log import AccessLog
 
         if self.as_shipped:
@@ -234,7 +241,9 @@ class AwsEmulator:
         if self.faults:
             counting.faults.plan.update(self.faults)
         self.access_log = AccessLog(counting)
-        app = wire_log.WireLog(self.access_log)
+        app: Callable[..., Any] = wire_log.WireLog(self.access_log)
+        if self.dynamodb_endpoint:
+            app = service_groups.Front(app, self.dynamodb_endpoint)
         if self.as_shipped or http_server() == "werkzeug":
             werkzeug = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
@@ -357,23 +366,38 @@ class EmulatorProcess:
     process does not slow every other process's AWS calls down.
     """
 
-    def __init__(self, latency_ms: float = 0.0, with_redis: bool = True, as_shipped: bool = False):
+    def __init__(self, latency_ms: float = 0.0, with_redis: bool = True, as_shipped: bool = False,
+                 one_process: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 dynamodb_process: bool = False):
         self.latency_ms = latency_ms
-        self.with_redis = with_redis
+        self.with_redis = with_redis and not dynamodb_process
         self.as_shipped = as_shipped
+        self.one_process = one_process  # else as ORDERS_EMULATOR_PROCESSES says (default: DynamoDB apart)
+        self.host = host
+        self.port = port
+        # The DynamoDB process of a front (orders.emulator.service_groups): it stays in its front's process
+        # group (signalled and measured with it) and leaves Ctrl-C to the front, which stops it. Any other
+        # (a test's, a benchmark's) gets a group of its own.
+        self.dynamodb_process = dynamodb_process
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self) -> EmulatorProcess:
         require_moto()
         http_server()  # a bad ORDERS_EMULATOR_HTTP is refused here, by name, not as the child's exit
-        cmd = [sys.executable, "-m", "orders.emulator.server", "--port", "0", "--json",
-               "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
+        one_process = self.one_process or service_groups.processes() == 1  # a bad value refused here too
+        cmd = [sys.executable, "-m", "orders.emulator.server", "--host", self.host, "--port", str(self.port),
+               "--json", "--latency-ms", str(self.latency_ms), "--exit-with-parent"]
         if not self.with_redis:
             cmd.append("--no-redis")
         if self.as_shipped:
             cmd.append("--moto-as-shipped")
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        if self.dynamodb_process:
+            cmd.append("--dynamodb-process")
+        elif one_process:
+            cmd.append("--one-process")
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                      start_new_session=not self.dynamodb_process,
                                       env=child_environment(defaults=MOTO_DEFAULTS))
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
@@ -391,6 +415,11 @@ class EmulatorProcess:
         settings = Settings.from_env({**self.env, **(overrides or {})})
         return settings.with_credentials(CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                          CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+    def wait(self) -> int:
+        """Wait for the process to end; its exit code."""
+        assert self._proc is not None, "not started"
+        return self._proc.wait()
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -415,8 +444,13 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 
 def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
         as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False,
-        as_shipped: bool = False, faults: Mapping[str, Any] | None = None) -> None:
-    """Serve until SIGTERM or Ctrl-C; print the environment clients need."""
+        as_shipped: bool = False, faults: Mapping[str, Any] | None = None, one_process: bool = False,
+        dynamodb_port: int = 0) -> None:
+    """Serve until SIGTERM or Ctrl-C; print the environment clients need.
+
+    Unless `one_process`, DynamoDB is served by a process of its own, started here and stopped
+    with this one (orders.emulator.service_groups).
+    """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     stop = threading.Event()
     # Before anything starts or is printed: a SIGTERM right after the printout (a test or
@@ -424,28 +458,59 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if exit_with_parent:
         _stop_when_orphaned(stop)
-    aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped,
-                      faults=faults).start()
-    redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
-    env = client_environment(aws.endpoint, redis.url if redis else None)
-    if as_json:
-        print(json.dumps(env), flush=True)
-    else:
-        print(f"AWS emulator (moto) on {aws.endpoint}"
-              + (f", latency {latency_ms:g} ms per call" if latency_ms else "")
-              + (f", faults {json.dumps(dict(faults))}" if faults else ""))
-        if redis:
-            print(f"Control plane (redis-server {redis.port}) on {redis.url}")
-        print("In other terminals, use it with:\n")
-        print("".join(f"  export {k}={v}\n" for k, v in env.items()), flush=True)
+    dynamodb: EmulatorProcess | None = None
+    aws: AwsEmulator | None = None
+    redis: EmbeddedRedis | None = None
+    ended: list[str] = []  # why the DynamoDB process ended, if it did first
     try:
+        if not one_process:
+            dynamodb = EmulatorProcess(latency_ms, as_shipped=as_shipped, host=host, port=dynamodb_port,
+                                       dynamodb_process=True).start()
+            if faults:
+                control_request(dynamodb.endpoint, FAULTS_PATH, dict(faults))
+            _stop_when_ended(dynamodb, stop, ended)
+        aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped, faults=faults,
+                          dynamodb_endpoint=dynamodb.endpoint if dynamodb else None).start()
+        redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
+        env = client_environment(aws.endpoint, redis.url if redis else None)
+        if dynamodb:
+            env.update(service_groups.client_variables(dynamodb.endpoint))
+        if as_json:
+            print(json.dumps(env), flush=True)
+        else:
+            print(f"AWS emulator (moto) on {aws.endpoint}"
+                  + (f", DynamoDB in a process of its own on {dynamodb.endpoint}" if dynamodb else "")
+                  + (f", latency {latency_ms:g} ms per call" if latency_ms else "")
+                  + (f", faults {json.dumps(dict(faults))}" if faults else ""))
+            if redis:
+                print(f"Control plane (redis-server {redis.port}) on {redis.url}")
+            print("In other terminals, use it with:\n")
+            print("".join(f"  export {k}={v}\n" for k, v in env.items()), flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()  # from here the DynamoDB process ends because it is stopped, not of itself
         if redis:
             redis.stop()
-        aws.stop()
+        if aws:
+            aws.stop()
+        if dynamodb:
+            dynamodb.stop()
+    if ended:
+        raise SystemExit(f"Error: {ended[0]}; the emulator stopped (its DynamoDB tables are gone with it)")
+
+
+def _stop_when_ended(dynamodb: EmulatorProcess, stop: threading.Event, ended: list[str]) -> None:
+    """Set `stop` if the DynamoDB process ends first: without it every DynamoDB call would fail."""
+
+    def watch() -> None:
+        code = dynamodb.wait()
+        if not stop.is_set():
+            ended.append(f"the DynamoDB process exited with {code}")
+            stop.set()
+
+    threading.Thread(target=watch, daemon=True, name="dynamodb-watch").start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -462,12 +527,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop when the process that started this one ends")
     parser.add_argument("--moto-as-shipped", action="store_true",
                         help="without the emulator's fixes to moto, to measure what they change")
+    parser.add_argument("--one-process", action="store_true",
+                        help="serve DynamoDB in this process too (default: ORDERS_EMULATOR_PROCESSES, 2)")
+    parser.add_argument("--dynamodb-port", type=int, default=0,
+                        help="the DynamoDB process's port (default: a free one)")
+    parser.add_argument("--dynamodb-process", action="store_true",
+                        help="serve as a front's DynamoDB process (one process, no redis, "
+                             "Ctrl-C left to the front)")
     add_fault_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        one_process = args.one_process or args.dynamodb_process or service_groups.processes() == 1
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.dynamodb_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # its front stops it; a terminal's Ctrl-C reaches both
+    try:
         run(host=args.host, port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
             with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
-            as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args))
+            as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args),
+            one_process=one_process, dynamodb_port=args.dynamodb_port)
     except (OSError, RuntimeError) as exc:
         raise SystemExit(f"Error: the emulator could not start ({exc}); is the port taken? "
                          "Choose others with --port / --redis-port.") from None

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from orders.emulator.routes import signing_service
+
 WIRE_PATH = "/_orders/wire"
 RECORDED = frozenset({"sqs", "sns", "dynamodb"})
 #: Recording stops keeping bodies past this many bytes (it counts the calls it drops).
 MAX_BYTES = 64 * 1024 * 1024
-_SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 
 
 def wire_calls(endpoint: str, action: str = "") -> dict[str, Any]:
@@ -54,14 +54,14 @@ class WireLog:
         path = environ.get("PATH_INFO", "")
         if path.startswith(WIRE_PATH):
             return self._control(path, environ, start_response)
-        service = _SERVICE.search(environ.get("HTTP_AUTHORIZATION", ""))
-        if not self.recording or service is None or service.group(1) not in RECORDED:
+        service = signing_service(environ)
+        if not self.recording or service not in RECORDED:
             return self.app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
         answer = list(self.app(environ, start_response))
-        self._keep(service.group(1), environ, body, b"".join(answer))
+        self._keep(service, environ, body, b"".join(answer))
         return answer
 
     def _keep(self, service: str, environ: dict[str, Any], request: bytes, response: bytes) -> None:

@@ -10,6 +10,7 @@ from orders.aws import clients
 from orders.aws.sns import topic_arns
 from orders.cli import cli
 from orders.emulator.server import free_port
+from orders.emulator.service_groups import ENDPOINT_VARIABLES
 from orders.runtime.queue_urls import queue_url
 
 
@@ -82,6 +83,8 @@ def test_commands_that_call_aws_say_in_one_line_that_it_cannot_be_reached(settin
 
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    for name in ENDPOINT_VARIABLES:  # the session emulator's DynamoDB process would still answer
+        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     for args in (["infra", "check"], ["infra", "down", "--yes"], ["infra", "policies", "--role", "api"],
                  ["api-key", "create", "someone"], ["api-key", "list"], ["api-key", "revoke", "someone"]):

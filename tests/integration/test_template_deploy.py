@@ -6,19 +6,29 @@ without those (`template_dict(without=...)`, the documented option, which also l
 refers to them); the ones the drift check covers are then applied from the template's own
 properties through the services' APIs, as CloudFormation applies them on AWS, so that the check
 still judges what the template says. docs/deploy.md lists what the emulator deploys.
+
+moto's CloudFormation creates a stack's resources in its own process, tables included, so this
+module's emulator is one process (`emulator` below), not the session's two
+(orders.emulator.service_groups): there, the stack's tables would be in the process DynamoDB
+calls do not reach.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from orders import place_order
-from orders.aws import clients
+from orders.aws import clients, metrics
 from orders.aws.stock import set_stock
 from orders.aws.store import OrderStore
+from orders.emulator.server import EmulatorProcess
 from orders.infra import provisioning
 from orders.infra.queues import queue_arn
 from orders.infra.template import template_dict
@@ -41,6 +51,22 @@ DEPLOYED_BY_MOTO = {
     "AWS::ElasticLoadBalancingV2::ListenerRule", "AWS::KMS::Key", "AWS::KMS::Alias",
 }
 CUSTOMER_NOTIFICATIONS = {"OrderPlaced", "OrderShipped"}
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorProcess]:
+    """An emulator of one process for this module, in place of the session's (see the docstring)."""
+    emu = EmulatorProcess(one_process=True).start()
+    with pytest.MonkeyPatch.context() as env:
+        for name in [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL_")]:
+            env.delenv(name)
+        for name, value in emu.env.items():
+            env.setenv(name, value)
+        try:
+            yield emu
+        finally:
+            metrics.buffer().close()  # what the tests left pending goes to this emulator, while it answers
+            emu.stop()
 
 
 def deploy(settings: Settings, document: dict[str, Any], **parameters: str) -> dict[str, dict[str, str]]:

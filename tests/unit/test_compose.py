@@ -50,6 +50,15 @@ def settings_variables() -> set[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and ENV_NAME.match(node.value)}
 
 
+def service_endpoint_variables() -> set[str]:
+    """AWS_ENDPOINT_URL_<SERVICE> of every service the app calls, as orders/settings.py reads them."""
+    from orders.aws.clients import endpoint_name
+    from orders.settings import SERVICE_ENDPOINT
+
+    services = ("sqs", "sns", "dynamodb", "dynamodbstreams", "cloudwatch", "kms", "sts", "iam")
+    return {SERVICE_ENDPOINT.replace("<SERVICE>", endpoint_name(service)) for service in services}
+
+
 def app_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The services of the app's image (the emulator's image, orders-emulator, is not one)."""
     return {name: s for name, s in services.items() if s.get("image", "").split(":")[0] == "orders"}
@@ -72,6 +81,12 @@ def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
     assert command[:2] == ["orders", "emulator"] and "--no-redis" in command
     assert option(command, "--host") == "0.0.0.0" and option(command, "--port") == "5000"
     assert "127.0.0.1:5000:5000" in services["aws"]["ports"]
+    # DynamoDB's own process (orders.emulator.service_groups), where the app services call it.
+    dynamodb = option(command, "--dynamodb-port")
+    assert f"127.0.0.1:{dynamodb}:{dynamodb}" in services["aws"]["ports"] and "--one-process" not in command
+    for name, service in app_services(services).items():
+        assert service["environment"]["AWS_ENDPOINT_URL_DYNAMODB"] == f"http://aws:{dynamodb}", name
+        assert service["environment"]["AWS_ENDPOINT_URL_DYNAMODB_STREAMS"] == f"http://aws:{dynamodb}", name
     assert services["redis"]["image"].startswith("redis:")
     assert services["infra"]["command"] == ["orders", "infra", "up"]
     assert services["infra"]["restart"] == "no"  # one-shot
@@ -89,7 +104,7 @@ def test_one_worker_per_topology_queue(services: dict[str, dict[str, Any]]) -> N
 
 
 def test_every_variable_is_one_the_settings_read(services: dict[str, dict[str, Any]]) -> None:
-    known = settings_variables() | SDK_VARIABLES
+    known = settings_variables() | SDK_VARIABLES | service_endpoint_variables()
     assert {"ORDERS_ENV", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "ORDERS_CONTROL_URL"} <= known
     for name, service in app_services(services).items():
         env = service["environment"]
