@@ -35,7 +35,7 @@ COPY --from=build-emulator /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "orders[emulator]" && rm -rf /wheels
 USER orders
 # What `orders emulator` gives moto (orders.emulator.server.MOTO_DEFAULTS): any region is served.
-ENV MOTO_ALLOW_NONEXISTENT_REGION=true
+ENV MOTO_ALLOW_NONEXISTENT_REGION=true MOTO_DISABLE_GLOBAL_CORS=true
 EXPOSE 5000 5001
 # Bound to every interface, so that the other containers reach it; the control plane is
 # docker-compose's own redis service.

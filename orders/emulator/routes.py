@@ -7,6 +7,7 @@ from typing import Any
 
 #: The emulator's call counts (orders.emulator.server).
 STATS_PATH = "/_orders/calls"
+_READ = "orders.signing_service"  # where the answer is kept in the request's environ
 _SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 
 
@@ -15,5 +16,8 @@ def signing_service(environ: dict[str, Any]) -> str | None:
 
     DynamoDB Streams signs as 'dynamodb' too, which is what keeps the two in one process.
     """
+    if _READ in environ:  # read once per request: three middlewares ask
+        return environ[_READ]  # type: ignore[no-any-return]
     match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    return match.group(1) if match else None
+    environ[_READ] = service = match.group(1) if match else None
+    return service

@@ -249,3 +249,20 @@ def test_an_unreadable_body_is_recorded_without_quoting_it(emulator):
     (record,) = access_records(emulator.endpoint)
     assert record["status"] == status and record["context"]["unparsed"].startswith("UnicodeDecodeError: ")
     assert secret not in json.dumps(record)
+
+
+def test_answers_carry_no_cors_headers(emulator, settings):
+    """No browser calls the emulator; moto worked CORS headers out for every answer (MOTO_DEFAULTS)."""
+    for service, target in (("sqs", "AmazonSQS.ListQueues"), ("dynamodb", "DynamoDB_20120810.ListTables")):
+        url = emulator.env.get(f"AWS_ENDPOINT_URL_{service.upper()}", emulator.endpoint)
+        host, port = url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/", body=b"{}", headers={
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/"
+                             f"{service}/aws4_request, SignedHeaders=host, Signature=0",
+            "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.0", "Origin": "https://example.com"})
+        answer = connection.getresponse()
+        answer.read()
+        connection.close()
+        assert answer.status == 200, service
+        assert answer.getheader("Access-Control-Allow-Origin") is None, service

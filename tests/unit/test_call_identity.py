@@ -1,0 +1,49 @@
+"""How the emulator names each call it counts ('service:Action'), and moto's dispatch fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orders.emulator.server import identify_call
+
+
+def request(service: str, **environ: Any) -> dict[str, Any]:
+    auth = f"AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host"
+    return {"HTTP_AUTHORIZATION": auth, "PATH_INFO": "/", **environ}
+
+
+def test_a_query_body_s_action_is_found_wherever_it_is_and_the_rest_is_not_read():
+    sns = request("sns")
+    messages = "&".join(f"PublishBatchRequestEntries.member.{n}.Message=%7B%22a%22%3A+{n}%7D"
+                        for n in range(10))
+    first = f"Action=PublishBatch&Version=2010-03-31&{messages}"
+    assert identify_call(sns, first.encode()) == "sns:PublishBatch"
+    assert identify_call(sns, f"Version=2010-03-31&{messages}&Action=Publish".encode()) == "sns:Publish"
+    # A parameter whose name ends in "Action", or whose value holds "Action=", is not the Action.
+    assert identify_call(sns, b"XAction=Nope&Message=Action%3DNope&Action=Subscribe") == "sns:Subscribe"
+    assert identify_call(sns, b"Message=hello") == "sns:?"
+    in_query = request("sns", QUERY_STRING="Action=ListTopics")
+    assert identify_call(in_query, b"Action=Publish") == "sns:ListTopics"
+
+
+def test_json_cbor_and_unsigned_calls():
+    assert identify_call(request("dynamodb", HTTP_X_AMZ_TARGET="DynamoDB_20120810.GetItem"), b"{}") == \
+        "dynamodb:GetItem"
+    assert identify_call(request("monitoring", PATH_INFO="/service/GraniteServiceVersion20100801/operation/"
+                                               "PutMetricData"), b"") == "monitoring:PutMetricData"
+    assert identify_call({"PATH_INFO": "/"}, b"Action=ListQueues") == "unknown:ListQueues"
+
+
+def test_moto_lists_a_response_class_s_methods_once():
+    from moto.core import responses, utils
+    from moto.sqs.responses import SQSResponse
+
+    from orders.emulator import moto_dispatch
+
+    moto_dispatch.install()
+    moto_dispatch.install()  # again (an in-process emulator started twice): still one cache over moto's own
+    listed = responses.method_names_from_class(SQSResponse)
+    assert listed == utils.method_names_from_class(SQSResponse) and "receive_message" in listed
+    before = responses.method_names_from_class.cache_info().hits  # type: ignore[attr-defined]
+    assert responses.method_names_from_class(SQSResponse) is listed
+    assert responses.method_names_from_class.cache_info().hits == before + 1  # type: ignore[attr-defined]
