@@ -15,9 +15,10 @@ How clients reach it:
   to the DynamoDB process unchanged (`Front`). No client has to know there are two.
 - The emulator's own paths answer for both, at the front: `/_orders/calls` sums the two
   processes' counts, `/_orders/faults` sets the same plan in both (refused whole by the front
-  first) and sums what each injected, `/_orders/wire` records in both, `/moto-api/reset` resets
-  both. `/moto-api/data.json` and moto's IAM enforcement (`/moto-api/reset-auth`) are the
-  front's alone: least-privilege runs use one process (`--one-process`).
+  first) and sums what each injected, `/_orders/wire` records in both, `/_orders/access` lists
+  both access logs (the front's calls first), `/moto-api/reset` resets both.
+  `/moto-api/data.json` and moto's IAM enforcement (`/moto-api/reset-auth`) are the front's
+  alone: least-privilege runs use one process (`--one-process`).
 - Services that create another service's resources inside moto stay in the front, and so do
   those resources: moto's CloudFormation makes a stack's tables in the front's own DynamoDB,
   which DynamoDB calls do not reach. Deploying a CloudFormation template to the emulator wants
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from orders.emulator.access_log import ACCESS_PATH
 from orders.emulator.fault_answers import answer
 from orders.emulator.faults import FAULTS_PATH
 from orders.emulator.routes import STATS_PATH, signing_service
@@ -103,6 +105,8 @@ class Front:
             return self._both(environ, start_response, merge_fault_reports, front_first=True)
         if path.startswith(WIRE_PATH):
             return self._both(environ, start_response, merge_wire_logs)
+        if path.startswith(ACCESS_PATH):
+            return self._both(environ, start_response, lambda front, back: [*front, *back])
         if path == "/moto-api/reset":
             return self._both(environ, start_response, lambda front, _: front)
         if signing_service(environ) in GROUPED:

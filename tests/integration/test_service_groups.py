@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from orders.aws import clients
+from orders.emulator.access_log import access_records
 from orders.emulator.faults import clear_faults, fault_report, set_faults
 from orders.emulator.server import EmulatorProcess, call_counts
 from orders.emulator.service_groups import ENDPOINT_VARIABLES
@@ -99,6 +100,17 @@ def test_the_wire_log_records_what_either_process_served(split):
     log = wire_calls(split.endpoint, "stop")
     assert {call["call"] for call in log["calls"]} >= {"dynamodb:ListTables", "sqs:ListQueues"}
     assert wire_calls(split.env["AWS_ENDPOINT_URL_DYNAMODB"])["recording"] is False
+
+
+def test_the_access_log_lists_what_either_process_served(split):
+    direct = split.settings({"ORDERS_ENV": "g" + uuid.uuid4().hex[:6]})
+    assert access_records(split.endpoint, reset=True) == []
+    clients.new_client("dynamodb", direct).list_tables()
+    clients.new_client("sqs", direct).list_queues(QueueNamePrefix=direct.prefix)
+    assert [record["call"] for record in access_records(split.endpoint)] == ["sqs:ListQueues",
+                                                                            "dynamodb:ListTables"]
+    assert access_records(split.endpoint, reset=True) == []
+    assert access_records(split.env["AWS_ENDPOINT_URL_DYNAMODB"]) == []
 
 
 def _server(*args: str) -> subprocess.Popen[str]:
