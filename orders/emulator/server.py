@@ -413,6 +413,7 @@ class EmulatorProcess:
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:
+            self._proc.wait(timeout=15)  # reaped here: not left a zombie for whoever adopts it
             raise RuntimeError("the emulator process exited before it was ready")
         self.env = json.loads(line)
         return self
@@ -559,8 +560,8 @@ def main(argv: list[str] | None = None) -> None:
             as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args),
             one_process=one_process, dynamodb_port=args.dynamodb_port)
     except (OSError, RuntimeError) as exc:
-        raise SystemExit(f"Error: the emulator could not start ({exc}); is the port taken? "
-                         "Choose others with --port / --redis-port.") from None
+        raise SystemExit(f"Error: the emulator could not start ({exc}); is a port taken? "
+                         "Choose others with --port / --dynamodb-port / --redis-port.") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ How clients reach it:
   AWS_ENDPOINT_URL_DYNAMODB_STREAMS, so DynamoDB calls go to their process directly.
 - A DynamoDB call that reaches the front anyway (a client that knows only AWS_ENDPOINT_URL:
   another region's settings, a container on the compose network, a user's script) is passed on
-  to the DynamoDB process unchanged (`Front`). No client has to know there are two.
+  to the DynamoDB process unchanged (`Front`). No client has to know there are two. If the
+  DynamoDB process does not answer, the call gets DynamoDB's own 503, which the SDK retries;
+  a kept connection it closed while idle is opened again once (nothing was read from it).
 - The emulator's own paths answer for both, at the front: `/_orders/calls` sums the two
   processes' counts, `/_orders/faults` sets the same plan in both (refused whole by the front
   first) and sums what each injected, `/_orders/wire` records in both, `/_orders/access` lists
@@ -66,6 +68,8 @@ PROCESSES_VARIABLE = "ORDERS_EMULATOR_PROCESSES"
 REUSE_SECONDS = 30.0
 #: How long a passed-on call may take (DynamoDB has no long poll; a transaction takes milliseconds).
 CALL_TIMEOUT = 60.0
+#: How a kept connection the server closed while it was idle fails the next request sent on it.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 #: Headers of one connection, not of the request (RFC 9110 7.6.1), and the length, which is recounted.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                          "transfer-encoding", "upgrade", "content-length"})
@@ -153,11 +157,18 @@ class Front:
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["Content-Length"] = str(len(body))
+        method = environ.get("REQUEST_METHOD", "POST")
         try:
-            method = environ.get("REQUEST_METHOD", "POST")
-            response = self._connection().request_reply(method, target, body, headers)
-        except OSError as exc:  # refused, reset, timed out: the process is gone or stuck
-            self._local.connection = None
+            connection = self._connection()
+            try:
+                response = connection.request_reply(method, target, body, headers)
+            except _CLOSED_WHILE_IDLE:
+                if not connection.served:
+                    raise
+                # A kept connection the DynamoDB process closed while it was idle (its keep-alive
+                # limits): nothing was read from it, so the request goes once more, on a new one.
+                response = self._connection().request_reply(method, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out: gone or stuck
             logger.warning("the DynamoDB process at %s did not answer %s %s: %s: %s", self.dynamodb_endpoint,
                            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), type(exc).__name__, exc)
             if not signing_service(environ):  # the emulator's own path: answered plainly
@@ -168,7 +179,7 @@ class Front:
 
     def _connection(self) -> _Connection:
         kept: _Connection | None = getattr(self._local, "connection", None)
-        if kept is None or kept.idle_for() > REUSE_SECONDS:
+        if kept is None or kept.closed or kept.idle_for() > REUSE_SECONDS:
             if kept is not None:
                 kept.close()
             kept = self._local.connection = _Connection(*self._address)
@@ -181,6 +192,8 @@ class _Connection:
     def __init__(self, host: str, port: int):
         self.http = http.client.HTTPConnection(host, port, timeout=CALL_TIMEOUT)
         self.used = time.monotonic()
+        self.served = 0  # answers read from it: a connection that served one was kept idle since
+        self.closed = False
 
     def idle_for(self) -> float:
         return time.monotonic() - self.used
@@ -190,14 +203,16 @@ class _Connection:
             self.http.request(method, target, body=body, headers=headers)
             response = self.http.getresponse()
             data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise OSError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self.close()  # whatever state it is in, it serves no other request
+            raise
         self.used = time.monotonic()
+        self.served += 1
         kept = [(name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP]
         return f"{response.status} {response.reason}", kept, data
 
     def close(self) -> None:
+        self.closed = True
         self.http.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -188,3 +189,20 @@ def test_one_process_serves_everything_when_asked():
         assert call_counts(emulator.endpoint) == {"dynamodb:ListTables": 1}
     finally:
         emulator.stop()
+
+
+def test_a_taken_dynamodb_port_is_said_and_nothing_is_left_running():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        front = _server("--dynamodb-port", str(taken.getsockname()[1]))
+        try:
+            assert front.wait(timeout=30) == 1
+            said = front.stderr.read()
+        finally:
+            if front.poll() is None:
+                os.killpg(front.pid, signal.SIGKILL)
+    assert "the emulator could not start" in said and "--dynamodb-port" in said
+    assert front.stdout.read() == ""  # no endpoint was printed: nothing serves
+    with pytest.raises(ProcessLookupError):
+        os.killpg(front.pid, 0)  # the group (the front and its DynamoDB process) is gone

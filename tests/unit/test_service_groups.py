@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -79,3 +81,53 @@ def test_a_child_given_a_new_endpoint_does_not_keep_the_old_one_s_service_endpoi
     assert moved["AWS_ENDPOINT_URL"] == "http://new:1" and "AWS_ENDPOINT_URL_DYNAMODB" not in moved
     both = child_environment({"AWS_ENDPOINT_URL": "http://new:1", "AWS_ENDPOINT_URL_DYNAMODB": "http://new:2"})
     assert both["AWS_ENDPOINT_URL_DYNAMODB"] == "http://new:2"
+
+
+class _Backend(http.server.BaseHTTPRequestHandler):
+    """A server that answers and then closes the connection without saying so (as a keep-alive limit
+    does to an idle one), or, with `mute`, closes it without answering."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[str] = []
+    mute = False
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append(self.path)
+        self.close_connection = True
+        if type(self).mute:
+            return
+        body = b'{"answered": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Any:
+    _Backend.seen, _Backend.mute = [], False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+def test_a_kept_connection_closed_while_idle_is_opened_again_and_the_call_sent_once(backend):
+    client = Client(Front(app, f"http://127.0.0.1:{backend.server_port}"))
+    for n in range(3):  # the 2nd and 3rd go out on the connection the server closed after the one before
+        answer = client.post(f"/{n}", data=b"{}", headers=signed("dynamodb"))
+        assert answer.status_code == 200 and json.loads(answer.data) == {"answered": True}
+    assert _Backend.seen == ["/0", "/1", "/2"]
+
+
+def test_a_new_connection_closed_without_an_answer_is_not_sent_again(backend):
+    """The process may have served it: a 503 the SDK retries, not a second copy of a write from here."""
+    _Backend.mute = True
+    client = Client(Front(app, f"http://127.0.0.1:{backend.server_port}"))
+    assert client.post("/", data=b"{}", headers=signed("dynamodb")).status_code == 503
+    assert _Backend.seen == ["/"]
