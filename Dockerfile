@@ -36,10 +36,10 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "orders[emulator]
 USER orders
 # What `orders emulator` gives moto (orders.emulator.server.MOTO_DEFAULTS): any region is served.
 ENV MOTO_ALLOW_NONEXISTENT_REGION=true MOTO_DISABLE_GLOBAL_CORS=true
-EXPOSE 5000 5001
+EXPOSE 5000 5100
 # Bound to every interface, so that the other containers reach it; the control plane is
 # docker-compose's own redis service.
-CMD ["orders", "emulator", "--host", "0.0.0.0", "--port", "5000", "--dynamodb-port", "5001", "--no-redis"]
+CMD ["orders", "emulator", "--host", "0.0.0.0", "--port", "5000", "--dynamodb-port", "5100", "--no-redis"]
 
 FROM base AS production
 COPY --from=build /wheels /wheels

@@ -88,7 +88,7 @@ def _in_region(settings: Settings, region: str | None) -> str:
 @click.option("--one-process", is_flag=True,
               help="Serve DynamoDB in the same process as the other services (default: a process of its "
                    "own, unless ORDERS_EMULATOR_PROCESSES=1).")
-@click.option("--dynamodb-port", type=int, default=0, show_default="a free port",
+@click.option("--dynamodb-port", type=int, default=None, show_default="--port + 100",
               help="The DynamoDB process's port (AWS_ENDPOINT_URL_DYNAMODB); the main port serves it too.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of AWS calls answered with throttling, 500 or 503, as AWS answers them.")
@@ -99,7 +99,7 @@ def _in_region(settings: Settings, region: str | None) -> str:
               help="Answer every call to TARGET (sns, dynamodb, sqs, sqs-send) with 503 for SECONDS, "
                    "from DELAY seconds after start. Repeatable.")
 def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool,
-                 one_process: bool, dynamodb_port: int, fault_rate: float, fault_services: str,
+                 one_process: bool, dynamodb_port: int | None, fault_rate: float, fault_services: str,
                  fault_seed: int | None, outages: tuple[str, ...]) -> None:
     """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes.
 
@@ -122,7 +122,7 @@ def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_re
 
     args = ["--host", host, "--port", str(port), "--redis-port", str(redis_port),
             "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
-            "--dynamodb-port", str(dynamodb_port),
+            *(["--dynamodb-port", str(dynamodb_port)] if dynamodb_port is not None else []),
             *(["--one-process"] if one_process else []),
             "--fault-services", fault_services, *[arg for text in outages for arg in ("--outage", text)],
             *(["--fault-seed", str(fault_seed)] if fault_seed is not None else [])]

@@ -74,6 +74,9 @@ HTTP_THREADS = 256
 KEPT_CONNECTIONS = 512
 #: A keep-alive connection idle this long is closed (an ALB's default idle timeout).
 IDLE_CONNECTION_SECONDS = 60
+#: The DynamoDB process's port is the main one's plus this, unless chosen (emulators of other regions
+#: on 5001, 5002... get 5101, 5102...).
+DYNAMODB_PORT_OFFSET = 100
 #: How long a stopping server waits for the requests in flight.
 STOP_SECONDS = 2
 
@@ -411,7 +414,11 @@ class EmulatorProcess:
                                       start_new_session=not self.dynamodb_process,
                                       env=child_environment(defaults=MOTO_DEFAULTS))
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        try:
+            line = self._proc.stdout.readline()
+        except BaseException:  # Ctrl-C or a stop while it starts: it must not outlive this process
+            self.stop()
+            raise
         if not line:
             self._proc.wait(timeout=15)  # reaped here: not left a zombie for whoever adopts it
             raise RuntimeError("the emulator process exited before it was ready")
@@ -497,7 +504,10 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
             if redis:
                 print(f"Control plane (redis-server {redis.port}) on {redis.url}")
             print("In other terminals, use it with:\n")
-            print("".join(f"  export {k}={v}\n" for k, v in env.items()), flush=True)
+            print("".join(f"  export {k}={v}\n" for k, v in env.items()), end="")
+            if not dynamodb:  # a shell that used a two-process emulator before would still call its DynamoDB
+                print(f"  unset {' '.join(service_groups.ENDPOINT_VARIABLES)}")
+            print(flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
@@ -513,16 +523,30 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
         raise SystemExit(f"Error: {ended[0]}; the emulator stopped (its DynamoDB tables are gone with it)")
 
 
+#: How long the front waits, once its DynamoDB process has ended, for its own stop before calling it a death.
+STOP_GRACE_SECONDS = 1.0
+
+
 def _stop_when_ended(dynamodb: EmulatorProcess, stop: threading.Event, ended: list[str]) -> None:
     """Set `stop` if the DynamoDB process ends first: without it every DynamoDB call would fail."""
 
     def watch() -> None:
         code = dynamodb.wait()
-        if not stop.is_set():
+        # A SIGTERM to the whole group (a supervisor, a test harness) ends both at once: its end is a
+        # death only if this process is not stopping too, a second later.
+        if not stop.wait(STOP_GRACE_SECONDS):
             ended.append(f"the DynamoDB process exited with {code}")
             stop.set()
 
     threading.Thread(target=watch, daemon=True, name="dynamodb-watch").start()
+
+
+def dynamodb_port(port: int, chosen: int | None) -> int:
+    """The DynamoDB process's port: as chosen, else the main port + 100, the same at every start so
+    that the AWS_ENDPOINT_URL_DYNAMODB a shell exported stays right (0, any free port, for --port 0)."""
+    if chosen is not None:
+        return chosen
+    return port + DYNAMODB_PORT_OFFSET if 0 < port <= 65535 - DYNAMODB_PORT_OFFSET else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -541,8 +565,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="without the emulator's fixes to moto, to measure what they change")
     parser.add_argument("--one-process", action="store_true",
                         help="serve DynamoDB in this process too (default: ORDERS_EMULATOR_PROCESSES, 2)")
-    parser.add_argument("--dynamodb-port", type=int, default=0,
-                        help="the DynamoDB process's port (default: a free one)")
+    parser.add_argument("--dynamodb-port", type=int, default=None,
+                        help="the DynamoDB process's port (default: --port + 100; a free one with --port 0)")
     parser.add_argument("--dynamodb-process", action="store_true",
                         help="serve as a front's DynamoDB process (one process, no redis, "
                              "Ctrl-C left to the front)")
@@ -558,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
         run(host=args.host, port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
             with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
             as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args),
-            one_process=one_process, dynamodb_port=args.dynamodb_port)
+            one_process=one_process, dynamodb_port=dynamodb_port(args.port, args.dynamodb_port))
     except (OSError, RuntimeError) as exc:
         raise SystemExit(f"Error: the emulator could not start ({exc}); is a port taken? "
                          "Choose others with --port / --dynamodb-port / --redis-port.") from None

@@ -23,9 +23,9 @@ How clients reach it:
   alone: least-privilege runs use one process (`--one-process`).
 - Services that create another service's resources inside moto stay in the front, and so do
   those resources: moto's CloudFormation makes a stack's tables in the front's own DynamoDB,
-  which DynamoDB calls do not reach. Deploying a CloudFormation template to the emulator wants
-  one process (tests/integration/test_template_deploy.py runs one). SNS delivering to SQS is
-  unaffected: both are in the front.
+  which DynamoDB calls do not reach. So the front refuses a CloudFormation call whose template
+  names a table, naming `--one-process` (tests/integration/test_template_deploy.py runs one
+  process). SNS delivering to SQS is unaffected: both are in the front.
 - The two live and die together: the DynamoDB process stops when the front does (and when the
   front is killed, by its parent watch), and the front stops, with an error, when the DynamoDB
   process dies: half an emulator would answer every DynamoDB call with an error.
@@ -43,13 +43,14 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from orders.emulator.access_log import ACCESS_PATH
-from orders.emulator.fault_answers import answer
+from orders.emulator.fault_answers import answer, query_error
 from orders.emulator.faults import FAULTS_PATH
 from orders.emulator.routes import STATS_PATH, signing_service
 from orders.emulator.wire_log import WIRE_PATH
@@ -68,6 +69,10 @@ PROCESSES_VARIABLE = "ORDERS_EMULATOR_PROCESSES"
 REUSE_SECONDS = 30.0
 #: How long a passed-on call may take (DynamoDB has no long poll; a transaction takes milliseconds).
 CALL_TIMEOUT = 60.0
+#: The X-Amz-Target prefixes of DynamoDB and DynamoDB Streams (DynamoDB_20120810., DynamoDBStreams_20120810.).
+_DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
+#: What a CloudFormation template's tables are named by.
+_TABLE_RESOURCE = "AWS::DynamoDB::"
 #: How a kept connection the server closed while it was idle fails the next request sent on it.
 _CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 #: Headers of one connection, not of the request (RFC 9110 7.6.1), and the length, which is recounted.
@@ -113,8 +118,25 @@ class Front:
             return self._both(environ, start_response, lambda front, back: [*front, *back])
         if path == "/moto-api/reset":
             return self._both(environ, start_response, lambda front, _: front)
-        if signing_service(environ) in GROUPED:
+        if _for_dynamodb(environ):
             return _reply(start_response, self._pass_on(environ, _body(environ)))
+        if signing_service(environ) == "cloudformation":
+            return self._stack(environ, start_response)
+        return self.app(environ, start_response)
+
+    def _stack(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """A CloudFormation call, refused if it would make tables: moto's CloudFormation makes them in this
+        process's own DynamoDB, where no DynamoDB call reaches them (create_stack would succeed, and every
+        call to the stack's tables would then fail as if they did not exist)."""
+        body = _body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if _TABLE_RESOURCE in unquote_plus(body.decode("utf-8", "replace")):
+            status, code = 400, "ValidationError"
+            message = ("this emulator serves DynamoDB from a process of its own, out of CloudFormation's "
+                       "reach: a stack with tables needs one process (orders emulator --one-process, "
+                       "or ORDERS_EMULATOR_PROCESSES=1)")
+            error = query_error(code, message, str(uuid.uuid4()), status)
+            return _reply(start_response, (f"{status} Bad Request", [("Content-Type", "text/xml")], error))
         return self.app(environ, start_response)
 
     def _both(self, environ: dict[str, Any], start_response: Callable[..., Any],
@@ -130,6 +152,12 @@ class Front:
             if not front[0].startswith("200"):
                 return _reply(start_response, front)
             back = self._pass_on(environ, body)
+            if not back[0].startswith("200"):  # taken by the front only: said, not hidden
+                error = {"error": f"the DynamoDB process answered {back[0]}: the front's answer holds "
+                                  "for the front only", "front": json.loads(front[2]),
+                         "dynamodb_process": back[2].decode("utf-8", "replace")}
+                return _reply(start_response, ("502 Bad Gateway", [("Content-Type", "application/json")],
+                                               json.dumps(error).encode()))
         else:
             back = self._pass_on(environ, body)
             front = self._inner(environ, body)
@@ -144,6 +172,8 @@ class Front:
         """What the front's own app answers (its status, headers and body)."""
         got: list[Any] = []
         environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked request's body, read whole: now of a length
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
         chunks = self.app(environ, lambda status, headers, *_: got.extend((status, headers)))
         data = b"".join(chunks)
         return got[0], list(got[1]), data
@@ -214,6 +244,14 @@ class _Connection:
     def close(self) -> None:
         self.closed = True
         self.http.close()
+
+
+def _for_dynamodb(environ: dict[str, Any]) -> bool:
+    """A DynamoDB or DynamoDB Streams call: by its signature's scope, else (unsigned) by its target."""
+    service = signing_service(environ)
+    if service is not None:
+        return service in GROUPED
+    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS)
 
 
 def _body(environ: dict[str, Any]) -> bytes:

@@ -3,6 +3,7 @@ other service in the front, and to every client and every one of the emulator's 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -158,16 +159,18 @@ def test_when_the_dynamodb_process_dies_the_emulator_stops_and_says_why():
             os.killpg(front.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_the_dynamodb_process_ends_with_its_front(signum):
-    """SIGTERM (a supervisor), SIGINT to the whole group (Ctrl-C in a terminal) and SIGKILL of the front
-    alone: no DynamoDB process is left behind, and only a SIGKILL is an unclean exit."""
+@pytest.mark.parametrize(("signum", "group"), [(signal.SIGTERM, False), (signal.SIGTERM, True),
+                                               (signal.SIGINT, True), (signal.SIGKILL, False)])
+def test_the_dynamodb_process_ends_with_its_front(signum, group):
+    """SIGTERM to the front (a supervisor) or to the whole group (the harness's stop), SIGINT to the
+    group (Ctrl-C in a terminal) and SIGKILL of the front alone: no DynamoDB process is left behind,
+    and only a SIGKILL is an unclean exit (a group's SIGTERM ends both at once: not a death)."""
     front = _server()
     try:
         json.loads(front.stdout.readline())
         dynamodb = _dynamodb_pid(front)
-        if signum == signal.SIGINT:
-            os.killpg(front.pid, signal.SIGINT)
+        if group:
+            os.killpg(front.pid, signum)
         else:
             os.kill(front.pid, signum)
         code = front.wait(timeout=15)
@@ -206,3 +209,29 @@ def test_a_taken_dynamodb_port_is_said_and_nothing_is_left_running():
     assert front.stdout.read() == ""  # no endpoint was printed: nothing serves
     with pytest.raises(ProcessLookupError):
         os.killpg(front.pid, 0)  # the group (the front and its DynamoDB process) is gone
+
+
+def test_a_chunked_plan_reaches_both_processes(split):
+    host, port = split.endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("POST", "/_orders/faults", body=iter([b'{"error_rate": ', b"0.25}"]),
+                           encode_chunked=True, headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["plan"]["error_rate"] == 0.25
+        assert fault_report(split.env["AWS_ENDPOINT_URL_DYNAMODB"])["plan"]["error_rate"] == 0.25
+    finally:
+        connection.close()
+        clear_faults(split.endpoint)
+
+
+def test_cloudformation_is_refused_a_stack_with_tables_and_not_one_without(split):
+    """moto's CloudFormation would make the tables in the front, out of every DynamoDB call's reach."""
+    cfn = clients.new_client("cloudformation", split.settings({"ORDERS_ENV": "g" + uuid.uuid4().hex[:6]}))
+    table = {"Resources": {"T": {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": "t", **TABLE}}}}
+    with pytest.raises(ClientError, match="--one-process") as refused:
+        cfn.create_stack(StackName="tables", TemplateBody=json.dumps(table))
+    assert refused.value.response["Error"]["Code"] == "ValidationError"
+    queue = {"Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "g-stack-q"}}}}
+    cfn.create_stack(StackName="queue", TemplateBody=json.dumps(queue))
+    assert cfn.describe_stacks(StackName="queue")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"

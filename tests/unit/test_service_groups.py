@@ -70,7 +70,6 @@ def test_what_the_two_processes_report_is_merged():
     wire = merge_wire_logs({"recording": True, "dropped": 1, "calls": [{"call": "sqs:X"}]},
                            {"recording": True, "dropped": 2, "calls": [{"call": "dynamodb:Y"}]})
     assert wire == {"recording": True, "dropped": 3, "calls": [{"call": "sqs:X"}, {"call": "dynamodb:Y"}]}
-    assert json.dumps(wire)
 
 
 def test_a_child_given_a_new_endpoint_does_not_keep_the_old_one_s_service_endpoints(monkeypatch):
@@ -131,3 +130,27 @@ def test_a_new_connection_closed_without_an_answer_is_not_sent_again(backend):
     client = Client(Front(app, f"http://127.0.0.1:{backend.server_port}"))
     assert client.post("/", data=b"{}", headers=signed("dynamodb")).status_code == 503
     assert _Backend.seen == ["/"]
+
+
+def test_an_unsigned_dynamodb_call_is_passed_on_by_its_target(backend):
+    client = Client(Front(app, f"http://127.0.0.1:{backend.server_port}"))
+    answer = client.post("/", data=b"{}", headers={"X-Amz-Target": "DynamoDBStreams_20120810.ListStreams"})
+    assert json.loads(answer.data) == {"answered": True} and _Backend.seen == ["/"]
+    sqs = client.post("/", data=b"{}", headers={"X-Amz-Target": "AmazonSQS.ListQueues"})
+    assert sqs.json == {"served": "front"}
+
+
+def test_a_plan_the_dynamodb_process_does_not_take_is_said_to_hold_for_the_front_only(backend):
+    _Backend.mute = True
+    client = Client(Front(app, f"http://127.0.0.1:{backend.server_port}"))
+    answer = client.post("/_orders/faults", data=b'{"error_rate": 0.5}')
+    assert answer.status_code == 502
+    assert "holds for the front only" in answer.json["error"] and answer.json["front"] == {"served": "front"}
+
+
+def test_the_dynamodb_port_is_the_same_at_every_start():
+    from orders.emulator.server import dynamodb_port
+
+    assert dynamodb_port(5000, None) == 5100 and dynamodb_port(5001, None) == 5101
+    assert dynamodb_port(5000, 7000) == 7000 and dynamodb_port(5000, 0) == 0
+    assert dynamodb_port(0, None) == 0 and dynamodb_port(65500, None) == 0  # any free one
