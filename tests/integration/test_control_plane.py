@@ -99,8 +99,10 @@ def test_celery_events_shows_the_tasks_a_worker_ran(infra_app: Settings, tmp_pat
                             stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
         with worker(["orders"]) as w:
-            # The dump listens once it prints the worker's heartbeats.
-            wait_for(lambda: f"{w.hostname} [" in (tmp_path / "events.txt").read_text())
+            # The dump listens once it prints the worker's heartbeats. It is a Python process of its
+            # own that imports the app: in one clean-clone run of the whole suite it had printed none
+            # within 30 s (it takes about 3 s alone), so it gets 90; the task's events follow in seconds.
+            wait_for(lambda: f"{w.hostname} [" in (tmp_path / "events.txt").read_text(), timeout=90)
             task_id = probe.delay("events").id
             wait_for(lambda: f"task succeeded: ops.control_plane_probe({task_id})"
                      in (tmp_path / "events.txt").read_text())
