@@ -16,9 +16,7 @@ in orders.emulator.server.AwsEmulator.start.
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import threading
 import urllib.request
 import zlib
@@ -26,10 +24,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from orders.emulator.routes import credential_scope, request_body
+
 ACCESS_PATH = "/_orders/access"
 #: The most a gzipped body is unzipped to for the log (AWS's largest request bodies are 16 MB).
 MAX_UNZIPPED = 16 * 1024 * 1024
-_SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 #: IAM's prefix where it differs from the service's signing name.
 IAM_PREFIX = {"monitoring": "cloudwatch"}
 #: Calls IAM authorizes by another action (the batch ones by their single action).
@@ -66,13 +65,10 @@ class AccessLog:
         path = environ.get("PATH_INFO", "")
         if path.startswith(ACCESS_PATH):
             return self._answer(environ, start_response)
-        auth = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-        if auth is None or path.startswith("/moto-api"):
+        scope = credential_scope(environ)
+        if scope is None or path.startswith("/moto-api"):
             return self.app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
-        record = self.describe(environ, readable(environ, body), *auth.groups())
+        record = self.describe(environ, readable(environ, request_body(environ)), *scope)
         status: list[int] = []
 
         def record_status(code: str, headers: Any, *exc: Any) -> Any:

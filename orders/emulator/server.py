@@ -20,7 +20,6 @@ regions, where SNS delivers to their queues (orders.emulator.moto_sns).
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import logging
 import os
@@ -48,7 +47,7 @@ from orders.emulator.faults import (
     control_request,
     plan_from_arguments,
 )
-from orders.emulator.routes import STATS_PATH, signing_service
+from orders.emulator.routes import STATS_PATH, request_body, signing_service
 from orders.settings import Settings, child_environment
 
 if TYPE_CHECKING:
@@ -158,9 +157,7 @@ class CountingMiddleware:
             return self._stats(environ, start_response)
         if path.startswith("/moto-api"):
             return self.app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = request_body(environ)
         if path.startswith(FAULTS_PATH):
             return self.faults.control(environ, body, start_response)
         if path.startswith(moto_sns.PEERS_PATH):

@@ -37,7 +37,6 @@ process, as before.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ from urllib.parse import unquote_plus, urlsplit
 from orders.emulator.access_log import ACCESS_PATH
 from orders.emulator.fault_answers import answer, query_error
 from orders.emulator.faults import FAULTS_PATH
-from orders.emulator.routes import STATS_PATH, signing_service
+from orders.emulator.routes import STATS_PATH, request_body, signing_service
 from orders.emulator.wire_log import WIRE_PATH
 
 logger = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ class Front:
         if path == "/moto-api/reset":
             return self._both(environ, start_response, lambda front, _: front)
         if _for_dynamodb(environ):
-            return _reply(start_response, self._pass_on(environ, _body(environ)))
+            return _reply(start_response, self._pass_on(environ, request_body(environ)))
         if signing_service(environ) == "cloudformation":
             return self._stack(environ, start_response)
         return self.app(environ, start_response)
@@ -128,8 +127,7 @@ class Front:
         """A CloudFormation call, refused if it would make tables: moto's CloudFormation makes them in this
         process's own DynamoDB, where no DynamoDB call reaches them (create_stack would succeed, and every
         call to the stack's tables would then fail as if they did not exist)."""
-        body = _body(environ)
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = request_body(environ)
         if _TABLE_RESOURCE in unquote_plus(body.decode("utf-8", "replace")):
             status, code = 400, "ValidationError"
             message = ("this emulator serves DynamoDB from a process of its own, out of CloudFormation's "
@@ -146,9 +144,9 @@ class Front:
         `front_first`: the front answers first and the DynamoDB process is asked only if it
         accepted (a plan the front refuses changes neither).
         """
-        body = _body(environ)
+        body = request_body(environ)
         if front_first:
-            front = self._inner(environ, body)
+            front = self._inner(environ)
             if not front[0].startswith("200"):
                 return _reply(start_response, front)
             back = self._pass_on(environ, body)
@@ -160,7 +158,7 @@ class Front:
                                                json.dumps(error).encode()))
         else:
             back = self._pass_on(environ, body)
-            front = self._inner(environ, body)
+            front = self._inner(environ)
         if not back[0].startswith("200"):
             return _reply(start_response, back)
         if not front[0].startswith("200"):
@@ -168,12 +166,10 @@ class Front:
         merged = json.dumps(merge(json.loads(front[2]), json.loads(back[2])), sort_keys=True).encode()
         return _reply(start_response, ("200 OK", [("Content-Type", "application/json")], merged))
 
-    def _inner(self, environ: dict[str, Any], body: bytes) -> Reply:
+    def _inner(self, environ: dict[str, Any]) -> Reply:
         """What the front's own app answers (its status, headers and body)."""
         got: list[Any] = []
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked request's body, read whole: now of a length
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        request_body(environ)  # read already: a fresh reader of it for the app
         chunks = self.app(environ, lambda status, headers, *_: got.extend((status, headers)))
         data = b"".join(chunks)
         return got[0], list(got[1]), data
@@ -252,15 +248,6 @@ def _for_dynamodb(environ: dict[str, Any]) -> bool:
     if service is not None:
         return service in GROUPED
     return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS)
-
-
-def _body(environ: dict[str, Any]) -> bytes:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if length:
-        return bytes(environ["wsgi.input"].read(length))
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return bytes(environ["wsgi.input"].read())
-    return b""
 
 
 def _reply(start_response: Callable[..., Any], reply: Reply) -> list[bytes]:

@@ -15,14 +15,13 @@ hold) would escape a scan of the tables. KMS is not: its answers carry data keys
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from orders.emulator.routes import signing_service
+from orders.emulator.routes import request_body, signing_service
 
 WIRE_PATH = "/_orders/wire"
 RECORDED = frozenset({"sqs", "sns", "dynamodb"})
@@ -57,9 +56,7 @@ class WireLog:
         service = signing_service(environ)
         if not self.recording or service not in RECORDED:
             return self.app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = request_body(environ)
         answer = list(self.app(environ, start_response))
         self._keep(service, environ, body, b"".join(answer))
         return answer

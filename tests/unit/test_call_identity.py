@@ -47,3 +47,23 @@ def test_moto_lists_a_response_class_s_methods_once():
     before = responses.method_names_from_class.cache_info().hits  # type: ignore[attr-defined]
     assert responses.method_names_from_class(SQSResponse) is listed
     assert responses.method_names_from_class.cache_info().hits == before + 1  # type: ignore[attr-defined]
+
+
+def test_a_request_body_is_read_from_the_client_once_and_every_middleware_gets_all_of_it():
+    import io
+
+    from orders.emulator.routes import request_body
+
+    class Once(io.BytesIO):
+        reads = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            Once.reads += 1
+            return super().read(size)
+
+    environ = {"wsgi.input": Once(b"Action=Publish&Message=x"), "HTTP_TRANSFER_ENCODING": "chunked"}
+    assert request_body(environ) == b"Action=Publish&Message=x"
+    assert environ["wsgi.input"].read() == b"Action=Publish&Message=x"  # the next reader's copy
+    assert request_body(environ) == b"Action=Publish&Message=x" and Once.reads == 1
+    assert environ["CONTENT_LENGTH"] == "24" and "HTTP_TRANSFER_ENCODING" not in environ
+    assert request_body({"wsgi.input": Once(b"ignored")}) == b""  # no length, not chunked: no body
