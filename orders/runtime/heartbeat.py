@@ -10,7 +10,8 @@ per client and queue. A process that stops beating gives its messages back withi
 An entry SQS refuses as the caller's fault (the receipt handle no longer holds the
 message: it was deleted, or its visibility ran out and another consumer has it) is
 dropped, logged at info. A call that fails (throttling, 5xx, network) is tried again
-at the next beat: with a beat every third of the visibility, two beats may be missed.
+at the next beat: with a beat every third of the visibility, counted from start to
+start, two beats may be missed.
 Nothing here knows kombu (orders.runtime.visibility fits it to the channel).
 """
 
@@ -194,7 +195,11 @@ class Heartbeat:
                 f"{s['refused']} no longer held, {s['failed']} not extended, {s['expired']} held 12 h")
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
+        # Beats are `interval` apart from start to start: a beat that botocore held up (its backoff on a
+        # throttled call is up to 7 s) is not followed by a whole interval more without an extension.
+        next_beat = time.monotonic() + self.interval
+        while not self._stopping.wait(max(0.0, next_beat - time.monotonic())):
+            next_beat = time.monotonic() + self.interval
             try:
                 self.beat()
             except Exception:  # the heartbeat outlives any one beat's bug; its messages need it

@@ -14,10 +14,11 @@ delivery:
   stays blocked until its message is deleted, so a linger would delay the
   group's next message; acks that arrive while a delete is in flight still
   share the next call). A failed entry is retried while the fault is
-  SQS's, else logged and counted and the message is left for SQS to redeliver
-  (tasks are idempotent). Pending acks are flushed when the channel closes
-  (warm shutdown), before kombu restores the unacked messages. A SIGKILL loses
-  at most `ack_linger` seconds of acks: those messages run again once their
+  SQS's, its message kept hidden by the heartbeat meanwhile, else logged and
+  counted and the message is left for SQS to redeliver (tasks are
+  idempotent). Pending acks are flushed when the channel closes (warm
+  shutdown), before kombu restores the unacked messages. A SIGKILL loses at
+  most `ack_linger` seconds of acks: those messages run again once their
   receive's visibility (below) runs out.
 - Sends. A publish joins a SendMessageBatch with the other publishes of the
   process that go to the same queue within `send_linger` seconds (chain
@@ -210,7 +211,6 @@ class Channel(ReceivingChannel):
         return given if isinstance(given, Settings) else get_settings()
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        self.stop_holding(delivery_tag)  # before its delete is sent: a beat would extend it in vain
         try:
             info = self.qos.get(delivery_tag).delivery_info
             handle = info["sqs_message"]["ReceiptHandle"]
@@ -221,7 +221,9 @@ class Channel(ReceivingChannel):
         if late or not self.transport_options.get("batch_acks", True):
             return super().basic_ack(delivery_tag)  # a DeleteMessage of its own, as kombu does
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
-        self.acks.submit(self.sqs(queue=queue), queue_url, {"ReceiptHandle": handle})
+        delete = self.acks.submit(self.sqs(queue=queue), queue_url, {"ReceiptHandle": handle})
+        # The heartbeat keeps the message hidden until the delete settles (orders.runtime.visibility).
+        self.hold_until_settled(delivery_tag, delete)
         # Frees the prefetch slot now: the delete is the batcher's business from here.
         virtual.Channel.basic_ack(self, delivery_tag)
 

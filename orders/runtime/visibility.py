@@ -11,9 +11,13 @@ back within `receive_visibility` seconds, and a task that runs for an hour is ne
 handed to a second worker meanwhile. The queues' own timeouts stay as they are for
 every other reader (the DLQ tools, a Lambda consumer, `receive_visibility` 0).
 
-- A message is held from its delivery to Celery until it is acked (it leaves the
-  heartbeat before its delete is sent), rejected (before kombu's failure backoff
-  sets its visibility, which then stands) or restored. A message the poison guard
+- A message is held from its delivery to Celery until its ack's delete has
+  settled (deleted, or failed for good: SQS then redelivers it), rejected
+  (before kombu's failure backoff sets its visibility, which then stands) or
+  restored. A delete that waits out throttling or an outage (botocore's own
+  backoff on a throttled call is up to 7 s, the ack batcher retries it) would
+  otherwise outlive the receive's visibility, and SQS would hand the message,
+  whose task has run, to a consumer again. A message the poison guard
   moves is never delivered, so never held: it must reach its DLQ within its
   receive's visibility, else it is received again and moved again.
 - At close (a warm shutdown, once the running tasks are done) the messages still
@@ -25,6 +29,7 @@ every other reader (the DLQ tools, a Lambda consumer, `receive_visibility` 0).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from typing import Any
 
 from kombu.transport.SQS import Channel as SQSChannel
@@ -43,8 +48,10 @@ class QoS(SQSQoS):
         self.channel.hold(message)  # type: ignore[attr-defined]  # kombu types it as its own Channel
 
     def ack(self, delivery_tag: str) -> None:
-        # Every way out of the channel's hands ends here (acks, rejects, forgotten poison).
-        self.channel.stop_holding(delivery_tag)  # type: ignore[attr-defined]
+        # Every way out of the channel's hands ends here (acks, rejects, forgotten poison), except an ack
+        # whose delete is under way: the channel stops holding it once the delete settles.
+        if not self.channel.settling(delivery_tag):  # type: ignore[attr-defined]
+            self.channel.stop_holding(delivery_tag)  # type: ignore[attr-defined]
         super().ack(delivery_tag)
 
 
@@ -54,6 +61,7 @@ class Channel(SQSChannel):
     QoS = QoS
     _heartbeat: Heartbeat | None = None
     _releasing: list[Held] | None = None  # while closing: the unacked messages, made visible together
+    _settling: set[str] | None = None  # acked messages still held until their delete settles
 
     @property
     def receive_visibility(self) -> int:
@@ -78,6 +86,24 @@ class Channel(SQSChannel):
         """Extend the message no more (acked, rejected or restored)."""
         if self._heartbeat is not None:
             self._heartbeat.drop(delivery_tag)
+
+    def hold_until_settled(self, delivery_tag: str, delete: Future[Any]) -> None:
+        """Keep extending an acked message until its `delete` settles, then stop (the module docstring)."""
+        if self._heartbeat is None or delivery_tag not in self._heartbeat:
+            return
+        if self._settling is None:
+            self._settling = set()
+        self._settling.add(delivery_tag)
+        delete.add_done_callback(lambda _: self._settled(delivery_tag))  # at once if already settled
+
+    def settling(self, delivery_tag: str) -> bool:
+        """Whether an acked message is held until its delete settles."""
+        return self._settling is not None and delivery_tag in self._settling
+
+    def _settled(self, delivery_tag: str) -> None:
+        if self._settling is not None:
+            self._settling.discard(delivery_tag)
+        self.stop_holding(delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         # Before kombu deletes it or hides it for its failure backoff: no beat may undo that.

@@ -11,6 +11,7 @@ import os
 import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import pytest
 from kombu import Connection
 
 from orders.aws import clients
+from orders.aws.batching import Batcher, delete_message_batch
 from orders.celery import app
 from orders.harness.processes import ChildProcess, stop_all, wait_ready
 from orders.runtime import transport
@@ -154,8 +156,45 @@ def test_a_channel_holds_what_it_delivered_until_acked_or_rejected_and_never_poi
         assert channel._on_messages_ready(url, "orders", {"Messages": received}) == 4
         assert channel.heartbeat.holding() == 2  # neither the poison nor the one Celery failed on
         assert [m.delivery_tag in channel.heartbeat for m in delivered] == [True, True]
-        delivered[0].ack()
+        delivered[0].ack()  # held until its delete is done
         delivered[1].reject(requeue=False)  # a failure: kombu's backoff (0 s in tests) sets its visibility
+        assert channel.flush_acks()
         assert channel.heartbeat.holding() == 0
         channel.quarantine.close()
     assert depth(infra, "orders") == (1, 0)  # acked, moved, moved; the rejected one is back
+
+
+def test_an_acked_message_stays_hidden_until_its_delete_is_done(infra):
+    """A delete that waits (throttling, an outage) longer than its receive's visibility: the heartbeat keeps
+    the message hidden meanwhile, so no consumer is handed it again; once deleted, it is held no more."""
+    sqs, url = clients.client("sqs", infra), queue_url(infra, "orders")
+    hold.delay(0, os.devnull, 0)
+    received: list[dict[str, Any]] = []
+    wait_for(lambda: received.extend(sqs.receive_message(  # as a worker receives, for a 1 s visibility
+        QueueUrl=url, VisibilityTimeout=1, MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"]).get("Messages", [])) or received)
+    deleting = threading.Event()
+
+    def slow_delete(client: Any, queue_url: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        deleting.wait(30)  # the real DeleteMessageBatch, answered only once the test says so
+        return delete_message_batch(client, queue_url, entries)
+
+    delivered: list[Any] = []
+    options = {**app.conf.broker_transport_options, "receive_visibility": 1}  # a beat every 1/3 s
+    with Connection(f"{transport.SCHEME}://", transport_options=options) as conn:
+        channel = conn.default_channel
+        channel._acks = Batcher("sqs-acks", slow_delete, linger=0)
+        channel.basic_consume("orders", False, delivered.append, "test-consumer")
+        assert channel._on_messages_ready(url, "orders", {"Messages": received}) == 1
+        delivered[0].ack()
+        again = [m for _ in range(3) for m in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+                 .get("Messages", [])]  # three times the visibility, while the delete waits
+        held_meanwhile = delivered[0].delivery_tag in channel.heartbeat
+        deleting.set()
+        assert channel._acks.close()
+        assert channel.heartbeat.holding() == 0
+    print(f"\nan ack whose delete waited 3 s under a 1 s receive visibility: received again {len(again)} "
+          f"time(s), held meanwhile: {held_meanwhile}")
+    assert again == [], "the message was handed out again while its delete waited"
+    assert held_meanwhile
+    assert depth(infra, "orders") == (0, 0)

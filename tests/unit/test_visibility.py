@@ -153,6 +153,24 @@ def test_the_thread_beats_from_the_first_message_held_until_stopped() -> None:
     assert len(sqs.calls) == beats and heartbeat.holding() == 0
 
 
+def test_beats_are_an_interval_apart_from_start_to_start_however_long_one_takes() -> None:
+    """A beat held up (botocore's backoff on a throttled call) is followed by the next at once, not after a
+    whole interval more: the time between two extensions stays the interval."""
+    starts: list[float] = []
+
+    def slow(client: Any, queue_url: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        starts.append(time.monotonic())
+        time.sleep(1.0 if len(starts) == 1 else 0)  # the first beat takes two intervals
+        return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
+
+    heartbeat = Heartbeat(3, interval=0.5, call=slow)
+    heartbeat.hold("m", Held("client", "q", "m"))
+    wait_for(lambda: len(starts) >= 3, timeout=5)
+    heartbeat.stop()
+    after_the_slow_one = starts[1] - starts[0]
+    assert after_the_slow_one < 1.0 + 0.25, f"next beat {after_the_slow_one:.2f} s after the slow one began"
+
+
 @pytest.mark.parametrize(("visibility", "interval"), [(0, None), (30, 30), (30, 60)])
 def test_a_heartbeat_beats_well_within_its_visibility(visibility: int, interval: float | None) -> None:
     with pytest.raises(ValueError):
