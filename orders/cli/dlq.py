@@ -162,7 +162,7 @@ def redrive_cmd(queue: str, all_: bool, ids: tuple[str, ...]) -> None:
         raise click.UsageError("give either --all or one or more --id")
     settings, spec = _settings(), _spec(queue)
     with _aws_errors():
-        outcomes = redrive.redrive(settings, spec, None if all_ else list(ids))
+        outcomes = redrive.redrive(settings, spec, None if all_ else list(ids), settle=SETTLE_SECONDS)
     for o in outcomes:
         click.echo(f"{o.result:9} {o.letter.key}  ({o.letter.task or 'undecodable'}) {o.detail}")
     missing = set(ids) - {x for o in outcomes for x in (o.letter.key, o.letter.message_id)}

@@ -61,9 +61,11 @@ def ensure_archived(settings: Settings, letters: list[DeadLetter]) -> int:
 
 
 def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None,
-            bound: int | None = None) -> list[Outcome]:
+            bound: int | None = None, settle: float = 0.0) -> list[Outcome]:
     """Send the DLQ's messages (all, or those whose key or message id is in `ids`) back to the source,
     each while its task was redriven fewer than `bound` times (default ORDERS_DLQ_MAX_REDRIVES).
+    A DLQ whose every message another reader holds (beat's watcher) is waited for up to `settle` s:
+    a person's redrive waits, beat's passes do not (dead_letters.SETTLE_SECONDS says why).
 
     Works in rounds: a FIFO DLQ shows at most ten messages of a message group at a
     time, and the next ones only once those left. Messages it does not move stay
@@ -76,7 +78,8 @@ def redrive(settings: Settings, spec: QueueSpec, ids: list[str] | None = None,
     try:
         for round_ in range(MAX_MESSAGES // MAX_ENTRIES):  # a FIFO group shows MAX_ENTRIES at a time
             seen = {m.message_id for m in held} | {o.letter.message_id for o in outcomes}
-            letters = [m for m in scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS)
+            wait = settle if round_ == 0 else 0.0  # later rounds: what is in flight is ours
+            letters = [m for m in scan(settings, spec, MAX_MESSAGES, hold=WORK_HOLD_SECONDS, settle=wait)
                        if m.message_id not in seen]
             if not letters:
                 break

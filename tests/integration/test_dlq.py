@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from orders.emulator.faults import clear_faults, fault_report, start_outage
 from orders.ops import archive, dead_letters
 from orders.runtime.queue_urls import queue_url
 from orders.settings import Settings, get_settings
-from orders.topology import QUEUES_BY_NAME
+from orders.topology import QUEUES_BY_NAME, QueueSpec
 from tests.helpers import invoke, wait_for, worker
 
 ORDERS = QUEUES_BY_NAME["orders"]
@@ -394,17 +395,35 @@ def test_redrive_all_sends_a_poison_message_back_once_though_a_worker_refuses_it
     assert in_dlq(settings) == 1
 
 
+def held_by_another_reader(settings: Settings) -> tuple[QueueSpec, Any, str, list[dict]]:
+    """An undecodable message in the orders DLQ, received for 2 s by another reader (beat's watcher):
+    (spec, SQS client, DLQ URL, what the other reader holds)."""
+    spec = dead_letters.queue_spec("orders")
+    sqs, url = clients.client("sqs", settings), dead_letters.dlq_url(settings, spec)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"not": "a task"}))
+    held = sqs.receive_message(QueueUrl=url, VisibilityTimeout=2, WaitTimeSeconds=1)["Messages"]
+    assert len(held) == 1 and dead_letters.depth(settings, spec) == (0, 1)
+    return spec, sqs, url, held
+
+
 def test_a_scan_while_another_reader_holds_every_message_waits_for_them(infra):
     """`orders dlq show` at the moment beat's watcher reads the DLQ once saw it empty (every message in
     flight) and printed nothing: a busy DLQ is not an empty one, so a person's read waits for the release."""
-    spec = dead_letters.queue_spec("orders")
-    sqs, url = clients.client("sqs", infra), dead_letters.dlq_url(infra, spec)
-    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"not": "a task"}))
-    held = sqs.receive_message(QueueUrl=url, VisibilityTimeout=2, WaitTimeSeconds=1)["Messages"]  # the other
-    assert len(held) == 1 and dead_letters.depth(infra, spec) == (0, 1)
+    spec, sqs, url, held = held_by_another_reader(infra)
     code, output = invoke("dlq", "show", "orders", "--json")
     assert code == 0, output
     assert [json.loads(line)["message_id"] for line in output.splitlines()] == [held[0]["MessageId"]]
     # Beat's passes do not wait: the busy DLQ is the next pass's (two passes must not both act on it).
     assert len(sqs.receive_message(QueueUrl=url, VisibilityTimeout=30, WaitTimeSeconds=1)["Messages"]) == 1
     assert dead_letters.scan(infra, spec) == []
+
+
+def test_a_redrive_while_another_reader_holds_every_message_waits_for_them(infra):
+    """`orders dlq redrive --all` at the moment beat's watcher read the DLQ moved nothing, said `0 of 0`
+    and exited 0 (a clean-clone CI run): a person's redrive waits for the release, as `show` does."""
+    _, sqs, _, _ = held_by_another_reader(infra)
+    code, output = invoke("dlq", "redrive", "orders", "--all")
+    assert code == 0 and "1 of 1 message(s) back" in output, output
+    back = sqs.receive_message(QueueUrl=queue_url(infra, "orders"), WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in back] == [json.dumps({"not": "a task"})] and in_dlq(infra) == 0
+    assert "(undecodable)" in output, output
