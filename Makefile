@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/orders demo $(ARGS)
 
-# Two test processes (pytest-xdist), each with its own emulator; a file's tests stay together
+# Three test processes (pytest-xdist), each with its own emulator; a file's tests stay together
 # so that a module's fixtures are set up once. `make test ARGS="-n 0 tests/unit"` runs in one.
+# Three on two cores: most tests wait on workers, queues and timeouts, and two processes kept the
+# cores 63% busy (14 min 37 s, against 11 min 52 s with three, in one clean-clone session).
 # The slowest tests are listed at the end: the suite's time is watched (15 minutes at most).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20 $(ARGS)
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=20 $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orders tasks tests benchmarks celeryconfig.py

@@ -31,7 +31,8 @@ from orders.harness.regions import (
     wait_final,
 )
 from orders.harness.runner import seed_catalogue
-from orders.ops.audit import Problem, audit
+from orders.ops.audit import Problem, audit, read_order_table
+from orders.settings import Settings
 
 FINAL = ("completed", "cancelled", "rejected")
 #: How long the ledger and the regions are given to converge once every order has ended.
@@ -54,6 +55,8 @@ class FailoverRun:
     problems: list[Problem] = field(default_factory=list)
     captures: Counter[str] = field(default_factory=Counter)
     apart: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: The history of each order that ended otherwise than its kind should, as the primary has it.
+    stories: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def refused(self) -> set[str]:
@@ -127,11 +130,21 @@ def run(regions: TwoRegions, orders: int, rate: float, fail_over: Callable[[], f
     outcome.replicated_before_failback = regions.replicator.wait(120)
     fail_back()
     outcome.final = wait_final(primary, outcome.every, timeout=180)
+    outcome.stories = _stories(primary, set(outcome.unexpected))
     regions.replicator.wait(120)
     outcome.problems = _settled_audit(regions)
     outcome.captures = Counter(e.order_id for e in ledger(primary) if e.kind is Movement.CAPTURE)
     outcome.apart = _disagreement(regions)
     return outcome
+
+
+def _stories(settings: Settings, order_ids: set[str]) -> dict[str, list[str]]:
+    """Each order's history (`status by step: reason`, with the time), for a failure to say why."""
+    if not order_ids:
+        return {}
+    return {r.order_id: [f"{h.at} {h.status.value} by {h.step.value}" + (f": {h.reason}" if h.reason else "")
+                         for h in r.history]
+            for r in read_order_table(settings).records if r.order_id in order_ids}
 
 
 def _settled_audit(regions: TwoRegions) -> list[Problem]:

@@ -80,7 +80,7 @@ def test_a_region_lost_mid_run_is_taken_over_and_given_back_with_every_order_fin
         assert run.first_final is not None
         assert run.replicated_before_failback  # the primary's late writes, and the standby's, have crossed
         # Every order accepted is final, once, and as its kind should end (orders.harness.order_mix).
-        assert run.unexpected == {}
+        assert run.unexpected == {}, run.stories
         assert set(run.final) == run.every
         # The stock's counters follow the holds once the recount has caught up with the orders resumed at
         # the flip (failback's recount, then beat's ops.adopt_in_flight every 15 s).
