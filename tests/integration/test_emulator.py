@@ -114,6 +114,40 @@ def test_an_update_expression_parsed_once_serves_every_item_and_value(emulator, 
         ({"S": "4"}, {"L": [{"S": "2"}, {"S": "4"}]}, {"N": "2"})
 
 
+#: Updates moto's validators must refuse, each by a different processor, with AWS's message.
+REFUSED_UPDATES = [
+    ("SET n = :one, n = :two", "Two document paths overlap"),
+    ("SET pk = :one", "This attribute is part of the key"),
+    ("SET n = absent + :one", "attribute that does not exist in the item"),
+    ("SET n = s + :one", "operator or function: +, operand type: S"),
+    ("SET l = list_append(:one, l)", "Incorrect operand type for operator or function"),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), REFUSED_UPDATES)
+def test_each_validation_of_an_update_still_refuses_what_aws_refuses(emulator, settings, expression, message):
+    # orders.emulator.moto_dynamodb has each validator build its map of node types once: every kind
+    # of check must still run, on the first update that needs it and on later ones.
+    ddb, table = _scratch_table(settings)
+    ddb.put_item(TableName=table, Item={"pk": {"S": "k"}, "s": {"S": "text"}, "l": {"L": []}})
+    values = {":one": {"N": "1"}, ":two": {"N": "2"}}
+    used = {name: value for name, value in values.items() if name in expression}
+    for _ in range(2):
+        with pytest.raises(ClientError) as refused:
+            ddb.update_item(TableName=table, Key={"pk": {"S": "k"}}, UpdateExpression=expression,
+                            ExpressionAttributeValues=used)
+        assert refused.value.response["Error"]["Code"] == "ValidationException"
+        assert message in refused.value.response["Error"]["Message"], refused.value.response["Error"]
+    counter = "SET n = if_not_exists(n, :zero) + :one, l = list_append(l, :l)"
+    for _ in range(2):
+        ddb.update_item(TableName=table, Key={"pk": {"S": "k"}}, UpdateExpression=counter,
+                        ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"},
+                                                   ":l": {"L": [{"S": "x"}]}})
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "k"}})["Item"]
+    assert item["n"] == {"N": "2"} and item["l"] == {"L": [{"S": "x"}, {"S": "x"}]}
+    assert item["s"] == {"S": "text"}
+
+
 def test_a_gzipped_request_is_served_and_logged(emulator, settings):
     """botocore gzips a PutMetricData over 10 KB; the access log once failed it with a 500 (it parsed
     the zipped body), so every large metrics flush was lost, and a test's log caught the warning."""
