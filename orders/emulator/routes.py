@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from cheroot.errors import MaxSizeExceeded
 
 #: The emulator's call counts (orders.emulator.server).
 STATS_PATH = "/_orders/calls"
 _READ = "orders.signing_service"  # where the answers are kept in the request's environ
 _BODY = "orders.body"
 _SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
+#: The longest request body the emulator reads: AWS's longest are DynamoDB's batches (16 MB of items).
+#: cheroot refuses a longer Content-Length before the request reaches the emulator; a chunked body is
+#: cut off at this length as it is read (BodyTooLarge).
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+#: What cheroot's chunked reader raises past its limit: MaxSizeExceeded, or an IOError saying so.
+_TOO_LARGE = "Request Entity Too Large"
+
+
+class UnreadableBody(Exception):
+    """A request body the emulator does not read: `status` says why (413 too long, 400 malformed)."""
+
+    def __init__(self, status: str, why: str):
+        super().__init__(why)
+        self.status = status
 
 
 def signing_service(environ: dict[str, Any]) -> str | None:
@@ -37,10 +56,31 @@ def request_body(environ: dict[str, Any]) -> bytes:
     if _BODY not in environ:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        body = bytes(environ["wsgi.input"].read(length) if length else
-                     environ["wsgi.input"].read() if chunked else b"")
+        try:
+            body = bytes(environ["wsgi.input"].read(length) if length else
+                         environ["wsgi.input"].read() if chunked else b"")
+        except (MaxSizeExceeded, OSError) as exc:  # cheroot's reader of a chunked body, past its limit
+            if not isinstance(exc, MaxSizeExceeded) and exc.args != (_TOO_LARGE,):
+                raise  # the client went away: not the body's fault
+            raise UnreadableBody("413 Request Entity Too Large",
+                                 f"a request body over {MAX_REQUEST_BYTES} bytes") from exc
+        except ValueError as exc:  # cheroot's reader: a chunk size that is not hexadecimal, a missing CRLF
+            raise UnreadableBody("400 Bad Request", f"a malformed chunked body ({exc})") from exc
         environ[_BODY] = body
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
     environ["wsgi.input"] = io.BytesIO(environ[_BODY])
     return environ[_BODY]  # type: ignore[no-any-return]
+
+
+def refusing_unreadable_bodies(app: Callable[..., Any]) -> Callable[..., Iterable[bytes]]:
+    """`app`, whose requests with a chunked body past MAX_REQUEST_BYTES are answered 413, and with a
+    malformed one 400, rather than 500 with a traceback (a longer Content-Length never reaches it:
+    cheroot answers those)."""
+    def refuse(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        except UnreadableBody as exc:
+            start_response(exc.status, [("Content-Type", "text/plain"), ("Connection", "close")])
+            return [f"{exc}: not read further".encode()]
+    return refuse

@@ -47,7 +47,13 @@ from orders.emulator.faults import (
     control_request,
     plan_from_arguments,
 )
-from orders.emulator.routes import STATS_PATH, request_body, signing_service
+from orders.emulator.routes import (
+    MAX_REQUEST_BYTES,
+    STATS_PATH,
+    refusing_unreadable_bodies,
+    request_body,
+    signing_service,
+)
 from orders.settings import Settings, child_environment
 
 if TYPE_CHECKING:
@@ -255,6 +261,7 @@ class AwsEmulator:
         app: Callable[..., Any] = wire_log.WireLog(self.access_log)
         if self.dynamodb_endpoint:
             app = service_groups.Front(app, self.dynamodb_endpoint)
+        app = refusing_unreadable_bodies(app)
         if self.as_shipped or http_server() == "werkzeug":
             werkzeug = make_server(self.host, self.port, app, threaded=True,
                                    request_handler=MotoRequestHandler)
@@ -273,6 +280,7 @@ class AwsEmulator:
             # cheroot keeps 10 idle keep-alive connections and closes the rest; a run's processes hold
             # a few each (every client's pool, every worker's receives), so all are kept.
             cheroot.keep_alive_conn_limit = KEPT_CONNECTIONS
+            cheroot.max_request_body_size = MAX_REQUEST_BYTES  # a hostile body is not held whole
             cheroot.prepare()  # listening from here: the port is taken before start() returns
             serve = cheroot.serve
 

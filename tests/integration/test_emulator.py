@@ -8,6 +8,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.config import Config
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from orders.aws import clients
 from orders.emulator.access_log import access_records
+from orders.emulator.routes import MAX_REQUEST_BYTES
 from orders.emulator.server import EmulatorProcess
 from tests.helpers import calls
 
@@ -300,3 +302,17 @@ def test_answers_carry_no_cors_headers(emulator, settings):
         connection.close()
         assert answer.status == 200, service
         assert answer.getheader("Access-Control-Allow-Origin") is None, service
+
+
+def test_a_body_past_the_limit_is_answered_413_without_being_read_and_the_emulator_serves_on(emulator,
+                                                                                              settings):
+    host, port = urlsplit(emulator.endpoint).hostname, urlsplit(emulator.endpoint).port
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    connection.putrequest("POST", "/")
+    connection.putheader("Content-Length", str(MAX_REQUEST_BYTES + 1))  # announced, never sent
+    connection.putheader("X-Amz-Target", "DynamoDB_20120810.ListTables")
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413, (answer.status, answer.read()[:200])
+    connection.close()
+    assert "TableNames" in clients.client("dynamodb", settings).list_tables()

@@ -67,3 +67,39 @@ def test_a_request_body_is_read_from_the_client_once_and_every_middleware_gets_a
     assert request_body(environ) == b"Action=Publish&Message=x" and Once.reads == 1
     assert environ["CONTENT_LENGTH"] == "24" and "HTTP_TRANSFER_ENCODING" not in environ
     assert request_body({"wsgi.input": Once(b"ignored")}) == b""  # no length, not chunked: no body
+
+
+def test_a_chunked_body_past_the_limit_is_cut_off_and_answered_413_a_malformed_one_400(monkeypatch):
+    """A hostile client's endless chunked body: read through cheroot's own chunked reader (the one the
+    server hands the app), never held past the limit, and answered 413 rather than a 500."""
+    import io
+
+    from cheroot.server import ChunkedRFile
+
+    from orders.emulator import routes
+
+    monkeypatch.setattr(routes, "MAX_REQUEST_BYTES", 1000)
+    chunk = b"x" * 300
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(100)) + b"0\r\n\r\n"
+    source = io.BytesIO(wire)
+    environ = {"wsgi.input": ChunkedRFile(source, routes.MAX_REQUEST_BYTES),
+               "HTTP_TRANSFER_ENCODING": "chunked"}
+    answered: list[str] = []
+
+    def app(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        routes.request_body(env)  # as each middleware reads it
+        raise AssertionError("a body past the limit was read whole")
+
+    guarded = routes.refusing_unreadable_bodies(app)
+    body = b"".join(guarded(environ, lambda status, headers: answered.append(status)))
+    assert answered == ["413 Request Entity Too Large"] and b"not read further" in body
+    assert source.tell() < 2 * 1000 + 100, f"{source.tell()} bytes read of a {len(wire)}-byte body"
+    within = {"wsgi.input": ChunkedRFile(io.BytesIO(b"3\r\nabc\r\n0\r\n\r\n"), 1000),
+              "HTTP_TRANSFER_ENCODING": "chunked"}
+    assert routes.request_body(within) == b"abc"
+
+    malformed = {"wsgi.input": ChunkedRFile(io.BytesIO(b"zz\r\nabc\r\n0\r\n\r\n"), 1000),
+                 "HTTP_TRANSFER_ENCODING": "chunked"}
+    answered.clear()
+    b"".join(guarded(malformed, lambda status, headers: answered.append(status)))
+    assert answered == ["400 Bad Request"]
