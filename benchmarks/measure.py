@@ -50,10 +50,20 @@ class RunFigures:
     #: Task run times by worker ('worker payments') and task name, read from the workers' logs.
     task_runs: dict[str, dict[str, Percentiles]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The benchmark's own requests, among `calls` (following the orders: reading them until final), and the
+    #: CPU seconds of this process that went on observing (following, sampling the workers): left out of
+    #: every figure per order, since an application placing orders does neither.
+    observer_calls: dict[str, int] = field(default_factory=dict)
+    observer_cpu_seconds: float = 0.0
+
+    def pipeline_calls(self) -> dict[str, int]:
+        """`calls` without the benchmark's own."""
+        left = {key: n - self.observer_calls.get(key, 0) for key, n in self.calls.items()}
+        return {key: n for key, n in left.items() if n > 0}
 
     @property
     def billed_calls(self) -> int:
-        return sum(n for key, n in self.calls.items() if key.split(":", 1)[0] in BILLED_SERVICES)
+        return sum(n for key, n in self.pipeline_calls().items() if key.split(":", 1)[0] in BILLED_SERVICES)
 
     @property
     def calls_per_order(self) -> float | None:
@@ -64,7 +74,7 @@ class RunFigures:
         if not self.completed:
             return {}
         totals: dict[str, int] = {}
-        for key, n in self.calls.items():
+        for key, n in self.pipeline_calls().items():
             service = key.split(":", 1)[0]
             totals[service] = totals.get(service, 0) + n
         per = {service: n / self.completed for service, n in sorted(totals.items())}
@@ -77,6 +87,9 @@ class RunFigures:
             return {}
         per = {name: 1000 * s / self.completed for name, s in self.cpu_seconds.items()}
         per["workers"] = sum(v for name, v in per.items() if name.startswith("worker"))
+        if PRODUCER in self.cpu_seconds:  # placing: what the application's process spends
+            placing = max(self.cpu_seconds[PRODUCER] - self.observer_cpu_seconds, 0.0)
+            per["placing"] = 1000 * placing / self.completed
         return per
 
     def per_service(self) -> dict[str, ServiceFigures]:
@@ -103,6 +116,9 @@ class RunFigures:
         data["cpu_ms_per_order"] = self.cpu_ms_per_order()
         return data
 
+
+#: The CPU of the process that runs the benchmark: it places the orders, follows them and samples the workers.
+PRODUCER = "this process"
 
 #: The key of a worker's task runs that holds every task it ran.
 ALL_TASKS = "all tasks"
@@ -155,13 +171,14 @@ class PeakMemory:
         self.interval = interval
         self.peak: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
+        self.sampling_cpu = 0.0  # this process's CPU seconds spent sampling (the benchmark's own)
         self._start: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
     def __enter__(self) -> PeakMemory:
         self._start = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
-        self._start["this process"] = time.process_time()
+        self._start[PRODUCER] = time.process_time()
         self._thread.start()
         return self
 
@@ -169,12 +186,14 @@ class PeakMemory:
         self._stop.set()
         self._thread.join(timeout=5)
         self.cpu = {name: round(cpu_seconds(pid) - self._start[name], 2) for name, pid in self.groups.items()}
-        self.cpu["this process"] = round(time.process_time() - self._start["this process"], 2)
+        self.cpu[PRODUCER] = round(time.process_time() - self._start[PRODUCER], 2)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.thread_time()
             for child in self.children:
                 self.peak[child.name] = max(self.peak.get(child.name, 0), child.rss())
+            self.sampling_cpu += time.thread_time() - started
             self._stop.wait(self.interval)
 
 

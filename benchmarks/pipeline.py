@@ -112,6 +112,8 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
     run = figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
     run.cpu_seconds = memory.cpu
     run.task_runs = runs
+    run.observer_calls = dict(result.following.calls)
+    run.observer_cpu_seconds = round(result.following.cpu_seconds + memory.sampling_cpu, 2)
     return run
 
 

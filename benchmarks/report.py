@@ -47,7 +47,11 @@ def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
     for label, run in runs.items():
         lines += ["", f"{label}: stages (ms)        {'n':>6}{'P50':>9}{'P95':>9}{'P99':>9}"]
         lines += [stage_line(name, p) for name, p in run.stages.items()]
-        lines.append(f"{label}: calls  " + calls_line(run.calls))
+        lines.append(f"{label}: calls  " + calls_line(run.pipeline_calls()))
+        if run.observer_calls or run.observer_cpu_seconds:
+            own = ", ".join(f"{k} {n}" for k, n in sorted(run.observer_calls.items())) or "no calls"
+            lines.append(f"{label}: the benchmark's own (following the orders, sampling the workers; "
+                         f"in no figure per order): {own}; CPU {run.observer_cpu_seconds:g} s")
         if by_service := run.calls_per_order_by_service():
             lines.append(f"{label}: AWS calls per order  " + ", ".join(
                 f"{k} {v:.2f}" for k, v in by_service.items()))

@@ -55,6 +55,7 @@ def run_demo(stack: Stack, options: DemoOptions, printer: ProgressPrinter,
         tap.stop()
     summary = summarize(result.outcomes, events=events, dlq_depths=dlq_depths(settings),
                         aws_calls=stack.calls(), expected=EXPECTED)
+    summary.following_calls = dict(result.following.calls)
     summary.incidents = list(stack.restarts)
     return summary, result
 

@@ -8,13 +8,16 @@ timeout passes, and returns a `RunResult` with per-order timings.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from orders.aws import clients
 from orders.aws.stock import set_stock
 from orders.aws.store import OrderStore
 from orders.domain.errors import InvalidOrder
@@ -73,6 +76,49 @@ class RunResult:
     timed_out: bool = False
     rate: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: What following the orders cost: the run's observation, not the pipeline's work.
+    following: Following = field(default_factory=lambda: Following())
+
+
+class Following:
+    """The AWS requests (as the emulator counts them: botocore's retries are requests too) and the CPU
+    seconds of what this thread does inside `counting()`: reading orders to follow them, which an
+    application placing orders does not do. A benchmark leaves them out of its figures per order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.cpu_seconds = 0.0
+        self._inside = threading.local()
+
+    @contextmanager
+    def watching(self, client: Any) -> Iterator[Following]:
+        """Count the block's requests made with `client` (a boto3 client; None: count none)."""
+        if client is None:
+            yield self
+            return
+        unique = f"orders-following-{id(self)}"
+        client.meta.events.register("before-send", self._sent, unique_id=unique)
+        try:
+            yield self
+        finally:
+            client.meta.events.unregister("before-send", unique_id=unique)
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """This thread's requests and CPU in the block are the follower's."""
+        self._inside.on = True
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.cpu_seconds += time.thread_time() - started
+            self._inside.on = False
+
+    def _sent(self, event_name: str, **_kwargs: Any) -> None:
+        if getattr(self._inside, "on", False):  # another thread's request (a placer's) is the pipeline's
+            _event, service, operation = event_name.split(".", 2)
+            self.calls[f"{service}:{operation}"] += 1
 
 
 class Placer:
@@ -124,16 +170,30 @@ def run_orders(settings: Settings, planned: Sequence[PlannedOrder], rate: float,
     """
     placer = Placer(planned, rate, send)
     result = RunResult(placer.outcomes, started_at=time.time(), rate=rate)
+    # The reader made here reads with the settings' client, whose requests are counted; another
+    # store's (a test's, the chaos run's) are its own business: only its CPU is the follower's.
+    reads = clients.client("dynamodb", settings) if store is None else None
     store = store or order_store(settings)
     t0 = time.monotonic()
     placer.start(t0)
     idle = IdleClock(timeout)
+    with result.following.watching(reads):
+        _follow(placer, result, store, t0, idle, poll_interval, progress)
+    result.ended_at = time.time()
+    result.errors = [f"{o.order_id}: {o.send_error}" for o in placer.outcomes if o.send_error]
+    return result
+
+
+def _follow(placer: Placer, result: RunResult, store: Any, t0: float, idle: IdleClock,
+            poll_interval: float, progress: Callable[[Progress], None] | None) -> None:
+    """Read the orders in flight every `poll_interval` s until all are settled or the pipeline idles."""
     try:
         while True:
-            poll(store, [o for o in placer.outcomes if o.placed_at and not o.settled])
-            if progress:
-                progress(snapshot(placer.outcomes, time.monotonic() - t0))
-            idle.count(sum(1 for o in placer.outcomes if o.settled))
+            with result.following.counting():
+                poll(store, [o for o in placer.outcomes if o.placed_at and not o.settled])
+                if progress:
+                    progress(snapshot(placer.outcomes, time.monotonic() - t0))
+                idle.count(sum(1 for o in placer.outcomes if o.settled))
             if placer.done and not result.placing_ended_at:
                 result.placing_ended_at = time.time()
                 idle.reset()
@@ -145,9 +205,6 @@ def run_orders(settings: Settings, planned: Sequence[PlannedOrder], rate: float,
             time.sleep(poll_interval)
     finally:
         placer.close()
-    result.ended_at = time.time()
-    result.errors = [f"{o.order_id}: {o.send_error}" for o in placer.outcomes if o.send_error]
-    return result
 
 
 class IdleClock:

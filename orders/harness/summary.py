@@ -138,6 +138,8 @@ class Summary:
     events: dict[str, dict[str, int]] | None = None
     dlq_depths: dict[str, int] | None = None
     aws_calls: dict[str, int] | None = None
+    #: Among aws_calls: the run's own reads of the orders, to follow them (not the pipeline's work).
+    following_calls: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:

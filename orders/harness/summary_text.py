@@ -17,7 +17,7 @@ def format_summary(summary: Summary) -> str:
         parts.append("Dead-letter queues (messages)\n  " + ", ".join(
             f"{name} {depth}" for name, depth in summary.dlq_depths.items()))
     if summary.aws_calls:
-        parts.append(_format_calls(summary.aws_calls))
+        parts.append(_format_calls(summary.aws_calls, summary.following_calls or {}))
     if summary.incidents:
         parts.append("Incidents\n" + "\n".join(f"  {line}" for line in summary.incidents))
     parts.append(_verdict(summary))
@@ -82,7 +82,7 @@ def _format_events(events: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def _format_calls(calls: dict[str, int]) -> str:
+def _format_calls(calls: dict[str, int], following: dict[str, int]) -> str:
     by_service: dict[str, Counter[str]] = defaultdict(Counter)
     for key, n in calls.items():
         service, _, action = key.partition(":")
@@ -91,6 +91,9 @@ def _format_calls(calls: dict[str, int]) -> str:
     for service, actions in sorted(by_service.items()):
         top = ", ".join(f"{a} {n}" for a, n in actions.most_common(4))
         lines.append(f"  {service:<12}{sum(actions.values()):>7}   {top}")
+    if following:
+        lines.append("  of which this run's own reads of the orders, to follow them: "
+                     + ", ".join(f"{k} {n}" for k, n in sorted(following.items())))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks.measure import Percentiles, RunFigures, task_runs
+from benchmarks.report import format_suite
 from orders.harness.summary import (
     REFUSED,
     parse_time,
@@ -58,6 +59,23 @@ def test_the_benchmark_reports_calls_by_service_and_cpu_per_order_and_process():
     assert run.calls_per_order_by_service() == {"dynamodb": 5.0, "sns": 1.0, "sqs": 2.0, "all": 8.0}
     cpu = run.cpu_ms_per_order()
     assert (cpu["workers"], cpu["emulator"]) == (pytest.approx(50.0), pytest.approx(50.0))
+
+
+def test_the_benchmarks_own_calls_and_cpu_are_in_no_figure_per_order():
+    run = RunFigures(label="ours", orders=10, completed=10, elapsed=5.0, throughput=2.0,
+                     end_to_end=Percentiles.of([1.0]),
+                     calls={"sqs:ReceiveMessage": 20, "dynamodb:BatchGetItem": 12, "dynamodb:GetItem": 50},
+                     cpu_seconds={"worker orders": 0.2, "this process": 0.5},
+                     observer_calls={"dynamodb:BatchGetItem": 7}, observer_cpu_seconds=0.3)
+    assert run.pipeline_calls() == {"sqs:ReceiveMessage": 20, "dynamodb:BatchGetItem": 5,
+                                    "dynamodb:GetItem": 50}
+    assert run.calls_per_order_by_service() == {"dynamodb": 5.5, "sqs": 2.0, "all": 7.5}
+    cpu = run.cpu_ms_per_order()
+    assert (cpu["this process"], cpu["placing"], cpu["workers"]) == (
+        pytest.approx(50.0), pytest.approx(20.0), pytest.approx(20.0))
+    text = format_suite("== pipeline ==", {"ours": run})
+    assert "ours: calls  sqs:ReceiveMessage 20; dynamodb 55 (GetItem 50, BatchGetItem 5)" in text
+    assert "in no figure per order): dynamodb:BatchGetItem 7; CPU 0.3 s" in text
 
 
 def test_the_benchmark_reads_each_workers_task_runs_from_its_log_and_sizes_per_task(tmp_path):
