@@ -46,6 +46,14 @@ def _linger(raw: str, name: str) -> float:
     return value
 
 
+def _wait(raw: str, name: str) -> float:
+    """A pause between a queue's receives: 0 (none) to 20 seconds (SQS's longest poll)."""
+    value = _float(raw, name)
+    if not 0 <= value <= 20:
+        raise ConfigurationError(f"{name}={raw!r} must be 0 to 20 (seconds)")
+    return value
+
+
 def _int(raw: str, name: str, low: int = 0, high: int | None = None) -> int:
     try:
         value = int(raw)
@@ -170,6 +178,9 @@ class Settings:
     ack_linger: float = 1.0
     send_linger: float = 0.05
     receive_batch_wait: float = 0.25
+    #: The same wait on a queue off the orders' path (topology: `off_order_path`, the notifications):
+    #: a customer's message a second later, for receives and notification claims made together.
+    off_path_receive_wait: float = 1.0
     #: Seconds a reservation waits for the others of its moment to be one transaction
     #: (orders.aws.reservations); 0: each reservation is its own transaction.
     reserve_linger: float = 0.02
@@ -244,6 +255,8 @@ class Settings:
             send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
             receive_batch_wait=_float(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
                                       "ORDERS_RECEIVE_BATCH_WAIT"),
+            off_path_receive_wait=_wait(env.get("ORDERS_OFF_PATH_RECEIVE_WAIT", "1.0"),
+                                        "ORDERS_OFF_PATH_RECEIVE_WAIT"),
             reserve_linger=_linger(env.get("ORDERS_RESERVE_LINGER", "0.02"), "ORDERS_RESERVE_LINGER"),
             metrics_enabled=_flag(env.get("ORDERS_METRICS", "1"), "ORDERS_METRICS"),
             metrics_flush_seconds=_float(env.get("ORDERS_METRICS_FLUSH_SECONDS", "10"),

@@ -42,6 +42,10 @@ class QueueSpec:
     #: Holds another region's events (docs/multi-region.md, R7): consumed only after a failover, so a
     #: deep or old backlog there is its normal state, not a finding (orders.infra.alarms).
     cross_region: bool = False
+    #: Its messages are on no order's way to a final state (customer notifications): a worker may
+    #: let it fill up longer between receives (ORDERS_OFF_PATH_RECEIVE_WAIT), for fuller receives
+    #: and fewer calls at low rates.
+    off_order_path: bool = False
     purpose: str = ""
 
     @property
@@ -132,12 +136,13 @@ QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec("shipping", "shipping", visibility_timeout=300, max_receive_count=3,
               purpose="shipment creation and tracking numbers"),
     QueueSpec("notifications", "notifications", visibility_timeout=60, max_receive_count=2,
+              off_order_path=True,
               purpose="customer and internal notifications; SNS events land here"),
     # Declared in every deployment (each queue has its workers, role and URL everywhere), subscribed
     # only with several regions: with one it stays empty. An hour of retention is how far back a
     # failover needs the lost region's events (the replication delay and the failover, with margin).
     QueueSpec(REPLICA_QUEUE, "notifications", visibility_timeout=60, max_receive_count=2,
-              retention=HOUR, cross_region=True,
+              retention=HOUR, cross_region=True, off_order_path=True,
               purpose="the other region's customer events (multi-region): notified after a failover"),
 )
 

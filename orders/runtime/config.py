@@ -110,6 +110,11 @@ def stock_broker_url(settings: Settings) -> str:
     return f"sqs://@{host}" if host else "sqs://"
 
 
+def receive_batch_waits(settings: Settings) -> dict[str, float]:
+    """The queues whose receive wait is not `receive_batch_wait`: those off the orders' path."""
+    return {q.name: settings.off_path_receive_wait for q in QUEUES if q.off_order_path}
+
+
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu SQS transport options: predefined queues, long polling, no capped polling."""
     endpoint = settings.endpoint_for("SQS")
@@ -138,6 +143,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "ack_linger": settings.ack_linger,
         "send_linger": settings.send_linger,
         "receive_batch_wait": settings.receive_batch_wait,
+        "receive_batch_waits": receive_batch_waits(settings),
         # The settings themselves, for orders.runtime.transport's clients: a connection made
         # for one environment reaches that environment, whatever else the process serves.
         "orders_settings": settings,

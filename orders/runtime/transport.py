@@ -31,7 +31,8 @@ delivery:
   without waiting for each (fan-out, bulk placing).
 - Receives. A ReceiveMessage that came back with fewer messages than asked for
   is followed, `receive_batch_wait` seconds later, by the next one, so a queue
-  under moderate load is read ten messages at a time; a full answer is
+  under moderate load is read ten messages at a time (a queue off the orders'
+  path, the notifications, waits `receive_batch_waits`' longer second); a full answer is
   followed at once; an empty queue is long-polled. A busy worker receives again
   only once ten messages (or half its prefetch) fit, not for every slot freed.
   A receive that fails (throttling, 5xx, no answer, even a permanent error) is
@@ -383,8 +384,14 @@ class Channel(ReceivingChannel):
             self._expected = (app.tasks, frozenset(prepare_accept_content(app.conf.accept_content) or ()))
         return self._expected
 
+    def receive_batch_wait(self, queue: str) -> float:
+        """How long `queue`, having answered short, is left to fill up: its own wait if the topology puts it
+        off the orders' path, else the worker's."""
+        waits = self.transport_options.get("receive_batch_waits") or {}
+        return float(waits.get(queue, self.transport_options.get("receive_batch_wait", 0.25)))
+
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
-        wait = self.transport_options.get("receive_batch_wait", 0.25)
+        wait = self.receive_batch_wait(queue)
         wanted = self._requested.get(queue, SQS_MAX_MESSAGES)
         if isinstance(messages_fetched, int):  # else no receive was made (prefetch full)
             self.receives["calls"] += 1
