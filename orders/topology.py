@@ -370,6 +370,8 @@ class TableSpec:
     service: str
     keys: tuple[str, str | None]
     indexes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: Indexes that project the keys only (the others project every attribute).
+    keys_only: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     #: The attribute DynamoDB's time to live reads (epoch seconds), if items expire.
     ttl: str | None = None
@@ -384,9 +386,12 @@ class TableSpec:
 
 TABLES: tuple[TableSpec, ...] = (
     TableSpec("orders", "orders", replicated=True, keys=("pk", "sk"),
-              indexes={"active-holds": ("holdState", "expiresAt")}, numeric=("expiresAt",),
+              indexes={"active-holds": ("holdState", "expiresAt"),
+                       "in-flight": ("inFlight", "inFlightSince")},
+              keys_only=("in-flight",), numeric=("expiresAt",),
               purpose="order state and history (its version makes each step idempotent), "
-                      "stock reservations (the sparse index finds expired holds)"),
+                      "stock reservations (the sparse index finds expired holds); "
+                      "the orders not yet final (the sparse index the stuck-order sweeper reads)"),
     TableSpec("stock", "inventory", replicated=True, keys=("sku", None),
               purpose="available and reserved quantity per product"),
     TableSpec("gateway", "payments", keys=("key", None),

@@ -6,14 +6,24 @@ so two workers racing on one order never both win. Times are ISO-8601 UTC
 strings with microseconds (`2026-01-31T12:00:00.123456Z`) everywhere.
 
 One table (`<env>-orders`, keys pk/sk) holds, per order id:
-  sk "order"         the order, its status, reason, history and version
+  sk "order"         the order, its status, reason, history and version; found by
+                     the sparse index `in-flight` while it is not in a final state
   sk "reservation"   the stock hold (orders.aws.stock), found by the sparse
                      index `active-holds` while it is active
+
+The `in-flight` index is how the stuck-order sweeper finds the orders it watches
+without reading the whole table (orders.ops.sweeper): an order carries `inFlight`
+(a shard, `IN_FLIGHT_SHARDS` of them, so that a busy table's index writes spread)
+and `inFlightSince` (when the store first wrote it so: the store's clock, never a
+time a message brought) from its first record to its final state. Only the keys are
+projected and they do not change between steps, so the index is written when an
+order is placed and when it ends (and when a failed order is taken on again).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,6 +41,16 @@ from orders.domain.writes import Guard, Refusal, Write
 from orders.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The sparse index of orders not in a final state, its shard attribute, and how many shards there are.
+IN_FLIGHT_INDEX = "in-flight"
+IN_FLIGHT, IN_FLIGHT_SINCE = "inFlight", "inFlightSince"
+IN_FLIGHT_SHARDS = 10
+
+
+def in_flight_shard(order_id: str) -> str:
+    """The order's shard of the `in-flight` index: the same for the order's whole life."""
+    return str(zlib.crc32(order_id.encode()) % IN_FLIGHT_SHARDS)
 
 
 class OrderStore:
@@ -58,6 +78,19 @@ class OrderStore:
         """The records of the orders among `order_ids` that exist, by id (BatchGetItem, 100 a call)."""
         items = tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
         return {record.order_id: record for record in map(OrderRecord.from_data, items)}
+
+    def in_flight(self, since_before: str) -> Iterator[str]:
+        """The ids of the orders not in a final state since before `since_before` (an ISO time), from the
+        `in-flight` index: one paginated Query a shard, never a read of the whole table."""
+        for shard in range(IN_FLIGHT_SHARDS):
+            pages = self.ddb.get_paginator("query").paginate(
+                TableName=self.table, IndexName=IN_FLIGHT_INDEX,
+                KeyConditionExpression="#shard = :shard AND #since < :before",
+                ExpressionAttributeNames={"#shard": IN_FLIGHT, "#since": IN_FLIGHT_SINCE},
+                ExpressionAttributeValues=to_item({":shard": str(shard), ":before": since_before}))
+            with aws_errors():
+                for page in pages:
+                    yield from (str(from_item(item)["pk"]) for item in page.get("Items", []))
 
     def scan(self) -> Iterator[dict[str, Any]]:
         """Every item (orders, holds, restock markers) as plain values: a paginated, consistent Scan."""
@@ -115,6 +148,8 @@ class OrderStore:
     def _put(self, record: OrderRecord, replacing: OrderRecord | None) -> bool:
         """Put the record if there is none (or `replacing` is still there, unchanged); False if not."""
         item = {"pk": record.order_id, "sk": "order", **record.to_data()}
+        if not record.status.is_final:
+            item.update({IN_FLIGHT: in_flight_shard(record.order_id), IN_FLIGHT_SINCE: now_iso()})
         condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
         if replacing is not None:
             condition = {"ConditionExpression": "version = :read",
@@ -149,6 +184,12 @@ class OrderStore:
             sets.append(f"#f{n} = :f{n}")
         # A change that takes a failed order on drops what described the failure (OrderRecord.after).
         gone = [n for n in FAILURE_FIELDS if n not in fields] if record.status is OrderState.FAILED else []
+        if change.status.is_final:  # it leaves the in-flight index; any other state keeps (or takes) it there
+            gone += [IN_FLIGHT, IN_FLIGHT_SINCE]
+        else:
+            sets += [f"{IN_FLIGHT} = :inFlight",
+                     f"{IN_FLIGHT_SINCE} = if_not_exists({IN_FLIGHT_SINCE}, :now)"]
+            values[":inFlight"] = in_flight_shard(record.order_id)
         names.update({f"#g{n}": name for n, name in enumerate(gone)})
         removes = " REMOVE " + ", ".join(f"#g{n}" for n in range(len(gone))) if gone else ""
         condition = "version = :version AND #status = :from"

@@ -134,7 +134,8 @@ def table_definition(spec: TableSpec, name: str) -> dict[str, Any]:
         definition["StreamSpecification"] = STREAM
     if spec.indexes:
         definition["GlobalSecondaryIndexes"] = [
-            {"IndexName": index, "KeySchema": _key_schema(keys), "Projection": {"ProjectionType": "ALL"}}
+            {"IndexName": index, "KeySchema": _key_schema(keys),
+             "Projection": {"ProjectionType": "KEYS_ONLY" if index in spec.keys_only else "ALL"}}
             for index, keys in spec.indexes.items()]
     return definition
 

@@ -47,6 +47,12 @@ def step_budget(settings: Settings, step: Step) -> int:
     return math.ceil(retry_span(settings) + deliveries + settings.dlq_watch_seconds)
 
 
+def shortest_budget(settings: Settings) -> int:
+    """The least time any resting state is allowed: an order placed more recently cannot be stuck."""
+    steps = {*WAITS_FOR.values(), following(Step.PLACE, True), following(Step.PLACE, False)}
+    return min(step_budget(settings, step) for step in steps if step is not None)
+
+
 def allowed_seconds(settings: Settings, record: OrderRecord,
                     stuck_after: float | None = None) -> float | None:
     """How long the order may stay in its state: `stuck_after` if given, else its step's budget;

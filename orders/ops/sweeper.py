@@ -43,8 +43,7 @@ from orders.domain.states import OrderState, Step
 from orders.domain.times import iso, parse_time
 from orders.ops import archive
 from orders.ops.announce import Notice, tell
-from orders.ops.audit import read_order_table
-from orders.ops.audit_bounds import allowed_seconds, waiting_for
+from orders.ops.audit_bounds import allowed_seconds, shortest_budget, waiting_for
 from orders.ops.audit_checks import stuck_problem
 from orders.runtime.dependencies import fail_order
 from orders.settings import Settings
@@ -56,6 +55,8 @@ log = logging.getLogger(__name__)
 MAX_RESUMES = 3
 #: How long a resume claimed but never marked sent waits before another pass may take it again.
 SEND_GRACE_SECONDS = 60.0
+#: Records read a BatchGetItem (DynamoDB's most).
+READ_BATCH = 100
 #: Sends a step's task (and the rest of the pipeline after it) for a recorded order.
 Resume = Callable[[OrderRecord, Step], None]
 
@@ -125,15 +126,35 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
 
 
 def stuck_orders(settings: Settings, now: datetime) -> list[tuple[OrderRecord, float, str]]:
-    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first."""
+    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first.
+
+    Only orders not in a final state can be stuck, and only those that have been so (since their first
+    record, or since a failed order was taken on again) longer than the shortest time any state is
+    allowed: they are read from the orders table's `in-flight` index (a Query a shard, then their
+    records 100 a call), never by a scan of the whole table, whose cost grows with every order ever
+    placed (at 100 orders/s, 8.6 million a day).
+    """
     after = settings.sweep_stuck_after or None
+    store = OrderStore(settings)
+    since_before = iso(now - timedelta(seconds=after if after is not None else shortest_budget(settings)))
+    candidates = list(store.in_flight(since_before))
     found = []
-    for record in read_order_table(settings).records:
-        allowed = allowed_seconds(settings, record, after)
-        problem = stuck_problem(record, allowed, now)
-        if problem is not None and allowed is not None:
-            found.append((record, allowed, problem.detail))
+    for start in range(0, len(candidates), READ_BATCH):
+        for record in store.load_many(candidates[start:start + READ_BATCH]).values():
+            stuck = _stuck(settings, record, after, now)
+            if stuck is not None:
+                found.append(stuck)
     return sorted(found, key=lambda stuck: stuck[0].history[-1].at if stuck[0].history else "")
+
+
+def _stuck(settings: Settings, record: OrderRecord, after: float | None,
+           now: datetime) -> tuple[OrderRecord, float, str] | None:
+    """The order's (record, seconds allowed, why) if it is stuck, else None."""
+    allowed = allowed_seconds(settings, record, after)
+    problem = stuck_problem(record, allowed, now)
+    if problem is None or allowed is None:
+        return None
+    return record, allowed, problem.detail
 
 
 def settle(settings: Settings, record: OrderRecord, allowed: float, detail: str, resume: Resume,

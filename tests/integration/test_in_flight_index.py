@@ -1,0 +1,90 @@
+"""The orders table's sparse `in-flight` index holds exactly the orders not in a final state, keyed by the
+store's own clock; the stuck-order sweeper finds them there, with no Scan of the table."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from orders.aws import clients
+from orders.aws.store import IN_FLIGHT, IN_FLIGHT_SINCE, OrderStore
+from orders.domain.order import validate
+from orders.domain.records import Change, OrderRecord
+from orders.domain.states import OrderState, Step
+from orders.domain.times import iso, now_iso
+from orders.emulator.server import call_counts
+from orders.ops import sweeper
+from orders.settings import Settings
+from tests.integration.pipeline_support import make_order
+
+pytestmark = pytest.mark.integration
+
+LATER = timedelta(days=1)
+
+
+def in_flight(settings: Settings) -> set[str]:
+    return set(OrderStore(settings).in_flight(iso(datetime.now(UTC) + LATER)))
+
+
+def raw(settings: Settings, order_id: str) -> dict[str, Any]:
+    store = OrderStore(settings)
+    item = clients.client("dynamodb", settings).get_item(
+        TableName=store.table, Key=store.key(order_id), ConsistentRead=True)["Item"]
+    return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def placed(settings: Settings, placed_at: str | None = None) -> OrderRecord:
+    order = validate(make_order())
+    record, created = OrderStore(settings).create(order, placed_at or now_iso(), "corr-1", review=False)
+    assert created
+    return record
+
+
+def test_an_order_is_in_flight_from_its_first_record_to_its_final_state_and_again_when_taken_on(infra):
+    store = OrderStore(infra)
+    record = placed(infra, placed_at="9999-12-31T00:00:00.000000Z")  # a message's time: not the index's key
+    since = raw(infra, record.order_id)[IN_FLIGHT_SINCE]
+    assert record.order_id in in_flight(infra) and since < iso(datetime.now(UTC) + timedelta(seconds=1))
+
+    reserved = store.transition(record, Change(OrderState.RESERVED, Step.RESERVE))
+    assert record.order_id in in_flight(infra)
+    assert raw(infra, record.order_id)[IN_FLIGHT_SINCE] == since  # a step leaves the index's key as it was
+
+    failed = store.transition(reserved, Change(OrderState.FAILED, Step.DLQ, "its message reached a DLQ"))
+    assert record.order_id not in in_flight(infra)
+    assert not {IN_FLIGHT, IN_FLIGHT_SINCE} & set(raw(infra, record.order_id))
+
+    taken_on = store.transition(failed, Change(OrderState.PAID, Step.CHARGE))  # a redriven charge
+    assert record.order_id in in_flight(infra)
+    assert raw(infra, record.order_id)[IN_FLIGHT_SINCE] > since
+
+    store.transition(taken_on, Change(OrderState.COMPLETED, Step.SHIP, via=(OrderState.SHIPPED,)))
+    assert record.order_id not in in_flight(infra)
+
+
+def test_a_rejected_order_is_never_in_flight(infra):
+    rejected, created = OrderStore(infra).reject("ord-rejected-1", ["no lines"], now_iso(), "corr-2")
+    assert created and rejected.status is OrderState.REJECTED
+    assert "ord-rejected-1" not in in_flight(infra)
+    assert IN_FLIGHT not in raw(infra, "ord-rejected-1")
+
+
+def test_the_sweeper_finds_stuck_orders_in_the_index_and_never_scans_the_table(infra):
+    stuck = placed(infra)
+    done = OrderStore(infra).transition(placed(infra),
+                                        Change(OrderState.CANCELLED, Step.RESERVE, "out-of-stock"))
+    fresh = placed(infra)
+    settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
+    before = call_counts(str(infra.endpoint_url))
+    found = sweeper.stuck_orders(settings, datetime.now(UTC) + timedelta(seconds=120))
+    right_now = sweeper.stuck_orders(settings, datetime.now(UTC))
+    after = call_counts(str(infra.endpoint_url))
+    made = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    assert {record.order_id for record, _, _ in found} == {stuck.order_id, fresh.order_id}
+    assert done.order_id not in {record.order_id for record, _, _ in found}
+    assert right_now == []  # nobody in flight for a minute yet: nothing read beyond the index
+    assert made.get("dynamodb:Scan", 0) == 0
+    assert made["dynamodb:Query"] == 2 * 10 and made["dynamodb:BatchGetItem"] == 1, made
