@@ -88,3 +88,33 @@ def test_the_sweeper_finds_stuck_orders_in_the_index_and_never_scans_the_table(i
     assert right_now == []  # nobody in flight for a minute yet: nothing read beyond the index
     assert made.get("dynamodb:Scan", 0) == 0
     assert made["dynamodb:Query"] == 2 * 10 and made["dynamodb:BatchGetItem"] == 1, made
+
+
+def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_enter_it_at_their_next_step(
+        infra):
+    """The upgrade: a deployment whose orders table has no `in-flight` index yet (and an order in flight
+    that never carried its keys) converges with `orders infra up`, as operators upgrade."""
+    from orders.infra import provisioning
+    from orders.infra.tables import table_definition
+    from orders.topology import TABLES_BY_NAME
+
+    store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
+    ddb.delete_table(TableName=store.table)
+    ddb.get_waiter("table_not_exists").wait(TableName=store.table, WaiterConfig={"Delay": 1})
+    old = dataclasses.replace(TABLES_BY_NAME["orders"], indexes={"active-holds": ("holdState", "expiresAt")},
+                              keys_only=())
+    ddb.create_table(**table_definition(old, store.table))
+    record = placed(infra)
+    ddb.update_item(TableName=store.table, Key=store.key(record.order_id),  # as the release before wrote it
+                    UpdateExpression=f"REMOVE {IN_FLIGHT}, {IN_FLIGHT_SINCE}")
+
+    assert "table " + store.table + ": index in-flight missing" in provisioning.check(infra).changes
+    assert "table " + store.table + ": index in-flight missing (created)" in provisioning.up(infra).changes
+    indexes = ddb.describe_table(TableName=store.table)["Table"]["GlobalSecondaryIndexes"]
+    assert {i["IndexName"]: i["Projection"]["ProjectionType"] for i in indexes} == {
+        "active-holds": "ALL", "in-flight": "KEYS_ONLY"}
+    assert provisioning.check(infra).clean
+
+    assert record.order_id not in in_flight(infra)  # never carried the keys: `orders audit` finds it
+    store.transition(record, Change(OrderState.RESERVED, Step.RESERVE))
+    assert record.order_id in in_flight(infra)  # its next step puts it there
