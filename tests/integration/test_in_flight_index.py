@@ -118,3 +118,19 @@ def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_ente
     assert record.order_id not in in_flight(infra)  # never carried the keys: `orders audit` finds it
     store.transition(record, Change(OrderState.RESERVED, Step.RESERVE))
     assert record.order_id in in_flight(infra)  # its next step puts it there
+
+
+def test_a_damaged_order_in_flight_is_skipped_and_the_others_are_still_swept(infra):
+    """A hand edit (a state no release knows; a time that is not one) is `orders audit`'s to report: it must
+    not stop every pass of the sweeper while it stays in flight."""
+    store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
+    unknown_state, bad_time, stuck = placed(infra), placed(infra), placed(infra)
+    ddb.update_item(TableName=store.table, Key=store.key(unknown_state.order_id),
+                    UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={":s": {"S": "teleported"}})
+    ddb.update_item(TableName=store.table, Key=store.key(bad_time.order_id),
+                    UpdateExpression="SET history[1].#at = :t", ExpressionAttributeNames={"#at": "at"},
+                    ExpressionAttributeValues={":t": {"S": "not a time"}})
+    settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
+    found = sweeper.stuck_orders(settings, datetime.now(UTC) + timedelta(seconds=120))
+    assert {record.order_id for record, _, _ in found} == {stuck.order_id}
