@@ -32,9 +32,10 @@ delivery:
 - Receives. A ReceiveMessage that came back with fewer messages than asked for
   is followed, `receive_batch_wait` seconds later, by the next one, so a queue
   under moderate load is read ten messages at a time (a queue off the orders'
-  path, the notifications, waits `receive_batch_waits`' longer second); a full answer is
-  followed at once; an empty queue is long-polled. A busy worker receives again
-  only once ten messages (or half its prefetch) fit, not for every slot freed.
+  path, the notifications, waits longer: its entry in `receive_batch_waits`,
+  1 s by default); a full answer is followed at once; an empty queue is
+  long-polled. A busy worker receives again only once ten messages (or half
+  its prefetch) fit, not for every slot freed.
   A receive that fails (throttling, 5xx, no answer, even a permanent error) is
   an empty answer, logged sparingly and counted, and its queue's next receive
   waits a backoff (orders.runtime.async_sqs): it can never end consumption.
