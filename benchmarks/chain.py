@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from benchmarks.measure import PeakMemory, Percentiles, RunFigures, emulator_pid, throughput
 from benchmarks.timelines import STAGES, done_key
 from orders.harness.stack import Stack, worker_args
+from orders.settings import Settings
 
 CHAIN_QUEUES = ("orders", "inventory.fifo", "payments", "shipping", "notifications")
 
@@ -84,7 +85,10 @@ def run_chains(label: str, plan: LoadPlan, batch: bool, latency_ms: float = 0.0,
                endpoint: str | None = None, concurrency: int = 8) -> RunFigures:
     """One configuration: start a stack, place the chains, wait for them, report."""
     args = worker_args(concurrency, "-I", "benchmarks.chain_tasks")
-    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1"}
+    env = {"ORDERS_BATCH_ACKS": "1" if batch else "0", "ORDERS_STOCK_TRANSPORT": "0" if batch else "1",
+           # Every hop of a chain is a step on its way (the fifth runs on the notifications queue only
+           # for a fifth worker): none waits the longer pause of a queue off the orders' path.
+           "ORDERS_OFF_PATH_RECEIVE_WAIT": str(Settings.from_env().receive_batch_wait)}
     with Stack(endpoint=endpoint, latency_ms=latency_ms, extra_env=env, queues=CHAIN_QUEUES,
                worker_args=args, beat=False) as stack:
         return measure_chains(label, plan, stack, lambda: place_chains(plan, prefix=f"{label}-"))
