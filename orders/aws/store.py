@@ -76,8 +76,12 @@ class OrderStore:
 
     def load_many(self, order_ids: Sequence[str]) -> dict[str, OrderRecord]:
         """The records of the orders among `order_ids` that exist, by id (BatchGetItem, 100 a call)."""
-        items = tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
-        return {record.order_id: record for record in map(OrderRecord.from_data, items)}
+        return {record.order_id: record for record in map(OrderRecord.from_data, self.items(order_ids))}
+
+    def items(self, order_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The order items of the orders among `order_ids` that exist, as plain values, unread (BatchGetItem,
+        100 a call): for a reader that must survive a damaged one."""
+        return tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
 
     def in_flight(self, since_before: str) -> Iterator[str]:
         """The ids of the orders not in a final state since before `since_before` (an ISO time), from the
@@ -298,8 +302,7 @@ class OrderStore:
         return transact(self.settings, [{"Update": self._claim_request(c)} for c in claims])
 
     def _read_many(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        items = tables.batch_get(self.settings, "orders", [{"pk": i, "sk": "order"} for i in order_ids])
-        return {str(item["pk"]): item for item in items}
+        return {str(item["pk"]): item for item in self.items(order_ids)}
 
 
 #: One batch of notification claims per settings, shared by the process's threads.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from orders.aws.gateway import Movement, ledger
+from orders.aws.store import OrderStore
 from orders.harness.order_mix import EXPECTED, OrderMix
 from orders.harness.regions import (
     PRIMARY,
@@ -31,7 +32,7 @@ from orders.harness.regions import (
     wait_final,
 )
 from orders.harness.runner import seed_catalogue
-from orders.ops.audit import Problem, audit, read_order_table
+from orders.ops.audit import Problem, audit
 from orders.settings import Settings
 
 FINAL = ("completed", "cancelled", "rejected")
@@ -139,12 +140,13 @@ def run(regions: TwoRegions, orders: int, rate: float, fail_over: Callable[[], f
 
 
 def _stories(settings: Settings, order_ids: set[str]) -> dict[str, list[str]]:
-    """Each order's history (`status by step: reason`, with the time), for a failure to say why."""
+    """Each order's history (`status by step: reason`, with the time), for a failure to say why: those
+    orders' records alone, not the whole table."""
     if not order_ids:
         return {}
     return {r.order_id: [f"{h.at} {h.status.value} by {h.step.value}" + (f": {h.reason}" if h.reason else "")
                          for h in r.history]
-            for r in read_order_table(settings).records if r.order_id in order_ids}
+            for r in OrderStore(settings).load_many(sorted(order_ids)).values()}
 
 
 def _settled_audit(regions: TwoRegions) -> list[Problem]:

@@ -109,13 +109,19 @@ def read_order_table(settings: Settings) -> OrderTable:
     return found
 
 
+def read_order(data: dict[str, Any]) -> OrderRecord:
+    """An order item as a record whose times can be compared and printed; one of DAMAGED if it cannot be
+    (a hand edit: a state no release knows, a time that is not one)."""
+    record = OrderRecord.from_data(data)
+    for at in (record.placed_at, *(e.at for e in record.history)):
+        iso(at)  # the audit and the sweeper compare and print these times: refuse a damaged one here
+    return record
+
+
 def _sort(data: dict[str, Any], found: OrderTable) -> None:
     try:
         if data.get("sk") == "order":
-            record = OrderRecord.from_data(data)
-            for at in (record.placed_at, *(e.at for e in record.history)):
-                iso(at)  # the audit compares and prints these times: refuse a damaged one here
-            found.records.append(record)
+            found.records.append(read_order(data))
         elif data.get("sk") == HOLD_SK:
             found.holds.append(Hold.from_data(data))
     except DAMAGED as exc:  # a damaged item is a finding

@@ -92,3 +92,22 @@ def test_a_region_lost_mid_run_is_taken_over_and_given_back_with_every_order_fin
         resumed = sum(1 for a in answer["adopted"] if a["action"] == "resumed")
         print("\nfailover:", "; ".join(f"{k}: {v}" for k, v in run.figures().items()),
               f"; resumed by the failover command: {resumed}")
+
+
+def test_a_failed_run_tells_the_history_of_its_unexpected_orders_alone(infra):
+    """What the failover test prints on a failure: each unexpected order's history, read for those orders."""
+    from orders.aws.store import OrderStore
+    from orders.domain.order import validate
+    from orders.domain.records import Change
+    from orders.domain.states import OrderState, Step
+    from orders.domain.times import now_iso
+    from tests.integration.pipeline_support import make_order
+
+    store = OrderStore(infra)
+    odd, _ = store.create(validate(make_order()), now_iso(), "corr-odd", review=False)
+    store.transition(odd, Change(OrderState.CANCELLED, Step.RESERVE, "out-of-stock"))
+    store.create(validate(make_order()), now_iso(), "corr-fine", review=False)
+    stories = failover_run._stories(infra, {odd.order_id, "ord-never-placed"})
+    assert list(stories) == [odd.order_id]
+    assert [line.split(" ", 1)[1] for line in stories[odd.order_id]] == [
+        "placed by place", "validated by place", "cancelled by reserve: out-of-stock"]
