@@ -32,3 +32,14 @@ def test_the_emulator_call_benchmark_compares_moto_as_shipped_with_ours():
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("PutItem", "GetItem"))]
     assert len(rows) == 2 and all(float(row[-3]) > 0 and float(row[-2]) > 0 for row in rows), run.stdout
+
+
+def test_the_idle_benchmark_prints_every_process_and_the_calls_of_an_idle_platform():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.idle", "--seconds", "3", "--settle", "1"],
+                         env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rates = {line.rsplit(None, 1)[0]: float(line.rsplit(None, 1)[1]) for line in run.stdout.splitlines()
+             if line.startswith(("worker", "emulator", "beat"))}
+    assert {"worker orders", "worker payments", "worker notifications", "emulator", "beat"} <= set(rates)
+    assert rates["workers, all"] > 0, run.stdout  # a running worker spends something
+    assert "calls per minute at the emulator:" in run.stdout

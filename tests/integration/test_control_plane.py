@@ -7,6 +7,8 @@ the emulator itself, Redis commands by redis-server's own statistics.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -63,6 +65,41 @@ def use(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> Settings:
 def redis_commands(url: str) -> Counter[str]:
     stats = redis.Redis.from_url(url).info("commandstats")
     return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
+
+
+class EventCounter:
+    """Counts the task events published on the control plane meanwhile, by type (Redis pub/sub)."""
+
+    def __init__(self, url: str):
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe("*celeryev*")
+        self.messages = 0
+        self.events: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is not None:
+                self.messages += 1
+                self.events.update(e.get("type", "?") for e in events_in(message["data"]))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+
+
+def events_in(data: bytes) -> list[dict[str, Any]]:
+    """The events of one kombu message on Redis: a JSON envelope, its body (base64) one event or a list."""
+    envelope = json.loads(data)
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    decoded = json.loads(body)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def celery_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -141,7 +178,12 @@ def test_monitoring_adds_no_sqs_call_per_task(infra_app: Settings, monkeypatch: 
     # kombu's stock SQS transport: one SendMessage and one DeleteMessage per task, no timed batches.
     off = run_tasks_and_count(use(monkeypatch, ORDERS_CONTROL_URL=None, ORDERS_BATCH_ACKS="0"), "orders", n)
     before = redis_commands(control_url)
-    on = run_tasks_and_count(use(monkeypatch, ORDERS_CONTROL_URL=control_url), "shipping", n)
+    counter = EventCounter(control_url)
+    try:
+        on = run_tasks_and_count(use(monkeypatch, ORDERS_CONTROL_URL=control_url), "shipping", n)
+        wait_for(lambda: counter.events["task-succeeded"] >= n, timeout=10)
+    finally:
+        counter.stop()
     redis_ops = redis_commands(control_url) - before
     # ReceiveMessage is long polling: how many depends on time, not on the tasks or on monitoring;
     # other services (a metrics flush, say) come on their own timers.
@@ -150,11 +192,15 @@ def test_monitoring_adds_no_sqs_call_per_task(infra_app: Settings, monkeypatch: 
                          for c in (on, off))
     print(f"\nSQS calls for {n} tasks, monitoring off: {dict(off)}"
           f"\n                    monitoring on:  {dict(on)}"
-          f"\nRedis commands with monitoring on: {dict(redis_ops)}")
+          f"\nRedis commands with monitoring on: {dict(redis_ops)}"
+          f"\nevents: {dict(counter.events)} in {counter.messages} messages")
     assert on_data == off_data
     assert off_data["sqs:SendMessage"] == n and off_data["sqs:DeleteMessage"] == n
     assert {k for k in on if k.startswith("sqs:")} == {k for k in off if k.startswith("sqs:")}
-    assert redis_ops["publish"] >= n  # the events really went to the control plane
+    # The events really went to the control plane, every task's, several to a message
+    # (a task's events within EVENTS_LINGER of each other travel together).
+    assert counter.events["task-received"] >= n and counter.events["task-succeeded"] >= n
+    assert 1 <= redis_ops["publish"] < counter.events["task-received"] + counter.events["task-succeeded"]
 
 
 def queue_is_empty(settings: Settings, name: str) -> bool:
