@@ -96,6 +96,29 @@ class OrderStore:
                 for page in pages:
                     yield from (str(from_item(item)["pk"]) for item in page.get("Items", []))
 
+    def index_in_flight(self, record: OrderRecord) -> bool:
+        """Put an order in flight that lacks the `in-flight` index's keys (written by a release before the
+        index) into it, as unchanged since `record` was read; False if it changed meanwhile (its step's
+        own write then keeps it in the index, or its final state keeps it out). Its time in the index is
+        its first record's, the store's clock then, so an order stuck since before is seen at once."""
+        since = record.history[0].at if record.history else record.placed_at
+        try:
+            with aws_errors():
+                self.ddb.update_item(
+                    TableName=self.table, Key=self.key(record.order_id),
+                    UpdateExpression=f"SET {IN_FLIGHT} = :shard, {IN_FLIGHT_SINCE} = :since",
+                    ConditionExpression=f"attribute_not_exists({IN_FLIGHT}) AND version = :version "
+                                        "AND #status = :status",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=to_item({
+                        ":shard": in_flight_shard(record.order_id), ":since": since or now_iso(),
+                        ":version": record.version, ":status": record.status.value}))
+            return True
+        except Exception as exc:
+            if not condition_failed(exc):
+                raise
+        return False
+
     def scan(self) -> Iterator[dict[str, Any]]:
         """Every item (orders, holds, restock markers) as plain values: a paginated, consistent Scan."""
         return tables.scan(self.settings, "orders")

@@ -11,7 +11,11 @@ its money moves before the ledger is read) and checks (orders.ops.audit_checks):
 - each product's counters: stock set + restocked == available + held + sold, held
   equal to its active holds, nothing negative;
 - no order rests in a state that is not final longer than the step it waits for
-  allows (orders.ops.audit_bounds), or `stuck_after` seconds if given.
+  allows (orders.ops.audit_bounds), or `stuck_after` seconds if given;
+- every order not final is in the `in-flight` index the stuck-order sweeper reads
+  (one in flight since before the release that made the index is not, until its
+  next step); with `index`, the audit puts those in (OrderStore.index_in_flight)
+  and counts them in `indexed` instead of reporting them.
 
 `orders audit` prints it; the fault campaign calls `audit` and reads `counts`.
 """
@@ -20,14 +24,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from orders.aws.gateway import LedgerEntry, ledger
 from orders.aws.stock import HOLD_SK, StockCount
-from orders.aws.store import OrderStore
+from orders.aws.store import IN_FLIGHT, OrderStore
 from orders.aws.tables import scan
 from orders.domain.records import Hold, OrderRecord
 from orders.domain.states import HoldState, OrderState
@@ -95,8 +99,12 @@ class OrderTable:
     records: list[OrderRecord]
     holds: list[Hold]
     unreadable: list[Problem]
+    #: Orders not final whose item lacks the `in-flight` index's keys.
+    unindexed: list[OrderRecord] = field(default_factory=list)
 
 
+UNINDEXED = ("not final, and missing from the in-flight index: the stuck-order sweeper cannot see it until "
+             "its next step (`orders audit --index` adds it)")
 #: What reading a hand-edited or otherwise damaged item raises: a finding, never the audit's end.
 DAMAGED = (KeyError, ValueError, TypeError, ArithmeticError)
 
@@ -121,7 +129,10 @@ def read_order(data: dict[str, Any]) -> OrderRecord:
 def _sort(data: dict[str, Any], found: OrderTable) -> None:
     try:
         if data.get("sk") == "order":
-            found.records.append(read_order(data))
+            record = read_order(data)
+            found.records.append(record)
+            if not record.status.is_final and IN_FLIGHT not in data:
+                found.unindexed.append(record)
         elif data.get("sk") == HOLD_SK:
             found.holds.append(Hold.from_data(data))
     except DAMAGED as exc:  # a damaged item is a finding
@@ -145,10 +156,13 @@ def _damaged(what: str, exc: Exception, order_id: str | None = None, sku: str | 
     return Problem(Kind.UNREADABLE, f"{what}: {type(exc).__name__}: {exc}", order_id, sku)
 
 
-def audit(settings: Settings, stuck_after: float | None = None, now: datetime | None = None) -> Audit:
-    """Reconcile the ledger, the orders and the stock of `settings`' environment (module docstring)."""
+def audit(settings: Settings, stuck_after: float | None = None, now: datetime | None = None,
+          index: bool = False) -> Audit:
+    """Reconcile the ledger, the orders and the stock of `settings`' environment (module docstring);
+    with `index`, put the orders in flight missing from the `in-flight` index into it."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     table = read_order_table(settings)
+    indexed = _index(settings, table.unindexed) if index else 0
     entries: dict[str, list[LedgerEntry]] = defaultdict(list)
     for entry in ledger(settings):
         entries[entry.order_id].append(entry)
@@ -156,7 +170,15 @@ def audit(settings: Settings, stuck_after: float | None = None, now: datetime | 
     lines, problems = _orders(settings, table.records, entries, stuck_after, now)
     problems += unknown_orders(entries, {r.order_id for r in table.records})
     problems += _stock(counts, table.holds) + table.unreadable + unreadable_stock
-    return Audit(lines, problems, _figures(table.records, problems, len(counts)))
+    if not index:
+        problems += [Problem(Kind.UNINDEXED, UNINDEXED, record.order_id) for record in table.unindexed]
+    return Audit(lines, problems, {**_figures(table.records, problems, len(counts)), "indexed": indexed})
+
+
+def _index(settings: Settings, records: list[OrderRecord]) -> int:
+    """Put these orders into the `in-flight` index; how many were (one that changed meanwhile needs none)."""
+    store = OrderStore(settings)
+    return sum(store.index_in_flight(record) for record in records)
 
 
 def _orders(settings: Settings, records: list[OrderRecord], entries: dict[str, list[LedgerEntry]],

@@ -32,6 +32,7 @@ class Kind(StrEnum):
     STOCK_LOST = "stock-lost"  # units stocked that are nowhere: not on sale, held or sold
     HELD_MISMATCH = "held-mismatch"  # the stock table's held units differ from the active holds
     UNCOUNTED = "stock-uncounted"  # a product written before the counters: nothing to check it against
+    UNINDEXED = "not-indexed"  # not final, but missing from the in-flight index the stuck-order sweeper reads
     UNREADABLE = "unreadable-record"  # an orders item that is no order or hold; a stock item with no counters
 
 

@@ -115,9 +115,41 @@ def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_ente
         "active-holds": "ALL", "in-flight": "KEYS_ONLY"}
     assert provisioning.check(infra).clean
 
-    assert record.order_id not in in_flight(infra)  # never carried the keys: `orders audit` finds it
+    assert record.order_id not in in_flight(infra)  # never carried the keys: its next step puts it there
     store.transition(record, Change(OrderState.RESERVED, Step.RESERVE))
-    assert record.order_id in in_flight(infra)  # its next step puts it there
+    assert record.order_id in in_flight(infra)
+
+
+def test_the_audit_reports_an_order_in_flight_missing_from_the_index_and_puts_it_there_when_asked(infra):
+    """An order in flight since before the release that made the index: the sweeper cannot see it, so the
+    audit reports it, and `orders audit --index` puts it in, at its first record's time."""
+    from click.testing import CliRunner
+
+    from orders.cli import cli
+    from orders.ops.audit import audit
+    from orders.ops.audit_checks import Kind
+
+    store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
+    old, moved = placed(infra), placed(infra)
+    for record in (old, moved):  # as the release before wrote them
+        ddb.update_item(TableName=store.table, Key=store.key(record.order_id),
+                        UpdateExpression=f"REMOVE {IN_FLIGHT}, {IN_FLIGHT_SINCE}")
+
+    def unindexed(result: Any) -> set[str]:
+        return {p.order_id for p in result.problems if p.kind is Kind.UNINDEXED}
+
+    assert {old.order_id, moved.order_id} <= unindexed(audit(infra))
+    assert old.order_id not in in_flight(infra)
+
+    store.transition(moved, Change(OrderState.RESERVED, Step.RESERVE))  # moves on: its write indexes it
+    assert not store.index_in_flight(moved)  # read before it moved: the step's own write stands
+    result = CliRunner().invoke(cli, ["audit", "--index"], env={"ORDERS_ENV": infra.env})
+    assert "orders in flight put into the in-flight index" in result.output, result.output
+    assert "not-indexed" not in result.output, result.output
+
+    assert {old.order_id, moved.order_id} <= in_flight(infra)
+    assert raw(infra, old.order_id)[IN_FLIGHT_SINCE] == old.history[0].at  # stuck since then: seen at once
+    assert not {old.order_id, moved.order_id} & unindexed(audit(infra))
 
 
 def test_a_damaged_order_in_flight_is_skipped_and_the_others_are_still_swept(infra):
