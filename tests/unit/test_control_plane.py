@@ -62,3 +62,56 @@ def test_one_warning_per_outage(caplog: pytest.LogCaptureFixture) -> None:
         "monitoring degraded", "monitoring restored", "monitoring degraded"]
     assert "5 events were dropped" in messages[1]
     assert "Tasks keep flowing on SQS" in messages[0]
+
+
+class FlakyMailbox:
+    """A mailbox whose first `fails` replies raise as a connection gone stale would (kombu's memory transport
+    stands in for Redis: what is tested is what Replies does about a failure)."""
+
+    serializer = "json"
+
+    def __init__(self, fails: int):
+        self.fails = fails
+        self.sent: list[tuple[object, object]] = []
+
+    def _publish_reply(self, data: object, exchange: str, routing_key: str, ticket: str, channel: object,
+                       serializer: str) -> None:
+        if self.fails:
+            self.fails -= 1
+            raise ConnectionError("Connection closed by server.")
+        self.sent.append((data, channel))
+
+
+def test_a_reply_that_fails_on_a_stale_connection_goes_on_a_new_one() -> None:
+    from kombu import Connection
+
+    from orders.runtime.control_plane_worker import Replies
+
+    replies, mailbox = Replies(Connection("memory://")), FlakyMailbox(fails=1)
+    first = replies.connection
+    try:
+        replies.put(mailbox, ({"ok": "pong"}, "reply.celery.pidbox", "key", "ticket-1"))
+        replies._batcher.flush(5)
+        assert [data for data, _ in mailbox.sent] == [{"ok": "pong"}]
+        assert replies.connection is not first  # the stale one was let go
+    finally:
+        replies.close()
+
+
+def test_a_reply_that_cannot_be_sent_is_dropped_and_the_next_one_still_goes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from kombu import Connection
+
+    from orders.runtime.control_plane_worker import Replies
+
+    caplog.set_level(logging.WARNING, logger="orders.runtime.control_plane")
+    replies, mailbox = Replies(Connection("memory://")), FlakyMailbox(fails=2)
+    try:
+        replies.put(mailbox, ({"ok": "lost"}, "reply.celery.pidbox", "key", "ticket-1"))
+        replies._batcher.flush(5)
+        replies.put(mailbox, ({"ok": "pong"}, "reply.celery.pidbox", "key", "ticket-2"))
+        replies._batcher.flush(5)
+        assert [data for data, _ in mailbox.sent] == [{"ok": "pong"}]
+        assert any("monitoring degraded" in r.getMessage() for r in caplog.records)
+    finally:
+        replies.close()
