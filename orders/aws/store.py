@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from orders.aws import clients, region_switch, tables
 from orders.aws.claims import Claim, ClaimBatch
 from orders.aws.gathering import PerProcess
@@ -48,9 +50,25 @@ IN_FLIGHT, IN_FLIGHT_SINCE = "inFlight", "inFlightSince"
 IN_FLIGHT_SHARDS = 10
 
 
+class InFlightIndexUnreadable(Exception):
+    """The `in-flight` index cannot be read yet: DynamoDB is still building it (after the `orders infra up`
+    that added it to a large table), or the table has none (this release runs before that `infra up`)."""
+
+
 def in_flight_shard(order_id: str) -> str:
     """The order's shard of the `in-flight` index: the same for the order's whole life."""
     return str(zlib.crc32(order_id.encode()) % IN_FLIGHT_SHARDS)
+
+
+def index_unreadable(exc: ClientError) -> bool:
+    """Whether DynamoDB refused a Query of the `in-flight` index because the index is not there to read:
+    "Cannot read from backfilling global secondary index: in-flight", "The table does not have the
+    specified index: in-flight" (ValidationException on AWS; the emulator's moto answers
+    ResourceNotFoundException, "Invalid index: in-flight for table: ...")."""
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", ""))
+    return (error.get("Code") in ("ValidationException", "ResourceNotFoundException")
+            and IN_FLIGHT_INDEX in message and "index" in message.lower())
 
 
 class OrderStore:
@@ -93,8 +111,13 @@ class OrderStore:
                 ExpressionAttributeNames={"#shard": IN_FLIGHT, "#since": IN_FLIGHT_SINCE},
                 ExpressionAttributeValues=to_item({":shard": str(shard), ":before": since_before}))
             with aws_errors():
-                for page in pages:
-                    yield from (str(from_item(item)["pk"]) for item in page.get("Items", []))
+                try:
+                    for page in pages:
+                        yield from (str(from_item(item)["pk"]) for item in page.get("Items", []))
+                except ClientError as exc:
+                    if index_unreadable(exc):
+                        raise InFlightIndexUnreadable(exc.response["Error"]["Message"]) from exc
+                    raise
 
     def index_in_flight(self, record: OrderRecord) -> bool:
         """Put an order in flight that lacks the `in-flight` index's keys (written by a release before the

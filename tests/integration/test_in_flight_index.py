@@ -166,3 +166,55 @@ def test_a_damaged_order_in_flight_is_skipped_and_the_others_are_still_swept(inf
     settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
     found = sweeper.stuck_orders(settings, datetime.now(UTC) + timedelta(seconds=120))
     assert {record.order_id for record, _, _ in found} == {stuck.order_id}
+
+
+def test_a_sweep_before_the_index_can_be_read_says_so_and_looks_at_no_order(infra, caplog):
+    """Between a release that reads the index and the `orders infra up` that makes it (or while DynamoDB
+    builds it on a large table), each pass says what is going on, once, without a traceback, and acts on
+    nothing; it is not a failure of DynamoDB."""
+    import logging
+
+    from orders.aws.store import InFlightIndexUnreadable
+    from orders.infra import provisioning
+    from orders.infra.tables import table_definition
+    from orders.topology import TABLES_BY_NAME
+
+    store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
+    ddb.delete_table(TableName=store.table)
+    ddb.get_waiter("table_not_exists").wait(TableName=store.table, WaiterConfig={"Delay": 1})
+    old = dataclasses.replace(TABLES_BY_NAME["orders"], indexes={"active-holds": ("holdState", "expiresAt")},
+                              keys_only=())
+    ddb.create_table(**table_definition(old, store.table))
+    try:
+        with pytest.raises(InFlightIndexUnreadable, match="in-flight"):
+            list(store.in_flight(now_iso()))
+
+        def resume(*_: Any) -> None:
+            raise AssertionError("nothing is resumed while the index cannot be read")
+
+        caplog.set_level(logging.WARNING, logger="orders.ops.sweeper")
+        assert sweeper.sweep(dataclasses.replace(infra, sweep_stuck_after=1.0), resume) == []
+        lines = [r for r in caplog.records if r.name == "orders.ops.sweeper"]
+        assert [r.levelno for r in lines] == [logging.WARNING] and lines[0].exc_info is None
+        assert "in-flight index cannot be read yet" in lines[0].getMessage()
+    finally:
+        provisioning.up(infra)  # the table as the release declares it, for the tests after this one
+
+
+def test_a_backfilling_index_is_told_apart_from_other_refusals():
+    from botocore.exceptions import ClientError
+
+    from orders.aws.store import index_unreadable
+
+    def refusal(code: str, message: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message}}, "Query")
+
+    assert index_unreadable(refusal("ValidationException",
+                                    "Cannot read from backfilling global secondary index: in-flight"))
+    assert index_unreadable(refusal("ValidationException",
+                                    "The table does not have the specified index: in-flight"))
+    assert index_unreadable(refusal("ResourceNotFoundException",
+                                    "Invalid index: in-flight for table: dev-orders"))
+    assert not index_unreadable(refusal("ValidationException", "Invalid KeyConditionExpression: in-flight"))
+    assert not index_unreadable(refusal("ThrottlingException", "Rate exceeded for index in-flight"))
+    assert not index_unreadable(refusal("ResourceNotFoundException", "Requested resource not found: Table"))
