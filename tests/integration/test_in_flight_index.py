@@ -43,6 +43,19 @@ def placed(settings: Settings, placed_at: str | None = None) -> OrderRecord:
     return record
 
 
+def table_from_before_the_index(settings: Settings) -> None:
+    """The orders table made again as a release before the `in-flight` index made it (empty)."""
+    from orders.infra.tables import table_definition
+    from orders.topology import TABLES_BY_NAME
+
+    store, ddb = OrderStore(settings), clients.client("dynamodb", settings)
+    ddb.delete_table(TableName=store.table)
+    ddb.get_waiter("table_not_exists").wait(TableName=store.table, WaiterConfig={"Delay": 1})
+    old = dataclasses.replace(TABLES_BY_NAME["orders"], indexes={"active-holds": ("holdState", "expiresAt")},
+                              keys_only=())
+    ddb.create_table(**table_definition(old, store.table))
+
+
 def test_an_order_is_in_flight_from_its_first_record_to_its_final_state_and_again_when_taken_on(infra):
     store = OrderStore(infra)
     record = placed(infra, placed_at="9999-12-31T00:00:00.000000Z")  # a message's time: not the index's key
@@ -95,15 +108,9 @@ def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_ente
     """The upgrade: a deployment whose orders table has no `in-flight` index yet (and an order in flight
     that never carried its keys) converges with `orders infra up`, as operators upgrade."""
     from orders.infra import provisioning
-    from orders.infra.tables import table_definition
-    from orders.topology import TABLES_BY_NAME
 
     store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
-    ddb.delete_table(TableName=store.table)
-    ddb.get_waiter("table_not_exists").wait(TableName=store.table, WaiterConfig={"Delay": 1})
-    old = dataclasses.replace(TABLES_BY_NAME["orders"], indexes={"active-holds": ("holdState", "expiresAt")},
-                              keys_only=())
-    ddb.create_table(**table_definition(old, store.table))
+    table_from_before_the_index(infra)
     record = placed(infra)
     ddb.update_item(TableName=store.table, Key=store.key(record.order_id),  # as the release before wrote it
                     UpdateExpression=f"REMOVE {IN_FLIGHT}, {IN_FLIGHT_SINCE}")
@@ -176,15 +183,9 @@ def test_a_sweep_before_the_index_can_be_read_says_so_and_looks_at_no_order(infr
 
     from orders.aws.store import InFlightIndexUnreadable
     from orders.infra import provisioning
-    from orders.infra.tables import table_definition
-    from orders.topology import TABLES_BY_NAME
 
-    store, ddb = OrderStore(infra), clients.client("dynamodb", infra)
-    ddb.delete_table(TableName=store.table)
-    ddb.get_waiter("table_not_exists").wait(TableName=store.table, WaiterConfig={"Delay": 1})
-    old = dataclasses.replace(TABLES_BY_NAME["orders"], indexes={"active-holds": ("holdState", "expiresAt")},
-                              keys_only=())
-    ddb.create_table(**table_definition(old, store.table))
+    store = OrderStore(infra)
+    table_from_before_the_index(infra)
     try:
         with pytest.raises(InFlightIndexUnreadable, match="in-flight"):
             list(store.in_flight(now_iso()))
