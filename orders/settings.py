@@ -38,20 +38,22 @@ def _float(raw: str, name: str) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
 
 
+def _seconds(raw: str, name: str, longest: float) -> float:
+    """A wait of 0 (none) to `longest` seconds."""
+    value = _float(raw, name)
+    if not 0 <= value <= longest:
+        raise ConfigurationError(f"{name}={raw!r} must be 0 to {longest:g} (seconds)")
+    return value
+
+
 def _linger(raw: str, name: str) -> float:
     """A wait on an order's path: 0 (none) to 1 second."""
-    value = _float(raw, name)
-    if not 0 <= value <= 1:
-        raise ConfigurationError(f"{name}={raw!r} must be 0 to 1 (seconds)")
-    return value
+    return _seconds(raw, name, 1)
 
 
 def _wait(raw: str, name: str) -> float:
     """A pause between a queue's receives: 0 (none) to 20 seconds (SQS's longest poll)."""
-    value = _float(raw, name)
-    if not 0 <= value <= 20:
-        raise ConfigurationError(f"{name}={raw!r} must be 0 to 20 (seconds)")
-    return value
+    return _seconds(raw, name, 20)
 
 
 def _int(raw: str, name: str, low: int = 0, high: int | None = None) -> int:
@@ -253,8 +255,8 @@ class Settings:
             # its batch call, and how long a queue that answered short is left to fill up.
             ack_linger=_float(env.get("ORDERS_ACK_LINGER", "1.0"), "ORDERS_ACK_LINGER"),
             send_linger=_float(env.get("ORDERS_SEND_LINGER", "0.05"), "ORDERS_SEND_LINGER"),
-            receive_batch_wait=_float(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
-                                      "ORDERS_RECEIVE_BATCH_WAIT"),
+            receive_batch_wait=_wait(env.get("ORDERS_RECEIVE_BATCH_WAIT", "0.25"),
+                                     "ORDERS_RECEIVE_BATCH_WAIT"),
             off_path_receive_wait=_wait(env.get("ORDERS_OFF_PATH_RECEIVE_WAIT", "1.0"),
                                         "ORDERS_OFF_PATH_RECEIVE_WAIT"),
             reserve_linger=_linger(env.get("ORDERS_RESERVE_LINGER", "0.02"), "ORDERS_RESERVE_LINGER"),

@@ -75,7 +75,9 @@ def test_a_full_answer_is_followed_at_once_off_the_orders_path_too(infra) -> Non
         assert [(delay, args) for delay, _, args in channel.hub.later] == [(0.0, ("notifications",))]
 
 
+@pytest.mark.parametrize("variable", ["ORDERS_OFF_PATH_RECEIVE_WAIT", "ORDERS_RECEIVE_BATCH_WAIT"])
 @pytest.mark.parametrize("value", ["-1", "21", "soon"])
-def test_a_bad_off_path_wait_names_its_variable(value: str) -> None:
-    with pytest.raises(ConfigurationError, match="ORDERS_OFF_PATH_RECEIVE_WAIT"):
-        Settings.from_env({"ORDERS_OFF_PATH_RECEIVE_WAIT": value})
+def test_a_bad_receive_wait_names_its_variable(variable: str, value: str) -> None:
+    """A negative wait, or one past SQS's longest poll (a queue left unread that long), is refused."""
+    with pytest.raises(ConfigurationError, match=variable):
+        Settings.from_env({variable: value})
