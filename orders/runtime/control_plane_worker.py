@@ -149,15 +149,12 @@ class Sender:
         except Exception as exc:  # any failure only costs monitoring, never a task
             self.health.failed(exc)
             self.health.drop(count)
-            self._reconnect()
+            self.connection = renewed(self.connection)
             self._retry_at = time.monotonic() + RETRY_SECONDS
             self._producer = None
             return
         self.health.ok()
 
-    def _reconnect(self) -> None:
-        _quietly(self.connection.collect)
-        self.connection = self.connection.clone()
 
 
 def coalesce(items: list[tuple[Any, str]]) -> list[tuple[str, Any]]:
@@ -214,18 +211,15 @@ class Replies:
             try:
                 self._publish(mailbox, *reply)
             except Exception:  # a connection gone stale while the control plane restarted: once more
-                self._reconnect()
+                self.connection = renewed(self.connection)
                 try:
                     self._publish(mailbox, *reply)
                 except Exception as exc:  # a lost reply only costs the caller its answer (it times out)
                     self.health.failed(exc)
-                    self._reconnect()
+                    self.connection = renewed(self.connection)
                     return
         self.health.ok()
 
-    def _reconnect(self) -> None:
-        _quietly(self.connection.collect)
-        self.connection = self.connection.clone()
 
     def _publish(self, mailbox: Any, data: Any, exchange: str, routing_key: str, ticket: str) -> None:
         channel = self.connection.default_channel
@@ -380,6 +374,12 @@ def jsonable(data: Any) -> Any:
         return dict(obj) if isinstance(obj, Mapping) else repr(obj)
 
     return json.loads(json.dumps(data, default=default))
+
+
+def renewed(connection: Connection) -> Connection:
+    """A fresh connection like `connection`, which is let go (a dead one's sockets included)."""
+    _quietly(connection.collect)
+    return connection.clone()
 
 
 def _call_now(fun: Any, *args: Any) -> None:
