@@ -42,14 +42,16 @@ def outcome_of(state: str | None, retval: Any) -> dict[str, str]:
     if isinstance(retval, Retry) or state == "RETRY":
         cause = getattr(retval, "exc", None)
         return {"order.outcome": "retry", **({"order.error": type(cause).__name__} if cause else {})}
-    if isinstance(retval, Ignore) or state == "IGNORED":
+    if isinstance(retval, Ignore) or state == "IGNORED":  # a task of a release that ended chains so
         ended = ENDED.match(str(retval))
         return {"order.outcome": "ended", "order.status": ended.group(1)} if ended else \
             {"order.outcome": "branched"}
     if state == "FAILURE" or isinstance(retval, BaseException):
         return {"order.outcome": "failed", "order.error": type(retval).__name__}
     if isinstance(retval, dict):
-        outcome = "skipped" if retval.get("skipped") else "conflict" if retval.get("conflict") else "ok"
+        # StepTask.end and StepTask.on_replace: the step ended its order's chain, or branched off it.
+        outcome = "ended" if retval.get("ended") is True else "branched" if retval.get("branched") is True \
+            else "skipped" if retval.get("skipped") else "conflict" if retval.get("conflict") else "ok"
         status = retval.get("status")
         return {"order.outcome": outcome, **({"order.status": status} if isinstance(status, str) else {})}
     return {"order.outcome": "ok"}

@@ -5,9 +5,16 @@ or branches off it.
 The chain (orders.runtime.pipeline) is the plan; the state machine decides. A step
 whose order needs, next, a step still ahead in the chain returns, and Celery sends
 the chain's next message. An order that needs no further step ends the chain there
-(`Ignore`: the message is acked and the rest is never sent). Any other next step is
-a branch (`Task.replace`): compensation, or the pipeline rebuilt from the order for a
-message that carries no chain (sent by hand, or by an older release).
+(the task empties its request's chain and returns: the message is acked and the rest
+is never sent). Any other next step is a branch (`Task.replace`): compensation, or the
+pipeline rebuilt from the order for a message that carries no chain (sent by hand, or
+by an older release).
+
+Neither raises Celery's `Ignore`, as Celery's own idiom would: for every Ignore the tracer
+builds two `ExceptionInfo`s, formatting the traceback with its source lines (Python 3.11
+parses each line for its caret marks). That was a fifth of the payments worker's CPU
+under the demo's mix, about 3 ms per order that ended or branched, paid most when an
+incident cancels many orders (docs/performance.md, tenth round).
 
 Retries ride through outages, bounded by time rather than by count: a step retries
 a RetryableError (throttling, 5xx, timeouts, a lost race) with exponential backoff
@@ -24,17 +31,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, NoReturn, Protocol, cast
 
 from celery import Task, signals
-from celery.exceptions import Ignore
-from celery.utils.saferepr import saferepr
 
 from orders.aws import batching
 from orders.aws.errors import Backoff
@@ -76,20 +79,6 @@ def task_result(outcome: Outcome) -> dict[str, Any]:
 
 class _AppWithSettings(Protocol):
     settings: Settings
-
-
-_dispatchers: dict[tuple[Any, ...], Any] = {}
-_dispatchers_lock = threading.Lock()
-
-
-def _dispatcher(app: Any, hostname: str) -> Any:
-    """This process's event dispatcher for `hostname` on the app's control plane (made once: sending
-    an event only queues it, and a control-plane outage never holds a task up)."""
-    key = (os.getpid(), app.conf.get("orders_control_url"), app.conf.get("orders_control_prefix"), hostname)
-    with _dispatchers_lock:
-        if key not in _dispatchers:
-            _dispatchers[key] = app.events.Dispatcher(hostname=hostname)
-        return _dispatchers[key]
 
 
 #: The header a step's retries carry: when the step first failed (epoch seconds), for its budget.
@@ -145,8 +134,8 @@ class StepTask(Task):  # type: ignore[misc]
         """Publish a step's events together, then let the order go on (see the module's docstring).
 
         Every send happens before this returns, and so before the message is acked:
-        the events, a branch (Task.replace sends it, then raises Ignore), or the
-        chain's next message (Celery's tracer sends it once this returns, in this thread).
+        the events, a branch (Task.replace sends it, `on_replace`), or the chain's next
+        message (Celery's tracer sends it once this returns, in this thread).
         """
         self.publish(outcome.events)
         result = task_result(outcome)
@@ -157,7 +146,22 @@ class StepTask(Task):  # type: ignore[misc]
         if self.ahead(task_of(outcome.then)):
             carried.attach(cast(list[Any] | None, self.request.chain), task_of(outcome.then), outcome.record)
             return result
-        return cast(dict[str, Any], self.replace(pipeline.resume(self.app, outcome.record, outcome.then)))
+        self.replace(pipeline.resume(self.app, outcome.record, outcome.then))
+        return {**result, "branched": True}
+
+    def on_replace(self, sig: Any) -> Any:
+        """Send the branch `Task.replace` made, then let this task return as a success, its chain emptied.
+
+        Celery's own ending raises Ignore after the send (see the module's docstring for its cost).
+        `Task.replace` has already put what this task would have passed on onto the branch: the
+        rest of its chain and its callbacks; this task passes on nothing more.
+        """
+        if self.request.is_eager:
+            return super().on_replace(sig)
+        sig.delay()
+        self.request.chain = None
+        self.request.callbacks = None
+        return None
 
     def settle(self, outcome: Outcome) -> dict[str, Any]:
         """What `conclude` does for a task outside the chain (the expiry sweep): publish, send any branch."""
@@ -172,18 +176,15 @@ class StepTask(Task):  # type: ignore[misc]
         rest = cast(list[dict[str, Any]], self.request.chain or [])
         return any(signature.get("task") == task for signature in rest)
 
-    def end(self, result: dict[str, Any]) -> NoReturn:
-        """End the chain here (Celery's Ignore: the message is acked, the rest of the chain never sent).
+    def end(self, result: dict[str, Any]) -> dict[str, Any]:
+        """End the chain here: the task returns, its message is acked, the rest of the chain is never sent.
 
-        Celery reports an ignored task to no one; Flower hears from here how it ended.
+        Celery's tracer sends the chain's next message from the running request's `chain` (the
+        same object as `self.request`) once the task returns: emptied, there is nothing to send.
+        Celery reports the task as a success, with the result saying the order ended.
         """
-        if self.app.conf.worker_send_task_events and self.request.hostname:
-            try:
-                _dispatcher(self.app, self.request.hostname).send(
-                    "task-succeeded", uuid=self.request.id, result=saferepr(result), runtime=None)
-            except Exception as exc:  # monitoring only: the order has ended, its message must be acked
-                log.warning("could not report the end of %s to the control plane: %s", self.request.id, exc)
-        raise Ignore(f"order {result['orderId']} is {result['status']}: the rest of its chain is not sent")
+        self.request.chain = None
+        return {**result, "ended": True}
 
     def publish(self, events: Sequence[Event]) -> None:
         if events:

@@ -43,3 +43,14 @@ def test_the_idle_benchmark_prints_every_process_and_the_calls_of_an_idle_platfo
     assert {"worker orders", "worker payments", "worker notifications", "emulator", "beat"} <= set(rates)
     assert rates["workers, all"] > 0, run.stdout  # a running worker spends something
     assert "calls per minute at the emulator:" in run.stdout
+
+
+def test_the_chain_end_benchmark_runs_each_way_through_celerys_tracer():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.chain_end", "--tasks", "20", "--rounds", "1"],
+                         env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(line for line in run.stdout.splitlines() if line.strip().startswith("round 1:"))
+    assert "raise Ignore" in line and "StepTask.end" in line and "a retry (raise Retry)" in line, run.stdout
+    # Each way ended as it says: the step's end is a success, where Celery's idiom is an ignored task.
+    states = "Celery's states: raise Ignore IGNORED, StepTask.end SUCCESS, a retry RETRY"
+    assert states in run.stdout, run.stdout

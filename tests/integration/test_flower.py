@@ -138,7 +138,7 @@ def test_flower_shows_an_order_s_chain_from_its_first_task(stack: Stack) -> None
 
 
 def test_flower_shows_where_a_declined_order_s_chain_ended(stack: Stack) -> None:
-    """The charge ended the chain (Ignore: Celery reports nothing); it says so itself, and sent no child."""
+    """The charge ended the chain: a success whose result says how the order ended, and no child sent."""
     place, reserve, charge, ship = stack.declined
     ended = get(stack.url + f"/api/task/info/{charge}")
     assert (ended["name"], ended["state"], ended["children"]) == ("payments.charge", "SUCCESS", [])
