@@ -26,12 +26,14 @@ ORDERS_SWEEP_STUCK=0 turns it off.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 from orders.aws import clients, metrics
@@ -56,6 +58,11 @@ log = logging.getLogger(__name__)
 MAX_RESUMES = 3
 #: How long a resume claimed but never marked sent waits before another pass may take it again.
 SEND_GRACE_SECONDS = 60.0
+#: Order records a pass reads with one BatchGetItem, and judges before it reads the next ones.
+READ_CHUNK = 100
+#: The longest-stuck orders a pass keeps, for each it may act on: room for those whose resume is still
+#: under way (settle passes over them); any others wait for the next pass.
+CANDIDATES_PER_ACTION = 4
 #: Sends a step's task (and the rest of the pipeline after it) for a recorded order.
 Resume = Callable[[OrderRecord, Step], None]
 
@@ -101,7 +108,7 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
         return []
     now = now or datetime.now(UTC)
     try:
-        stuck = stuck_orders(settings, now)
+        stuck = stuck_orders(settings, now, keep=CANDIDATES_PER_ACTION * settings.sweep_max_orders)
     except InFlightIndexUnreadable as exc:  # an upgrade under way: not a failure, and no traceback each pass
         log.warning("sweep: the orders table's in-flight index cannot be read yet (%s): this pass looked at "
                     "no order. It is being built after `orders infra up` added it, or `orders infra up` has "
@@ -129,20 +136,34 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
     return done
 
 
-def stuck_orders(settings: Settings, now: datetime) -> list[tuple[OrderRecord, float, str]]:
-    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first.
+def stuck_orders(settings: Settings, now: datetime,
+                 keep: int | None = None) -> list[tuple[OrderRecord, float, str]]:
+    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first;
+    only the `keep` longest stuck when given.
 
     Only orders not in a final state can be stuck, and only those that have been so (since their first
     record, or since a failed order was taken on again) longer than the shortest time any state is
     allowed: they are read from the orders table's `in-flight` index (a Query a shard, then their
     records 100 a BatchGetItem), never by a scan of the whole table, whose cost grows with every order ever
-    placed (at 100 orders/s, 8.6 million a day).
+    placed (at 100 orders/s, 8.6 million a day). The records are judged a hundred at a time as they are
+    read, and only the stuck ones kept (with `keep`, only that many): in a long outage every order in
+    flight is a candidate, and holding all their records at once took a worker's memory at the worst
+    moment (about 5 KB a record as read: 60,000 orders in flight would be 300 MB).
     """
     after = settings.sweep_stuck_after or None
     since_before = iso(now - timedelta(seconds=after if after is not None else shortest_budget(settings)))
     store = OrderStore(settings)
-    found = []
-    for data in store.items(list(store.in_flight(since_before))):
+    ids = store.in_flight(since_before)
+    judged = (stuck for chunk in iter(lambda: list(islice(ids, READ_CHUNK)), [])
+              for stuck in _judge(settings, store.items(chunk), after, now))
+    if keep is None:
+        return sorted(judged, key=_last_change)
+    return heapq.nsmallest(keep, judged, key=_last_change)
+
+
+def _judge(settings: Settings, items: list[dict[str, Any]], after: float | None,
+           now: datetime) -> Iterator[tuple[OrderRecord, float, str]]:
+    for data in items:
         try:
             stuck = _stuck(settings, read_order(data), after, now)
         except DAMAGED as exc:  # a hand-edited item: `orders audit` reports it; the others are swept
@@ -150,8 +171,12 @@ def stuck_orders(settings: Settings, now: datetime) -> list[tuple[OrderRecord, f
                         type(exc).__name__, exc)
             continue
         if stuck is not None:
-            found.append(stuck)
-    return sorted(found, key=lambda stuck: stuck[0].history[-1].at if stuck[0].history else "")
+            yield stuck
+
+
+def _last_change(stuck: tuple[OrderRecord, float, str]) -> str:
+    record = stuck[0]
+    return record.history[-1].at if record.history else ""
 
 
 def _stuck(settings: Settings, record: OrderRecord, after: float | None,

@@ -103,6 +103,25 @@ def test_the_sweeper_finds_stuck_orders_in_the_index_and_never_scans_the_table(i
     assert made["dynamodb:Query"] == 2 * 10 and made["dynamodb:BatchGetItem"] == 1, made
 
 
+def test_a_pass_reads_the_records_a_hundred_at_a_time_and_keeps_only_the_longest_stuck(infra, monkeypatch):
+    """In a long outage every order in flight is a candidate: a pass judges them as it reads them and keeps
+    only the longest stuck it may act on (sweep), never every record at once."""
+    records = [placed(infra) for _ in range(230)]  # three BatchGetItems' worth, the oldest first
+    settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    reads: list[int] = []
+    items = OrderStore.items
+    monkeypatch.setattr(OrderStore, "items", lambda store, ids: reads.append(len(ids)) or items(store, ids))
+    before = call_counts(str(infra.endpoint_url))
+    kept = sweeper.stuck_orders(settings, later, keep=7)
+    after = call_counts(str(infra.endpoint_url))
+    assert [record.order_id for record, _, _ in kept] == [r.order_id for r in records[:7]]
+    assert reads == [100, 100, 30]  # each read judged before the next: never the 230 records held at once
+    assert after.get("dynamodb:BatchGetItem", 0) - before.get("dynamodb:BatchGetItem", 0) == 3
+    every = sweeper.stuck_orders(settings, later)  # without a bound: all of them, longest stuck first
+    assert [record.order_id for record, _, _ in every] == [r.order_id for r in records]
+
+
 def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_enter_it_at_their_next_step(
         infra):
     """The upgrade: a deployment whose orders table has no `in-flight` index yet (and an order in flight
