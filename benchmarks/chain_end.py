@@ -3,9 +3,10 @@
 
 Celery's tracer builds two `ExceptionInfo`s for every `Ignore` and one for every `Retry`, each formatting
 the traceback with its source lines (Python 3.11 also parses each line for its caret marks). A declined,
-out-of-stock or review-declined order ends its chain this way, and compensation branches off it
-(`Task.replace` raised `Ignore` after its send). The tasks here run in Celery's own tracer, as a worker
-runs them, from as deep a stack as a step's (the task, the step, `conclude`, `end`); nothing is sent.
+out-of-stock or review-declined order ended its chain this way until StepTask.end; a branch off it
+(compensation) still does (`Task.replace` raises `Ignore` after its send). The tasks here run in
+Celery's own tracer, as a worker runs them, from as deep a stack as a step's (the task, the step,
+`conclude`, `end`); nothing is sent.
 
     python -m benchmarks.chain_end [--tasks 400] [--rounds 3]
 """
@@ -45,7 +46,7 @@ def step(task: StepTask, how: str) -> dict[str, Any]:
     return conclude(task, how)
 
 
-@app.task(base=StepTask, bind=True, name="bench.chain_end")
+@app.task(base=StepTask, bind=True, name="payments.bench_chain_end")
 def chain_end(self: StepTask, how: str) -> dict[str, Any]:
     return step(self, how)
 

@@ -26,7 +26,6 @@ ORDERS_SWEEP_STUCK=0 turns it off.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -58,11 +57,10 @@ log = logging.getLogger(__name__)
 MAX_RESUMES = 3
 #: How long a resume claimed but never marked sent waits before another pass may take it again.
 SEND_GRACE_SECONDS = 60.0
+#: A stuck order: its record, the seconds its state is allowed, why it is stuck.
+Stuck = tuple[OrderRecord, float, str]
 #: Order records a pass reads with one BatchGetItem, and judges before it reads the next ones.
 READ_CHUNK = 100
-#: The longest-stuck orders a pass keeps, for each it may act on: room for those whose resume is still
-#: under way (settle passes over them); any others wait for the next pass.
-CANDIDATES_PER_ACTION = 4
 #: Sends a step's task (and the rest of the pipeline after it) for a recorded order.
 Resume = Callable[[OrderRecord, Step], None]
 
@@ -103,12 +101,12 @@ class Swept:
 
 
 def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> list[Swept]:
-    """One pass: resume or fail the stuck orders, at most ORDERS_SWEEP_MAX_ORDERS of them."""
+    """One pass: resume or fail the stuck orders, the longest stuck first, at most ORDERS_SWEEP_MAX_ORDERS."""
     if not settings.sweep_stuck:
         return []
     now = now or datetime.now(UTC)
     try:
-        stuck = stuck_orders(settings, now, keep=CANDIDATES_PER_ACTION * settings.sweep_max_orders)
+        order_ids = stuck_ids(settings, now)
     except InFlightIndexUnreadable as exc:  # an upgrade under way: not a failure, and no traceback each pass
         log.warning("sweep: the orders table's in-flight index cannot be read yet (%s): this pass looked at "
                     "no order. It is being built after `orders infra up` added it, or `orders infra up` has "
@@ -118,17 +116,21 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
         log.exception("sweep: the orders could not be read this pass")
         return []
     done: list[Swept] = []
-    for record, allowed, detail in stuck:
-        if len(done) >= settings.sweep_max_orders:
-            log.warning("sweep: %d order(s) acted on, the most one pass may; the rest wait", len(done))
-            break
-        try:
-            swept = settle(settings, record, allowed, detail, resume, now)
-        except Exception:  # the next order still gets its turn; this one comes back next pass
-            log.exception("sweep: order %s not settled this pass", record.order_id)
-            continue
-        if swept is not None:
-            done.append(swept)
+    try:
+        for record, allowed, detail in read_stuck(settings, order_ids, now):
+            if len(done) >= settings.sweep_max_orders:
+                log.warning("sweep: %d order(s) acted on, the most one pass may; of %d stuck, the rest wait",
+                            len(done), len(order_ids))
+                break
+            try:
+                swept = settle(settings, record, allowed, detail, resume, now)
+            except Exception:  # the next order still gets its turn; this one comes back next pass
+                log.exception("sweep: order %s not settled this pass", record.order_id)
+                continue
+            if swept is not None:
+                done.append(swept)
+    except Exception:  # as above: what was done is reported, the rest waits for the next pass
+        log.exception("sweep: the stuck orders could not all be read again this pass")
     for swept in done:
         metrics.count(METRICS[swept.action], Status=swept.record.status.value)
     metrics.flush()
@@ -136,33 +138,51 @@ def sweep(settings: Settings, resume: Resume, now: datetime | None = None) -> li
     return done
 
 
-def stuck_orders(settings: Settings, now: datetime,
-                 keep: int | None = None) -> list[tuple[OrderRecord, float, str]]:
-    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first;
-    only the `keep` longest stuck when given.
+def stuck_orders(settings: Settings, now: datetime) -> list[Stuck]:
+    """(record, seconds allowed, why) of each order the audit would call stuck, the longest stuck first."""
+    return list(read_stuck(settings, stuck_ids(settings, now), now))
+
+
+def stuck_ids(settings: Settings, now: datetime) -> list[str]:
+    """The ids of the orders the audit would call stuck, the longest stuck first.
 
     Only orders not in a final state can be stuck, and only those that have been so (since their first
     record, or since a failed order was taken on again) longer than the shortest time any state is
     allowed: they are read from the orders table's `in-flight` index (a Query a shard, then their
     records 100 a BatchGetItem), never by a scan of the whole table, whose cost grows with every order ever
-    placed (at 100 orders/s, 8.6 million a day). The records are judged a hundred at a time as they are
-    read, and only the stuck ones kept (with `keep`, only that many): in a long outage every order in
-    flight is a candidate, and holding all their records at once took a worker's memory at the worst
-    moment (about 5 KB a record as read: 60,000 orders in flight would be 300 MB).
+    placed (at 100 orders/s, 8.6 million a day). Each hundred records is judged as it is read and only
+    the stuck ones' ids are kept: in a long outage every order in flight is a candidate, and holding
+    all their records at once took a worker's memory at the worst moment (about 5 KB a record as read:
+    60,000 orders in flight would be 300 MB, where their ids and times are a few MB).
     """
-    after = settings.sweep_stuck_after or None
+    after = _after(settings)
     since_before = iso(now - timedelta(seconds=after if after is not None else shortest_budget(settings)))
     store = OrderStore(settings)
-    ids = store.in_flight(since_before)
-    judged = (stuck for chunk in iter(lambda: list(islice(ids, READ_CHUNK)), [])
-              for stuck in _judge(settings, store.items(chunk), after, now))
-    if keep is None:
-        return sorted(judged, key=_last_change)
-    return heapq.nsmallest(keep, judged, key=_last_change)
+    found = [(_last_change(record), record.order_id)
+             for chunk in _chunks(store.in_flight(since_before))
+             for record, _, _ in _judge(settings, store.items(chunk), after, now)]
+    return [order_id for _, order_id in sorted(found)]
+
+
+def read_stuck(settings: Settings, order_ids: list[str], now: datetime) -> Iterator[Stuck]:
+    """(record, seconds allowed, why) of each of `order_ids` still stuck, in their order: read again a
+    hundred at a time as the caller goes on (an order may have moved since), and judged again."""
+    after, store = _after(settings), OrderStore(settings)
+    for chunk in _chunks(iter(order_ids)):
+        judged = {stuck[0].order_id: stuck for stuck in _judge(settings, store.items(chunk), after, now)}
+        yield from (judged[order_id] for order_id in chunk if order_id in judged)
+
+
+def _after(settings: Settings) -> float | None:
+    return settings.sweep_stuck_after or None
+
+
+def _chunks(order_ids: Iterator[str]) -> Iterator[list[str]]:
+    return iter(lambda: list(islice(order_ids, READ_CHUNK)), [])
 
 
 def _judge(settings: Settings, items: list[dict[str, Any]], after: float | None,
-           now: datetime) -> Iterator[tuple[OrderRecord, float, str]]:
+           now: datetime) -> Iterator[Stuck]:
     for data in items:
         try:
             stuck = _stuck(settings, read_order(data), after, now)
@@ -174,13 +194,12 @@ def _judge(settings: Settings, items: list[dict[str, Any]], after: float | None,
             yield stuck
 
 
-def _last_change(stuck: tuple[OrderRecord, float, str]) -> str:
-    record = stuck[0]
+def _last_change(record: OrderRecord) -> str:
     return record.history[-1].at if record.history else ""
 
 
 def _stuck(settings: Settings, record: OrderRecord, after: float | None,
-           now: datetime) -> tuple[OrderRecord, float, str] | None:
+           now: datetime) -> Stuck | None:
     """The order's (record, seconds allowed, why) if it is stuck, else None."""
     allowed = allowed_seconds(settings, record, after)
     problem = stuck_problem(record, allowed, now)

@@ -29,6 +29,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_backend": None,
         "task_ignore_result": True,
+        # Never on: a redelivered step that ended its order's chain (StepTask.end, which empties the
+        # running request's chain) would be taken for done, and its message's chain sent on.
+        "worker_deduplicate_successful_tasks": False,
         # A message is deleted only after its task finished; a failing or lost
         # task leaves it for SQS to redeliver and, after maxReceiveCount, to its DLQ.
         "task_acks_late": True,

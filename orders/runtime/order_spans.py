@@ -28,7 +28,7 @@ from opentelemetry import trace
 from orders.runtime.redaction import order_of
 from orders.steps.flow import STEP_OF_TASK
 
-#: How `StepTask.end` says that an order is final (orders.runtime.step_tasks).
+#: How a step of an earlier release said, raising Ignore, that an order is final (StepTask.end returns it).
 ENDED = re.compile(r"^order \S+ is (\S+): ")
 
 
@@ -42,16 +42,16 @@ def outcome_of(state: str | None, retval: Any) -> dict[str, str]:
     if isinstance(retval, Retry) or state == "RETRY":
         cause = getattr(retval, "exc", None)
         return {"order.outcome": "retry", **({"order.error": type(cause).__name__} if cause else {})}
-    if isinstance(retval, Ignore) or state == "IGNORED":  # a task of a release that ended chains so
+    if isinstance(retval, Ignore) or state == "IGNORED":  # a branch; an ending of an earlier release
         ended = ENDED.match(str(retval))
         return {"order.outcome": "ended", "order.status": ended.group(1)} if ended else \
             {"order.outcome": "branched"}
     if state == "FAILURE" or isinstance(retval, BaseException):
         return {"order.outcome": "failed", "order.error": type(retval).__name__}
     if isinstance(retval, dict):
-        # StepTask.end and StepTask.on_replace: the step ended its order's chain, or branched off it.
-        outcome = "ended" if retval.get("ended") is True else "branched" if retval.get("branched") is True \
-            else "skipped" if retval.get("skipped") else "conflict" if retval.get("conflict") else "ok"
+        # StepTask.end: the step ended its order's chain (a branch raises Celery's Ignore, above).
+        outcome = "ended" if retval.get("ended") is True else "skipped" if retval.get("skipped") \
+            else "conflict" if retval.get("conflict") else "ok"
         status = retval.get("status")
         return {"order.outcome": outcome, **({"order.status": status} if isinstance(status, str) else {})}
     return {"order.outcome": "ok"}

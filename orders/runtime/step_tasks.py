@@ -10,11 +10,14 @@ is never sent). Any other next step is a branch (`Task.replace`): compensation, 
 pipeline rebuilt from the order for a message that carries no chain (sent by hand, or
 by an older release).
 
-Neither raises Celery's `Ignore`, as Celery's own idiom would: for every Ignore the tracer
-builds two `ExceptionInfo`s, formatting the traceback with its source lines (Python 3.11
-parses each line for its caret marks). That was a fifth of the payments worker's CPU
-under the demo's mix, about 3 ms per order that ended or branched, paid most when an
-incident cancels many orders (docs/performance.md, tenth round).
+An ending does not raise Celery's `Ignore`, as Celery's idiom would: for every Ignore the
+tracer builds two `ExceptionInfo`s (billiard copies every frame's code positions, then the
+traceback is formatted with its source lines), 1.2-1.5 ms of CPU in isolation
+(benchmarks/chain_end.py) and more in a busy worker: about 5% of the workers' CPU under
+the demo's mix at 20 orders/s, a sixth of the payments worker's (docs/performance.md, tenth
+round), paid most when an incident cancels many orders. A branch still ends with Celery's
+Ignore: the branch inherits the task's id, and a task reported as a success under that
+id would hide a failing branch (Flower keeps SUCCESS over a later FAILURE of one id).
 
 Retries ride through outages, bounded by time rather than by count: a step retries
 a RetryableError (throttling, 5xx, timeouts, a lost race) with exponential backoff
@@ -134,7 +137,7 @@ class StepTask(Task):  # type: ignore[misc]
         """Publish a step's events together, then let the order go on (see the module's docstring).
 
         Every send happens before this returns, and so before the message is acked:
-        the events, a branch (Task.replace sends it, `on_replace`), or the chain's next
+        the events, a branch (Task.replace sends it, then raises Ignore), or the chain's next
         message (Celery's tracer sends it once this returns, in this thread).
         """
         self.publish(outcome.events)
@@ -146,22 +149,7 @@ class StepTask(Task):  # type: ignore[misc]
         if self.ahead(task_of(outcome.then)):
             carried.attach(cast(list[Any] | None, self.request.chain), task_of(outcome.then), outcome.record)
             return result
-        self.replace(pipeline.resume(self.app, outcome.record, outcome.then))
-        return {**result, "branched": True}
-
-    def on_replace(self, sig: Any) -> Any:
-        """Send the branch `Task.replace` made, then let this task return as a success, its chain emptied.
-
-        Celery's own ending raises Ignore after the send (see the module's docstring for its cost).
-        `Task.replace` has already put what this task would have passed on onto the branch: the
-        rest of its chain and its callbacks; this task passes on nothing more.
-        """
-        if self.request.is_eager:
-            return super().on_replace(sig)
-        sig.delay()
-        self.request.chain = None
-        self.request.callbacks = None
-        return None
+        return cast(dict[str, Any], self.replace(pipeline.resume(self.app, outcome.record, outcome.then)))
 
     def settle(self, outcome: Outcome) -> dict[str, Any]:
         """What `conclude` does for a task outside the chain (the expiry sweep): publish, send any branch."""
@@ -184,6 +172,7 @@ class StepTask(Task):  # type: ignore[misc]
         Celery reports the task as a success, with the result saying the order ended.
         """
         self.request.chain = None
+        self.request.callbacks = None  # as with Celery's Ignore: what was linked to a step that went on
         return {**result, "ended": True}
 
     def publish(self, events: Sequence[Event]) -> None:

@@ -2,7 +2,7 @@
 
 Per task: its duration (`TaskDuration` by task name), and `TaskSuccess` 1 or 0
 by queue, whose average is the success rate the error-rate alarm watches (1 also
-for a step that ended its order's chain, which Celery calls IGNORED); per retry,
+for a step that branched off its order's chain, which Celery calls IGNORED); per retry,
 `TaskRetries`. Values go to the process's metrics buffer (`orders.aws.metrics`), bound
 to the worker's settings when it starts and flushed at worker shutdown.
 """
@@ -44,7 +44,7 @@ def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None 
         return
     if began is not None:
         timing("TaskDuration", time.perf_counter() - began, Task=task.name)
-    if state in ("SUCCESS", "IGNORED"):  # IGNORED: a step that ended its order's chain, or branched off it
+    if state in ("SUCCESS", "IGNORED"):  # IGNORED: a step that branched off its order's chain
         amount("TaskSuccess", 1, Queue=_queue_of(task))
     elif state == "FAILURE":
         amount("TaskSuccess", 0, Queue=_queue_of(task))

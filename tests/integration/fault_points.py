@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from celery._state import get_current_task
+from celery.exceptions import Ignore
 
 from orders.celery import app
 from orders.ops.dead_letters import find_order_id
@@ -100,10 +101,12 @@ def injected(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[tuple[str, str | 
         fail(self, Point.AFTER_EVENTS)
 
     def failing_conclude(self: StepTask, outcome: Outcome) -> Any:
-        result = conclude(self, outcome)
-        # Nothing for Celery to send next (a branch was sent, the chain ended, or there is none): the
-        # ack is what fails.
-        if not self.request.chain:
+        try:
+            result = conclude(self, outcome)
+        except Ignore:  # a branch was sent (Task.replace)
+            fail(self, Point.AFTER_HANDOFF)
+            raise
+        if not self.request.chain:  # nothing for Celery to send next (the chain ended here): the ack fails
             fail(self, Point.AFTER_HANDOFF)
         return result
 

@@ -4,6 +4,7 @@ store's own clock; the stuck-order sweeper finds them there, with no Scan of the
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,26 +101,52 @@ def test_the_sweeper_finds_stuck_orders_in_the_index_and_never_scans_the_table(i
     assert done.order_id not in {record.order_id for record, _, _ in found}
     assert right_now == []  # nobody in flight for a minute yet: nothing read beyond the index
     assert made.get("dynamodb:Scan", 0) == 0
-    assert made["dynamodb:Query"] == 2 * 10 and made["dynamodb:BatchGetItem"] == 1, made
+    # The candidates judged (one read), then the stuck ones read again as they are acted on (one read).
+    assert made["dynamodb:Query"] == 2 * 10 and made["dynamodb:BatchGetItem"] == 2, made
 
 
-def test_a_pass_reads_the_records_a_hundred_at_a_time_and_keeps_only_the_longest_stuck(infra, monkeypatch):
-    """In a long outage every order in flight is a candidate: a pass judges them as it reads them and keeps
-    only the longest stuck it may act on (sweep), never every record at once."""
+def test_a_pass_judges_the_records_as_it_reads_them_and_keeps_only_the_stuck_ones_ids(infra, monkeypatch):
+    """In a long outage every order in flight is a candidate: a pass never holds all their records at once."""
     records = [placed(infra) for _ in range(230)]  # three BatchGetItems' worth, the oldest first
     settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
     later = datetime.now(UTC) + timedelta(seconds=120)
-    reads: list[int] = []
-    items = OrderStore.items
-    monkeypatch.setattr(OrderStore, "items", lambda store, ids: reads.append(len(ids)) or items(store, ids))
+    live: set[int] = set()
+    most = [0]
+    read_order = sweeper.read_order
+
+    def tracked(data: dict[str, Any]) -> OrderRecord:
+        record = read_order(data)
+        live.add(id(record))
+        most[0] = max(most[0], len(live))
+        weakref.finalize(record, live.discard, id(record))
+        return record
+
+    monkeypatch.setattr(sweeper, "read_order", tracked)
     before = call_counts(str(infra.endpoint_url))
-    kept = sweeper.stuck_orders(settings, later, keep=7)
+    order_ids = sweeper.stuck_ids(settings, later)
     after = call_counts(str(infra.endpoint_url))
-    assert [record.order_id for record, _, _ in kept] == [r.order_id for r in records[:7]]
-    assert reads == [100, 100, 30]  # each read judged before the next: never the 230 records held at once
+    assert order_ids == [r.order_id for r in records]  # the longest stuck first
     assert after.get("dynamodb:BatchGetItem", 0) - before.get("dynamodb:BatchGetItem", 0) == 3
-    every = sweeper.stuck_orders(settings, later)  # without a bound: all of them, longest stuck first
-    assert [record.order_id for record, _, _ in every] == [r.order_id for r in records]
+    assert most[0] <= sweeper.READ_CHUNK, most  # all 230 held at once before
+    again = sweeper.read_stuck(settings, order_ids, later)  # as the pass goes on: a hundred at a time
+    assert [next(again)[0].order_id for _ in range(3)] == order_ids[:3]
+    assert most[0] <= sweeper.READ_CHUNK, most
+
+
+def test_a_pass_goes_past_the_orders_whose_resume_is_under_way(infra):
+    """Resumed orders stay the longest stuck while their resume is awaited (their step's whole bound): a
+    pass acts on the next ones, however many wait."""
+    records = [placed(infra) for _ in range(11)]  # more than four for each order a pass may act on
+    for record in records:  # waiting for their reservation, which never comes
+        OrderStore(infra).transition(record, Change(OrderState.VALIDATED, Step.PLACE))
+    settings = dataclasses.replace(infra, sweep_stuck_after=60.0, sweep_max_orders=2)
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    resumed: list[str] = []
+    passes = [[s.record.order_id for s in sweeper.sweep(settings, lambda r, step: resumed.append(r.order_id),
+                                                         later)] for _ in range(6)]
+    ids = [r.order_id for r in records]
+    assert passes == [ids[0:2], ids[2:4], ids[4:6], ids[6:8], ids[8:10], ids[10:11]], passes
+    assert resumed == ids
 
 
 def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_enter_it_at_their_next_step(
