@@ -172,7 +172,8 @@ class StepTask(Task):  # type: ignore[misc]
         Celery reports the task as a success, with the result saying the order ended.
         """
         self.request.chain = None
-        self.request.callbacks = None  # as with Celery's Ignore: what was linked to a step that went on
+        # A callback linked to this step runs only if its order goes on, as when steps raised Ignore.
+        self.request.callbacks = None
         return {**result, "ended": True}
 
     def publish(self, events: Sequence[Event]) -> None:
