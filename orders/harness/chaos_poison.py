@@ -83,6 +83,9 @@ SHAPES: dict[str, Callable[[random.Random], str]] = {
                                                    "id": _tag(r)}),
     "pickle-content-type": lambda r: envelope(r, content_type="application/x-python-serialize"),
     "json-but-not-an-envelope": lambda r: json.dumps({"order": _tag(r), "items": [1, 2, 3]}),
+    # A valid task whose chain is not signatures: Celery would fail on it only after the step had run.
+    "chain-not-signatures": lambda r: envelope(
+        r, raw_body=_b64(json.dumps([[f"poison-{_tag(r)}"], {}, {"chain": [_tag(r), 1]}]).encode())),
 }
 
 

@@ -230,7 +230,36 @@ def _arguments(payload: Any) -> tuple[list[Any], dict[str, Any]]:
     args, kwargs, embed = payload
     if not (isinstance(args, list | tuple) and isinstance(kwargs, dict) and isinstance(embed, dict | None)):
         raise Poison("body", "body is not [args (a list), kwargs (an object), embed (an object)]")
+    for name in SIGNATURE_LISTS:
+        _signatures(name, (embed or {}).get(name))
     return list(args), kwargs
+
+
+#: What a message's embed may hand on, as lists of signatures: the tracer sends the chain's next one
+#: after the task returned, the callbacks on success, the errbacks on failure.
+SIGNATURE_LISTS = ("chain", "callbacks", "errbacks")
+_SIGNATURE_PARTS = {"args": list, "kwargs": dict, "options": dict}
+
+
+def _signatures(name: str, value: Any) -> None:
+    """Refuse an embed's `name` that is not null or a list of signatures (objects with a task name).
+
+    Celery reads them only once the task has run: a step would record its change, publish its
+    events, then fail on the hand-off at every delivery until the message reached its DLQ. Here it
+    goes there at once, having done nothing.
+    """
+    if value is None:
+        return
+    if not isinstance(value, list | tuple):
+        raise Poison("body", f"embed {name} is {type(value).__name__}, not a list of signatures")
+    for signature in value:
+        if not _is_signature(signature):
+            raise Poison("body", f"embed {name} holds {quote(signature)}, not a signature with a task name")
+
+
+def _is_signature(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("task"), str) and all(
+        isinstance(value.get(part), kind | None) for part, kind in _SIGNATURE_PARTS.items())
 
 
 def quote(value: Any) -> str:

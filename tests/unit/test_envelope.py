@@ -75,6 +75,15 @@ def test_what_celery_sends_is_read_as_celery_reads_it():
         kombu_and_celery_read(sqs_body(envelope, outer))
 
 
+def test_a_chain_as_celery_sends_it_is_read():
+    hops = [dict(app.signature("fuzz.task", args=("ord-1",), immutable=True, MessageGroupId="SKU-1"))] * 3
+    envelope = sent_by_celery("ord-1", chain=hops, link=app.signature("fuzz.task"),
+                              link_error=app.signature("fuzz.task"))
+    message = decode(sqs_body(envelope), KNOWN)
+    assert message.args == ["ord-1"]
+    kombu_and_celery_read(sqs_body(envelope))
+
+
 def test_what_is_handed_on_is_what_kombu_and_celery_would_read_again():
     # The transport hands these to kombu and Celery instead of their own second reading.
     envelope = sent_by_celery("ord-1", link=app.signature("fuzz.task"))
@@ -135,6 +144,13 @@ def body_of(value: Any) -> str:
     ("body", body_of([json.loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)), {}, {}]), "too-deep",
      f"deeper than {MAX_DEPTH}"),
     ("body", "", "body", "no body"),
+    # What the tracer hands on after the task has run: refused before it runs (StepTask.end, a chain's hop).
+    ("body", body_of([["ord-1"], {}, {"chain": "garbage"}]), "body", "embed chain is str, not a list"),
+    ("body", body_of([["ord-1"], {}, {"chain": [1]}]), "body", "embed chain holds 1, not a signature"),
+    ("body", body_of([["ord-1"], {}, {"chain": [{"task": "fuzz.task", "options": []}]}]), "body",
+     "embed chain holds a dict"),
+    ("body", body_of([["ord-1"], {}, {"callbacks": [{"task": 5}]}]), "body", "embed callbacks holds a dict"),
+    ("body", body_of([["ord-1"], {}, {"errbacks": {"task": "fuzz.task"}}]), "body", "embed errbacks is dict"),
 ])
 def test_each_poison_shape_is_named(path, value, kind, says):
     body = sqs_body(with_(sent_by_celery("x"), path, value))
