@@ -30,6 +30,7 @@ from orders.domain.events import Event
 from orders.domain.times import now_iso
 from orders.runtime import publishing, transport
 from orders.runtime.queue_urls import queue_url
+from orders.runtime.redaction import order_in
 from orders.runtime.step_tasks import StepTask
 from orders.topology import QUEUES_BY_NAME
 from tests.helpers import calls, wait_for, worker, worker_process
@@ -56,10 +57,7 @@ def finished_runs() -> Iterator[list[tuple[str, str | None, str | None, dict[str
 
     def record(task: Any = None, args: Any = None, state: str | None = None, retval: Any = None,
                **_: Any) -> None:
-        first = args[0] if args else None
-        order_id = first.get("orderId") if isinstance(first, dict) else first
-        runs.append((task.name, order_id if isinstance(order_id, str) else None, state,
-                     retval if isinstance(retval, dict) else {}))
+        runs.append((task.name, order_in(args), state, retval if isinstance(retval, dict) else {}))
 
     signals.task_postrun.connect(record, weak=False, dispatch_uid="tests.finished_runs")
     try:
