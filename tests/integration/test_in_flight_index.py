@@ -12,6 +12,7 @@ import pytest
 
 from orders.aws import clients
 from orders.aws.store import IN_FLIGHT, IN_FLIGHT_SINCE, OrderStore
+from orders.domain.errors import RetryableError
 from orders.domain.order import validate
 from orders.domain.records import Change, OrderRecord
 from orders.domain.states import OrderState, Step
@@ -147,6 +148,39 @@ def test_a_pass_goes_past_the_orders_whose_resume_is_under_way(infra):
     ids = [r.order_id for r in records]
     assert passes == [ids[0:2], ids[2:4], ids[4:6], ids[6:8], ids[8:10], ids[10:11]], passes
     assert resumed == ids
+
+
+def test_a_pass_through_a_dynamodb_outage_reports_what_it_did_and_raises_nothing(infra, monkeypatch, caplog):
+    """DynamoDB gone before the first read, or between two reads of a pass: the pass acts on what it read,
+    says so, and leaves the rest to the next pass (a raise would dead-letter the beat task)."""
+    records = [placed(infra) for _ in range(3)]
+    for record in records:
+        OrderStore(infra).transition(record, Change(OrderState.VALIDATED, Step.PLACE))
+    settings = dataclasses.replace(infra, sweep_stuck_after=60.0)
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    monkeypatch.setattr(sweeper, "READ_CHUNK", 1)
+    reads = {"n": 0, "fail_from": 1}
+    items = OrderStore.items
+
+    def flaky(store: OrderStore, ids: list[str]) -> list[dict[str, Any]]:
+        reads["n"] += 1
+        if reads["n"] >= reads["fail_from"]:
+            raise RetryableError("DynamoDB is unavailable")
+        return items(store, ids)
+
+    monkeypatch.setattr(OrderStore, "items", flaky)
+    resumed: list[str] = []
+    with caplog.at_level("WARNING", logger=sweeper.__name__):
+        assert sweeper.sweep(settings, lambda r, step: resumed.append(r.order_id), later) == []
+        reads.update(n=0, fail_from=5)  # three reads to judge, one to act on the first, then gone
+        swept = sweeper.sweep(settings, lambda r, step: resumed.append(r.order_id), later)
+    assert [s.record.order_id for s in swept] == resumed == [records[0].order_id]
+    said = [r.getMessage() for r in caplog.records if r.name == sweeper.__name__]
+    assert any("could not be read this pass" in line for line in said), said
+    assert any("could not all be read again this pass" in line for line in said), said
+    reads.update(n=0, fail_from=99)  # back: the next pass takes the others
+    assert [s.record.order_id for s in sweeper.sweep(settings, lambda r, step: None, later)] == \
+        [r.order_id for r in records[1:]]
 
 
 def test_a_table_from_before_the_index_gets_it_from_infra_up_and_its_orders_enter_it_at_their_next_step(
