@@ -36,9 +36,9 @@ def measure(seconds: float, settle: float) -> None:
     print(f"idle for {seconds:.0f} s after {settle:.0f} s to settle")
     print(f"{'process':32} CPU ms/s")
     for name in sorted(groups):
-        print(f"{name:32} {1000 * (after[name] - before[name]) / seconds:8.1f}")
+        print(f"{name:32} {1000 * (after[name] - before[name]) / seconds:8.2f}")
     workers = sum(after[n] - before[n] for n in groups if n.startswith("worker"))
-    print(f"{'workers, all':32} {1000 * workers / seconds:8.1f}")
+    print(f"{'workers, all':32} {1000 * workers / seconds:8.2f}")
     print("calls per minute at the emulator:")
     for action, n in sorted(calls.items(), key=lambda kv: -kv[1]):
         print(f"  {action:40} {60 * n / seconds:8.1f}")

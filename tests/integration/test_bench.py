@@ -41,7 +41,9 @@ def test_the_idle_benchmark_prints_every_process_and_the_calls_of_an_idle_platfo
     rates = {line.rsplit(None, 1)[0]: float(line.rsplit(None, 1)[1]) for line in run.stdout.splitlines()
              if line.startswith(("worker", "emulator", "beat"))}
     assert {"worker orders", "worker payments", "worker notifications", "emulator", "beat"} <= set(rates)
-    assert rates["workers, all"] > 0, run.stdout  # a running worker spends something
+    # A running worker spends something every second (its control-plane thread wakes once a second): read
+    # to the nanosecond, each worker's 3 s show it; read in 10 ms ticks they were as often 0.
+    assert all(rate > 0 for name, rate in rates.items() if name.startswith("worker")), run.stdout
     assert "calls per minute at the emulator:" in run.stdout
 
 
