@@ -55,6 +55,8 @@ class RunFigures:
     #: every figure per order, since an application placing orders does neither.
     observer_calls: dict[str, int] = field(default_factory=dict)
     observer_cpu_seconds: float = 0.0
+    #: The embedded emulator's resident memory (its processes together), bytes: `start` and `end` of the run.
+    emulator_rss: dict[str, int] = field(default_factory=dict)
 
     def pipeline_calls(self) -> dict[str, int]:
         """`calls` without the benchmark's own."""
@@ -91,6 +93,12 @@ class RunFigures:
             placing = max(self.cpu_seconds[PRODUCER] - self.observer_cpu_seconds, 0.0)
             per["placing"] = 1000 * placing / self.completed
         return per
+
+    def emulator_growth_per_order(self) -> int | None:
+        """Bytes the emulator kept per completed order (what it holds for as long as it runs)."""
+        if not self.completed or not {"start", "end"} <= set(self.emulator_rss):
+            return None
+        return (self.emulator_rss["end"] - self.emulator_rss["start"]) // self.completed
 
     def per_service(self) -> dict[str, ServiceFigures]:
         """What each worker (a service's queue) did: tasks per order, CPU per task, run time per task."""
@@ -161,7 +169,8 @@ def throughput(completed: int, first_start: float, last_end: float) -> float:
 
 class PeakMemory:
     """Samples each worker's resident memory (its process group) until stopped, keeping the peak;
-    also the CPU seconds each worker and the emulator used meanwhile (where the time went)."""
+    also the CPU seconds each worker and the emulator used meanwhile (where the time went), and the
+    emulator's resident memory at start and end (what a run leaves in it)."""
 
     def __init__(self, children: Sequence[Any], interval: float = 0.5, emulator_pid: int | None = None):
         self.groups = {c.name: c.pid for c in children if c.name.startswith("worker") and c.pid}
@@ -172,6 +181,7 @@ class PeakMemory:
         self.peak: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
         self.sampling_cpu = 0.0  # this process's CPU seconds spent sampling (the benchmark's own)
+        self.emulator_rss: dict[str, int] = {}
         self._start: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
@@ -179,6 +189,7 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         self._start = {name: cpu_seconds(pid) for name, pid in self.groups.items()}
         self._start[PRODUCER] = time.process_time()
+        self._read_emulator_rss("start")
         self._thread.start()
         return self
 
@@ -187,6 +198,13 @@ class PeakMemory:
         self._thread.join(timeout=5)
         self.cpu = {name: round(cpu_seconds(pid) - self._start[name], 2) for name, pid in self.groups.items()}
         self.cpu[PRODUCER] = round(time.process_time() - self._start[PRODUCER], 2)
+        self._read_emulator_rss("end")
+
+    def _read_emulator_rss(self, when: str) -> None:
+        from orders.harness.processes import group_pids, rss_bytes
+
+        if "emulator" in self.groups:
+            self.emulator_rss[when] = rss_bytes(group_pids(self.groups["emulator"]))
 
     def _run(self) -> None:
         while not self._stop.is_set():

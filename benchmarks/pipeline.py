@@ -111,6 +111,7 @@ def run_pipeline(label: str, plan: PipelinePlan, batch: bool, latency_ms: float 
         runs = task_runs(stack.children)
     run = figures(label, plan, result.outcomes, calls, memory.peak, placement.errors)
     run.cpu_seconds = memory.cpu
+    run.emulator_rss = memory.emulator_rss
     run.task_runs = runs
     run.observer_calls = dict(result.following.calls)
     run.observer_cpu_seconds = round(result.following.cpu_seconds + memory.sampling_cpu, 2)

@@ -59,6 +59,10 @@ def format_suite(title: str, runs: dict[str, RunFigures]) -> str:
             lines.append(f"{label}: CPU s  " + ", ".join(f"{k} {v:g}" for k, v in run.cpu_seconds.items()))
         if cpu := run.cpu_ms_per_order():
             lines.append(f"{label}: CPU ms per order  " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        if (kept := run.emulator_growth_per_order()) is not None:
+            start, end = run.emulator_rss["start"], run.emulator_rss["end"]
+            lines.append(f"{label}: emulator memory MiB  {mib(start)} at start, {mib(end)} at end: "
+                         f"{kept / 1024:,.0f} KB kept a completed order")
         lines += service_lines(label, run)
         lines += [f"{label}: note: {note}" for note in run.notes]
     return "\n".join(lines)

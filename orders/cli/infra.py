@@ -90,6 +90,9 @@ def _in_region(settings: Settings, region: str | None) -> str:
                    "own, unless ORDERS_EMULATOR_PROCESSES=1).")
 @click.option("--dynamodb-port", type=int, default=None, show_default="--port + 100",
               help="The DynamoDB process's port (AWS_ENDPOINT_URL_DYNAMODB); the main port serves it too.")
+@click.option("--no-stream-records", is_flag=True,
+              help="Record nothing in DynamoDB streams (still declared and described): for a long run that "
+                   "reads none; moto keeps every record, both images, for as long as it runs.")
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of AWS calls answered with throttling, 500 or 503, as AWS answers them.")
 @click.option("--fault-services", default="", metavar="LIST",
@@ -99,7 +102,8 @@ def _in_region(settings: Settings, region: str | None) -> str:
               help="Answer every call to TARGET (sns, dynamodb, sqs, sqs-send) with 503 for SECONDS, "
                    "from DELAY seconds after start. Repeatable.")
 def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_redis: bool,
-                 one_process: bool, dynamodb_port: int | None, fault_rate: float, fault_services: str,
+                 one_process: bool, dynamodb_port: int | None, no_stream_records: bool,
+                 fault_rate: float, fault_services: str,
                  fault_seed: int | None, outages: tuple[str, ...]) -> None:
     """Run the embedded AWS emulator (and control plane) until Ctrl-C, for other processes.
 
@@ -124,6 +128,7 @@ def emulator_cmd(host: str, port: int, redis_port: int, latency_ms: float, no_re
             "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
             *(["--dynamodb-port", str(dynamodb_port)] if dynamodb_port is not None else []),
             *(["--one-process"] if one_process else []),
+            *(["--no-stream-records"] if no_stream_records else []),
             "--fault-services", fault_services, *[arg for text in outages for arg in ("--outage", text)],
             *(["--fault-seed", str(fault_seed)] if fault_seed is not None else [])]
     # The server takes this process's place, with moto's options in its environment (moto

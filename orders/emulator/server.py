@@ -214,7 +214,7 @@ class AwsEmulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
                  as_shipped: bool = False, faults: Mapping[str, Any] | None = None,
-                 dynamodb_endpoint: str | None = None):
+                 dynamodb_endpoint: str | None = None, stream_records: bool = True):
         self.host = host
         self.port = port or free_port()
         self.latency_ms = latency_ms
@@ -227,6 +227,9 @@ class AwsEmulator:
         # (orders.emulator.service_groups): calls for it that reach this server are passed on,
         # and the emulator's own paths answer for both.
         self.dynamodb_endpoint = dynamodb_endpoint
+        # False: DynamoDB streams record nothing (orders.emulator.moto_dynamodb.drop_stream_records), for a
+        # run in which nothing reads them.
+        self.stream_records = stream_records
         self._stop_server: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self.access_log: AccessLog | None = None  # once started; a test running it on a thread reads it
@@ -254,6 +257,8 @@ class AwsEmulator:
             moto_sqs.install()
             moto_sns.install()
             dispatcher = cached_dispatcher(create_backend_app)
+        if not self.stream_records:
+            moto_dynamodb.drop_stream_records()
         counting = CountingMiddleware(dispatcher, self.latency_ms)
         if self.faults:
             counting.faults.plan.update(self.faults)
@@ -387,7 +392,7 @@ class EmulatorProcess:
 
     def __init__(self, latency_ms: float = 0.0, with_redis: bool = True, as_shipped: bool = False,
                  one_process: bool = False, host: str = "127.0.0.1", port: int = 0,
-                 dynamodb_process: bool = False):
+                 dynamodb_process: bool = False, stream_records: bool = True):
         self.latency_ms = latency_ms
         self.with_redis = with_redis and not dynamodb_process
         self.as_shipped = as_shipped
@@ -398,6 +403,9 @@ class EmulatorProcess:
         # group (signalled and measured with it) and leaves Ctrl-C to the front, which stops it. Any other
         # (a test's, a benchmark's) gets a group of its own.
         self.dynamodb_process = dynamodb_process
+        # False for a run that reads no DynamoDB stream (a single region's): its tables' streams record
+        # nothing, where moto keeps every record for as long as it runs (--no-stream-records).
+        self.stream_records = stream_records
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
 
@@ -411,6 +419,8 @@ class EmulatorProcess:
             cmd.append("--no-redis")
         if self.as_shipped:
             cmd.append("--moto-as-shipped")
+        if not self.stream_records:
+            cmd.append("--no-stream-records")
         if self.dynamodb_process:
             cmd.append("--dynamodb-process")
         elif one_process:
@@ -469,7 +479,7 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
 def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_redis: bool = True,
         as_json: bool = False, host: str = "127.0.0.1", exit_with_parent: bool = False,
         as_shipped: bool = False, faults: Mapping[str, Any] | None = None, one_process: bool = False,
-        dynamodb_port: int = 0) -> None:
+        dynamodb_port: int = 0, stream_records: bool = True) -> None:
     """Serve until SIGTERM or Ctrl-C; print the environment clients need.
 
     Unless `one_process`, DynamoDB is served by a process of its own, started here and stopped
@@ -489,12 +499,13 @@ def run(port: int = 5000, redis_port: int = 6390, latency_ms: float = 0.0, with_
     try:
         if not one_process:
             dynamodb = EmulatorProcess(latency_ms, as_shipped=as_shipped, host=host, port=dynamodb_port,
-                                       dynamodb_process=True).start()
+                                       dynamodb_process=True, stream_records=stream_records).start()
             if faults:
                 control_request(dynamodb.endpoint, FAULTS_PATH, dict(faults))
             _stop_when_ended(dynamodb, stop, ended)
         aws = AwsEmulator(host=host, port=port, latency_ms=latency_ms, as_shipped=as_shipped, faults=faults,
-                          dynamodb_endpoint=dynamodb.endpoint if dynamodb else None).start()
+                          dynamodb_endpoint=dynamodb.endpoint if dynamodb else None,
+                          stream_records=stream_records).start()
         redis = EmbeddedRedis(port=redis_port).start() if with_redis else None
         env = client_environment(aws.endpoint, redis.url if redis else None)
         if dynamodb:
@@ -575,6 +586,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dynamodb-process", action="store_true",
                         help="serve as a front's DynamoDB process (one process, no redis, "
                              "Ctrl-C left to the front)")
+    parser.add_argument("--no-stream-records", action="store_true",
+                        help="record nothing in DynamoDB streams (declared and described all the same): "
+                             "for a run that reads none; moto keeps every record while it runs")
     add_fault_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -587,7 +601,8 @@ def main(argv: list[str] | None = None) -> None:
         run(host=args.host, port=args.port, redis_port=args.redis_port, latency_ms=args.latency_ms,
             with_redis=not args.no_redis, as_json=args.json, exit_with_parent=args.exit_with_parent,
             as_shipped=args.moto_as_shipped, faults=plan_from_arguments(parser, args),
-            one_process=one_process, dynamodb_port=dynamodb_port(args.port, args.dynamodb_port))
+            one_process=one_process, dynamodb_port=dynamodb_port(args.port, args.dynamodb_port),
+            stream_records=not args.no_stream_records)
     except (OSError, RuntimeError) as exc:
         raise SystemExit(f"Error: the emulator could not start ({exc}); is a port taken? "
                          "Choose others with --port / --dynamodb-port / --redis-port.") from None

@@ -121,7 +121,9 @@ class Stack:
             # The emulator's child inherits our stderr; moto's tracebacks (a 500 it answers)
             # belong in the run's logs, not across the progress line.
             with open(self._log("emulator"), "ab") as log, _stderr_to(log.fileno()):
-                self.emulator = EmulatorProcess(latency_ms=self.latency_ms).start()
+                # One region: nothing reads the tables' streams (the replicator of a multi-region run,
+                # orders.harness.regions, does), and moto would keep every record while the run lasts.
+                self.emulator = EmulatorProcess(latency_ms=self.latency_ms, stream_records=False).start()
 
     def _environment(self) -> dict[str, str]:
         """What every process of the run gets on top of the current environment."""

@@ -61,6 +61,18 @@ def test_the_benchmark_reports_calls_by_service_and_cpu_per_order_and_process():
     assert (cpu["workers"], cpu["emulator"]) == (pytest.approx(50.0), pytest.approx(50.0))
 
 
+def test_the_benchmark_reports_what_the_emulator_kept_per_order():
+    run = RunFigures(label="ours", orders=100, completed=100, elapsed=5.0, throughput=20.0,
+                     end_to_end=Percentiles.of([1.0]),
+                     emulator_rss={"start": 200 * 2**20, "end": 230 * 2**20})
+    assert run.emulator_growth_per_order() == 30 * 2**20 // 100
+    text = format_suite("== pipeline ==", {"ours": run})
+    assert "ours: emulator memory MiB  200 at start, 230 at end: 307 KB kept a completed order" in text
+    assert "emulator_rss" in run.as_dict()  # --json carries it
+    assert RunFigures(label="x", orders=1, completed=1, elapsed=1.0, throughput=1.0,
+                      end_to_end=Percentiles.of([1.0])).emulator_growth_per_order() is None  # --endpoint
+
+
 def test_the_benchmarks_own_calls_and_cpu_are_in_no_figure_per_order():
     run = RunFigures(label="ours", orders=10, completed=10, elapsed=5.0, throughput=2.0,
                      end_to_end=Percentiles.of([1.0]),
