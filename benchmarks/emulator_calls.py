@@ -4,9 +4,10 @@ The emulator (moto, one Python process) is what limits the pipeline on one
 machine, and DynamoDB is most of its work. This replays one order's store calls
 (the same functions the tasks call), one call at a time, first against moto as
 shipped, then against the emulator as the project runs it (orders.emulator.moto_dynamodb,
-orders.emulator.server's dispatcher), and prints the emulator's CPU milliseconds per
-call of each kind: CPU time, not wall time, so another busy process moves the
-figures little.
+orders.emulator.server's dispatcher), then as a single-region run starts it (the same,
+`--no-stream-records`: the tables' streams record nothing), and prints the emulator's CPU
+milliseconds per call of each kind: CPU time, not wall time, so another busy process moves
+the figures little.
 
     python -m benchmarks.emulator_calls [--orders 200]
 """
@@ -25,7 +26,7 @@ CALLS = ("PutItem (place)", "GetItem (each step)", "TransactWriteItems (reserve)
          "BatchGetItem (stock levels)", "UpdateItem (ship)", "UpdateItem (notify claim)")
 
 
-def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
+def measure(as_shipped: bool, n_orders: int, stream_records: bool = True) -> dict[str, float]:
     """Emulator CPU ms per call of each kind, for `n_orders` orders of the demo's mix."""
     from orders.aws import stock
     from orders.domain.order import validate
@@ -37,7 +38,7 @@ def measure(as_shipped: bool, n_orders: int) -> dict[str, float]:
     from orders.runtime.dependencies import dependencies
     from orders.steps.reservation import take
 
-    emulator = EmulatorProcess(with_redis=False, as_shipped=as_shipped).start()
+    emulator = EmulatorProcess(with_redis=False, as_shipped=as_shipped, stream_records=stream_records).start()
     try:
         settings = emulator.settings({"ORDERS_ENV": "calls-" + uuid.uuid4().hex[:6]})
         provisioning.up(settings)
@@ -77,14 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shipped = measure(True, args.orders)
     ours = measure(False, args.orders)
-    print(f"Emulator CPU ms per call, {args.orders} orders each "
-          "(moto as shipped, then as the project runs it)\n")
-    print(f"{'call':32}{'as shipped':>12}{'ours':>8}{'ratio':>8}")
-    rows = [(call, shipped[call], ours[call]) for call in CALLS]
-    rows.append(("one of each", sum(shipped.values()), sum(ours.values())))
-    for call, before, after in rows:  # CPU time comes in 10 ms ticks: a tiny sample can read 0
+    unrecorded = measure(False, args.orders, stream_records=False)
+    print(f"Emulator CPU ms per call, {args.orders} orders each (moto as shipped, then as the project "
+          "runs it, then as a single-region run starts it: --no-stream-records)\n")
+    print(f"{'call':32}{'as shipped':>12}{'ours':>8}{'ratio':>8}{'no stream records':>19}")
+    rows = [(call, shipped[call], ours[call], unrecorded[call]) for call in CALLS]
+    rows.append(("one of each", sum(shipped.values()), sum(ours.values()), sum(unrecorded.values())))
+    for call, before, after, single in rows:
         ratio = f"{before / after:>7.1f}x" if after else "      -"
-        print(f"{call:32}{before:>12.2f}{after:>8.2f}{ratio}")
+        print(f"{call:32}{before:>12.2f}{after:>8.2f}{ratio}{single:>19.2f}")
 
 
 if __name__ == "__main__":
