@@ -261,8 +261,10 @@ def install() -> None:
 
 def drop_stream_records() -> None:
     """Record nothing in any table's stream in this process (the emulator's `--no-stream-records`):
-    a write to a stream-enabled table costs what it does on a table without one, and GetRecords
-    reads nothing (nor does a Lambda mapped to a stream get anything: the emulator maps none).
+    a write to a stream-enabled table costs what it does on a table without one, nor does a Lambda
+    mapped to a stream get anything (the emulator maps none). A reader asking for a shard iterator
+    is refused with `NO_STREAM_RECORDS`, where reading nothing would look like a table no one writes
+    (the multi-region replicator says so in its log).
 
     moto's update_item also deep-copies the item it updates, before the update, for that record's
     old image alone (about half of the 9% of the DynamoDB process's CPU that copying items took at
@@ -270,9 +272,22 @@ def drop_stream_records() -> None:
     (`ItemsUncopied`)."""
     from moto.dynamodb import models
     from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
     setattr(StreamShard, "add", _record_nothing)  # noqa: B010 (patching moto)
     setattr(models, "copy", ItemsUncopied)  # noqa: B010
+    setattr(DynamoDBStreamsBackend, "get_shard_iterator", _refuse_to_read)  # noqa: B010
+
+
+#: What a stream reader is told by an emulator started with `--no-stream-records`.
+NO_STREAM_RECORDS = ("this emulator records nothing in DynamoDB streams (started with --no-stream-records, "
+                     "as a single-region run starts it): start it without that option to read them")
+
+
+def _refuse_to_read(self: Any, *args: Any, **kwargs: Any) -> Any:
+    from moto.core.exceptions import JsonRESTError
+
+    raise JsonRESTError("ValidationException", NO_STREAM_RECORDS)
 
 
 def _record_nothing(self: Any, old: Any, new: Any) -> None:

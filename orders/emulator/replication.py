@@ -41,6 +41,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from orders.aws.errors import is_retryable_aws_error
 from orders.emulator.streams import Image, StreamReader, client, same, unchanged
 from orders.settings import Settings
 from orders.topology import TABLES, TABLES_BY_NAME
@@ -119,6 +120,7 @@ class Replicator:
         self._thread: threading.Thread | None = None
         self._progress = threading.Condition()
         self._started_steps = self._quiet_step = 0
+        self._refused: set[tuple[str, str]] = set()  # (region, table) whose stream refused to be read
 
     def start(self) -> Replicator:
         self._thread = threading.Thread(target=self._run, daemon=True, name="replicator")
@@ -173,7 +175,12 @@ class Replicator:
             records = region.readers[table].read()
         except (ClientError, BotoCoreError, RuntimeError) as exc:
             self.counts["unreachable"] += 1
-            log.debug("region %s, table %s: %s", region.name, table, exc)
+            if is_retryable_aws_error(exc) or (region.name, table) in self._refused:
+                log.debug("region %s, table %s: %s", region.name, table, exc)
+            else:  # not an outage (no stream, no table, an emulator recording none): said once, loud
+                self._refused.add((region.name, table))
+                log.warning("region %s, table %s: its stream cannot be read, and nothing of it is "
+                            "replicated until it can: %s", region.name, table, exc)
             return
         for record in records:
             self._observe(region, table, record["dynamodb"])
