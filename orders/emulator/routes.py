@@ -15,9 +15,11 @@ _READ = "orders.signing_service"  # where the answers are kept in the request's 
 _BODY = "orders.body"
 _SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/aws4_request")
 #: The longest request body the emulator reads: AWS's longest are DynamoDB's batches (16 MB of items).
-#: cheroot refuses a longer Content-Length before the request reaches the emulator; a chunked body is
-#: cut off at this length as it is read (BodyTooLarge).
+#: A longer Content-Length is refused before anything is read (by cheroot, and by `request_body` under
+#: any server: Werkzeug's has no limit of its own); a chunked body is cut off at this length as it is read.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
+#: How much of a chunked body is read at a time (a raw reader may give back less: one chunk).
+_READ_SIZE = 64 * 1024
 
 
 #: What cheroot's chunked reader raises past its limit: MaxSizeExceeded, or an IOError saying so.
@@ -56,14 +58,15 @@ def request_body(environ: dict[str, Any]) -> bytes:
     if _BODY not in environ:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length > MAX_REQUEST_BYTES:
+            raise _too_large()
         try:
             body = bytes(environ["wsgi.input"].read(length) if length else
-                         environ["wsgi.input"].read() if chunked else b"")
+                         _read_to_the_limit(environ["wsgi.input"]) if chunked else b"")
         except (MaxSizeExceeded, OSError) as exc:  # cheroot's reader of a chunked body, past its limit
             if not isinstance(exc, MaxSizeExceeded) and exc.args != (_TOO_LARGE,):
                 raise  # the client went away: not the body's fault
-            raise UnreadableBody("413 Request Entity Too Large",
-                                 f"a request body over {MAX_REQUEST_BYTES} bytes") from exc
+            raise _too_large() from exc
         except ValueError as exc:  # cheroot's reader: a chunk size that is not hexadecimal, a missing CRLF
             raise UnreadableBody("400 Bad Request", f"a malformed chunked body ({exc})") from exc
         environ[_BODY] = body
@@ -73,12 +76,28 @@ def request_body(environ: dict[str, Any]) -> bytes:
     return environ[_BODY]  # type: ignore[no-any-return]
 
 
+def _too_large() -> UnreadableBody:
+    return UnreadableBody("413 Request Entity Too Large", f"a request body over {MAX_REQUEST_BYTES} bytes")
+
+
+def _read_to_the_limit(stream: Any) -> bytes:
+    """A chunked body to its end, refused (413) as soon as it runs past MAX_REQUEST_BYTES: never held whole
+    under a server that does not limit it (cheroot's reader raises at its own limit first)."""
+    parts, size = [], 0
+    while part := stream.read(min(_READ_SIZE, MAX_REQUEST_BYTES + 1 - size)):
+        parts.append(part)
+        size += len(part)
+        if size > MAX_REQUEST_BYTES:
+            raise _too_large()
+    return b"".join(parts)
+
+
 def refusing_unreadable_bodies(app: Callable[..., Any]) -> Callable[..., Iterable[bytes]]:
-    """`app`, whose requests with a chunked body past MAX_REQUEST_BYTES are answered 413, and with a
-    malformed one 400, rather than 500 with a traceback (a longer Content-Length never reaches it:
-    cheroot answers those)."""
+    """`app`, whose requests with a body past MAX_REQUEST_BYTES (announced, or chunked and read that far)
+    are answered 413, and with a malformed chunked one 400, rather than 500 with a traceback."""
     def refuse(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         try:
+            request_body(environ)  # every request's, signed or not, before anything (moto) reads it unlimited
             return app(environ, start_response)  # type: ignore[no-any-return]
         except UnreadableBody as exc:
             start_response(exc.status, [("Content-Type", "text/plain"), ("Connection", "close")])

@@ -55,11 +55,12 @@ def test_a_request_body_is_read_from_the_client_once_and_every_middleware_gets_a
     from orders.emulator.routes import request_body
 
     class Once(io.BytesIO):
-        reads = 0
+        reads = 0  # reads that took something from the client (a chunked body is read until one gives none)
 
         def read(self, size: int | None = -1) -> bytes:
-            Once.reads += 1
-            return super().read(size)
+            got = super().read(size)
+            Once.reads += bool(got)
+            return got
 
     environ = {"wsgi.input": Once(b"Action=Publish&Message=x"), "HTTP_TRANSFER_ENCODING": "chunked"}
     assert request_body(environ) == b"Action=Publish&Message=x"
@@ -103,3 +104,43 @@ def test_a_chunked_body_past_the_limit_is_cut_off_and_answered_413_a_malformed_o
     answered.clear()
     b"".join(guarded(malformed, lambda status, headers: answered.append(status)))
     assert answered == ["400 Bad Request"]
+
+
+def test_under_any_server_a_body_past_the_limit_is_refused_before_the_app_reads_it(monkeypatch):
+    """Werkzeug's server (ORDERS_EMULATOR_HTTP=werkzeug) limits no body: an announced length past the limit
+    is refused unread, and an endless chunked body, read as its dechunker gives it (a chunk a read), is cut
+    off at the limit; signed or not, before moto (the app) reads anything."""
+    import io
+
+    from orders.emulator import routes
+
+    monkeypatch.setattr(routes, "MAX_REQUEST_BYTES", 1000)
+
+    class Endless(io.RawIOBase):
+        given = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:  # one 300-byte chunk a read, for ever
+            n = min(len(buffer), 300)
+            buffer[:n] = b"x" * n
+            self.given += n
+            return n
+
+    class Untouchable(io.RawIOBase):
+        def read(self, size: int | None = -1) -> bytes:
+            raise AssertionError("an announced body past the limit was read")
+
+    def moto(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        env["wsgi.input"].read()  # moto reads what it is given, to the end
+        raise AssertionError("the app was reached")
+
+    guarded = routes.refusing_unreadable_bodies(moto)
+    endless = Endless()
+    for environ in ({"wsgi.input": Untouchable(), "CONTENT_LENGTH": "1001"},
+                    {"wsgi.input": endless, "HTTP_TRANSFER_ENCODING": "chunked"}):
+        answered: list[str] = []
+        body = b"".join(guarded(environ, lambda status, headers, said=answered: said.append(status)))
+        assert answered == ["413 Request Entity Too Large"] and b"not read further" in body
+    assert endless.given <= 1000 + 300
