@@ -182,6 +182,7 @@ class Replicator:
                 log.warning("region %s, table %s: its stream cannot be read, and nothing of it is "
                             "replicated until it can: %s", region.name, table, exc)
             return
+        self._refused.discard((region.name, table))  # read again: a later refusal is said again
         for record in records:
             self._observe(region, table, record["dynamodb"])
 

@@ -31,6 +31,10 @@ def test_moto_copies_an_updated_item_only_for_its_stream_record():
     from moto.dynamodb import models
 
     source = inspect.getsource(models)
+    # The module's `copy` is replaced whole (ItemsUncopied): it may use nothing of it but deepcopy.
+    used = {ast.unparse(node) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id == "copy"}
+    assert used == {"copy.deepcopy"}, used
     copying = _functions_copying(source)
     # transact_write_items is moto's, replaced by the emulator's (orders.emulator.moto_dynamodb), and copies
     # tables, not Items.
