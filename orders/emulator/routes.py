@@ -56,24 +56,40 @@ def request_body(environ: dict[str, Any]) -> bytes:
     """The request's body, read from the client once for every middleware (a chunked one too, which is
     then given its length), with `wsgi.input` set to a fresh reader of it for whoever reads next."""
     if _BODY not in environ:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        # Chunked first: a request with both is decoded as chunked by the servers (RFC 9112 6.3).
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if length > MAX_REQUEST_BYTES:
-            raise _too_large()
+        length = 0 if chunked else _announced_length(environ)
         try:
-            body = bytes(environ["wsgi.input"].read(length) if length else
-                         _read_to_the_limit(environ["wsgi.input"]) if chunked else b"")
-        except (MaxSizeExceeded, OSError) as exc:  # cheroot's reader of a chunked body, past its limit
-            if not isinstance(exc, MaxSizeExceeded) and exc.args != (_TOO_LARGE,):
-                raise  # the client went away: not the body's fault
+            body = bytes(_read_to_the_limit(environ["wsgi.input"]) if chunked else
+                         environ["wsgi.input"].read(length) if length else b"")
+        except MaxSizeExceeded as exc:  # cheroot's reader of a chunked body, past its limit
             raise _too_large() from exc
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away: not the body's fault
+        except OSError as exc:  # a chunked reader: cheroot's past its limit, Werkzeug's on a bad chunk header
+            if exc.args == (_TOO_LARGE,):
+                raise _too_large() from exc
+            raise UnreadableBody("400 Bad Request", f"a malformed chunked body ({exc})") from exc
         except ValueError as exc:  # cheroot's reader: a chunk size that is not hexadecimal, a missing CRLF
             raise UnreadableBody("400 Bad Request", f"a malformed chunked body ({exc})") from exc
+        if not chunked and len(body) != length:  # the client stopped short: not the request it announced
+            raise UnreadableBody("400 Bad Request", f"{len(body)} bytes of a body of {length}")
         environ[_BODY] = body
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
     environ["wsgi.input"] = io.BytesIO(environ[_BODY])
     return environ[_BODY]  # type: ignore[no-any-return]
+
+
+def _announced_length(environ: dict[str, Any]) -> int:
+    """Content-Length, digits only (int() also takes "-1", which a reader takes for "all there is", and "+1",
+    " 1", "1_0"); refused (400) otherwise, and past MAX_REQUEST_BYTES (413) before anything is read."""
+    raw = environ.get("CONTENT_LENGTH") or "0"
+    if not (raw.isascii() and raw.isdigit()):
+        raise UnreadableBody("400 Bad Request", f"a Content-Length that is not a length ({raw[:20]!r})")
+    if int(raw) > MAX_REQUEST_BYTES:
+        raise _too_large()
+    return int(raw)
 
 
 def _too_large() -> UnreadableBody:

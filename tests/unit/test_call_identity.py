@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+import pytest
 
 from orders.emulator.server import identify_call
 
@@ -144,3 +147,49 @@ def test_under_any_server_a_body_past_the_limit_is_refused_before_the_app_reads_
         body = b"".join(guarded(environ, lambda status, headers, said=answered: said.append(status)))
         assert answered == ["413 Request Entity Too Large"] and b"not read further" in body
     assert endless.given <= 1000 + 300
+
+
+@pytest.mark.parametrize(("headers", "sent", "status"), [
+    ({"CONTENT_LENGTH": "-1"}, b"x" * 5000, "400 Bad Request"),  # int() takes it; a reader reads all
+    ({"CONTENT_LENGTH": "-5"}, b"x" * 5000, "400 Bad Request"),
+    ({"CONTENT_LENGTH": "+5"}, b"x" * 5, "400 Bad Request"),
+    ({"CONTENT_LENGTH": "abc"}, b"", "400 Bad Request"),
+    ({"CONTENT_LENGTH": "100"}, b"ab", "400 Bad Request"),  # the client stopped short
+])
+def test_a_content_length_that_is_not_the_bodys_is_refused_unread_by_the_app(headers, sent, status):
+    """What cheroot passes on (it refuses only a non-numeric length or one past its limit) and Werkzeug
+    passes on (anything): refused before moto reads the body, never read to its end."""
+    import io
+
+    from orders.emulator import routes
+
+    def moto(env: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise AssertionError("the app was reached")
+
+    answered: list[str] = []
+    stream = io.BytesIO(sent)
+    body = b"".join(routes.refusing_unreadable_bodies(moto)(
+        {"wsgi.input": stream, **headers}, lambda status, headers: answered.append(status)))
+    assert answered == [status] and b"not read further" in body, body
+    assert stream.tell() <= 100
+
+
+def test_a_body_both_chunked_and_given_a_length_is_read_as_chunked():
+    """As the servers decode it (RFC 9112 6.3): taking the length would leave the rest of the chunked body
+    on the connection, read as the next request."""
+    from orders.emulator.routes import request_body
+
+    class Dechunked(io.RawIOBase):  # what a server's chunked reader hands the app: the decoded body
+        def __init__(self) -> None:
+            self.data = io.BytesIO(b"abcdef")
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            got = self.data.read(len(buffer))
+            buffer[:len(got)] = got
+            return len(got)
+
+    environ = {"wsgi.input": Dechunked(), "CONTENT_LENGTH": "3", "HTTP_TRANSFER_ENCODING": "chunked"}
+    assert request_body(environ) == b"abcdef" and environ["CONTENT_LENGTH"] == "6"
