@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cheroot import wsgi
 from cheroot.errors import MaxSizeExceeded
 
 #: The emulator's call counts (orders.emulator.server).
@@ -116,6 +117,23 @@ def refusing_unreadable_bodies(app: Callable[..., Any]) -> Callable[..., Iterabl
             request_body(environ)  # every request's, signed or not, before anything (moto) reads it unlimited
             return app(environ, start_response)  # type: ignore[no-any-return]
         except UnreadableBody as exc:
+            # The connection is closed after this answer: what is left of the body (all of it, unread) would
+            # otherwise be parsed as the next request. Werkzeug's server closes on this header; cheroot's
+            # needs ClosingGateway.
             start_response(exc.status, [("Content-Type", "text/plain"), ("Connection", "close")])
             return [f"{exc}: not read further".encode()]
     return refuse
+
+
+class ClosingGateway(wsgi.Gateway_10):
+    """cheroot's WSGI gateway, closing the connection after an answer whose headers say `Connection: close`.
+
+    cheroot writes the header but keeps the connection open (it closes only after its own 413), so the bytes
+    of a body refused unread would be read as the connection's next request: a request smuggled past the
+    emulator's middlewares (`refusing_unreadable_bodies`), answered as if it had been sent on its own.
+    """
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if any(name.lower() == "connection" and value.lower() == "close" for name, value in headers):
+            self.req.close_connection = True
+        return super().start_response(status, headers, exc_info)

@@ -50,6 +50,7 @@ from orders.emulator.faults import (
 from orders.emulator.routes import (
     MAX_REQUEST_BYTES,
     STATS_PATH,
+    ClosingGateway,
     refusing_unreadable_bodies,
     request_body,
     signing_service,
@@ -286,6 +287,7 @@ class AwsEmulator:
             # a few each (every client's pool, every worker's receives), so all are kept.
             cheroot.keep_alive_conn_limit = KEPT_CONNECTIONS
             cheroot.max_request_body_size = MAX_REQUEST_BYTES  # a hostile body is not held whole
+            cheroot.gateway = ClosingGateway  # a body refused unread is not read as the next request
             cheroot.prepare()  # listening from here: the port is taken before start() returns
             serve = cheroot.serve
 

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from orders.aws import clients
 from orders.emulator.access_log import access_records
-from orders.emulator.routes import MAX_REQUEST_BYTES
+from orders.emulator.routes import MAX_REQUEST_BYTES, STATS_PATH
 from orders.emulator.server import EmulatorProcess
 from tests.helpers import calls
 
@@ -318,6 +318,33 @@ def _announce_a_body_past_the_limit(endpoint: str) -> int:
     return answer.status
 
 
+def _smuggle(endpoint: str) -> list[bytes]:
+    """The status lines answered on one connection to a request whose Content-Length (-N) is refused unread,
+    its body a whole second request (the emulator's call counts), read until the server closes or 5 s pass."""
+    import socket
+
+    smuggled = f"GET {STATS_PATH} HTTP/1.1\r\nHost: emulator\r\n\r\n".encode()
+    request = (b"POST / HTTP/1.1\r\nHost: emulator\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Length: -%d\r\n\r\n%s" % (len(smuggled), smuggled))
+    answered = b""
+    with socket.create_connection((urlsplit(endpoint).hostname, urlsplit(endpoint).port), timeout=5) as sock:
+        sock.sendall(request)
+        try:
+            while chunk := sock.recv(65536):
+                answered += chunk
+        except TimeoutError:
+            answered += b"\n(the connection was kept open)"
+    return [line for line in answered.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")] + (
+        [b"kept open"] if answered.endswith(b"(the connection was kept open)") else [])
+
+
+def test_a_body_refused_unread_is_not_read_as_the_next_request(emulator):
+    """A request refused before its body is read leaves that body on the connection: cheroot kept the
+    connection open despite the answer's `Connection: close` and answered the body as a request of its own
+    (a request smuggled past every middleware). The connection is closed after the refusal."""
+    assert _smuggle(emulator.endpoint) == [b"HTTP/1.1 400 Bad Request"]
+
+
 def test_a_body_past_the_limit_is_answered_413_without_being_read_and_the_emulator_serves_on(emulator,
                                                                                               settings):
     assert _announce_a_body_past_the_limit(emulator.endpoint) == 413
@@ -326,11 +353,12 @@ def test_a_body_past_the_limit_is_answered_413_without_being_read_and_the_emulat
 
 def test_werkzeugs_server_limits_a_body_as_cheroot_does(monkeypatch):
     """ORDERS_EMULATOR_HTTP=werkzeug, the server kept to compare: it limits no body of its own; the emulator
-    answers 413 unread all the same, and serves on."""
+    answers 413 unread all the same, closes the connection after a body refused unread, and serves on."""
     monkeypatch.setenv("ORDERS_EMULATOR_HTTP", "werkzeug")
     emulator = EmulatorProcess(with_redis=False, one_process=True).start()
     try:
         assert _announce_a_body_past_the_limit(emulator.endpoint) == 413
+        assert _smuggle(emulator.endpoint) == [b"HTTP/1.1 400 Bad Request"]
         settings = emulator.settings({"ORDERS_ENV": "wz-" + uuid.uuid4().hex[:6]})
         assert "TableNames" in clients.new_client("dynamodb", settings).list_tables()
     finally:
