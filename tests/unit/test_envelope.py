@@ -20,7 +20,15 @@ from kombu import Connection
 from kombu.transport import virtual
 from kombu.transport.SQS import Channel as SQSChannel
 
-from orders.runtime.envelope import MAX_DEPTH, Poison, TaskMessage, decode, depth, envelope_text
+from orders.runtime.envelope import (
+    MAX_DEPTH,
+    Poison,
+    TaskMessage,
+    decode,
+    depth,
+    envelope_text,
+    shallow_json,
+)
 from tests.fuzzing import json_values
 
 app = Celery("envelope-tests", set_as_current=False)
@@ -186,6 +194,23 @@ def test_depth_is_measured_without_recursion():
         deep = [deep]
     assert depth(deep) == MAX_DEPTH + 1  # stops looking past the limit
     assert depth({"a": [1, {"b": []}]}) == 4 and depth(7) == 0
+
+
+@given(st.integers(0, 2 * MAX_DEPTH).flatmap(  # every nesting up to twice the limit, as likely as any other
+    lambda n: st.lists(st.sampled_from(["list", "object", "list with a sibling"]), min_size=n, max_size=n)),
+       st.text(alphabet="[]{}x", max_size=20))
+def test_json_counted_shallow_is_never_deeper_than_the_limit(wrappers: list[str], text: str) -> None:
+    """What lets a worker skip walking a message (`shallow_json`): a text with at most MAX_DEPTH brackets
+    never parses deeper than MAX_DEPTH, brackets in its strings included; one nested past it is walked."""
+    value: Any = text
+    for wrapper in wrappers:
+        value = [value] if wrapper == "list" else {"k": value} if wrapper == "object" else [{"a": [1]}, value]
+    encoded = json.dumps(value)
+    assert depth(value) <= MAX_DEPTH or not shallow_json(encoded)
+    assert shallow_json(encoded) is shallow_json(encoded.encode())
+    if depth(value) > MAX_DEPTH:
+        with pytest.raises(Poison, match="too-deep|deeper"):
+            decode(sqs_body(with_(sent_by_celery("x"), "body", body_of([value, {}, {}]))), KNOWN)
 
 
 def decoded_or_poison(body: Any) -> None:
