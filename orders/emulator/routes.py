@@ -118,8 +118,8 @@ def refusing_unreadable_bodies(app: Callable[..., Any]) -> Callable[..., Iterabl
             return app(environ, start_response)  # type: ignore[no-any-return]
         except UnreadableBody as exc:
             # The connection is closed after this answer: what is left of the body (all of it, unread) would
-            # otherwise be parsed as the next request. Werkzeug's server closes on this header; cheroot's
-            # needs ClosingGateway.
+            # otherwise be parsed as the next request. Werkzeug's server closes every connection after its
+            # answer; cheroot's acts on this header only with ClosingGateway.
             start_response(exc.status, [("Content-Type", "text/plain"), ("Connection", "close")])
             return [f"{exc}: not read further".encode()]
     return refuse
@@ -128,9 +128,10 @@ def refusing_unreadable_bodies(app: Callable[..., Any]) -> Callable[..., Iterabl
 class ClosingGateway(wsgi.Gateway_10):
     """cheroot's WSGI gateway, closing the connection after an answer whose headers say `Connection: close`.
 
-    cheroot writes the header but keeps the connection open (it closes only after its own 413), so the bytes
-    of a body refused unread would be read as the connection's next request: a request smuggled past the
-    emulator's middlewares (`refusing_unreadable_bodies`), answered as if it had been sent on its own.
+    cheroot writes the header but keeps the connection open (it closes after a 413 only), so the bytes of a
+    body refused unread (`refusing_unreadable_bodies`: a negative length, a malformed chunk) would be read
+    as the connection's next request and answered as if sent as one: a request the client never sent,
+    and answers out of step with its requests for anything in front of the emulator that counts them.
     """
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

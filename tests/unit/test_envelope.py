@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.worker.request import Request
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from kombu import Connection
 from kombu.transport import virtual
@@ -199,6 +199,9 @@ def test_depth_is_measured_without_recursion():
 @given(st.integers(0, 2 * MAX_DEPTH).flatmap(  # every nesting up to twice the limit, as likely as any other
     lambda n: st.lists(st.sampled_from(["list", "object", "list with a sibling"]), min_size=n, max_size=n)),
        st.text(alphabet="[]{}x", max_size=20))
+@example(["list"] * (MAX_DEPTH + 1), "")  # the boundary, where an off-by-one in the count would pass a text
+@example(["object"] * (MAX_DEPTH + 1), "")
+@example(["object", "list"] * ((MAX_DEPTH + 1) // 2) + ["object"], "")
 def test_json_counted_shallow_is_never_deeper_than_the_limit(wrappers: list[str], text: str) -> None:
     """What lets a worker skip walking a message (`shallow_json`): a text with at most MAX_DEPTH brackets
     never parses deeper than MAX_DEPTH, brackets in its strings included; one nested past it is walked."""
@@ -211,6 +214,13 @@ def test_json_counted_shallow_is_never_deeper_than_the_limit(wrappers: list[str]
     if depth(value) > MAX_DEPTH:
         with pytest.raises(Poison, match="too-deep|deeper"):
             decode(sqs_body(with_(sent_by_celery("x"), "body", body_of([value, {}, {}]))), KNOWN)
+
+
+def test_the_bracket_count_s_boundary():
+    for opening, closing in (("[", "]"), ('{"k":', "}")):
+        assert shallow_json(opening * MAX_DEPTH + "1" + closing * MAX_DEPTH)
+        assert not shallow_json(opening * (MAX_DEPTH + 1) + "1" + closing * (MAX_DEPTH + 1))
+        assert not shallow_json((opening * (MAX_DEPTH + 1) + "1" + closing * (MAX_DEPTH + 1)).encode())
 
 
 def decoded_or_poison(body: Any) -> None:
