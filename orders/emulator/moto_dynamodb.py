@@ -280,6 +280,14 @@ def drop_stream_records() -> None:
     setattr(DynamoDBStreamsBackend, "get_shard_iterator", _refuse_to_read)  # noqa: B010
 
 
+def records_streams() -> bool:
+    """Whether this process's moto records DynamoDB streams: False once `drop_stream_records` ran in it,
+    which no emulator of the process can undo (moto's classes are the process's)."""
+    from moto.dynamodb.models.table import StreamShard
+
+    return getattr(StreamShard, "add", None) is not _record_nothing
+
+
 #: What a stream reader is told by an emulator started with `--no-stream-records`.
 NO_STREAM_RECORDS = ("this emulator records nothing in DynamoDB streams (started with --no-stream-records, "
                      "as a single-region run starts it): start it without that option to read them")

@@ -83,6 +83,9 @@ IDLE_CONNECTION_SECONDS = 60
 #: The DynamoDB process's port is the main one's plus this, unless chosen (emulators of other regions
 #: on 5001, 5002... get 5101, 5102...).
 DYNAMODB_PORT_OFFSET = 100
+#: Why an emulator that records DynamoDB streams does not start in a process where another records none.
+NOT_RECORDING = ("an emulator in this process records no DynamoDB stream (--no-stream-records), and moto is "
+                 "the process's: start one that records them in a process of its own")
 #: How long a stopping server waits for the requests in flight.
 STOP_SECONDS = 2
 
@@ -250,6 +253,10 @@ class AwsEmulator:
         from orders.emulator import moto_dispatch, moto_dynamodb, moto_sqs, service_groups, wire_log
         from orders.emulator.access_log import AccessLog
 
+        if self.stream_records and not moto_dynamodb.records_streams():
+            # An emulator started earlier in this process without stream records patched moto for all:
+            # this one's replicated tables would record nothing, and a replicator read nothing, silently.
+            raise RuntimeError(NOT_RECORDING)
         if self.as_shipped:
             dispatcher = DomainDispatcherApplication(create_backend_app)
         else:

@@ -57,3 +57,20 @@ def test_anything_but_an_item_is_still_copied():
     tables = {"t": {"k": item}}
     copied = ItemsUncopied.deepcopy(tables)
     assert copied == tables and copied is not tables and copied["t"]["k"] is not item
+
+
+def test_an_emulator_that_records_streams_refuses_a_process_whose_moto_records_none(monkeypatch):
+    """`--no-stream-records` patches moto's classes, which are the process's: a second emulator of the process
+    that should record (a multi-region one, whose replicator reads the records) would record nothing, and
+    its replicator read nothing, silently. It refuses to start instead."""
+    import pytest
+    from moto.dynamodb.models.table import StreamShard
+
+    from orders.emulator import moto_dynamodb
+    from orders.emulator.server import AwsEmulator
+
+    assert moto_dynamodb.records_streams()
+    monkeypatch.setattr(StreamShard, "add", moto_dynamodb._record_nothing)  # as drop_stream_records leaves it
+    assert not moto_dynamodb.records_streams()
+    with pytest.raises(RuntimeError, match="records no DynamoDB stream"):
+        AwsEmulator(stream_records=True).start()
