@@ -58,3 +58,20 @@ def test_the_chain_end_benchmark_runs_each_way_through_celerys_tracer():
     # Each way ended as it says: the step's end is a success, where Celery's idiom is an ignored task.
     states = "Celery's states: raise Ignore IGNORED, StepTask.end SUCCESS, a retry RETRY"
     assert states in run.stdout, run.stdout
+
+
+def test_the_calls_by_task_benchmark_puts_each_step_s_write_under_its_task():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.calls_by_task", "--orders", "12", "--rate", "6",
+                          "--mix", "hot"], env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    per_order = {tuple(line.split()[:3]): float(line.split()[3]) for line in run.stdout.splitlines()
+                 if line.split()[:1] in (["orders"], ["inventory.fifo"], ["payments"], ["shipping"],
+                                         ["notifications"])}
+    # Every order of the hot mix is placed, reserved, charged and shipped: each step's write, about once an
+    # order, under the task that makes it; the hand-offs and events under the process's own batchers.
+    assert per_order[("orders", "orders.place", "dynamodb:PutItem")] > 0.5, run.stdout
+    assert per_order[("inventory.fifo", "inventory.reserve", "dynamodb:TransactWriteItems")] > 0, run.stdout
+    assert per_order[("payments", "payments.charge", "dynamodb:TransactWriteItems")] > 0.5, run.stdout
+    assert per_order[("shipping", "shipping.create_shipment", "dynamodb:UpdateItem")] > 0.5, run.stdout
+    assert per_order[("payments", "-", "sqs:SendMessageBatch")] > 0, run.stdout
+    assert "sqs:ReceiveMessage" in run.stdout.splitlines()[-1], run.stdout
