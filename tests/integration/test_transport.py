@@ -100,6 +100,31 @@ def test_a_failed_delete_entry_leaves_its_message_for_redelivery(infra):
                                           else got[1].body]
 
 
+def test_acks_of_two_queues_delete_from_each_and_find_each_queue_s_client_once(infra, monkeypatch):
+    """An ack's SQS client is found once per queue (`Channel._deleting_client`), and each delete still goes
+    to its own queue: both queues are empty after their acks, none of the messages comes back."""
+    names = ("orders", "shipping")
+    with Connection(f"{transport.SCHEME}://", transport_options=app.conf.broker_transport_options) as conn:
+        channel = conn.default_channel
+        producer = conn.Producer(channel)
+        for name in names:  # as kombu sends them: their delivery info names their queue
+            for i in range(3):
+                producer.publish(f"{name}-{i}", routing_key=name)
+        got = [channel.basic_get(name) for name in names for _ in range(3)]
+        assert all(got), "every message should be received"
+        looked_up: list[str] = []
+        canonical = channel.canonical_queue_name
+        monkeypatch.setattr(channel, "canonical_queue_name",
+                            lambda name: looked_up.append(name) or canonical(name))
+        for message in got:
+            message.ack()
+        assert channel.flush_acks()
+        assert channel.acks.stats["failed"] == 0
+        assert sorted(looked_up) == sorted(names), looked_up
+    for name in names:
+        assert depth(infra, name) == (0, 0), name
+
+
 def test_warm_shutdown_flushes_pending_acks(infra, emulator):
     deliveries.clear()
     # Fewer acks than a full batch and a linger of an hour: only the shutdown flush sends them.
