@@ -10,6 +10,7 @@ import click
 
 from orders.cli.common import aws_failures, aws_settings, where
 from orders.cli.template import template_command
+from orders.emulator.moto_dynamodb import NO_STREAM_RECORDS_HELP
 from orders.infra import provisioning
 from orders.infra.converger import Report
 from orders.settings import Settings, child_environment
@@ -90,9 +91,7 @@ def _in_region(settings: Settings, region: str | None) -> str:
                    "own, unless ORDERS_EMULATOR_PROCESSES=1).")
 @click.option("--dynamodb-port", type=int, default=None, show_default="--port + 100",
               help="The DynamoDB process's port (AWS_ENDPOINT_URL_DYNAMODB); the main port serves it too.")
-@click.option("--no-stream-records", is_flag=True,
-              help="Record nothing in DynamoDB streams (still declared and described): for a long run that "
-                   "reads none; moto keeps every record, both images, for as long as it runs.")
+@click.option("--no-stream-records", is_flag=True, help=NO_STREAM_RECORDS_HELP)
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of AWS calls answered with throttling, 500 or 503, as AWS answers them.")
 @click.option("--fault-services", default="", metavar="LIST",

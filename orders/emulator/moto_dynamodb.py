@@ -288,6 +288,9 @@ def records_streams() -> bool:
     return getattr(StreamShard, "add", None) is not _record_nothing
 
 
+#: What `--no-stream-records` does, as `orders emulator --help` and the server's own help say it.
+NO_STREAM_RECORDS_HELP = ("Record nothing in DynamoDB streams (still declared and described): for a run that "
+                          "reads none; moto keeps every record, both images, for as long as it runs.")
 #: What a stream reader is told by an emulator started with `--no-stream-records`.
 NO_STREAM_RECORDS = ("this emulator records nothing in DynamoDB streams (started with --no-stream-records, "
                      "as a single-region run starts it): start it without that option to read them")

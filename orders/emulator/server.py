@@ -47,6 +47,7 @@ from orders.emulator.faults import (
     control_request,
     plan_from_arguments,
 )
+from orders.emulator.moto_dynamodb import NO_STREAM_RECORDS_HELP
 from orders.emulator.routes import (
     MAX_REQUEST_BYTES,
     STATS_PATH,
@@ -595,9 +596,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dynamodb-process", action="store_true",
                         help="serve as a front's DynamoDB process (one process, no redis, "
                              "Ctrl-C left to the front)")
-    parser.add_argument("--no-stream-records", action="store_true",
-                        help="record nothing in DynamoDB streams (declared and described all the same): "
-                             "for a run that reads none; moto keeps every record while it runs")
+    parser.add_argument("--no-stream-records", action="store_true", help=NO_STREAM_RECORDS_HELP)
     add_fault_arguments(parser)
     args = parser.parse_args(argv)
     try:
